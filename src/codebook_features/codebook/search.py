@@ -1,0 +1,134 @@
+"""Exact top-k code search, batched over groups and tiled so memory stays bounded.
+
+The naive search builds a ``tokens x codes`` score matrix per group and calls ``topk`` on it.
+Here every group is searched in one batched matmul, over tiles of tokens (and of groups when
+the codebooks are very large), so the live score buffer never exceeds a fixed budget however
+many tokens come in. Results do not depend on the tile size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from codebook_features.codebook.config import Similarity
+
+SCORE_BUDGET = 1 << 24
+"""Score elements per tile when no chunk size is given (64 MiB in float32)."""
+MIN_AUTO_TOKENS = 256
+"""Below this many tokens per tile, tile over groups instead: small matmuls are slow."""
+BLOCK = 64
+"""Block width of the two-level top-k."""
+
+Exclusion = tuple[Tensor, Tensor | None]
+"""Codes to leave out of the search: a ``(G, C)`` mask, and optionally an ``(N,)`` token mask
+saying at which tokens (all tokens when ``None``)."""
+
+
+def search_dtype(*tensors: Tensor) -> torch.dtype:
+    """Scores are computed in float32, or float64 when an input is float64."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def search_matrix(codes: Tensor, similarity: Similarity) -> tuple[Tensor, Tensor | None]:
+    """Codes in the form the search multiplies with, and the per-code score offset.
+
+    ``inner_product`` and ``cosine`` rank codes by ``x . c / |c|`` (for a given token, |x| is a
+    constant, so both rank alike); ``euclidean`` ranks by ``x . c - |c|^2 / 2``, which orders
+    codes like ``-|x - c|^2``.
+    """
+    codes = codes.to(search_dtype(codes))
+    if similarity == "euclidean":
+        return codes, -0.5 * codes.pow(2).sum(-1).unsqueeze(1)
+    norms = codes.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(codes.dtype).tiny)
+    return codes / norms, None
+
+
+def tile_shape(groups: int, tokens: int, num_codes: int, chunk_size: int | None) -> tuple[int, int]:
+    """(groups, tokens) searched per tile."""
+    if chunk_size is not None:
+        return groups, max(1, min(tokens, chunk_size))
+    per_token = groups * num_codes
+    if per_token * MIN_AUTO_TOKENS <= SCORE_BUDGET:
+        return groups, max(1, min(tokens, SCORE_BUDGET // per_token))
+    group_tile = max(1, min(groups, SCORE_BUDGET // (MIN_AUTO_TOKENS * num_codes)))
+    return group_tile, max(1, min(tokens, SCORE_BUDGET // (group_tile * num_codes)))
+
+
+@torch.no_grad()
+def search_codes(
+    x: Tensor,
+    codes: Tensor,
+    k: int,
+    similarity: Similarity,
+    chunk_size: int | None = None,
+    exclude: Sequence[Exclusion] = (),
+) -> Tensor:
+    """Ids of the ``k`` codes most similar to each input, most similar first.
+
+    Args:
+        x: inputs, ``(G, N, d)``.
+        codes: codebooks, ``(G, C, d)``.
+        k: codes per token.
+        similarity: see :func:`search_matrix`.
+        chunk_size: tokens per tile; ``None`` keeps a tile near :data:`SCORE_BUDGET` scores.
+        exclude: codes that may not be chosen (see :data:`Exclusion`).
+
+    Returns:
+        ``(G, N, k)`` int64 code ids.
+    """
+    groups, tokens, _ = x.shape
+    num_codes = codes.shape[1]
+    with torch.autocast(x.device.type, enabled=False):
+        matrix, offset = search_matrix(codes, similarity)
+        matrix_t = matrix.transpose(1, 2)
+        x = x.to(matrix.dtype)
+        ids = torch.empty(groups, tokens, k, dtype=torch.long, device=x.device)
+        group_tile, token_tile = tile_shape(groups, tokens, num_codes, chunk_size)
+        buffer = torch.empty(group_tile * token_tile * num_codes, dtype=x.dtype, device=x.device)
+        for g0 in range(0, groups, group_tile):
+            g1 = min(groups, g0 + group_tile)
+            for t0 in range(0, tokens, token_tile):
+                t1 = min(tokens, t0 + token_tile)
+                scores = buffer[: (g1 - g0) * (t1 - t0) * num_codes].view(g1 - g0, t1 - t0, -1)
+                if offset is None:
+                    torch.bmm(x[g0:g1, t0:t1], matrix_t[g0:g1], out=scores)
+                else:
+                    torch.baddbmm(offset[g0:g1], x[g0:g1, t0:t1], matrix_t[g0:g1], out=scores)
+                for exclusion in exclude:
+                    _mask_excluded(scores, exclusion, g0, g1, t0, t1)
+                ids[g0:g1, t0:t1] = topk_ids(scores, k)
+    return ids
+
+
+def _mask_excluded(scores: Tensor, exclude: Exclusion, g0: int, g1: int, t0: int, t1: int) -> None:
+    code_mask, token_mask = exclude
+    mask = code_mask[g0:g1].unsqueeze(1)
+    if token_mask is not None:
+        mask = mask & token_mask[t0:t1].view(1, -1, 1)
+    scores.masked_fill_(mask, float("-inf"))
+
+
+def topk_ids(scores: Tensor, k: int) -> Tensor:
+    """Indices of the ``k`` largest scores along the last dimension, largest first.
+
+    On CPU, wide rows go through a two-level search: the ``k`` blocks with the largest maxima
+    hold the ``k`` largest scores, so ``topk`` only runs over block maxima and then over those
+    ``k`` blocks. That reads each score about once instead of sorting whole rows, and is
+    exact (with exact ties any of the tied codes is a valid answer).
+    """
+    width = scores.shape[-1]
+    if scores.device.type != "cpu" or width < 16 * BLOCK or width % BLOCK or k * BLOCK > width // 4:
+        return scores.topk(k, dim=-1).indices
+    lead = scores.shape[:-1]
+    rows = scores.reshape(-1, width)
+    n_rows, n_blocks = rows.shape[0], width // BLOCK
+    block_max = rows.view(n_rows, n_blocks, BLOCK).amax(-1)
+    top_blocks = block_max.topk(k, dim=-1).indices
+    flat_blocks = torch.arange(n_rows, device=rows.device).unsqueeze(1) * n_blocks + top_blocks
+    candidates = rows.view(n_rows * n_blocks, BLOCK).index_select(0, flat_blocks.view(-1))
+    best = candidates.view(n_rows, k * BLOCK).topk(k, dim=-1).indices
+    chosen_blocks = torch.gather(top_blocks, 1, best // BLOCK)
+    return (chosen_blocks * BLOCK + best % BLOCK).view(*lead, k)

@@ -1,0 +1,108 @@
+"""Code-usage and reconstruction statistics, accumulated on the device without host syncs."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def _stat_dtype(device: torch.device) -> torch.dtype:
+    # float64 keeps long sums exact enough; MPS has no float64.
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+class CodeStats(nn.Module):
+    """Running sums for one codebook layer of ``groups`` x ``num_codes`` codes.
+
+    ``update`` only issues device ops (no ``.item()``), so it costs no synchronisation per call;
+    ``summary`` reads the sums back once. Buffers are not saved with the model.
+    """
+
+    def __init__(self, groups: int, num_codes: int, group_dim: int) -> None:
+        super().__init__()
+        self.groups, self.num_codes = groups, num_codes
+        dtype = _stat_dtype(torch.device("cpu"))
+        self.register_buffer("counts", torch.zeros(groups, num_codes, dtype=torch.long), False)
+        self.register_buffer("tokens", torch.zeros((), dtype=torch.long), False)
+        self.register_buffer("sq_error", torch.zeros(groups, dtype=dtype), False)
+        self.register_buffer("sum_input", torch.zeros(groups, group_dim, dtype=dtype), False)
+        self.register_buffer("sq_input", torch.zeros(groups, dtype=dtype), False)
+        self.register_buffer("input_norm", torch.zeros(groups, dtype=dtype), False)
+        self.register_buffer("output_norm", torch.zeros(groups, dtype=dtype), False)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        # `model.to(torch.bfloat16)` would round the sums; keep them in their own precision.
+        super()._apply(fn, recurse)
+        for name, buf in self._buffers.items():
+            if buf is not None and buf.is_floating_point():
+                self._buffers[name] = buf.to(_stat_dtype(buf.device))
+        return self
+
+    @torch.no_grad()
+    def update(self, inputs: Tensor, outputs: Tensor, ids: Tensor) -> None:
+        """Add one call: ``inputs``/``outputs`` ``(N, G, d)`` in the codebook's space, ``ids``
+        ``(N, G, k)`` with ``-1`` for empty slots."""
+        dtype = self.sq_error.dtype
+        inputs, outputs = inputs.to(dtype), outputs.to(dtype)
+        valid = ids >= 0
+        offsets = torch.arange(self.groups, device=ids.device).view(1, -1, 1) * self.num_codes
+        flat = (ids.clamp_min(0) + offsets).reshape(-1)
+        self.counts.view(-1).index_add_(0, flat, valid.reshape(-1).long())
+        self.tokens += inputs.shape[0]
+        self.sq_error += (outputs - inputs).pow(2).sum(-1).sum(0)
+        self.sum_input += inputs.sum(0)
+        sq_norm = inputs.pow(2).sum(-1)
+        self.sq_input += sq_norm.sum(0)
+        self.input_norm += sq_norm.sqrt().sum(0)
+        self.output_norm += outputs.norm(dim=-1).sum(0)
+
+    def reset(self) -> None:
+        for buf in self._buffers.values():
+            if buf is not None:
+                buf.zero_()
+
+    def summary(self) -> dict[str, float]:
+        """Statistics over all calls since the last reset (per token, averaged over groups).
+
+        - ``active_codes``: codes used at least once; ``dead_fraction``: the rest, as a share.
+        - ``mse``: squared error per token and group, ``|y - x|^2`` summed over features.
+        - ``fvu``: fraction of variance unexplained, squared error over the input's variance.
+        - ``entropy``: entropy (nats) of the code-usage distribution, averaged over groups.
+        """
+        n = int(self.tokens)
+        counts = self.counts.double().cpu()
+        active = int((counts > 0).sum())
+        total = self.groups * self.num_codes
+        out = {
+            "tokens": float(n),
+            "active_codes": float(active),
+            "dead_fraction": 1.0 - active / total,
+            "entropy": _mean_entropy(counts),
+        }
+        if n == 0:
+            return {
+                **out,
+                "mse": math.nan,
+                "fvu": math.nan,
+                "input_norm": math.nan,
+                "output_norm": math.nan,
+            }
+        variance = self.sq_input - self.sum_input.pow(2).sum(-1) / n
+        out.update(
+            mse=float(self.sq_error.sum()) / (n * self.groups),
+            fvu=float(self.sq_error.sum() / variance.sum().clamp_min(1e-12)),
+            input_norm=float(self.input_norm.sum()) / (n * self.groups),
+            output_norm=float(self.output_norm.sum()) / (n * self.groups),
+        )
+        return out
+
+
+def _mean_entropy(counts: Tensor) -> float:
+    totals = counts.sum(-1, keepdim=True)
+    if float(totals.sum()) == 0:
+        return 0.0
+    p = counts / totals.clamp_min(1)
+    entropy = -(p * p.clamp_min(1e-300).log()).sum(-1)
+    return float(entropy.mean())

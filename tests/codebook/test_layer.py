@@ -1,0 +1,87 @@
+"""The Codebook layer against the naive reference, across every option and input layout."""
+
+import itertools
+
+import pytest
+import torch
+
+from codebook_features.codebook import Codebook, CodebookConfig
+from codebook_features.codebook.reference import reference_forward
+
+from .helpers import make_codebook
+
+OPTIONS = list(
+    itertools.product(["inner_product", "cosine", "euclidean"], ["mean", "sum"], [True, False])
+)
+
+
+@pytest.mark.parametrize(("similarity", "aggregate", "normalize"), OPTIONS)
+def test_layer_matches_reference(similarity: str, aggregate: str, normalize: bool) -> None:
+    codebook = make_codebook(
+        similarity=similarity, aggregate=aggregate, normalize_input=normalize, loss="fullaeloss"
+    )
+    x = torch.randn(3, 7, 16)
+    ours, ref = codebook(x), reference_forward(codebook, x)
+    assert torch.equal(ours.codes, ref.codes)
+    torch.testing.assert_close(ours.output, ref.output)
+    torch.testing.assert_close(ours.loss, ref.loss)
+    assert ours.output.shape == x.shape and ours.codes.shape == (3, 7, 2, 3)
+
+
+def test_heads_layout_equals_split_layout() -> None:
+    codebook = make_codebook(dim=12, groups=3)
+    x = torch.randn(2, 5, 3, 4)
+    heads, split = codebook(x), codebook(x.reshape(2, 5, 12))
+    assert heads.output.shape == x.shape and heads.codes.shape == (2, 5, 3, 3)
+    assert torch.equal(heads.codes, split.codes)
+    assert torch.equal(heads.output.reshape(2, 5, 12), split.output)
+
+
+def test_grouped_equals_independent_codebooks() -> None:
+    grouped = make_codebook(loss="fullaeloss")
+    singles = []
+    for g in range(2):
+        single = Codebook(CodebookConfig(dim=8, num_codes=40, k=3, loss="fullaeloss"))
+        with torch.no_grad():
+            single.codes.copy_(grouped.codes[g : g + 1])
+            single.norm_weight.copy_(grouped.norm_weight[g : g + 1])
+            single.norm_bias.copy_(grouped.norm_bias[g : g + 1])
+        singles.append(single)
+    x = torch.randn(4, 6, 16, requires_grad=True)
+    out = grouped(x)
+    (out.output.pow(2).sum() + out.loss).backward()
+    x_single = x.detach().clone().requires_grad_()
+    parts = [s(chunk) for s, chunk in zip(singles, x_single.split(8, -1), strict=True)]
+    total = sum(p.output.pow(2).sum() + p.loss for p in parts)
+    total.backward()
+    assert torch.equal(out.codes, torch.cat([p.codes for p in parts], -2))
+    torch.testing.assert_close(out.output, torch.cat([p.output for p in parts], -1))
+    torch.testing.assert_close(out.loss, sum(p.loss for p in parts))
+    torch.testing.assert_close(x.grad, x_single.grad)
+    for g, single in enumerate(singles):
+        torch.testing.assert_close(grouped.codes.grad[g], single.codes.grad[0])
+        torch.testing.assert_close(grouped.norm_weight.grad[g], single.norm_weight.grad[0])
+
+
+def test_output_keeps_input_dtype_and_codes_learn_in_their_own() -> None:
+    codebook = make_codebook()
+    x = torch.randn(2, 3, 16, dtype=torch.bfloat16)
+    out = codebook(x)
+    assert out.output.dtype == torch.bfloat16 and out.codes.dtype == torch.long
+    out.loss.backward()
+    assert codebook.codes.grad is not None and codebook.codes.grad.dtype == torch.float32
+
+
+def test_chunk_size_does_not_change_the_layer() -> None:
+    x = torch.randn(50, 16)
+    a = make_codebook(num_codes=1024, k=4)
+    b = make_codebook(num_codes=1024, k=4, chunk_size=3)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a(x).codes, b(x).codes)
+    assert torch.equal(a(x).output, b(x).output)
+
+
+def test_state_dict_holds_parameters_not_statistics() -> None:
+    codebook = make_codebook()
+    assert set(codebook.state_dict()) == {"codes", "norm_weight", "norm_bias"}
+    assert set(make_codebook(normalize_input=False).state_dict()) == {"codes"}
