@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from codebook_features.codebook import search
+from codebook_features.codebook import native, search
 from codebook_features.codebook.search import search_codes, tile_shape, topk_ids
 
 
@@ -73,3 +73,43 @@ def test_excluded_codes_are_never_chosen_and_next_best_take_their_place() -> Non
     scores = naive_scores(x, codes, "inner_product")[0]
     scores[:, banned[0]] = float("-inf")
     assert torch.equal(ids[0, tokens], scores.topk(3, dim=-1).indices[tokens])
+
+
+@pytest.mark.parametrize(
+    ("width", "k"), [(4096, 8), (4096, 1), (65536, 16), (1000, 5), (50, 8), (64, 40)]
+)
+def test_compiled_topk_equals_torch(width: int, k: int) -> None:
+    if not native.available():
+        pytest.skip("no C compiler: the torch path is used")
+    scores = torch.randn(300, width)
+    ours = native.topk_rows(scores, k)
+    assert torch.equal(torch.gather(scores, 1, ours), scores.topk(k, dim=-1).values)
+    assert all(len(set(row.tolist())) == k for row in ours)
+
+
+def test_compiled_topk_with_ties_infinities_and_nan() -> None:
+    if not native.available():
+        pytest.skip("no C compiler: the torch path is used")
+    scores = (torch.randn(200, 4096) * 2).round()  # heavy ties
+    ours = native.topk_rows(scores, 8)
+    assert torch.equal(torch.gather(scores, 1, ours), scores.topk(8, dim=-1).values)
+    # ties go to the lower index, like a stable sort
+    expected = torch.sort(-scores, dim=-1, stable=True).indices[:, :8]
+    assert torch.equal(ours, expected)
+    masked = torch.randn(5, 4096)
+    masked[:, 100:] = float("-inf")
+    assert (native.topk_rows(masked, 8) < 100).all()
+    broken = torch.randn(5, 4096)
+    broken[:, ::3] = float("nan")
+    ids = native.topk_rows(broken, 8)  # NaN scores: any valid, distinct ids will do
+    assert ((ids >= 0) & (ids < 4096)).all()
+    assert all(len(set(row.tolist())) == 8 for row in ids)
+
+
+def test_search_without_the_compiled_kernel_gives_the_same_codes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    x, codes = torch.randn(4, 300, 8), torch.randn(4, 2048, 8)
+    with_kernel = search_codes(x, codes, 8, "inner_product")
+    monkeypatch.setattr(native, "available", lambda: False)
+    assert torch.equal(search_codes(x, codes, 8, "inner_product"), with_kernel)

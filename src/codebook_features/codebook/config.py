@@ -67,7 +67,7 @@ class CodebookConfig:
     commitment: float = 0.25
     """Commitment weight (beta) for ``fullaeloss`` and ``vqvae``."""
     chunk_size: int | None = None
-    """Tokens per search tile; ``None`` picks one so a tile of scores stays near 64 MiB."""
+    """Tokens per search tile; ``None`` picks tiles of about 16 MiB of scores."""
     dead_code_window: int = 0
     """Re-seed codes unused for this many training calls from recent inputs; 0 turns it off."""
     dead_code_noise: float = 0.01

@@ -14,6 +14,7 @@ from torch.utils.hooks import RemovableHandle
 from codebook_features.codebook.config import CodebookConfig
 from codebook_features.codebook.dead_codes import reseed_codes
 from codebook_features.codebook.kmeans import kmeans
+from codebook_features.codebook.ops import combine_codes, mean_sq_error, straight_through
 from codebook_features.codebook.search import Exclusion, search_codes
 from codebook_features.codebook.stats import CodeStats
 from codebook_features.distributed import all_reduce_, broadcast_
@@ -95,7 +96,7 @@ class Codebook(nn.Module):
             self.refresh_dead_codes()
         inputs = self.normalize(x.reshape(-1, cfg.groups, cfg.group_dim).to(self.codes.dtype))
         found = search_codes(
-            inputs.detach().transpose(0, 1),
+            inputs.detach().transpose(0, 1).contiguous(),
             self.codes.detach(),
             cfg.k,
             cfg.similarity,
@@ -135,7 +136,9 @@ class Codebook(nn.Module):
         """Per-group LayerNorm of ``(N, G, d)`` inputs (identity when turned off)."""
         if not self.config.normalize_input:
             return x
-        return F.layer_norm(x, x.shape[-1:], eps=1e-5) * self.norm_weight + self.norm_bias
+        return torch.addcmul(
+            self.norm_bias, F.layer_norm(x, x.shape[-1:], eps=1e-5), self.norm_weight
+        )
 
     def decode(self, ids: Tensor, has_empty_slots: bool = True) -> Tensor:
         """Combine the codes named by ``ids`` ``(N, G, m)``; ``-1`` slots add nothing.
@@ -147,26 +150,24 @@ class Codebook(nn.Module):
         offsets = torch.arange(groups, device=ids.device).view(1, -1, 1) * cfg.num_codes
         table = self.codes.reshape(groups * cfg.num_codes, cfg.group_dim)
         scale = 1.0 / cfg.k if cfg.aggregate == "mean" else 1.0
-        bags = (ids.clamp_min(0) if has_empty_slots else ids) + offsets
-        bags = bags.reshape(n * groups, slots)
-        weights = None
         if has_empty_slots:
+            bags = (ids.clamp_min(0) + offsets).reshape(n * groups, slots)
             weights = (ids >= 0).to(table.dtype).reshape(n * groups, slots)
-        out = F.embedding_bag(bags, table, mode="sum", per_sample_weights=weights)
-        out = out * scale if scale != 1.0 else out
+        else:
+            bags, weights = (ids + offsets).reshape(n * groups, slots), None
+        out = combine_codes(table, bags, weights, scale)
         return out.view(n, groups, cfg.group_dim)
 
     def _straight_through(self, inputs: Tensor, quantized: Tensor) -> tuple[Tensor, Tensor]:
         """Output whose value is ``quantized`` and whose gradient reaches ``inputs`` unchanged,
         plus the weighted auxiliary loss."""
         cfg, terms = self.config, self.config.terms
-        through = inputs - inputs.detach()  # exactly zero, carries the gradient to the input
-        output = (quantized if terms.task_gradient_to_codes else quantized.detach()) + through
+        output = straight_through(quantized, inputs, terms.task_gradient_to_codes)
         loss = inputs.new_zeros(())
         if terms.reconstruction:
-            loss = loss + _mean_sq_error(quantized, inputs.detach())
+            loss = loss + mean_sq_error(quantized, inputs.detach())
         if terms.commitment:
-            loss = loss + cfg.commitment * _mean_sq_error(inputs, quantized.detach())
+            loss = loss + cfg.commitment * mean_sq_error(inputs, quantized.detach())
         return output, cfg.recon_weight * loss
 
     def _check_ids(self, ids: Tensor, lead: torch.Size) -> None:
@@ -271,9 +272,3 @@ class Codebook(nn.Module):
             f"dim={cfg.dim}, groups={cfg.groups}, num_codes={cfg.num_codes}, k={cfg.k}, "
             f"similarity={cfg.similarity}, aggregate={cfg.aggregate}, loss={cfg.loss}"
         )
-
-
-def _mean_sq_error(a: Tensor, b: Tensor) -> Tensor:
-    """``|a - b|^2`` summed over features, averaged over tokens, summed over groups:
-    each group is its own codebook with its own reconstruction term."""
-    return (a - b).pow(2).sum(-1).mean(0).sum()

@@ -13,12 +13,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from codebook_features.codebook import native
 from codebook_features.codebook.config import Similarity
 
-SCORE_BUDGET = 1 << 24
-"""Score elements per tile when no chunk size is given (64 MiB in float32)."""
-MIN_AUTO_TOKENS = 256
-"""Below this many tokens per tile, tile over groups instead: small matmuls are slow."""
+SCORE_BUDGET = 1 << 22
+"""Score elements per tile when no chunk size is given (16 MiB in float32): small enough to
+stay in cache between the matmul that writes a tile and the top-k that reads it."""
+PREFERRED_TOKENS = 512
+"""Tokens per tile before groups are split across tiles: long tiles keep the matmul efficient."""
 BLOCK = 64
 """Block width of the two-level top-k."""
 
@@ -32,14 +34,16 @@ def search_dtype(*tensors: Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
-def search_matrix(codes: Tensor, similarity: Similarity) -> tuple[Tensor, Tensor | None]:
+def search_matrix(
+    codes: Tensor, similarity: Similarity, dtype: torch.dtype
+) -> tuple[Tensor, Tensor | None]:
     """Codes in the form the search multiplies with, and the per-code score offset.
 
     ``inner_product`` and ``cosine`` rank codes by ``x . c / |c|`` (for a given token, |x| is a
     constant, so both rank alike); ``euclidean`` ranks by ``x . c - |c|^2 / 2``, which orders
     codes like ``-|x - c|^2``.
     """
-    codes = codes.to(search_dtype(codes))
+    codes = codes.to(dtype)
     if similarity == "euclidean":
         return codes, -0.5 * codes.pow(2).sum(-1).unsqueeze(1)
     norms = codes.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(codes.dtype).tiny)
@@ -50,11 +54,11 @@ def tile_shape(groups: int, tokens: int, num_codes: int, chunk_size: int | None)
     """(groups, tokens) searched per tile."""
     if chunk_size is not None:
         return groups, max(1, min(tokens, chunk_size))
-    per_token = groups * num_codes
-    if per_token * MIN_AUTO_TOKENS <= SCORE_BUDGET:
-        return groups, max(1, min(tokens, SCORE_BUDGET // per_token))
-    group_tile = max(1, min(groups, SCORE_BUDGET // (MIN_AUTO_TOKENS * num_codes)))
-    return group_tile, max(1, min(tokens, SCORE_BUDGET // (group_tile * num_codes)))
+    token_tile = max(1, min(tokens, PREFERRED_TOKENS, SCORE_BUDGET // num_codes))
+    group_tile = max(1, min(groups, SCORE_BUDGET // (token_tile * num_codes)))
+    if group_tile == groups:  # everything fits: take more tokens per tile instead
+        token_tile = max(token_tile, min(tokens, SCORE_BUDGET // (groups * num_codes)))
+    return group_tile, token_tile
 
 
 @torch.no_grad()
@@ -82,21 +86,23 @@ def search_codes(
     groups, tokens, _ = x.shape
     num_codes = codes.shape[1]
     with torch.autocast(x.device.type, enabled=False):
-        matrix, offset = search_matrix(codes, similarity)
-        matrix_t = matrix.transpose(1, 2)
-        x = x.to(matrix.dtype)
+        dtype = search_dtype(x, codes)
+        x = x.to(dtype)
         ids = torch.empty(groups, tokens, k, dtype=torch.long, device=x.device)
         group_tile, token_tile = tile_shape(groups, tokens, num_codes, chunk_size)
-        buffer = torch.empty(group_tile * token_tile * num_codes, dtype=x.dtype, device=x.device)
+        buffer = torch.empty(group_tile * token_tile * num_codes, dtype=dtype, device=x.device)
         for g0 in range(0, groups, group_tile):
             g1 = min(groups, g0 + group_tile)
+            # prepared per group tile, so no full-size copy of a large codebook is made
+            matrix, offset = search_matrix(codes[g0:g1], similarity, dtype)
+            matrix_t = matrix.transpose(1, 2).contiguous()  # (g, d, C): the faster GEMM layout
             for t0 in range(0, tokens, token_tile):
                 t1 = min(tokens, t0 + token_tile)
                 scores = buffer[: (g1 - g0) * (t1 - t0) * num_codes].view(g1 - g0, t1 - t0, -1)
                 if offset is None:
-                    torch.bmm(x[g0:g1, t0:t1], matrix_t[g0:g1], out=scores)
+                    torch.bmm(x[g0:g1, t0:t1], matrix_t, out=scores)
                 else:
-                    torch.baddbmm(offset[g0:g1], x[g0:g1, t0:t1], matrix_t[g0:g1], out=scores)
+                    torch.baddbmm(offset, x[g0:g1, t0:t1], matrix_t, out=scores)
                 for exclusion in exclude:
                     _mask_excluded(scores, exclusion, g0, g1, t0, t1)
                 ids[g0:g1, t0:t1] = topk_ids(scores, k)
@@ -114,14 +120,23 @@ def _mask_excluded(scores: Tensor, exclude: Exclusion, g0: int, g1: int, t0: int
 def topk_ids(scores: Tensor, k: int) -> Tensor:
     """Indices of the ``k`` largest scores along the last dimension, largest first.
 
-    On CPU, wide rows go through a two-level search: the ``k`` blocks with the largest maxima
+    On CPU, float32 scores go to the compiled kernel (:mod:`.native`) when it is available.
+    Otherwise wide rows go through a two-level search: the ``k`` blocks with the largest maxima
     hold the ``k`` largest scores, so ``topk`` only runs over block maxima and then over those
-    ``k`` blocks. That reads each score about once instead of sorting whole rows, and is
-    exact (with exact ties any of the tied codes is a valid answer).
+    ``k`` blocks. Both are exact (with exact ties any of the tied codes is a valid answer).
     """
     width = scores.shape[-1]
-    if scores.device.type != "cpu" or width < 16 * BLOCK or width % BLOCK or k * BLOCK > width // 4:
+    on_cpu = scores.device.type == "cpu"
+    if on_cpu and scores.dtype == torch.float32 and scores.is_contiguous() and native.available():
+        return native.topk_rows(scores.view(-1, width), k).view(*scores.shape[:-1], k)
+    if not on_cpu or width < 16 * BLOCK or width % BLOCK or k * BLOCK > width // 4:
         return scores.topk(k, dim=-1).indices
+    return two_level_topk(scores, k)
+
+
+def two_level_topk(scores: Tensor, k: int) -> Tensor:
+    """Exact top-k through block maxima; needs a width that is a multiple of :data:`BLOCK`."""
+    width = scores.shape[-1]
     lead = scores.shape[:-1]
     rows = scores.reshape(-1, width)
     n_rows, n_blocks = rows.shape[0], width // BLOCK

@@ -44,19 +44,21 @@ class CodeStats(nn.Module):
     def update(self, inputs: Tensor, outputs: Tensor, ids: Tensor) -> None:
         """Add one call: ``inputs``/``outputs`` ``(N, G, d)`` in the codebook's space, ``ids``
         ``(N, G, k)`` with ``-1`` for empty slots."""
-        dtype = self.sq_error.dtype
-        inputs, outputs = inputs.to(dtype), outputs.to(dtype)
         valid = ids >= 0
         offsets = torch.arange(self.groups, device=ids.device).view(1, -1, 1) * self.num_codes
         flat = (ids.clamp_min(0) + offsets).reshape(-1)
         self.counts.view(-1).index_add_(0, flat, valid.reshape(-1).long())
         self.tokens += inputs.shape[0]
-        self.sq_error += (outputs - inputs).pow(2).sum(-1).sum(0)
-        self.sum_input += inputs.sum(0)
-        sq_norm = inputs.pow(2).sum(-1)
-        self.sq_input += sq_norm.sum(0)
-        self.input_norm += sq_norm.sqrt().sum(0)
-        self.output_norm += outputs.norm(dim=-1).sum(0)
+        # reduce in the activations' precision over this call, accumulate in float64
+        dtype = self.sq_error.dtype
+        in_norm = torch.linalg.vector_norm(inputs, dim=-1)
+        self.sq_error += (
+            torch.linalg.vector_norm(outputs - inputs, dim=-1).square().sum(0).to(dtype)
+        )
+        self.sum_input += inputs.sum(0).to(dtype)
+        self.sq_input += in_norm.square().sum(0).to(dtype)
+        self.input_norm += in_norm.sum(0).to(dtype)
+        self.output_norm += torch.linalg.vector_norm(outputs, dim=-1).sum(0).to(dtype)
 
     def reset(self) -> None:
         for buf in self._buffers.values():
