@@ -14,7 +14,8 @@ def test_readme_has_examples() -> None:
     assert python_blocks()
 
 
-def test_readme_examples_run() -> None:
+def test_readme_examples_run(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # examples may write files
     namespace: dict = {}
     for block in python_blocks():
         exec(compile(block, str(README), "exec"), namespace)

@@ -37,23 +37,18 @@ LOSS_TERMS: dict[str, LossTerms] = {
 }
 
 
-@dataclass
-class CodebookConfig:
-    """One codebook bottleneck: ``groups`` independent codebooks of ``num_codes`` codes each.
+@dataclass(kw_only=True)
+class CodebookSettings:
+    """How a codebook works, whatever the width of the activation it sits on.
 
-    The input's last dimension (``dim``) is split into ``groups`` equal chunks, or the input is
-    given per head as ``(..., groups, dim // groups)``. Each group replaces its chunk by the
-    mean (or sum) of the ``k`` codes most similar to it.
+    Shared by :class:`CodebookConfig` (one layer) and the model-level configuration, which
+    applies the same settings to every site and fills in each site's width.
     """
 
-    dim: int
-    """Width of the input: the activation size, or heads x head size for per-head codebooks."""
     num_codes: int
     """Codes per group (C)."""
     k: int = 1
     """Codes selected per token and group."""
-    groups: int = 1
-    """Independent codebooks, each over ``dim // groups`` features (one per head for heads)."""
     similarity: Similarity = "inner_product"
     """``inner_product`` (x.c/|c|, ranks like cosine), ``cosine`` or ``euclidean``."""
     aggregate: Aggregate = "mean"
@@ -74,26 +69,19 @@ class CodebookConfig:
     """Norm of the noise added to a re-seeded code, relative to the input it copies."""
 
     def __post_init__(self) -> None:
-        for name in ("dim", "num_codes", "k", "groups"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise CodebookError(f"codebook {name} must be a positive integer, got {value!r}")
+        for name in ("num_codes", "k"):
+            _check_positive_int(name, getattr(self, name))
         if self.k > self.num_codes:
             raise CodebookError(
                 f"codebook k={self.k} is larger than num_codes={self.num_codes}: "
                 "choose k <= num_codes"
-            )
-        if self.dim % self.groups != 0:
-            raise CodebookError(
-                f"codebook dim={self.dim} is not divisible by groups={self.groups}: "
-                "choose a number of groups that divides the width"
             )
         _check_choice("similarity", self.similarity, SIMILARITIES)
         _check_choice("aggregate", self.aggregate, AGGREGATES)
         _check_choice("loss", self.loss, LOSS_VARIANTS)
         for name in ("recon_weight", "commitment", "dead_code_noise"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise CodebookError(f"codebook {name} must be a number >= 0, got {value!r}")
         if self.chunk_size is not None and (
             not isinstance(self.chunk_size, int) or self.chunk_size < 1
@@ -108,20 +96,19 @@ class CodebookConfig:
             )
 
     @property
-    def group_dim(self) -> int:
-        """Width of one group's input."""
-        return self.dim // self.groups
-
-    @property
     def terms(self) -> LossTerms:
         """The switches the loss variant stands for."""
         return LOSS_TERMS[self.loss]
+
+    def settings(self) -> dict[str, Any]:
+        """The shared settings alone, as keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(CodebookSettings)}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CodebookConfig:
+    def from_dict(cls, data: dict[str, Any]) -> Any:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -130,6 +117,41 @@ class CodebookConfig:
                 f"known: {', '.join(sorted(known))}"
             )
         return cls(**data)
+
+
+@dataclass(kw_only=True)
+class CodebookConfig(CodebookSettings):
+    """One codebook bottleneck: ``groups`` independent codebooks of ``num_codes`` codes each.
+
+    The input's last dimension (``dim``) is split into ``groups`` equal chunks, or the input is
+    given per head as ``(..., groups, dim // groups)``. Each group replaces its chunk by the
+    mean (or sum) of the ``k`` codes most similar to it.
+    """
+
+    dim: int
+    """Width of the input: the activation size, or heads x head size for per-head codebooks."""
+    groups: int = 1
+    """Independent codebooks, each over ``dim // groups`` features (one per head for heads)."""
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "groups"):
+            _check_positive_int(name, getattr(self, name))
+        super().__post_init__()
+        if self.dim % self.groups != 0:
+            raise CodebookError(
+                f"codebook dim={self.dim} is not divisible by groups={self.groups}: "
+                "choose a number of groups that divides the width"
+            )
+
+    @property
+    def group_dim(self) -> int:
+        """Width of one group's input."""
+        return self.dim // self.groups
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise CodebookError(f"codebook {name} must be a positive integer, got {value!r}")
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

@@ -1,0 +1,354 @@
+"""A Hugging Face causal LM with codebooks attached at named sites.
+
+The HF model stays an HF model: codebooks live beside it (``CodebookModel.codebooks``) and act
+through hooks on its modules, so ``generate()``, ``save_pretrained()`` and device or dtype moves
+keep working, and with every codebook disabled the model computes exactly what it did before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from codebook_features._version import __version__
+from codebook_features.codebook import Codebook, CodebookConfig, CodebookSettings
+from codebook_features.errors import CodebookError
+from codebook_features.files import CODEBOOK_CONFIG, CODEBOOK_WEIGHTS, atomic_directory, write_json
+from codebook_features.sites import (
+    SITE_KINDS,
+    SiteLocation,
+    num_heads,
+    resolve_sites,
+    site_widths,
+)
+
+SiteSpec = str | Sequence[str] | None
+"""Sites by full name (``layers.3.attn_heads``) or by kind (``attn_heads``: every layer);
+``None`` means all sites."""
+
+_SETTING_NAMES = {f.name for f in dataclasses.fields(CodebookSettings)}
+
+
+@dataclass(kw_only=True)
+class CodebookModelConfig(CodebookSettings):
+    """Which sites of which layers get codebooks, and the codebook settings they share."""
+
+    sites: list[str] = field(default_factory=lambda: ["attn_heads"])
+    """Site kinds in each chosen layer: attn_heads, attn, mlp, mlp_hidden, block."""
+    layers: str | list[int] = "all"
+    """``all`` or a list of layer indices (negative ones count from the end)."""
+    groups: int = 1
+    """Groups of the codebooks at sites other than attn_heads (which has one per head)."""
+    per_site: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Settings that differ by site kind, e.g. ``{"mlp": {"k": 4, "num_codes": 512}}``."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.sites, str):
+            self.sites = [self.sites]
+        if not self.sites:
+            raise CodebookError("sites is empty: name at least one of " + ", ".join(SITE_KINDS))
+        for kind in self.sites:
+            if kind not in SITE_KINDS:
+                raise CodebookError(f"unknown site {kind!r}: choose from {', '.join(SITE_KINDS)}")
+        if len(set(self.sites)) != len(self.sites):
+            raise CodebookError(f"sites lists a kind twice: {self.sites}")
+        if self.layers != "all" and (
+            isinstance(self.layers, str) or not all(isinstance(i, int) for i in self.layers)
+        ):
+            raise CodebookError(f"layers must be 'all' or a list of integers, got {self.layers!r}")
+        if isinstance(self.groups, bool) or not isinstance(self.groups, int) or self.groups < 1:
+            raise CodebookError(f"groups must be a positive integer, got {self.groups!r}")
+        for kind, overrides in self.per_site.items():
+            if kind not in self.sites:
+                raise CodebookError(f"per_site names {kind!r}, which is not in sites {self.sites}")
+            allowed = _SETTING_NAMES | ({"groups"} if kind != "attn_heads" else set())
+            unknown = sorted(set(overrides) - allowed)
+            if unknown:
+                raise CodebookError(
+                    f"per_site[{kind!r}] has unknown setting(s) {', '.join(unknown)}; "
+                    f"allowed: {', '.join(sorted(allowed))}"
+                )
+            CodebookSettings(**(self.settings() | _only_settings(overrides)))  # validates
+
+    def site_config(self, kind: str, width: int, heads: int) -> CodebookConfig:
+        """The codebook for one site of ``kind`` whose activation has ``width`` features."""
+        overrides = self.per_site.get(kind, {})
+        groups = heads if kind == "attn_heads" else overrides.get("groups", self.groups)
+        settings = self.settings() | _only_settings(overrides)
+        return CodebookConfig(dim=width, groups=groups, **settings)
+
+
+def _only_settings(overrides: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in overrides.items() if k in _SETTING_NAMES}
+
+
+class CodebookModel(nn.Module):
+    """An HF causal LM plus codebooks at the sites its configuration names.
+
+    ``forward`` and ``generate`` are the model's own; each codebook's loss of the latest
+    forward pass is in :meth:`codebook_losses`, their sum in :meth:`codebook_loss`.
+    """
+
+    def __init__(self, model: nn.Module, config: CodebookModelConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.codebook_config = config
+        locations = resolve_sites(model, config.sites, config.layers)
+        widths = site_widths(model, locations)
+        heads = num_heads(model) if "attn_heads" in config.sites else 1
+        param = next(model.parameters())
+        self.codebooks = nn.ModuleDict()
+        self.sites: dict[str, SiteLocation] = {}
+        for site in locations:
+            if str(site.layer) not in self.codebooks:
+                self.codebooks[str(site.layer)] = nn.ModuleDict()
+            layer = self.codebooks[str(site.layer)]
+            cb_config = config.site_config(site.kind, widths[site.name], heads)
+            layer[site.kind] = Codebook(cb_config, device=param.device, dtype=param.dtype)
+            self.sites[site.name] = site
+        self.enabled: set[str] = set(self.sites)
+        self._losses: dict[str, Tensor] = {}
+        self._position_offset = 0
+        # Hooks are partials of bound methods (not closures), so a deep copy of this object
+        # gets hooks that call the copy.
+        self._handles = [model.register_forward_pre_hook(self._before_forward, with_kwargs=True)]
+        for site in locations:
+            if site.pre_hook:
+                hook = functools.partial(self._site_pre_hook, site.name)
+                self._handles.append(site.module.register_forward_pre_hook(hook))
+            else:
+                hook = functools.partial(self._site_post_hook, site.name)
+                self._handles.append(site.module.register_forward_hook(hook))
+
+    def detach(self) -> nn.Module:
+        """Remove every hook and return the plain model (codebooks no longer apply)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        return self.model
+
+    # ------------------------------------------------------------------ running the model
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model.generate(*args, **kwargs)
+
+    def codebook(self, site: str) -> Codebook:
+        """The codebook at a site named like ``layers.3.attn_heads``."""
+        self._check_site(site)
+        location = self.sites[site]
+        return self.codebooks[str(location.layer)][location.kind]
+
+    def codebook_losses(self) -> dict[str, Tensor]:
+        """Each enabled codebook's loss from the latest forward pass."""
+        return dict(self._losses)
+
+    def codebook_loss(self) -> Tensor:
+        """The sum of :meth:`codebook_losses` (zero when no codebook ran)."""
+        if not self._losses:
+            return torch.zeros((), device=next(self.model.parameters()).device)
+        return torch.stack(list(self._losses.values())).sum()
+
+    def positions(self, length: int, device: torch.device) -> Tensor:
+        """Absolute positions of the tokens the current forward pass is processing: with a KV
+        cache during generation, the new tokens come after the cached ones."""
+        return torch.arange(self._position_offset, self._position_offset + length, device=device)
+
+    def _before_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self._losses = {}
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        past = cache.get_seq_length() if hasattr(cache, "get_seq_length") else 0
+        self._position_offset = int(past)
+
+    def _run(self, name: str, x: Tensor) -> Tensor:
+        site = self.sites[name]
+        out = self.codebooks[str(site.layer)][site.kind](x)
+        previous = self._losses.get(name)
+        self._losses[name] = out.loss if previous is None else previous + out.loss
+        return out.output
+
+    def _site_pre_hook(self, name: str, module: nn.Module, args: tuple) -> tuple | None:
+        if name not in self.enabled:
+            return None
+        return (self._run(name, args[0]), *args[1:])
+
+    def _site_post_hook(self, name: str, module: nn.Module, args: tuple, output: Any) -> Any:
+        if name not in self.enabled:
+            return None
+        if isinstance(output, tuple):
+            return (self._run(name, output[0]), *output[1:])
+        return self._run(name, output)
+
+    # ------------------------------------------------------------------ enabling sites
+    def select_sites(self, sites: SiteSpec = None) -> list[str]:
+        """Resolve a :data:`SiteSpec` to site names, refusing unknown ones."""
+        if sites is None:
+            return list(self.sites)
+        wanted = [sites] if isinstance(sites, str) else list(sites)
+        chosen: list[str] = []
+        for item in wanted:
+            if item in self.sites:
+                chosen.append(item)
+            elif item in SITE_KINDS and any(s.kind == item for s in self.sites.values()):
+                chosen.extend(n for n, s in self.sites.items() if s.kind == item)
+            else:
+                self._check_site(item)
+        return list(dict.fromkeys(chosen))
+
+    def enable(self, sites: SiteSpec = None) -> None:
+        self.enabled |= set(self.select_sites(sites))
+
+    def disable(self, sites: SiteSpec = None) -> None:
+        self.enabled -= set(self.select_sites(sites))
+
+    @contextmanager
+    def disabled(self, sites: SiteSpec = None) -> Iterator[None]:
+        """Run without some codebooks (all by default): disabled means the plain model."""
+        before = set(self.enabled)
+        self.disable(sites)
+        try:
+            yield
+        finally:
+            self.enabled = before
+
+    def _check_site(self, site: str) -> None:
+        if site not in self.sites:
+            known = ", ".join(list(self.sites)[:6]) + (", ..." if len(self.sites) > 6 else "")
+            raise CodebookError(f"no codebook at site {site!r}; this model has: {known}")
+
+    # ------------------------------------------------------------------ interventions
+    def capture(self, sites: SiteSpec = None) -> Any:
+        """Context manager recording the code ids of some sites (all by default)."""
+        from codebook_features.interventions import CodeCapture
+
+        return CodeCapture(self, self.select_sites(sites))
+
+    def force_codes(self, site: str, codes: Any, **kwargs: Any) -> Any:
+        """Context manager forcing codes at a site; see :class:`.interventions.ForceCodes`."""
+        from codebook_features.interventions import ForceCodes
+
+        return ForceCodes(self, site, codes, **kwargs)
+
+    def ablate_codes(self, site: str, codes: Any, **kwargs: Any) -> Any:
+        """Context manager ablating codes at a site; see :class:`.interventions.AblateCodes`."""
+        from codebook_features.interventions import AblateCodes
+
+        return AblateCodes(self, site, codes, **kwargs)
+
+    # ------------------------------------------------------------------ saving and loading
+    def save(self, directory: str | os.PathLike, tokenizer: Any = None) -> None:
+        """Write the base model (``save_pretrained``), the codebooks (safetensors) and their
+        configuration (JSON, with the library version). The directory is replaced atomically;
+        an existing directory that is not a saved model is refused, so nothing is lost."""
+        directory = Path(directory)
+        has_files = directory.exists() and any(directory.iterdir())
+        if has_files and not (directory / CODEBOOK_CONFIG).exists():
+            raise CodebookError(
+                f"{directory} exists and is not a saved codebook model; "
+                "save into a new or empty directory"
+            )
+        with atomic_directory(directory) as tmp:
+            self.model.save_pretrained(tmp)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+            state = {
+                k: v.detach().contiguous().cpu() for k, v in self.codebooks.state_dict().items()
+            }
+            save_file(state, tmp / CODEBOOK_WEIGHTS, metadata={"format": "pt"})
+            write_json(tmp / CODEBOOK_CONFIG, self._describe())
+
+    def _describe(self) -> dict[str, Any]:
+        return {
+            "codebook_features_version": __version__,
+            "model_type": getattr(self.model.config, "model_type", None),
+            "config": dataclasses.asdict(self.codebook_config),
+            "sites": {
+                name: {
+                    "dim": self.codebook(name).config.dim,
+                    "groups": self.codebook(name).config.groups,
+                }
+                for name in self.sites
+            },
+        }
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **model_kwargs: Any) -> CodebookModel:
+        """Load a saved codebook model from a local directory or a hub repository.
+
+        ``model_kwargs`` go to ``AutoModelForCausalLM.from_pretrained``.
+        """
+        from transformers import AutoModelForCausalLM
+
+        _read_description(name_or_path)  # fail early, before loading the base model
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, **model_kwargs)
+        return cls.load_codebooks(model, name_or_path)
+
+    @classmethod
+    def load_codebooks(cls, model: nn.Module, name_or_path: str | os.PathLike) -> CodebookModel:
+        """Attach the codebooks saved at ``name_or_path`` to an already loaded ``model``."""
+        description = _read_description(name_or_path)
+        settings = dict(description["config"])
+        cbm = cls(model, CodebookModelConfig(**settings))
+        saved_sites = description["sites"]
+        for name in sorted(set(saved_sites) | set(cbm.sites)):
+            mine = cbm.sites.get(name) and {
+                "dim": cbm.codebook(name).config.dim,
+                "groups": cbm.codebook(name).config.groups,
+            }
+            if mine != saved_sites.get(name):
+                raise CodebookError(
+                    f"the codebooks in {name_or_path} do not match this model at {name} "
+                    f"(saved {saved_sites.get(name)}, model {mine}): load them onto the base "
+                    "model they were trained with"
+                )
+        weights = load_file(_fetch(name_or_path, CODEBOOK_WEIGHTS))
+        try:
+            cbm.codebooks.load_state_dict(weights, strict=True)
+        except RuntimeError as error:
+            raise CodebookError(
+                f"{CODEBOOK_WEIGHTS} in {name_or_path} does not match its "
+                f"{CODEBOOK_CONFIG}: the checkpoint is damaged ({str(error).splitlines()[0]})"
+            ) from error
+        return cbm
+
+
+def _fetch(name_or_path: str | os.PathLike, filename: str) -> str:
+    """A file of a local directory or hub repository (downloaded and cached by transformers)."""
+    from transformers.utils import cached_file
+
+    try:
+        path = cached_file(str(name_or_path), filename, _raise_exceptions_for_missing_entries=False)
+    except OSError as error:
+        raise CodebookError(f"could not read {filename} from {name_or_path}: {error}") from error
+    if path is None:
+        raise CodebookError(
+            f"{name_or_path} has no {filename}: it is not a saved codebook model "
+            "(attach new codebooks with CodebookModel(model, config))"
+        )
+    return path
+
+
+def _read_description(name_or_path: str | os.PathLike) -> dict[str, Any]:
+    import json
+
+    try:
+        description = json.loads(Path(_fetch(name_or_path, CODEBOOK_CONFIG)).read_text())
+        if not isinstance(description["config"], dict) or not description["sites"]:
+            raise ValueError("no codebook settings or sites")
+    except (ValueError, KeyError, TypeError) as error:
+        raise CodebookError(
+            f"{CODEBOOK_CONFIG} in {name_or_path} is damaged ({error}); re-save the model"
+        ) from error
+    return description
