@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +118,7 @@ class CodebookModel(nn.Module):
             layer[site.kind] = Codebook(cb_config, device=param.device, dtype=param.dtype)
             self.sites[site.name] = site
         self.enabled: set[str] = set(self.sites)
+        self._recording: dict[str, list[Tensor]] | None = None
         self._losses: dict[str, Tensor] = {}
         self._position_offset = 0
         # Hooks are partials of bound methods (not closures), so a deep copy of this object
@@ -180,16 +181,51 @@ class CodebookModel(nn.Module):
         return out.output
 
     def _site_pre_hook(self, name: str, module: nn.Module, args: tuple) -> tuple | None:
+        if self._recording is not None:
+            self._recording[name].append(args[0].detach())
+            return None
         if name not in self.enabled:
             return None
         return (self._run(name, args[0]), *args[1:])
 
     def _site_post_hook(self, name: str, module: nn.Module, args: tuple, output: Any) -> Any:
+        if self._recording is not None:
+            self._recording[name].append(
+                (output[0] if isinstance(output, tuple) else output).detach()
+            )
+            return None
         if name not in self.enabled:
             return None
         if isinstance(output, tuple):
             return (self._run(name, output[0]), *output[1:])
         return self._run(name, output)
+
+    @contextmanager
+    def recording_inputs(self) -> Iterator[dict[str, list[Tensor]]]:
+        """Record each site's activation (what its codebook would receive) while the model runs
+        unchanged, as if every codebook were disabled."""
+        self._recording = {name: [] for name in self.sites}
+        try:
+            yield self._recording
+        finally:
+            self._recording = None
+
+    @torch.no_grad()
+    def init_kmeans(
+        self, batches: Iterable[Tensor], iters: int = 20, seed: int = 0, **forward_kwargs: Any
+    ) -> None:
+        """Initialise every codebook with k-means on the model's activations at its site.
+
+        ``batches`` are token-id tensors run through the model with all codebooks bypassed,
+        as the original method does. Under data-parallel training rank 0's result is used.
+        """
+        with self.recording_inputs() as recorded:
+            for batch in batches:
+                self.model(input_ids=batch, use_cache=False, **forward_kwargs)
+        for name, parts in recorded.items():
+            codebook = self.codebook(name)
+            samples = torch.cat([p.reshape(-1, p.shape[-1]) for p in parts])
+            codebook.init_kmeans(samples, iters=iters, seed=seed)
 
     # ------------------------------------------------------------------ enabling sites
     def select_sites(self, sites: SiteSpec = None) -> list[str]:

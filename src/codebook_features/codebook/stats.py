@@ -60,6 +60,14 @@ class CodeStats(nn.Module):
         self.input_norm += in_norm.sum(0).to(dtype)
         self.output_norm += torch.linalg.vector_norm(outputs, dim=-1).sum(0).to(dtype)
 
+    def all_reduce(self) -> None:
+        """Sum the statistics over all processes (a no-op when not distributed)."""
+        from codebook_features.distributed import all_reduce_
+
+        for buf in self._buffers.values():
+            if buf is not None:
+                all_reduce_(buf)
+
     def reset(self) -> None:
         for buf in self._buffers.values():
             if buf is not None:

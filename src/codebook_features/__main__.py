@@ -1,0 +1,5 @@
+import sys
+
+from codebook_features.cli import main
+
+sys.exit(main())

@@ -1,0 +1,122 @@
+"""Checkpoints of a training run: written atomically, checked before resuming.
+
+A checkpoint is accelerate's saved state (model, optimizer, random generators) plus the
+codebooks' upkeep state (dead-code bookkeeping), the trainer's position and the run's resolved
+configuration. A checkpoint that is damaged, or belongs to a differently configured run, is
+refused before anything in the run directory changes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from codebook_features._version import __version__
+from codebook_features.configs import flatten, to_dict
+from codebook_features.distributed import all_reduce_
+from codebook_features.errors import CodebookError
+from codebook_features.files import write_json
+from codebook_features.model import CodebookModel
+from codebook_features.training.config import RESUME_FREE, RunConfig
+
+CHECKPOINT = "checkpoint"
+TRAINER_STATE = "trainer_state.json"
+
+
+class CodebookUpkeep:
+    """The codebooks' dead-code bookkeeping, which is not part of their weights, as a
+    checkpointable object (``state_dict``/``load_state_dict``)."""
+
+    def __init__(self, cbm: CodebookModel) -> None:
+        self.cbm = cbm
+
+    def synchronize(self) -> None:
+        """Combine usage over processes (all of them must call this before a checkpoint):
+        a refresh would take the maximum anyway, so saving it changes nothing."""
+        for name in self.cbm.sites:
+            all_reduce_(self.cbm.codebook(name).last_used, "max")
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {}
+        for name in self.cbm.sites:
+            codebook = self.cbm.codebook(name)
+            state[name] = {
+                "training_calls": torch.tensor(codebook.training_calls),
+                "last_used": codebook.last_used.detach().cpu().clone(),
+                "recent_inputs": codebook.recent_inputs.detach().cpu().clone(),
+            }
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, values in state.items():
+            codebook = self.cbm.codebook(name)
+            codebook.training_calls = int(values["training_calls"])
+            codebook.last_used.copy_(values["last_used"])
+            codebook.recent_inputs.copy_(values["recent_inputs"])
+
+
+def check_compatible(saved: dict[str, Any], config: RunConfig, where: Path) -> None:
+    """Refuse to resume with settings that change what the run computes."""
+    mine, theirs = flatten(to_dict(config)), flatten(saved)
+    differ = sorted(
+        key
+        for key in set(mine) | set(theirs)
+        if key not in RESUME_FREE and mine.get(key) != theirs.get(key)
+    )
+    if differ:
+        shown = "; ".join(f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in differ[:5])
+        raise CodebookError(
+            f"the checkpoint in {where} was made with other settings ({shown}); resume with the "
+            "same configuration, or start a new run in another output_dir"
+        )
+
+
+def read_state(run_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint directory and its trainer state, validated."""
+    checkpoint = run_dir / CHECKPOINT
+    state_file = checkpoint / TRAINER_STATE
+    if not state_file.is_file():
+        raise CodebookError(
+            f"no checkpoint to resume from in {run_dir}: start the run without --resume"
+        )
+    try:
+        state = json.loads(state_file.read_text())
+        if not isinstance(state["config"], dict) or int(state["step"]) < 0:
+            raise ValueError("bad trainer state")
+        state["micro_batches"] = int(state["micro_batches"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise CodebookError(
+            f"the checkpoint in {checkpoint} is damaged ({error}); nothing was changed"
+        ) from error
+    return checkpoint, state
+
+
+def write_state(
+    directory: Path, step: int, micro_batches: int, config: RunConfig, world_size: int
+) -> None:
+    write_json(
+        directory / TRAINER_STATE,
+        {
+            "step": step,
+            "micro_batches": micro_batches,
+            "world_size": world_size,
+            "codebook_features_version": __version__,
+            "config": to_dict(config),
+        },
+    )
+
+
+def swap_in(tmp: Path, target: Path) -> None:
+    """Replace ``target`` by the finished ``tmp`` directory (old one removed afterwards)."""
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    if old.exists():
+        shutil.rmtree(old)

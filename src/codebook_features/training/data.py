@@ -1,0 +1,227 @@
+"""Training text: load (hub or local files), tokenize, pack into blocks, split, and batch.
+
+Batches are a pure function of (seed, micro-batch index, process rank), so a resumed run sees
+exactly the batches the interrupted one would have seen, and processes never overlap.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from codebook_features.errors import CodebookError
+from codebook_features.training.config import DataConfig, ModelConfig
+
+BUILDERS = {
+    ".txt": "text",
+    ".text": "text",
+    ".jsonl": "json",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".csv": "csv",
+}
+
+
+def load_tokenizer(config: ModelConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    source = config.tokenizer or config.name_or_path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise CodebookError(f"could not load the tokenizer {source!r}: {error}") from error
+    return tokenizer
+
+
+def local_files(spec: str) -> list[str] | None:
+    """The files a local dataset spec names (a path, glob, directory or comma-list), or None
+    when it names nothing on disk (then it is taken as a hub name)."""
+    files: list[str] = []
+    for part in (p.strip() for p in spec.split(",")):
+        path = Path(part).expanduser()
+        if path.is_dir():
+            files += sorted(str(p) for p in path.rglob("*") if p.suffix in BUILDERS)
+        elif any(ch in part for ch in "*?["):
+            files += sorted(glob.glob(os.path.expanduser(part), recursive=True))
+        elif path.is_file():
+            files.append(str(path))
+        elif os.sep in part or path.suffix in BUILDERS:
+            raise CodebookError(f"data file {part} does not exist")
+        else:
+            return None
+    if not files:
+        raise CodebookError(f"no data files match {spec!r}")
+    return files
+
+
+def load_split(config: DataConfig, split: str) -> Any:
+    """One split as a ``datasets`` (Iterable)Dataset."""
+    import datasets
+
+    files = local_files(config.dataset or "")
+    try:
+        if files is not None:
+            suffixes = {Path(f).suffix for f in files}
+            builders = {BUILDERS.get(s) for s in suffixes}
+            if len(builders) != 1 or None in builders:
+                raise CodebookError(
+                    f"data files must share one format ({', '.join(sorted(BUILDERS))}), "
+                    f"got {', '.join(sorted(suffixes))}"
+                )
+            if split != "train":
+                raise CodebookError(
+                    "local files have a single split: leave data.validation_split empty"
+                )
+            return datasets.load_dataset(
+                builders.pop(),
+                data_files={"train": files},
+                split="train",
+                streaming=config.streaming,
+            )
+        return datasets.load_dataset(
+            config.dataset, config.dataset_config, split=split, streaming=config.streaming
+        )
+    except (FileNotFoundError, ValueError, ConnectionError) as error:
+        raise CodebookError(
+            f"could not load dataset {config.dataset!r} ({split}): {error}"
+        ) from error
+
+
+def _pack(texts: list[str], tokenizer: Any, block_size: int, carry: list[int]) -> list[list[int]]:
+    """Tokenize ``texts``, join them with the end-of-text token, cut into full blocks; the
+    remainder stays in ``carry`` for the next call."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        carry.extend(ids + eos)
+    count = len(carry) // block_size
+    blocks = [carry[i * block_size : (i + 1) * block_size] for i in range(count)]
+    del carry[: count * block_size]
+    return blocks
+
+
+def _texts(dataset: Any, field: str) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for row in dataset:
+        if field not in row:
+            raise CodebookError(f"the dataset has no column {field!r}; set data.text_field")
+        text = row[field]
+        if text:
+            batch.append(text)
+        if len(batch) == 1000:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def iter_blocks(dataset: Any, tokenizer: Any, config: DataConfig) -> Iterator[list[int]]:
+    carry: list[int] = []
+    for texts in _texts(dataset, config.text_field):
+        yield from _pack(texts, tokenizer, config.block_size, carry)
+
+
+def build_blocks(config: DataConfig, tokenizer: Any, seed: int) -> tuple[Any, Tensor]:
+    """Training blocks (a tensor, or an iterator of blocks when streaming) and a fixed tensor
+    of validation blocks."""
+    train_split = load_split(config, config.split)
+    val_limit = config.max_val_blocks
+    if config.streaming:
+        if config.validation_split:
+            val_rows = iter_blocks(load_split(config, config.validation_split), tokenizer, config)
+            val = list(itertools.islice(val_rows, val_limit or 256))
+            train_iter = iter_blocks(train_split, tokenizer, config)
+        else:  # the first blocks of the stream are held out
+            stream = iter_blocks(train_split, tokenizer, config)
+            val = list(itertools.islice(stream, val_limit or 256))
+            train_iter = stream
+        if not val:
+            raise CodebookError("the dataset is too small for one validation block")
+        if config.max_train_blocks:
+            train_iter = itertools.islice(train_iter, config.max_train_blocks)
+        return train_iter, _as_tensor(val)
+    blocks = _as_tensor(list(iter_blocks(train_split, tokenizer, config)), config.block_size)
+    if config.validation_split:
+        val = _as_tensor(
+            list(iter_blocks(load_split(config, config.validation_split), tokenizer, config)),
+            config.block_size,
+        )
+        train = blocks
+    else:
+        order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))
+        held = max(1, round(len(blocks) * config.validation_fraction))
+        val, train = blocks[order[:held]], blocks[order[held:]]
+    if val_limit:
+        val = val[:val_limit]
+    if config.max_train_blocks:
+        train = train[: config.max_train_blocks]
+    if len(train) == 0 or len(val) == 0:
+        raise CodebookError(
+            f"the dataset gives only {len(blocks)} blocks of {config.block_size} tokens: "
+            "use more text or a smaller data.block_size"
+        )
+    return train, val
+
+
+def _as_tensor(blocks: list[list[int]], block_size: int | None = None) -> Tensor:
+    if not blocks:
+        return torch.empty(0, block_size or 0, dtype=torch.long)
+    return torch.tensor(blocks, dtype=torch.long)
+
+
+class BatchPlan:
+    """Micro-batch ``i`` for process ``rank``: a pure function of the seed and ``i``.
+
+    Each epoch is a seeded permutation of the blocks; one global batch holds
+    ``batch_size x world_size`` blocks, of which each process takes its own slice.
+    """
+
+    def __init__(
+        self, train: Tensor | Iterator[list[int]], batch_size: int, rank: int, world: int, seed: int
+    ) -> None:
+        self.train, self.batch_size, self.rank, self.world, self.seed = (
+            train,
+            batch_size,
+            rank,
+            world,
+            seed,
+        )
+        self.global_size = batch_size * world
+        if isinstance(train, Tensor):
+            self.per_epoch = len(train) // self.global_size
+            if self.per_epoch == 0:
+                raise CodebookError(
+                    f"{len(train)} training blocks are fewer than one global batch of "
+                    f"{self.global_size}: use more data or a smaller training.batch_size"
+                )
+        self._epoch, self._order = -1, torch.empty(0, dtype=torch.long)
+        self._stream_next = 0
+
+    def __call__(self, index: int) -> Tensor:
+        if not isinstance(self.train, Tensor):
+            return self._from_stream(index)
+        epoch, within = divmod(index, self.per_epoch)
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch, self._order = epoch, torch.randperm(len(self.train), generator=generator)
+        start = within * self.global_size + self.rank * self.batch_size
+        return self.train[self._order[start : start + self.batch_size]]
+
+    def _from_stream(self, index: int) -> Tensor:
+        if index < self._stream_next:
+            raise CodebookError("a streaming dataset can only be read forward")
+        while True:
+            rows = list(itertools.islice(self.train, self.global_size))
+            if len(rows) < self.global_size:
+                raise CodebookError("the streaming dataset ran out of blocks: lower training.steps")
+            if self._stream_next == index:
+                self._stream_next += 1
+                mine = rows[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+                return torch.tensor(mine, dtype=torch.long)
+            self._stream_next += 1

@@ -1,0 +1,92 @@
+"""Evaluation: LM loss, token accuracy and perplexity; per-site codebook statistics; and the
+same model's loss with its codebooks disabled. Sums are combined over processes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from codebook_features.distributed import all_reduce_
+from codebook_features.model import CodebookModel
+
+
+@torch.no_grad()
+def lm_sums(module: torch.nn.Module, blocks: Tensor, batch_size: int, device: Any) -> Tensor:
+    """``[summed token loss, tokens, correct tokens]`` over ``blocks`` (this process's share)."""
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    for start in range(0, len(blocks), batch_size):
+        batch = blocks[start : start + batch_size].to(device)
+        logits = module(input_ids=batch, use_cache=False).logits[:, :-1].float()
+        labels = batch[:, 1:]
+        sums[0] += F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum"
+        ).double()
+        sums[1] += labels.numel()
+        sums[2] += (logits.argmax(-1) == labels).sum().double()
+    return sums
+
+
+def _lm_metrics(sums: Tensor, prefix: str = "") -> dict[str, float]:
+    loss = float(sums[0] / sums[1].clamp_min(1))
+    return {
+        f"{prefix}loss": loss,
+        f"{prefix}accuracy": float(sums[2] / sums[1].clamp_min(1)),
+        f"{prefix}perplexity": math.exp(min(loss, 50.0)),
+    }
+
+
+def evaluate(
+    module: torch.nn.Module,
+    cbm: CodebookModel | None,
+    blocks: Tensor,
+    batch_size: int,
+    device: Any,
+) -> dict[str, Any]:
+    """Metrics of ``module`` on ``blocks`` (already this process's share); every process gets
+    the same, combined result."""
+    was_training = module.training
+    module.eval()
+    try:
+        if cbm is not None:
+            for name in cbm.sites:
+                cbm.codebook(name).reset_stats()
+        metrics = _lm_metrics(all_reduce_(lm_sums(module, blocks, batch_size, device)))
+        if cbm is not None:
+            sites = {}
+            for name in cbm.sites:
+                stats = cbm.codebook(name).stats
+                stats.all_reduce()
+                summary = stats.summary()
+                sites[name] = {
+                    k: summary[k]
+                    for k in ("mse", "fvu", "active_codes", "dead_fraction", "entropy")
+                }
+            metrics["sites"] = sites
+            with cbm.disabled():
+                plain = all_reduce_(lm_sums(module, blocks, batch_size, device))
+            metrics.update(_lm_metrics(plain, "without_codebooks_"))
+            for name in cbm.sites:
+                cbm.codebook(name).reset_stats()
+    finally:
+        module.train(was_training)
+    return metrics
+
+
+def code_counts(
+    cbm: CodebookModel, blocks: Tensor, batch_size: int, device: Any
+) -> dict[str, Tensor]:
+    """How often each code of each site fires on ``blocks`` (for usage plots)."""
+    for name in cbm.sites:
+        cbm.codebook(name).reset_stats()
+    lm_sums(cbm, blocks, batch_size, device)
+    counts = {}
+    for name in cbm.sites:
+        stats = cbm.codebook(name).stats
+        stats.all_reduce()
+        counts[name] = stats.counts.detach().cpu().clone()
+        stats.reset()
+    return counts
