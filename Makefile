@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 demo: $(STAMP)
-	$(PY) examples/codebook_layer.py --out runs/demo
+	$(PY) -m codebook_features fsm demo --out runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest

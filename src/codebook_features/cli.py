@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_commands() -> None:
     """Import the modules that register further sub-commands."""
+    import codebook_features.fsm.cli  # noqa: F401
 
 
 def main(argv: Sequence[str] | None = None) -> int:

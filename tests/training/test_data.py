@@ -68,7 +68,7 @@ def test_missing_column_and_split_are_explained(text_data, tokenizer) -> None:
     corpus, _ = text_data
     with pytest.raises(CodebookError, match="no column 'body'"):
         build_blocks(DataConfig(dataset=str(corpus), text_field="body"), tokenizer, seed=0)
-    with pytest.raises(CodebookError, match="single split"):
+    with pytest.raises(CodebookError, match="validation_dataset for separate"):
         load_split(DataConfig(dataset=str(corpus)), "validation")
     with pytest.raises(CodebookError, match=r"smaller data\.block_size"):
         build_blocks(DataConfig(dataset=str(corpus), block_size=100000), tokenizer, seed=0)

@@ -50,11 +50,18 @@ class DataConfig:
     split: str = "train"
     """Split to train on."""
     validation_split: str | None = None
-    """Split to evaluate on; when empty, ``validation_fraction`` of the blocks is held out."""
+    """Split of ``dataset`` to evaluate on (hub datasets)."""
+    validation_dataset: str | None = None
+    """Separate data to evaluate on (hub name or local files, same format as ``dataset``).
+    With neither this nor ``validation_split``, ``validation_fraction`` of the blocks is held
+    out."""
     validation_fraction: float = 0.05
     """Share of blocks held out for validation when there is no validation split."""
     text_field: str = "text"
     """Column holding the text (jsonl/parquet/hub datasets)."""
+    token_field: str = "input_ids"
+    """Column of already tokenized rows; when the data has it, rows are used as they are
+    (rows of exactly ``block_size`` tokens are blocks; others are joined and cut)."""
     block_size: int = 128
     """Tokens per training sequence."""
     max_train_blocks: int | None = None
@@ -71,6 +78,8 @@ class DataConfig:
             raise CodebookError("data.validation_fraction must be between 0 and 1")
         if self.block_size < 2:
             raise CodebookError("data.block_size must be at least 2")
+        if self.validation_split and self.validation_dataset:
+            raise CodebookError("give data.validation_split or data.validation_dataset, not both")
 
 
 @dataclass

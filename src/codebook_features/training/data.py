@@ -61,11 +61,12 @@ def local_files(spec: str) -> list[str] | None:
     return files
 
 
-def load_split(config: DataConfig, split: str) -> Any:
-    """One split as a ``datasets`` (Iterable)Dataset."""
+def load_split(config: DataConfig, split: str, spec: str | None = None) -> Any:
+    """One split of ``spec`` (default: ``config.dataset``) as a ``datasets`` (Iterable)Dataset."""
     import datasets
 
-    files = local_files(config.dataset or "")
+    spec = spec or config.dataset or ""
+    files = local_files(spec)
     try:
         if files is not None:
             suffixes = {Path(f).suffix for f in files}
@@ -77,7 +78,8 @@ def load_split(config: DataConfig, split: str) -> Any:
                 )
             if split != "train":
                 raise CodebookError(
-                    "local files have a single split: leave data.validation_split empty"
+                    "local files have a single split: use data.validation_dataset for "
+                    "separate validation files"
                 )
             return datasets.load_dataset(
                 builders.pop(),
@@ -86,12 +88,19 @@ def load_split(config: DataConfig, split: str) -> Any:
                 streaming=config.streaming,
             )
         return datasets.load_dataset(
-            config.dataset, config.dataset_config, split=split, streaming=config.streaming
+            spec, config.dataset_config, split=split, streaming=config.streaming
         )
     except (FileNotFoundError, ValueError, ConnectionError) as error:
-        raise CodebookError(
-            f"could not load dataset {config.dataset!r} ({split}): {error}"
-        ) from error
+        raise CodebookError(f"could not load dataset {spec!r} ({split}): {error}") from error
+
+
+def _validation_source(config: DataConfig) -> Any:
+    """The separate validation data, or None when it is held out of the training data."""
+    if config.validation_dataset:
+        return load_split(config, "train", config.validation_dataset)
+    if config.validation_split:
+        return load_split(config, config.validation_split)
+    return None
 
 
 def _pack(texts: list[str], tokenizer: Any, block_size: int, carry: list[int]) -> list[list[int]]:
@@ -122,7 +131,21 @@ def _texts(dataset: Any, field: str) -> Iterator[list[str]]:
 
 
 def iter_blocks(dataset: Any, tokenizer: Any, config: DataConfig) -> Iterator[list[int]]:
+    """Blocks of ``block_size`` tokens: rows of the token column as they are, or text
+    tokenized, joined with the end-of-text token and cut."""
     carry: list[int] = []
+    columns = getattr(dataset, "column_names", None) or []
+    if config.token_field in columns:
+        for row in dataset:
+            ids = list(row[config.token_field])
+            if len(ids) == config.block_size and not carry:
+                yield ids
+                continue
+            carry.extend(ids)
+            while len(carry) >= config.block_size:
+                yield carry[: config.block_size]
+                del carry[: config.block_size]
+        return
     for texts in _texts(dataset, config.text_field):
         yield from _pack(texts, tokenizer, config.block_size, carry)
 
@@ -131,10 +154,11 @@ def build_blocks(config: DataConfig, tokenizer: Any, seed: int) -> tuple[Any, Te
     """Training blocks (a tensor, or an iterator of blocks when streaming) and a fixed tensor
     of validation blocks."""
     train_split = load_split(config, config.split)
+    val_source = _validation_source(config)
     val_limit = config.max_val_blocks
     if config.streaming:
-        if config.validation_split:
-            val_rows = iter_blocks(load_split(config, config.validation_split), tokenizer, config)
+        if val_source is not None:
+            val_rows = iter_blocks(val_source, tokenizer, config)
             val = list(itertools.islice(val_rows, val_limit or 256))
             train_iter = iter_blocks(train_split, tokenizer, config)
         else:  # the first blocks of the stream are held out
@@ -147,11 +171,8 @@ def build_blocks(config: DataConfig, tokenizer: Any, seed: int) -> tuple[Any, Te
             train_iter = itertools.islice(train_iter, config.max_train_blocks)
         return train_iter, _as_tensor(val)
     blocks = _as_tensor(list(iter_blocks(train_split, tokenizer, config)), config.block_size)
-    if config.validation_split:
-        val = _as_tensor(
-            list(iter_blocks(load_split(config, config.validation_split), tokenizer, config)),
-            config.block_size,
-        )
+    if val_source is not None:
+        val = _as_tensor(list(iter_blocks(val_source, tokenizer, config)), config.block_size)
         train = blocks
     else:
         order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))

@@ -176,7 +176,7 @@ class Trainer:
             lm_loss, cb_loss = self._train_step()
             self.step += 1
             progress.update(1)
-            progress.set_postfix(lm=f"{lm_loss:.3f}", cb=f"{cb_loss:.3f}")
+            progress.set_postfix(lm=f"{lm_loss:.3f}", cb=f"{cb_loss:.3f}", refresh=False)
             if self.step % max(1, min(t.eval_every, 10)) == 0 or self.step == t.steps:
                 lr = self.scheduler.get_last_lr()[0]
                 self._log(

@@ -1,0 +1,2 @@
+"""Finding what codes mean: record codes over tokens, score codes (and neurons) as
+classifiers of token features."""

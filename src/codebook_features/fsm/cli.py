@@ -1,0 +1,175 @@
+"""``codebook fsm ...``: each stage of the TokFSM experiment on its own, and the whole demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from codebook_features.cli import command
+from codebook_features.errors import CodebookError
+
+
+def _print_json(data: Any, out: str | None) -> None:
+    text = json.dumps(data, indent=2)
+    if out:
+        from codebook_features.files import write_text
+
+        write_text(out, text + "\n")
+    print(text)
+
+
+def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    from codebook_features.fsm.data import FSMData
+    from codebook_features.fsm.pipeline import load_for_eval
+
+    model_dir = Path(args.model)
+    if not (model_dir / "config.json").exists():
+        raise CodebookError(f"{model_dir} is not a saved model (no config.json)")
+    data = FSMData(Path(args.data))
+    return load_for_eval(model_dir), data.fsm(), data
+
+
+@command("fsm", "the TokFSM experiment: make data, train, evaluate, analyse, intervene, demo")
+def _fsm_command(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="fsm_command", metavar="STEP", required=True)
+
+    make = sub.add_parser("make", help="create an FSM, its tokenizer and token datasets")
+    make.add_argument("--out", required=True, help="data directory to create")
+    make.add_argument("--states", type=int, default=40, help="number of states (paper: 100)")
+    make.add_argument("--edges", type=int, default=4, help="out-edges per state (paper: 10)")
+    make.add_argument("--base", type=int, default=10, help="digits are written in this base")
+    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--train-sequences", type=int, default=40_000)
+    make.add_argument("--val-sequences", type=int, default=512)
+    make.add_argument("--states-per-sequence", type=int, default=32)
+
+    def run_make(args: argparse.Namespace) -> None:
+        from codebook_features.fsm.data import make_data
+
+        data = make_data(
+            args.out,
+            args.states,
+            args.edges,
+            args.base,
+            args.seed,
+            args.train_sequences,
+            args.val_sequences,
+            args.states_per_sequence,
+        )
+        fsm = data.fsm()
+        print(
+            f"wrote {data.root}: {fsm.num_states} states x {fsm.num_edges} edges, "
+            f"{fsm.digits} digits per state"
+        )
+
+    make.set_defaults(run=run_make)
+
+    train = sub.add_parser(
+        "train", help="train a baseline, or a codebook model (from a baseline with --start-from)"
+    )
+    train.add_argument("--data", required=True, help="data directory from `codebook fsm make`")
+    train.add_argument("--out", required=True, help="run directory")
+    train.add_argument("--start-from", help="trained model to finetune with codebooks")
+    train.add_argument("--sites", nargs="+", default=["attn_heads", "mlp"])
+    train.add_argument("--k", type=int, default=1)
+    train.add_argument("--codes", type=int, default=512)
+    train.add_argument("--steps", type=int, default=None)
+    train.add_argument("--seed", type=int, default=0)
+
+    def run_train(args: argparse.Namespace) -> None:
+        from dataclasses import replace
+
+        from codebook_features.fsm.data import FSMData
+        from codebook_features.fsm.pipeline import PRESETS, Variant, train_run
+
+        preset = PRESETS["default"]
+        if args.steps and not args.start_from:
+            preset = replace(preset, baseline_steps=args.steps)
+        variant = None
+        if args.start_from:
+            variant = Variant("codebooks", args.sites, args.k, args.codes, args.steps or 600)
+        start = Path(args.start_from) if args.start_from else None
+        model_dir = train_run(
+            FSMData(Path(args.data)),
+            Path(args.out),
+            preset,
+            args.seed,
+            variant,
+            start,
+            progress=True,
+        )
+        print(f"model: {model_dir}")
+
+    train.set_defaults(run=run_train)
+
+    evaluate = sub.add_parser("evaluate", help="state accuracy, first-transition accuracy, loss")
+    analyze = sub.add_parser("analyze", help="codes vs states, the neuron baseline, purity")
+    intervene = sub.add_parser("intervene", help="swap state codes and measure the effect")
+    for p in (evaluate, analyze, intervene):
+        p.add_argument("--model", required=True, help="trained model directory")
+        p.add_argument("--data", required=True, help="data directory")
+        p.add_argument("--out", help="also write the JSON result to this file")
+        p.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--samples", type=int, default=256, help="sequences to sample")
+    intervene.add_argument("--transitions", type=int, default=500)
+
+    def run_evaluate(args: argparse.Namespace) -> None:
+        from codebook_features.fsm.evaluation import evaluate_model
+
+        model, fsm, data = _model_and_data(args)
+        _print_json(
+            evaluate_model(model, fsm, data.validation_tokens(), args.samples, args.seed), args.out
+        )
+
+    def analysis_of(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+        import torch
+
+        from codebook_features.fsm.analysis import analyze as run_analysis
+        from codebook_features.model import CodebookModel
+
+        model, fsm, data = _model_and_data(args)
+        if not isinstance(model, CodebookModel):
+            raise CodebookError(f"{args.model} has no codebooks to analyse")
+        tokens = torch.as_tensor(data.validation_tokens())
+        return model, fsm, tokens, run_analysis(model, fsm, tokens)
+
+    def run_analyze(args: argparse.Namespace) -> None:
+        _, _, _, result = analysis_of(args)
+        _print_json({"summary": result["summary"], "sites": result["sites"]}, args.out)
+
+    def run_intervene(args: argparse.Namespace) -> None:
+        from codebook_features.fsm.interventions import state_swaps
+
+        model, fsm, tokens, result = analysis_of(args)
+        _print_json(
+            state_swaps(model, fsm, tokens, result["state_codes"], args.transitions, args.seed),
+            args.out,
+        )
+
+    evaluate.set_defaults(run=run_evaluate)
+    analyze.set_defaults(run=run_analyze)
+    intervene.set_defaults(run=run_intervene)
+
+    demo = sub.add_parser("demo", help="the whole experiment with a report (offline)")
+    demo.add_argument("--out", default="runs/demo", help="output directory")
+    demo.add_argument(
+        "--full",
+        action="store_true",
+        help="the paper's machine (100 states, 10 edges) and more of Table 1; hours",
+    )
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quiet", action="store_true", help="no progress output")
+
+    def run_demo(args: argparse.Namespace) -> None:
+        from codebook_features.fsm.pipeline import run_pipeline
+        from codebook_features.fsm.report import summary_lines
+
+        results = run_pipeline(
+            args.out, "full" if args.full else "default", args.seed, progress=not args.quiet
+        )
+        print("\n".join(summary_lines(results)))
+        print(f"report: {Path(args.out) / 'report.md'}")
+
+    demo.set_defaults(run=run_demo)

@@ -1,0 +1,148 @@
+"""State interventions: make the network act as if it were in another state.
+
+For random transitions of the validation sequences (a prefix ending on state a), the codes of
+chosen sites at the prefix's last token are replaced by the codes of a target state b. The
+model's next-token distribution (the first digit of the next state) is then compared with b's
+true one by the Jensen-Shannon divergence, averaged over transitions and divided by the same
+average without intervention: 1 means no effect, 0 means the model now behaves exactly as in
+state b. (Dividing per transition instead is unstable: a and b often have similar next
+digits.) The same
+is reported for the whole next state (both digits, chained; the intervention stays at the
+prefix's last token), which is harder to move: the model also reads state a from the earlier
+digit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from codebook_features.fsm.evaluation import next_state_probs
+from codebook_features.fsm.machine import FSM
+from codebook_features.model import CodebookModel
+
+
+def jensen_shannon(p: Tensor, q: Tensor) -> Tensor:
+    """Row-wise JSD in bits (between 0 and 1) of two ``(..., n)`` distributions."""
+    m = 0.5 * (p + q)
+
+    def kl(a: Tensor, b: Tensor) -> Tensor:
+        return torch.where(
+            a > 0, a * (a.clamp_min(1e-300) / b.clamp_min(1e-300)).log2(), torch.zeros_like(a)
+        ).sum(-1)
+
+    return 0.5 * kl(p, m) + 0.5 * kl(q, m)
+
+
+@contextlib.contextmanager
+def force_per_row(cbm: CodebookModel, site: str, codes: Tensor, position: int) -> Iterator[None]:
+    """At token ``position``, give row ``i`` of every batch the codes ``codes[i]``
+    (``(rows, groups, slots)``; a batch may repeat the rows, as in chained next-state
+    probabilities)."""
+
+    def rewrite(module: Any, args: Any, ids: Tensor) -> Tensor:
+        ids = ids.clone()
+        rows = ids.shape[0]
+        table = codes.to(ids.device).repeat_interleave(rows // codes.shape[0], dim=0)
+        keep = table >= 0
+        ids[:, position] = torch.where(keep, table, ids[:, position])
+        return ids
+
+    handle = cbm.codebook(site).hook_codes.register_forward_hook(rewrite)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def components(cbm: CodebookModel) -> dict[str, list[str]]:
+    """The groups of sites whose state codes are swapped together."""
+    mlp = [n for n in cbm.sites if n.endswith(".mlp")]
+    attention = [n for n in cbm.sites if n.endswith(".attn_heads") or n.endswith(".attn")]
+    result: dict[str, list[str]] = {}
+    for name in mlp:
+        result[f"MLP layer {cbm.sites[name].layer}"] = [name]
+    if attention:
+        result["all attention"] = attention
+    if mlp:
+        result["all MLP"] = mlp
+    result["all"] = list(cbm.sites)
+    return result
+
+
+@torch.no_grad()
+def state_swaps(
+    cbm: CodebookModel,
+    fsm: FSM,
+    tokens: Tensor,
+    codes_by_state: dict[str, Tensor],
+    num_transitions: int = 500,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Normalised JSD (mean, median) and target-edge overlap per component."""
+    rng = np.random.default_rng(seed)
+    cbm.eval()
+    device = next(cbm.parameters()).device
+    true = torch.tensor(fsm.transition_matrix())
+    seqs = tokens.tolist()
+    states = [fsm.parse(s) for s in seqs]
+    picks = []
+    while len(picks) < num_transitions:
+        i = int(rng.integers(len(seqs)))
+        j = int(rng.integers(1, len(states[i]) - 1))
+        a, b = states[i][j], int(rng.integers(fsm.num_states))
+        if a is None or b == a or np.array_equal(fsm.edges[a], fsm.edges[b]):
+            continue
+        if any((codes[b] < 0).all() for codes in codes_by_state.values()):
+            continue  # no codes seen for b
+        picks.append((i, j, a, b))
+    by_length: dict[int, list[tuple[int, int, int, int]]] = {}
+    for pick in picks:
+        by_length.setdefault((pick[1] + 1) * fsm.digits + 1, []).append(pick)
+
+    plans = {"none": [], **components(cbm)}
+    scores: dict[str, dict[str, list[float]]] = {
+        name: {"jsd": [], "state_jsd": [], "overlap": []} for name in plans
+    }
+    first_digit = torch.zeros(fsm.num_states, fsm.base, dtype=torch.float64)
+    first_digit[
+        torch.arange(fsm.num_states),
+        torch.as_tensor(fsm.state_digits(torch.arange(fsm.num_states).numpy())[:, 0]),
+    ] = 1.0
+    true_token = true @ first_digit  # (N, base): b's next-token distribution
+    for length, group in sorted(by_length.items()):
+        prefixes = torch.tensor([seqs[i][:length] for i, _, _, _ in group], device=device)
+        targets = torch.tensor([b for *_, b in group])
+        q, q_token = true[targets], true_token[targets]
+        for name, sites in plans.items():
+            with contextlib.ExitStack() as stack:
+                for site in sites:
+                    stack.enter_context(
+                        force_per_row(cbm, site, codes_by_state[site][targets], length - 1)
+                    )
+                p = next_state_probs(cbm, fsm, prefixes).cpu()
+            p = p / p.sum(-1, keepdim=True).clamp_min(1e-300)
+            p_token = p @ first_digit
+            scores[name]["jsd"] += jensen_shannon(p_token, q_token).tolist()
+            scores[name]["state_jsd"] += jensen_shannon(p, q).tolist()
+            top = p.topk(fsm.num_edges, dim=-1).indices.numpy()
+            scores[name]["overlap"] += [
+                len(set(top[r]) & set(fsm.edges[b])) / fsm.num_edges
+                for r, (*_, b) in enumerate(group)
+            ]
+    none_token, none_state = np.mean(scores["none"]["jsd"]), np.mean(scores["none"]["state_jsd"])
+    return {
+        name: {
+            "normalized_jsd": float(np.mean(s["jsd"]) / none_token),
+            "next_state_normalized_jsd": float(np.mean(s["state_jsd"]) / none_state),
+            "jsd_bits": float(np.mean(s["jsd"])),
+            "target_edge_overlap": float(np.mean(s["overlap"])),
+            "sites": plans[name],
+        }
+        for name, s in scores.items()
+    } | {"transitions": len(picks)}

@@ -1,0 +1,75 @@
+"""The TokFSM pipeline on a small machine: the baseline learns it, codes come to stand for its
+states, and swapping state codes moves the model toward the target state."""
+
+import json
+
+import pytest
+
+from codebook_features.fsm.pipeline import Preset, Variant, run_pipeline
+
+SMALL = Preset(
+    num_states=12,
+    num_edges=3,
+    states_per_sequence=16,
+    train_sequences=8000,
+    val_sequences=128,
+    baseline_steps=250,
+    baseline_lr=3e-3,
+    batch_size=32,
+    warmup_steps=20,
+    variants=[Variant("Attn+MLP, k=1, C=32", ["attn_heads", "mlp"], 1, 32, 120, lr=3e-3)],
+    analysed="Attn+MLP, k=1, C=32",
+    eval_samples=128,
+    transitions=100,
+    model={
+        "model_type": "gpt_neox",
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 128,
+        "max_position_embeddings": 64,
+    },
+)
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fsm")
+    return out, run_pipeline(out, SMALL, seed=0, progress=False)
+
+
+def test_small_fsm_is_learned(experiment) -> None:
+    _, results = experiment
+    baseline = results["models"]["Baseline (no codebooks)"]
+    assert baseline["state_accuracy"] >= 0.9
+    assert baseline["first_transition_accuracy"] >= 0.9
+    assert results["models"]["Attn+MLP, k=1, C=32"]["state_accuracy"] >= 0.6
+
+
+def test_codes_stand_for_states(experiment) -> None:
+    _, results = experiment
+    summary = results["analysis"]["summary"]
+    # chance is 1/12; the best code of each state is far above it
+    assert summary["mean_code_precision"] > 0.6 and summary["mean_code_recall"] > 0.6
+    assert 0 < summary["mean_neuron_precision"] <= 1
+    assert summary["state_tokens"] == 128 * 16  # one per state
+
+
+def test_swapping_state_codes_moves_the_model_toward_the_target(experiment) -> None:
+    _, results = experiment
+    swaps = results["interventions"]
+    assert swaps["none"]["normalized_jsd"] == 1.0
+    assert swaps["all"]["normalized_jsd"] < 0.5
+    assert swaps["all"]["target_edge_overlap"] > swaps["none"]["target_edge_overlap"] + 0.2
+
+
+def test_report_and_resuming_the_pipeline(experiment) -> None:
+    out, results = experiment
+    report = (out / "report.md").read_text()
+    assert "| Baseline (no codebooks) |" in report and "codes vs neurons" in report
+    for name in ("training", "codes_vs_neurons", "interventions"):
+        assert (out / "plots" / f"{name}.png").stat().st_size > 0
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["models"] == results["models"]
+    again = run_pipeline(out, SMALL, seed=0, progress=False)  # every stage is already done
+    assert again["models"] == results["models"] and again["seconds"] == results["seconds"]
