@@ -95,6 +95,16 @@ def _load_commands() -> None:
     import codebook_features.fsm.cli  # noqa: F401
 
 
+def _quiet_libraries() -> None:
+    """Only our own progress bars: hide the loading and writing bars of the HF libraries."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -105,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
+    if not args.verbose:
+        _quiet_libraries()
     try:
         args.run(args)
     except CodebookError as error:
