@@ -151,11 +151,11 @@ class Codebook(nn.Module):
         table = self.codes.reshape(groups * cfg.num_codes, cfg.group_dim)
         scale = 1.0 / cfg.k if cfg.aggregate == "mean" else 1.0
         if has_empty_slots:
+            valid = ids >= 0
             bags = (ids.clamp_min(0) + offsets).reshape(n * groups, slots)
-            weights = (ids >= 0).to(table.dtype).reshape(n * groups, slots)
+            out = combine_codes(table, bags, valid.reshape(n * groups, slots), scale)
         else:
-            bags, weights = (ids + offsets).reshape(n * groups, slots), None
-        out = combine_codes(table, bags, weights, scale)
+            out = combine_codes(table, (ids + offsets).reshape(n * groups, slots), None, scale)
         return out.view(n, groups, cfg.group_dim)
 
     def _straight_through(self, inputs: Tensor, quantized: Tensor) -> tuple[Tensor, Tensor]:

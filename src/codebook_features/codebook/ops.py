@@ -16,24 +16,28 @@ from torch import Tensor
 
 
 def combine_codes(
-    table: Tensor, bags: Tensor, weights: Tensor | None = None, scale: float = 1.0
+    table: Tensor, bags: Tensor, valid: Tensor | None = None, scale: float = 1.0
 ) -> Tensor:
-    """``scale * sum_j weights[:, j] * table[bags[:, j]]`` for each row of ``bags`` ``(R, m)``.
+    """``scale * sum_j table[bags[:, j]]`` over the valid slots of each row of ``bags`` (R, m).
 
-    ``weights`` (``(R, m)``, optional) lets slots count zero (empty slots).
+    ``valid`` (``(R, m)`` bool, optional) marks the slots that count; the others add nothing.
     """
-    return _CombineCodes.apply(table, bags, weights, scale)
+    return _CombineCodes.apply(table, bags, valid, scale)
 
 
 class _CombineCodes(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, table: Tensor, bags: Tensor, weights: Tensor | None, scale: float
+        ctx: Any, table: Tensor, bags: Tensor, valid: Tensor | None, scale: float
     ) -> Tensor:
+        # the scale rides on per-sample weights: cheaper than a separate multiplication
+        weights = (
+            torch.full(bags.shape, scale, dtype=table.dtype, device=table.device)
+            if valid is None
+            else valid.to(table.dtype) * scale
+        )
         out = F.embedding_bag(bags, table, mode="sum", per_sample_weights=weights)
-        if scale != 1.0:
-            out.mul_(scale)
-        ctx.save_for_backward(bags, weights)
+        ctx.save_for_backward(bags, valid)
         ctx.scale, ctx.table_shape = scale, table.shape
         return out
 
@@ -41,14 +45,17 @@ class _CombineCodes(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None]:  # type: ignore[override]
         if not ctx.needs_input_grad[0]:
             return None, None, None, None
-        bags, weights = ctx.saved_tensors
+        bags, valid = ctx.saved_tensors
         grad_table = grad.new_zeros(ctx.table_shape)
-        if ctx.scale != 1.0:
-            grad = grad * ctx.scale  # once here: index_add_ with alpha != 1 is slow on CPU
+        scale_after = ctx.scale != 1.0 and grad_table.numel() < grad.numel()
+        if ctx.scale != 1.0 and not scale_after:
+            grad = grad * ctx.scale  # index_add_ with alpha != 1 is slow on CPU
         columns = bags.t().contiguous()  # contiguous ids per slot also index faster
         for slot in range(columns.shape[0]):
-            source = grad if weights is None else grad * weights[:, slot : slot + 1]
+            source = grad if valid is None else grad * valid[:, slot : slot + 1]
             grad_table.index_add_(0, columns[slot], source)
+        if scale_after:
+            grad_table.mul_(ctx.scale)
         return grad_table, None, None, None
 
 

@@ -17,20 +17,25 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-/* Insert (v, i) into the k best kept in vals/idx (sorted: larger value, then lower index). */
+/* Insert (v, i) into the k best kept in vals/idx (sorted: larger value, then lower index).
+ * Written without data-dependent branches after the first test: rare as insertions are, a
+ * mispredicted loop exit per element moved made them the main cost. */
 static inline void insert(float *vals, int64_t *idx, int64_t *count, int k, float v, int64_t i) {
-    int64_t pos;
-    if (*count < k) {
-        pos = (*count)++;
-    } else {
+    int n = (int)*count;
+    if (n == k) {
         float w = vals[k - 1];
         if (!(v > w || (v == w && i < idx[k - 1]))) return;
-        pos = k - 1;
+    } else {
+        vals[n] = -INFINITY;
+        idx[n] = INT64_MAX;
+        *count = ++n;
     }
-    while (pos > 0 && (vals[pos - 1] < v || (vals[pos - 1] == v && idx[pos - 1] > i))) {
-        vals[pos] = vals[pos - 1];
-        idx[pos] = idx[pos - 1];
-        --pos;
+    int pos = 0;
+    for (int p = 0; p < n; ++p) pos += (vals[p] > v) | ((vals[p] == v) & (idx[p] < i));
+    for (int p = n - 1; p > 0; --p) {
+        int move = p > pos;
+        vals[p] = move ? vals[p - 1] : vals[p];
+        idx[p] = move ? idx[p - 1] : idx[p];
     }
     vals[pos] = v;
     idx[pos] = i;
