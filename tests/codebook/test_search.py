@@ -47,7 +47,9 @@ def test_group_tiling_equals_one_tile(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_auto_tiles_stay_within_budget(groups: int, tokens: int, codes: int) -> None:
     g, t = tile_shape(groups, tokens, codes, None)
     assert 1 <= g <= groups and 1 <= t <= tokens
-    assert g * t * codes <= max(search.SCORE_BUDGET, codes)
+    # bounded by a constant, whatever the number of tokens
+    assert g * t * codes <= max(search.SCORE_BUDGET, search.MIN_TOKENS * codes)
+    assert tile_shape(groups, 100 * tokens, codes, None) == (g, t) or t == tokens
 
 
 def test_two_level_topk_is_exact_with_ties() -> None:

@@ -62,7 +62,8 @@ class CodebookSettings:
     commitment: float = 0.25
     """Commitment weight (beta) for ``fullaeloss`` and ``vqvae``."""
     chunk_size: int | None = None
-    """Tokens per search tile; ``None`` picks tiles of about 16 MiB of scores."""
+    """Tokens per search tile; ``None`` picks tiles of about 16 MiB of scores (256 tokens at
+    least, so more with very large codebooks)."""
     dead_code_window: int = 0
     """Re-seed codes unused for this many training calls from recent inputs; 0 turns it off."""
     dead_code_noise: float = 0.01

@@ -21,6 +21,9 @@ SCORE_BUDGET = 1 << 22
 stay in cache between the matmul that writes a tile and the top-k that reads it."""
 PREFERRED_TOKENS = 512
 """Tokens per tile before groups are split across tiles: long tiles keep the matmul efficient."""
+MIN_TOKENS = 256
+"""Fewest tokens per tile (unless fewer come in): with very large codebooks a tile then holds
+more than the budget (64 MiB at 65,536 codes), because shorter tiles measured much slower."""
 BLOCK = 64
 """Block width of the two-level top-k."""
 
@@ -54,7 +57,7 @@ def tile_shape(groups: int, tokens: int, num_codes: int, chunk_size: int | None)
     """(groups, tokens) searched per tile."""
     if chunk_size is not None:
         return groups, max(1, min(tokens, chunk_size))
-    token_tile = max(1, min(tokens, PREFERRED_TOKENS, SCORE_BUDGET // num_codes))
+    token_tile = min(tokens, max(MIN_TOKENS, min(PREFERRED_TOKENS, SCORE_BUDGET // num_codes)))
     group_tile = max(1, min(groups, SCORE_BUDGET // (token_tile * num_codes)))
     if group_tile == groups:  # everything fits: take more tokens per tile instead
         token_tile = max(token_tile, min(tokens, SCORE_BUDGET // (groups * num_codes)))

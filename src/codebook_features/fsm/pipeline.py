@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,11 +167,16 @@ def load_for_eval(model_dir: Path) -> Any:
 
 
 def run_pipeline(
-    out: str | Path, preset: str | Preset = "default", seed: int = 0, progress: bool = True
+    out: str | Path,
+    preset: str | Preset = "default",
+    seed: int = 0,
+    progress: bool = True,
+    say: Callable[[str], None] = logger.info,
 ) -> dict[str, Any]:
     """Run every stage into ``out``; returns the results that the report is made from.
 
-    ``preset`` names one of :data:`PRESETS` or is a :class:`Preset` of its own.
+    ``preset`` names one of :data:`PRESETS` or is a :class:`Preset` of its own. ``progress``
+    shows training progress bars; ``say`` receives a line per stage and result.
     """
     from codebook_features.fsm.analysis import analyze
     from codebook_features.fsm.evaluation import evaluate_model
@@ -201,10 +207,6 @@ def run_pipeline(
     def done(name: str, start: float) -> None:
         timings[name] = round(timings.get(name, 0) + time.perf_counter() - start, 1)
         write_json(results_file, results)
-
-    def say(text: str) -> None:
-        if progress:
-            print(text, flush=True)
 
     data_dir = out / "data"
     if not (data_dir / "fsm.json").exists():
