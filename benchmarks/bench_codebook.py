@@ -160,7 +160,7 @@ def main() -> None:
     results = []
     for num_codes in args.codes:
         small = num_codes <= 16384
-        reps, rounds = args.reps or (3 if small else 1), args.rounds or (3 if small else 1)
+        reps, rounds = args.reps or (3 if small else 1), args.rounds or (5 if small else 1)
         row = {"num_codes": num_codes, "groups": GROUPS, "group_dim": GROUP_DIM, "k": K}
         row["tokens"] = TOKENS
         runs: dict[str, list[dict]] = {"ours": [], "reference": []}
@@ -185,6 +185,13 @@ def main() -> None:
     info = machine(args.device)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"codebook_{args.device.split(':')[0]}.json"
+    if out.exists():  # keep the sizes not measured this time
+        measured = {r["num_codes"] for r in results}
+        earlier = json.loads(out.read_text())["results"]
+        results = sorted(
+            [r for r in earlier if r["num_codes"] not in measured] + results,
+            key=lambda r: r["num_codes"],
+        )
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"machine": info, "results": results}, indent=2))
     os.replace(tmp, out)

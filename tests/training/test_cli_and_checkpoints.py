@@ -49,6 +49,7 @@ def write_config(make_config, tmp_path, **training) -> str:
         (["--codebooks.sites", "heads"], "unknown site 'heads'"),
         (["--training.resume", "true"], "no checkpoint to resume from"),
         (["--codebooks.k", "99"], "larger than num_codes"),
+        (["--training.log_to", "mlflow"], "unknown logger 'mlflow'"),
     ],
 )
 def test_bad_settings_fail_in_one_line(make_config, tmp_path, capsys, extra, message) -> None:

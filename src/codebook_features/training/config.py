@@ -153,9 +153,14 @@ class TrainingConfig:
             raise CodebookError("training.lr must be > 0; model_lr_factor, weight_decay >= 0")
         if self.resume and self.overwrite:
             raise CodebookError("training.resume and training.overwrite exclude each other")
+        import importlib.util
+
         for name in self.log_to:
             if name not in ("tensorboard", "wandb"):
                 raise CodebookError(f"unknown logger {name!r}: use tensorboard or wandb")
+            if importlib.util.find_spec(name) is None:
+                raise CodebookError(f"training.log_to names {name}, which is not installed: "
+                                    f"pip install {name}")
         if self.stop_at is not None and not 0 < self.stop_at <= self.steps:
             raise CodebookError("training.stop_at must be between 1 and training.steps")
 
