@@ -159,8 +159,9 @@ class TrainingConfig:
             if name not in ("tensorboard", "wandb"):
                 raise CodebookError(f"unknown logger {name!r}: use tensorboard or wandb")
             if importlib.util.find_spec(name) is None:
-                raise CodebookError(f"training.log_to names {name}, which is not installed: "
-                                    f"pip install {name}")
+                raise CodebookError(
+                    f"training.log_to names {name}, which is not installed: pip install {name}"
+                )
         if self.stop_at is not None and not 0 < self.stop_at <= self.steps:
             raise CodebookError("training.stop_at must be between 1 and training.steps")
 
