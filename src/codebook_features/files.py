@@ -22,6 +22,12 @@ CODEBOOK_WEIGHTS = "codebooks.safetensors"
 """The codebooks' parameters."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file atomically (temporary file, then rename)."""
     path = Path(path)
@@ -30,6 +36,7 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # as a plain open() would (mkstemp makes it private)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -45,11 +52,13 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty directory beside ``target``; on success it replaces ``target``.
 
-    On error the new directory is removed and ``target`` is left as it was.
+    On error the new directory is removed and ``target`` is left as it was. The swap is two
+    renames: a crash between them leaves the old directory under a hidden ``.old-`` name.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # as a plain mkdir would (mkdtemp makes it private)
     try:
         yield tmp
     except BaseException:

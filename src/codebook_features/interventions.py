@@ -8,12 +8,14 @@ step sees only the newest token. Forcing and plain ablation rewrite the ids in a
 their slots.
 
 Interventions stack: entered one after another they act in that order, and leaving a context
-removes exactly its own effect.
+removes exactly its own effect. ``next_best`` ablations are the exception to the order: they act
+in the search, so before any rewrite of ids, whenever they were entered.
 """
 
 from __future__ import annotations
 
 import itertools
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -96,6 +98,9 @@ class _SiteIntervention:
         self._prompt_end: int | None = None
         self._handle: Any = None
 
+    def _start(self) -> None:
+        self._prompt_end = None  # "new" is relative to the first forward pass of this entry
+
     def token_mask(self, length: int, device: torch.device) -> Tensor | None:
         """Which of the current call's ``length`` tokens are affected (``None``: all)."""
         if self.positions == "all":
@@ -148,14 +153,15 @@ class ForceCodes(_SiteIntervention):
                 f"unknown force mode {mode!r}: choose from {', '.join(FORCE_MODES)}"
             )
         k = self.codebook.config.k
-        if mode == "least" and max(len(c) for c in self.codes.values()) > k:
+        if mode in ("least", "all") and max(len(c) for c in self.codes.values()) > k:
             raise CodebookError(
-                f"mode 'least' puts each code in its own slot, but {site} has only k={k} slots: "
-                "force fewer codes, or use mode 'add'"
+                f"mode {mode!r} puts each code in its own slot, but {site} has only k={k} "
+                "slots: force fewer codes, or use mode 'add'"
             )
         self.mode = mode
 
     def __enter__(self) -> ForceCodes:
+        self._start()
         self._handle = self.codebook.hook_codes.register_forward_hook(
             lambda module, args, ids: self.rewrite(ids)
         )
@@ -211,6 +217,7 @@ class AblateCodes(_SiteIntervention):
             self.banned[g, codes] = True
 
     def __enter__(self) -> AblateCodes:
+        self._start()
         if self.mode == "remove":
             self._handle = self.codebook.hook_codes.register_forward_hook(
                 lambda module, args, ids: self.rewrite(ids)
@@ -260,16 +267,16 @@ def _codes_by_group(
 
 
 def _as_list(codes: int | Sequence[int]) -> list[int]:
-    if isinstance(codes, (int, torch.Tensor)) and not (
-        isinstance(codes, torch.Tensor) and codes.ndim
-    ):
+    if isinstance(codes, numbers.Integral) or (isinstance(codes, Tensor) and codes.ndim == 0):
         return [int(codes)]
     return [int(c) for c in codes]
 
 
 def _check_positions(positions: Positions) -> Positions:
-    if positions in ("all", "new"):
+    if isinstance(positions, str) and positions in ("all", "new"):
         return positions
+    if not isinstance(positions, str):
+        positions = list(positions)  # a generator would be used up by the check below
     if isinstance(positions, str) or not all(
         isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in positions
     ):

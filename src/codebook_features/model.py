@@ -37,6 +37,8 @@ SiteSpec = str | Sequence[str] | None
 ``None`` means all sites."""
 
 _SETTING_NAMES = {f.name for f in dataclasses.fields(CodebookSettings)}
+HUB_OPTIONS = ("revision", "subfolder", "token", "cache_dir", "force_download", "local_files_only")
+"""Options of ``from_pretrained`` that say where files are, for the codebook files too."""
 
 
 @dataclass(kw_only=True)
@@ -64,9 +66,13 @@ class CodebookModelConfig(CodebookSettings):
         if len(set(self.sites)) != len(self.sites):
             raise CodebookError(f"sites lists a kind twice: {self.sites}")
         if self.layers != "all" and (
-            isinstance(self.layers, str) or not all(isinstance(i, int) for i in self.layers)
+            isinstance(self.layers, str)
+            or not self.layers
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in self.layers)
         ):
-            raise CodebookError(f"layers must be 'all' or a list of integers, got {self.layers!r}")
+            raise CodebookError(
+                f"layers must be 'all' or a non-empty list of integers, got {self.layers!r}"
+            )
         if isinstance(self.groups, bool) or not isinstance(self.groups, int) or self.groups < 1:
             raise CodebookError(f"groups must be a positive integer, got {self.groups!r}")
         for kind, overrides in self.per_site.items():
@@ -107,7 +113,7 @@ class CodebookModel(nn.Module):
         locations = resolve_sites(model, config.sites, config.layers)
         widths = site_widths(model, locations)
         heads = num_heads(model) if "attn_heads" in config.sites else 1
-        param = next(model.parameters())
+        param = next(model.parameters())  # dtype, and device for sites without parameters
         self.codebooks = nn.ModuleDict()
         self.sites: dict[str, SiteLocation] = {}
         for site in locations:
@@ -115,7 +121,8 @@ class CodebookModel(nn.Module):
                 self.codebooks[str(site.layer)] = nn.ModuleDict()
             layer = self.codebooks[str(site.layer)]
             cb_config = config.site_config(site.kind, widths[site.name], heads)
-            layer[site.kind] = Codebook(cb_config, device=param.device, dtype=param.dtype)
+            device = next(site.module.parameters(), param).device  # models split over devices
+            layer[site.kind] = Codebook(cb_config, device=device, dtype=param.dtype)
             self.sites[site.name] = site
         self.enabled: set[str] = set(self.sites)
         self._recording: dict[str, list[Tensor]] | None = None
@@ -131,6 +138,10 @@ class CodebookModel(nn.Module):
             else:
                 hook = functools.partial(self._site_post_hook, site.name)
                 self._handles.append(site.module.register_forward_hook(hook))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the latest losses carry autograd history, which cannot be copied or pickled
+        return {**super().__getstate__(), "_losses": {}, "_recording": None}
 
     def detach(self) -> nn.Module:
         """Remove every hook and return the plain model (codebooks no longer apply)."""
@@ -286,8 +297,10 @@ class CodebookModel(nn.Module):
     # ------------------------------------------------------------------ saving and loading
     def save(self, directory: str | os.PathLike, tokenizer: Any = None) -> None:
         """Write the base model (``save_pretrained``), the codebooks (safetensors) and their
-        configuration (JSON, with the library version). The directory is replaced atomically;
-        an existing directory that is not a saved model is refused, so nothing is lost."""
+        configuration (JSON, with the library version). Everything is written beside the target
+        and then swapped in, so a failed save leaves the previous one in place (a crash during
+        the swap itself leaves it under a hidden ``.<name>.old-*`` name). An existing directory
+        that is not a saved model is refused, so nothing is lost."""
         directory = Path(directory)
         has_files = directory.exists() and any(directory.iterdir())
         if has_files and not (directory / CODEBOOK_CONFIG).exists():
@@ -323,20 +336,25 @@ class CodebookModel(nn.Module):
     def from_pretrained(cls, name_or_path: str | os.PathLike, **model_kwargs: Any) -> CodebookModel:
         """Load a saved codebook model from a local directory or a hub repository.
 
-        ``model_kwargs`` go to ``AutoModelForCausalLM.from_pretrained``.
+        ``model_kwargs`` go to ``AutoModelForCausalLM.from_pretrained``; the hub options among
+        them (``revision``, ``subfolder``, ``token``, ``cache_dir``, ...) also apply to the
+        codebook files.
         """
         from transformers import AutoModelForCausalLM
 
-        _read_description(name_or_path)  # fail early, before loading the base model
+        hub = {k: model_kwargs[k] for k in HUB_OPTIONS if k in model_kwargs}
+        _read_description(name_or_path, hub)  # fail early, before loading the base model
         model = AutoModelForCausalLM.from_pretrained(name_or_path, **model_kwargs)
-        return cls.load_codebooks(model, name_or_path)
+        return cls.load_codebooks(model, name_or_path, **hub)
 
     @classmethod
-    def load_codebooks(cls, model: nn.Module, name_or_path: str | os.PathLike) -> CodebookModel:
-        """Attach the codebooks saved at ``name_or_path`` to an already loaded ``model``."""
-        description = _read_description(name_or_path)
-        settings = dict(description["config"])
-        cbm = cls(model, CodebookModelConfig(**settings))
+    def load_codebooks(
+        cls, model: nn.Module, name_or_path: str | os.PathLike, **hub: Any
+    ) -> CodebookModel:
+        """Attach the codebooks saved at ``name_or_path`` to an already loaded ``model``;
+        ``hub`` options (``revision``, ``subfolder``, ...) locate them on the hub."""
+        description = _read_description(name_or_path, hub)
+        cbm = cls(model, CodebookModelConfig.from_dict(dict(description["config"])))
         saved_sites = description["sites"]
         for name in sorted(set(saved_sites) | set(cbm.sites)):
             mine = cbm.sites.get(name) and {
@@ -349,7 +367,7 @@ class CodebookModel(nn.Module):
                     f"(saved {saved_sites.get(name)}, model {mine}): load them onto the base "
                     "model they were trained with"
                 )
-        weights = load_file(_fetch(name_or_path, CODEBOOK_WEIGHTS))
+        weights = load_file(_fetch(name_or_path, CODEBOOK_WEIGHTS, hub))
         try:
             cbm.codebooks.load_state_dict(weights, strict=True)
         except RuntimeError as error:
@@ -360,12 +378,14 @@ class CodebookModel(nn.Module):
         return cbm
 
 
-def _fetch(name_or_path: str | os.PathLike, filename: str) -> str:
+def _fetch(name_or_path: str | os.PathLike, filename: str, hub: dict[str, Any]) -> str:
     """A file of a local directory or hub repository (downloaded and cached by transformers)."""
     from transformers.utils import cached_file
 
     try:
-        path = cached_file(str(name_or_path), filename, _raise_exceptions_for_missing_entries=False)
+        path = cached_file(
+            str(name_or_path), filename, _raise_exceptions_for_missing_entries=False, **hub
+        )
     except OSError as error:
         raise CodebookError(f"could not read {filename} from {name_or_path}: {error}") from error
     if path is None:
@@ -376,11 +396,11 @@ def _fetch(name_or_path: str | os.PathLike, filename: str) -> str:
     return path
 
 
-def _read_description(name_or_path: str | os.PathLike) -> dict[str, Any]:
+def _read_description(name_or_path: str | os.PathLike, hub: dict[str, Any]) -> dict[str, Any]:
     import json
 
     try:
-        description = json.loads(Path(_fetch(name_or_path, CODEBOOK_CONFIG)).read_text())
+        description = json.loads(Path(_fetch(name_or_path, CODEBOOK_CONFIG, hub)).read_text())
         if not isinstance(description["config"], dict) or not description["sites"]:
             raise ValueError("no codebook settings or sites")
     except (ValueError, KeyError, TypeError) as error:

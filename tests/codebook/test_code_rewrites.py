@@ -122,3 +122,26 @@ def test_a_hook_returning_bad_ids_is_refused() -> None:
         with pytest.raises(CodebookError, match="hook_codes"):
             codebook(torch.randn(3, 16))
         handle.remove()
+
+
+def test_a_hook_editing_ids_in_place_is_honoured_and_checked() -> None:
+    codebook = make_codebook(k=2)
+    x = torch.randn(5, 16)
+
+    def empty_a_slot(module, args, ids):
+        ids[:, 1, 1] = -1  # edits in place, returns nothing
+
+    handle = codebook.hook_codes.register_forward_hook(empty_a_slot)
+    with torch.no_grad():
+        out = codebook(x)
+    handle.remove()
+    assert (out.codes[:, 1, 1] == -1).all()
+    expected = codebook.decode(out.codes, has_empty_slots=True).reshape(5, 16)
+    torch.testing.assert_close(out.output, expected)
+
+    def out_of_range(module, args, ids):
+        ids[0, 0, 0] = 40
+
+    codebook.hook_codes.register_forward_hook(out_of_range)
+    with pytest.raises(CodebookError, match="outside"):
+        codebook(x)

@@ -106,3 +106,16 @@ def test_state_dict_holds_parameters_not_statistics() -> None:
     codebook = make_codebook()
     assert set(codebook.state_dict()) == {"codes", "norm_weight", "norm_bias"}
     assert set(make_codebook(normalize_input=False).state_dict()) == {"codes"}
+
+
+def test_empty_input_gives_empty_output() -> None:
+    codebook = make_codebook(dead_code_window=2)
+    for training in (False, True):
+        codebook.train(training)
+        out = codebook(torch.randn(0, 3, 16))
+        assert out.output.shape == (0, 3, 16) and out.codes.shape == (0, 3, 2, 3)
+
+
+def test_recent_inputs_are_kept_only_for_dead_code_refresh() -> None:
+    assert make_codebook().recent_inputs.shape[1] == 0
+    assert make_codebook(dead_code_window=3).recent_inputs.shape[1] > 0

@@ -65,3 +65,10 @@ def test_tracking_can_be_turned_off() -> None:
     codebook.track_stats = False
     codebook(torch.randn(3, 16))
     assert codebook.stats.summary()["tokens"] == 0
+
+
+def test_half_precision_statistics_do_not_overflow() -> None:
+    codebook = make_codebook(dim=1024, groups=1, num_codes=16).to(torch.float16)
+    codebook(torch.randn(8, 256, 1024, dtype=torch.float16) * 30)
+    summary = codebook.stats.summary()
+    assert all(math.isfinite(summary[k]) for k in ("mse", "fvu", "input_norm", "output_norm"))

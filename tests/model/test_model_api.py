@@ -101,7 +101,8 @@ def test_model_moves_dtype_and_generates() -> None:
 BAD_CONFIGS = [
     ({"sites": ["heads"]}, "unknown site 'heads'"),
     ({"sites": []}, "sites is empty"),
-    ({"layers": "first"}, "layers must be 'all' or a list"),
+    ({"layers": "first"}, "layers must be 'all' or a non-empty list"),
+    ({"layers": []}, "layers must be 'all' or a non-empty list"),
     ({"per_site": {"block": {"k": 2}}}, "not in sites"),
     ({"per_site": {"mlp": {"topk": 2}}}, "unknown setting"),
     ({"per_site": {"attn_heads": {"groups": 2}}}, "unknown setting"),
@@ -201,3 +202,59 @@ def test_deep_copy_and_detach_are_independent() -> None:
         assert not torch.equal(plain, expected)
         model = cbm.detach()
         assert torch.equal(model(ids()).logits, plain)  # no hooks left: the plain model
+
+
+def test_deep_copy_after_a_training_forward() -> None:
+    import copy
+
+    cbm = neox()
+    cbm(ids()).logits.sum().backward()  # losses with autograd history are kept
+    twin = copy.deepcopy(cbm)
+    assert twin.codebook_losses() == {} and cbm.codebook_losses()
+
+
+def test_reentering_new_positions_starts_from_the_new_prompt() -> None:
+    cbm = neox()
+    site = "layers.0.mlp"
+    force = cbm.force_codes(site, 5, positions="new", mode="all")
+    with torch.no_grad():
+        with force:
+            cbm(ids(4))
+        with force, cbm.capture([site]) as got:
+            cbm(ids(8))  # a new, longer prompt: nothing in it is "new"
+    assert not (got[site] == 5).all(-1).all(-1).any()
+
+
+def test_intervention_inputs_are_checked_and_converted() -> None:
+    import numpy as np
+
+    cbm = neox()
+    with pytest.raises(CodebookError, match="only k=2 slots"):
+        cbm.force_codes("layers.0.mlp", [1, 2, 3], mode="all")
+    with (
+        torch.no_grad(),
+        cbm.force_codes("layers.0.mlp", np.int64(3), positions=(p for p in [1])),
+        cbm.capture(["layers.0.mlp"]) as got,
+    ):
+        cbm(ids())
+    assert (got["layers.0.mlp"][:, 1, 0, -1] == 3).all()
+    assert not (got["layers.0.mlp"][:, 0, 0, -1] == 3).all()
+
+
+def test_hub_options_also_locate_the_codebooks(tmp_path) -> None:
+    cbm = neox()
+    cbm.save(tmp_path / "repo" / "variant")
+    loaded = CodebookModel.from_pretrained(tmp_path / "repo", subfolder="variant")
+    assert list(loaded.sites) == list(cbm.sites)
+
+
+def test_saved_files_follow_the_umask(tmp_path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        neox().save(tmp_path / "saved")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "saved").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "saved" / CODEBOOK_CONFIG).stat().st_mode & 0o777 == 0o644

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -82,15 +83,20 @@ class CodebookSettings:
         _check_choice("loss", self.loss, LOSS_VARIANTS)
         for name in ("recon_weight", "commitment", "dead_code_noise"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise CodebookError(f"codebook {name} must be a number >= 0, got {value!r}")
-        if self.chunk_size is not None and (
-            not isinstance(self.chunk_size, int) or self.chunk_size < 1
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise CodebookError(f"codebook {name} must be a finite number >= 0, got {value!r}")
+        if self.chunk_size is not None:
+            _check_positive_int("chunk_size", self.chunk_size)
+        if (
+            not isinstance(self.dead_code_window, int)
+            or isinstance(self.dead_code_window, bool)
+            or self.dead_code_window < 0
         ):
-            raise CodebookError(
-                f"codebook chunk_size must be a positive integer or None, got {self.chunk_size!r}"
-            )
-        if not isinstance(self.dead_code_window, int) or self.dead_code_window < 0:
             raise CodebookError(
                 "codebook dead_code_window must be an integer >= 0 (0 turns refresh off), "
                 f"got {self.dead_code_window!r}"

@@ -82,8 +82,9 @@ class Codebook(nn.Module):
         self.register_buffer(
             "last_used", torch.zeros(groups, num_codes, dtype=torch.long, device=device), False
         )
+        pool = RECENT_INPUTS if config.dead_code_window else 0  # only refresh needs it
         self.register_buffer(
-            "recent_inputs", torch.zeros(groups, RECENT_INPUTS, group_dim, **factory), False
+            "recent_inputs", torch.zeros(groups, pool, group_dim, **factory), False
         )
         self._exclusions: OrderedDict[int, ExclusionFn] = OrderedDict()
 
@@ -105,7 +106,8 @@ class Codebook(nn.Module):
         ).transpose(0, 1)
         found = found.reshape(*lead, cfg.groups, cfg.k)
         ids = self.hook_codes(found)
-        rewritten = ids is not found
+        # a hook may also edit the ids in place and return nothing
+        rewritten = ids is not found or bool(self.hook_codes._forward_hooks)
         if rewritten:
             self._check_ids(ids, lead)
         flat_ids = ids.reshape(-1, cfg.groups, ids.shape[-1])
@@ -211,6 +213,11 @@ class Codebook(nn.Module):
             codes = codes.to(device=device, dtype=torch.bool)
             if where is not None:
                 where = where.to(device=device, dtype=torch.bool).reshape(-1)
+                if where.numel() != lead.numel():
+                    raise CodebookError(
+                        f"an exclusion returned a token mask of {where.numel()} elements for an "
+                        f"input of leading shape {tuple(lead)}; it must have that shape"
+                    )
             found.append((codes, where))
         return found
 
@@ -225,10 +232,12 @@ class Codebook(nn.Module):
         cfg = self.config
         self.leading_shape(samples)
         flat = samples.reshape(-1, cfg.groups, cfg.group_dim).to(self.codes)
-        if flat.shape[0] < cfg.num_codes:
+        fewest = torch.tensor(flat.shape[0], device=flat.device)
+        all_reduce_(fewest, "min")  # every process raises, or none does (no hang)
+        if int(fewest) < cfg.num_codes:
             raise CodebookError(
                 f"k-means needs at least num_codes={cfg.num_codes} sample tokens, got "
-                f"{flat.shape[0]}: pass more activations"
+                f"{int(fewest)}: pass more activations"
             )
         data = self.normalize(flat).transpose(0, 1).contiguous()
         self.codes.copy_(kmeans(data, cfg.num_codes, iters, seed, cfg.chunk_size))
@@ -260,8 +269,9 @@ class Codebook(nn.Module):
         flat = (ids.clamp_min(0) + offsets * self.config.num_codes).reshape(-1)
         stamp = (ids >= 0).reshape(-1).long() * self.training_calls
         self.last_used.view(-1).scatter_reduce_(0, flat, stamp, reduce="amax")
-        pick = torch.randint(inputs.shape[0], (RECENT_INPUTS,), device=inputs.device)
-        self.recent_inputs.copy_(inputs[pick].transpose(0, 1))
+        if inputs.shape[0]:
+            pick = torch.randint(inputs.shape[0], (RECENT_INPUTS,), device=inputs.device)
+            self.recent_inputs.copy_(inputs[pick].transpose(0, 1))
 
     def reset_stats(self) -> None:
         self.stats.reset()

@@ -3,11 +3,13 @@
 ``torch.topk`` on CPU costs several times more than reading the scores once, and on a CPU the
 selection is a third of the search. ``csrc/topk_rows.c`` selects in about one pass. It is
 compiled with the system C compiler into a per-user cache the first time it is needed (well
-under a second) and called through ``ctypes``. Built with ``-fopenmp`` it shares the OpenMP
-runtime torch has loaded, so rows are split over torch's own worker threads (separate Python
-threads measured slower: they compete with those workers, and a kernel on one thread lets the
-workers fall asleep, which makes every following matmul pay to wake them). Without a compiler,
-or with ``CODEBOOK_FEATURES_NO_NATIVE=1``, the search uses torch only; results are the same.
+under a second) and called through ``ctypes``. Built with ``-fopenmp``, it splits rows over as
+many OpenMP threads as torch uses; where torch ships the same runtime (``libgomp.so.1``, as
+the Linux wheels do) that runtime is shared, so the kernel runs on torch's own worker threads.
+(Separate Python threads measured slower: they compete with those workers, and a kernel on one
+thread lets the workers fall asleep, which makes every following matmul pay to wake them.)
+Without a compiler, or with ``CODEBOOK_FEATURES_NO_NATIVE=1``, the search uses torch only; the
+codes chosen are the same, up to the order of exactly tied scores (and rows with NaN scores).
 """
 
 from __future__ import annotations
@@ -40,12 +42,16 @@ def available() -> bool:
 
 def topk_rows(scores: Tensor, k: int) -> Tensor:
     """Indices of the ``k`` largest entries of each row of a contiguous 2-D float32 CPU tensor,
-    largest first (ties: lower index first)."""
+    largest first (ties: lower index first; NaN never preferred, unlike ``torch.topk``)."""
     lib = _library()
-    assert lib is not None and scores.dtype == torch.float32 and scores.is_contiguous()
     rows, width = scores.shape
+    if lib is None or scores.dtype != torch.float32 or not scores.is_contiguous() or k > width:
+        raise ValueError(
+            "topk_rows needs the compiled kernel, contiguous float32 rows and k <= width"
+        )
     out = torch.empty(rows, k, dtype=torch.long)
-    lib.topk_rows_f32(scores.data_ptr(), 0, rows, width, width, k, out.data_ptr())
+    threads = torch.get_num_threads()
+    lib.topk_rows_f32(scores.data_ptr(), 0, rows, width, width, k, out.data_ptr(), threads)
     return out
 
 
@@ -62,13 +68,14 @@ def _library() -> ctypes.CDLL | None:
             return None
     lib.topk_rows_f32.restype = None
     lib.topk_rows_f32.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_int,
-        ctypes.c_void_p,
+        ctypes.c_void_p,  # scores
+        ctypes.c_int64,  # first row
+        ctypes.c_int64,  # end row
+        ctypes.c_int64,  # width
+        ctypes.c_int64,  # row stride
+        ctypes.c_int,  # k
+        ctypes.c_void_p,  # out
+        ctypes.c_int,  # threads
     ]
     return lib
 

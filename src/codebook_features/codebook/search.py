@@ -2,8 +2,10 @@
 
 The naive search builds a ``tokens x codes`` score matrix per group and calls ``topk`` on it.
 Here every group is searched in one batched matmul, over tiles of tokens (and of groups when
-the codebooks are very large), so the live score buffer never exceeds a fixed budget however
-many tokens come in. Results do not depend on the tile size.
+the codebooks are very large), so the live score buffer has a size set by the tile, not by
+how many tokens come in: about 16 MiB, or 256 tokens x codes when one group's 256 tokens hold
+more (64 MiB at 65,536 codes); an explicit ``chunk_size`` gives groups x chunk_size x codes.
+Results do not depend on the tile size.
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ def search_codes(
     """
     groups, tokens, _ = x.shape
     num_codes = codes.shape[1]
+    if tokens == 0:
+        return torch.empty(groups, 0, k, dtype=torch.long, device=x.device)
     with torch.autocast(x.device.type, enabled=False):
         dtype = search_dtype(x, codes)
         x = x.to(dtype)

@@ -49,7 +49,9 @@ class CodeStats(nn.Module):
         flat = (ids.clamp_min(0) + offsets).reshape(-1)
         self.counts.view(-1).index_add_(0, flat, valid.reshape(-1).long())
         self.tokens += inputs.shape[0]
-        # reduce in the activations' precision over this call, accumulate in float64
+        # reduce over this call in float32 (at least: float16 overflows), accumulate in float64
+        if inputs.dtype in (torch.float16, torch.bfloat16):
+            inputs, outputs = inputs.float(), outputs.float()
         dtype = self.sq_error.dtype
         in_norm = torch.linalg.vector_norm(inputs, dim=-1)
         self.sq_error += (

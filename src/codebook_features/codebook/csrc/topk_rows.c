@@ -6,10 +6,13 @@
  * distinct scores, so the k-th largest of them is a lower bound on the k-th largest score of
  * the row. Pass 2 visits only the blocks whose maximum reaches that bound (the k largest scores
  * lie in them) and keeps the k best of their scores; almost every score is rejected by one
- * comparison. Results are sorted by descending score, ties broken by the lower index.
+ * comparison. Results are sorted by descending score, ties broken by the lower index. NaN
+ * scores are never preferred: rows holding them still get k valid, distinct indices, but not
+ * necessarily the ones torch.topk (which ranks NaN highest) would give.
  *
- * Rows are split over OpenMP threads when built with -fopenmp. The library then links the
- * OpenMP runtime that torch has already loaded, so it runs on torch's own worker threads.
+ * Rows are split over OpenMP threads when built with -fopenmp, as many as torch uses. Where
+ * torch ships the same OpenMP runtime (libgomp.so.1), that runtime is shared and the kernel
+ * runs on torch's own worker threads.
  *
  * Built on first use by native.py; plain C99, no Python headers.
  */
@@ -48,10 +51,11 @@ static int64_t block_rows(int64_t width) {
 
 /* Rows [row_begin, row_end) of `scores` (row stride `row_stride`) -> out[r * k + j]. */
 void topk_rows_f32(const float *restrict scores, int64_t row_begin, int64_t row_end,
-                   int64_t width, int64_t row_stride, int k, int64_t *restrict out) {
+                   int64_t width, int64_t row_stride, int k, int64_t *restrict out,
+                   int threads) {
     const int64_t L = block_rows(width);
     const int64_t S = (width + L - 1) / L;
-#pragma omp parallel
+#pragma omp parallel num_threads(threads > 0 ? threads : 1)
     {
         float *restrict block_max = malloc(sizeof(float) * (S > 16 ? S : 16));
         float *restrict vals = malloc(sizeof(float) * k);
