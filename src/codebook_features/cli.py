@@ -124,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print(
-            "interrupted; a run continues from its last checkpoint with --training.resume true",
+            "interrupted; training continues from its last checkpoint with --training.resume "
+            "true, and `codebook fsm demo` continues where it stopped when run again",
             file=sys.stderr,
         )
         return 130

@@ -75,11 +75,76 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
         kind = hints[name]
         nested = _dataclass_in(kind)
         label = f"{where}.{name}" if where else name
-        values[name] = from_dict(nested, value, label) if nested and value is not None else value
+        if nested and value is not None:
+            values[name] = from_dict(nested, value, label)
+        else:
+            values[name] = coerce(kind, value, label)
     try:
         return cls(**values)
     except TypeError as error:
         raise CodebookError(f"{where or cls.__name__}: {error}") from error
+
+
+def coerce(kind: Any, value: Any, name: str) -> Any:
+    """Check a value read from a file against the field's type, converting what is safe
+    (``"1e-3"`` or ``1e3`` for numbers, ``"false"`` for a bool, one item for a list)."""
+    if value is None:
+        return None
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        for option in options:  # a value that already has one of the types keeps it
+            if _has_type(option, value):
+                return coerce(option, value, name)
+        for option in sorted(options, key=lambda a: a is str):  # else convert, str last
+            try:
+                return coerce(option, value, name)
+            except CodebookError:
+                continue
+        raise CodebookError(f"{name}: cannot read {value!r} as {_type_name(kind)}")
+    if origin is list:
+        if isinstance(value, str):  # one item, or "none" for an empty list
+            return convert(kind, [value], name, option=False)
+        items = value if isinstance(value, list) else [value]
+        return [coerce(args[0] if args else str, item, name) for item in items]
+    if isinstance(value, str) and kind is not str:
+        return convert(kind, value, name, option=False)
+    if origin is dict or kind is dict:
+        if not isinstance(value, dict):
+            raise CodebookError(f"{name}: expected a mapping, got {value!r}")
+        return value
+    if origin is Literal:
+        if value not in args:
+            raise CodebookError(f"{name}: choose one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if kind is bool and not isinstance(value, bool):
+        raise CodebookError(f"{name}: expected true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise CodebookError(f"{name}: expected a whole number, got {value!r}")
+        return int(value)
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CodebookError(f"{name}: expected a number, got {value!r}")
+        return float(value)
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _has_type(kind: Any, value: Any) -> bool:
+    origin = typing.get_origin(kind)
+    if origin is list:
+        return isinstance(value, list)
+    if origin is dict or kind is dict:
+        return isinstance(value, dict)
+    if origin is Literal:
+        return value in typing.get_args(kind)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(kind, type) and isinstance(value, kind)
 
 
 def flatten(data: dict[str, Any], sep: str = ".", prefix: str = "") -> dict[str, Any]:
@@ -171,37 +236,40 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def convert(kind: Any, raw: Any, name: str) -> Any:
-    """Turn command-line text (a string, or a list for list options) into a ``kind`` value."""
+def convert(kind: Any, raw: Any, name: str, option: bool = True) -> Any:
+    """Turn command-line text (a string, or a list for list options) into a ``kind`` value;
+    errors name ``--name`` (an option) or ``name`` (a file setting)."""
+    label = f"--{name}" if option else name
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin in (Union, types.UnionType):
         if isinstance(raw, list) and len(raw) == 1 and not any(_takes_list(a) for a in args):
             raw = raw[0]
-        errors = []
-        for option in sorted(args, key=lambda a: a is str):  # try str last
-            if option is type(None):
+        for kind_option in sorted(args, key=lambda a: a is str):  # try str last
+            if kind_option is type(None):
                 if raw in ("none", "None", "null", ["none"], ["None"], ["null"]):
                     return None
                 continue
-            if isinstance(raw, list) and not _takes_list(option):
+            if isinstance(raw, list) and not _takes_list(kind_option):
                 if len(raw) != 1:
                     continue
                 candidate = raw[0]
             else:
                 candidate = raw
             try:
-                return convert(option, candidate, name)
-            except CodebookError as error:
-                errors.append(str(error))
-        raise CodebookError(f"--{name}: cannot read {raw!r} as {_type_name(kind)}")
+                return convert(kind_option, candidate, name, option)
+            except CodebookError:
+                continue
+        raise CodebookError(f"{label}: cannot read {raw!r} as {_type_name(kind)}")
     if isinstance(raw, list) and not _takes_list(kind):
         if len(raw) != 1:
-            raise CodebookError(f"--{name} takes one value, got {raw}")
+            raise CodebookError(f"{label} takes one value, got {raw}")
         raw = raw[0]
     try:
         if origin is list:
             values = raw if isinstance(raw, list) else [raw]
-            return [convert(args[0] if args else str, v, name) for v in values]
+            if values in (["none"], ["[]"]):  # an explicit empty list
+                return []
+            return [convert(args[0] if args else str, v, name, option) for v in values]
         if origin is dict or kind is dict:
             value = json.loads(raw) if isinstance(raw, str) else raw
             if not isinstance(value, dict):
@@ -216,11 +284,16 @@ def convert(kind: Any, raw: Any, name: str) -> Any:
             if lowered not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError("use true or false")
             return lowered in ("true", "1", "yes")
-        if kind in (int, float, str):
+        if kind is int:
+            number = float(raw)
+            if number != int(number):
+                raise ValueError("not a whole number")
+            return int(number)
+        if kind in (float, str):
             return kind(raw)
     except (ValueError, TypeError, json.JSONDecodeError) as error:
         raise CodebookError(
-            f"--{name}: cannot read {raw!r} as {_type_name(kind)} ({error})"
+            f"{label}: cannot read {raw!r} as {_type_name(kind)} ({error})"
         ) from error
     return raw
 

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,15 +47,38 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+def swap_directory(new: Path, target: Path) -> None:
+    """Replace ``target`` by the finished directory ``new``.
+
+    Two renames: ``target`` moves aside to ``.<name>.old``, then ``new`` takes its place. A crash
+    in between leaves the old copy there, and :func:`recover_directory` puts it back.
+    """
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def recover_directory(target: Path) -> None:
+    """Undo a swap that a crash interrupted: bring back ``.<name>.old`` if ``target`` is gone."""
+    old = target.with_name(f".{target.name}.old")
+    if not target.exists() and old.exists():
+        os.replace(old, target)
+
+
 @contextmanager
 def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty directory beside ``target``; on success it replaces ``target``.
-
-    On error the new directory is removed and ``target`` is left as it was. The swap is two
-    renames: a crash between them leaves the old directory under a hidden ``.old-`` name.
+    """Yield an empty directory beside ``target``; on success it replaces ``target``
+    (see :func:`swap_directory`). On error the new directory is removed and ``target`` is left
+    as it was.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    recover_directory(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # as a plain mkdir would (mkdtemp makes it private)
     try:
@@ -64,10 +86,4 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    swap_directory(tmp, target)

@@ -73,3 +73,22 @@ def test_report_and_resuming_the_pipeline(experiment) -> None:
     assert saved["models"] == results["models"]
     again = run_pipeline(out, SMALL, seed=0, progress=False)  # every stage is already done
     assert again["models"] == results["models"] and again["seconds"] == results["seconds"]
+
+
+def test_interrupted_interventions_are_run_again(experiment) -> None:
+    out, results = experiment
+    saved = json.loads((out / "results.json").read_text())
+    del saved["interventions"]
+    (out / "results.json").write_text(json.dumps(saved))
+    again = run_pipeline(out, SMALL, seed=0, progress=False)
+    assert again["interventions"] == results["interventions"]
+
+
+def test_a_changed_preset_is_refused(experiment) -> None:
+    from dataclasses import replace
+
+    from codebook_features import CodebookError
+
+    out, _ = experiment
+    with pytest.raises(CodebookError, match="other settings"):
+        run_pipeline(out, replace(SMALL, num_states=9), seed=0, progress=False)

@@ -61,3 +61,25 @@ def test_bad_machines_are_refused(tmp_path) -> None:
     (tmp_path / "fsm.json").write_text('{"num_states": 2}')
     with pytest.raises(CodebookError, match="could not read the FSM"):
         FSM.load(tmp_path / "fsm.json")
+
+
+def test_making_data_never_replaces_other_files(tmp_path) -> None:
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep")
+    with pytest.raises(CodebookError, match="holds no FSM data"):
+        make_data(target, 6, 2, train_sequences=10, val_sequences=4, states_per_sequence=4)
+    assert (target / "notes.txt").read_text() == "keep"
+    make_data(tmp_path / "d", 6, 2, train_sequences=10, val_sequences=4, states_per_sequence=4)
+    with pytest.raises(CodebookError, match="pass --overwrite"):
+        make_data(tmp_path / "d", 6, 2, train_sequences=10, val_sequences=4, states_per_sequence=4)
+    make_data(
+        tmp_path / "d",
+        7,
+        2,
+        train_sequences=10,
+        val_sequences=4,
+        states_per_sequence=4,
+        overwrite=True,
+    )
+    assert FSM.load(tmp_path / "d" / "fsm.json").num_states == 7

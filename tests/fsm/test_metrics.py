@@ -85,3 +85,15 @@ def test_neuron_baseline_finds_the_planted_neuron() -> None:
     precision, which = best_neurons(acts, labels, torch.tensor([0.5, 0.5, 0.9]))
     assert which[2] == -(4 + 1) and precision[2] == 1.0
     assert precision[0] < 0.6 and precision[1] < 0.6  # no neuron knows states 0 and 1
+
+
+def test_state_swaps_refuse_machines_without_valid_swaps() -> None:
+    import pytest
+
+    from codebook_features import CodebookError
+    from codebook_features.fsm.interventions import state_swaps
+
+    fsm = FSM.generate(3, 3)  # every state goes everywhere: no swap can show anything
+    tokens = torch.tensor(fsm.to_tokens(fsm.rollouts(4, 5, seed=0)))
+    with pytest.raises(CodebookError, match="no transition can be swapped"):
+        state_swaps(None, fsm, tokens, {}, num_transitions=5)  # type: ignore[arg-type]

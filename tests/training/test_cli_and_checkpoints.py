@@ -50,6 +50,9 @@ def write_config(make_config, tmp_path, **training) -> str:
         (["--training.resume", "true"], "no checkpoint to resume from"),
         (["--codebooks.k", "99"], "larger than num_codes"),
         (["--training.log_to", "mlflow"], "unknown logger 'mlflow'"),
+        (["--training.max_grad_norm", "-1"], "max_grad_norm must be > 0"),
+        (["--data.max_train_blocks", "0"], "max_train_blocks must be a positive integer"),
+        (["--data.dataset", "a.txt,wikitext"], "cannot be mixed"),
     ],
 )
 def test_bad_settings_fail_in_one_line(make_config, tmp_path, capsys, extra, message) -> None:
@@ -173,3 +176,56 @@ def test_shipped_example_configs_resolve(capsys) -> None:
     for path in sorted((Path(__file__).parents[2] / "configs").glob("*.yaml")):
         assert main(["train", "--config", str(path), "--print-config"]) == 0, path
         assert yaml.safe_load(capsys.readouterr().out)["model"]
+
+
+def test_values_from_files_are_checked_and_converted(make_config, tmp_path, capsys) -> None:
+    data = to_dict(make_config())
+    data["training"].update(lr="1e-3", warmup_steps=1e1, resume="false", log_to="none")
+    data["codebooks"]["layers"] = 0
+    path = tmp_path / "typed.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["train", "--config", str(path), "--print-config"]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["training"]["lr"] == 0.001 and resolved["training"]["warmup_steps"] == 10
+    assert resolved["training"]["resume"] is False and resolved["codebooks"]["layers"] == [0]
+    data["training"]["steps"] = 1.5
+    path.write_text(yaml.safe_dump(data))
+    assert main(["train", "--config", str(path)]) == 2
+    assert "training.steps: expected a whole number" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_the_whole_run(make_config, tmp_path) -> None:
+    train(make_config("baseline", steps=4, eval_every=2, save_every=2))
+    result = train(make_config(steps=4, eval_every=2, save_every=2, overwrite=True))
+    assert (result.model_dir / "codebook_config.json").exists()  # not the baseline's final/
+
+
+def test_checkpoint_recovery_and_refusals(make_config, tmp_path, capsys) -> None:
+    import shutil
+
+    train(make_config(steps=6, eval_every=3, save_every=3, stop_at=3))
+    run_dir = tmp_path / "run"
+    path = write_config(make_config, tmp_path, steps=6, eval_every=3, save_every=3)
+    # a crash between the two renames of a checkpoint swap leaves only the old copy
+    (run_dir / "checkpoint").rename(run_dir / ".checkpoint.old")
+    state = run_dir / "checkpoint" / "trainer_state.json"
+    saved = json.loads((run_dir / ".checkpoint.old" / "trainer_state.json").read_text())
+    saved["world_size"] = 2
+    (run_dir / ".checkpoint.old" / "trainer_state.json").write_text(json.dumps(saved))
+    assert main(["train", "--config", path, "--training.resume", "true"]) == 2
+    assert "made with 2 processes" in capsys.readouterr().err
+    assert state.exists()  # the old checkpoint was brought back
+    saved["world_size"] = 1
+    state.write_text(json.dumps(saved))
+    backup = tmp_path / "backup"
+    shutil.copytree(run_dir, backup)
+    (run_dir / "checkpoint" / "random_states_0.pkl").unlink()
+    assert main(["train", "--config", path, "--training.resume", "true"]) == 2
+    assert "random_states_0.pkl missing" in capsys.readouterr().err
+    shutil.rmtree(run_dir)
+    shutil.copytree(backup, run_dir)
+    with (run_dir / "metrics.jsonl").open("a") as f:
+        f.write('{"split": "tra')  # a line cut short by a crash
+    assert main(["train", "--config", path, "--training.resume", "true"]) == 0
+    assert main(["train", "--config", path, "--training.resume", "true"]) == 2
+    assert "already finished" in capsys.readouterr().err

@@ -87,3 +87,25 @@ def test_batches_are_reproducible_and_disjoint_across_processes() -> None:
     assert not torch.equal(plans[0](0), plans[0](4))  # a new epoch is a new order
     with pytest.raises(CodebookError, match="fewer than one global batch"):
         BatchPlan(blocks[:5], batch_size=4, rank=0, world=2, seed=0)
+
+
+def test_dataset_specs_hub_names_and_mistakes(text_data) -> None:
+    from codebook_features.training.data import local_files
+
+    corpus, _ = text_data
+    assert local_files("roneneldan/TinyStories") is None and local_files("wikitext") is None
+    assert local_files(f"{corpus},") == [str(corpus)]  # an empty item is ignored
+    with pytest.raises(CodebookError, match="cannot be mixed"):
+        local_files(f"{corpus},wikitext")
+    with pytest.raises(CodebookError, match="not a list"):
+        local_files("wikitext,c4")
+
+
+def test_token_rows_of_block_size_stay_whole(tmp_path, tokenizer) -> None:
+    path = tmp_path / "tokens.jsonl"
+    rows = [[1] * 5, list(range(100, 110)), list(range(200, 210)), [2] * 5]
+    path.write_text("".join(json.dumps({"input_ids": r}) + "\n" for r in rows))
+    config = DataConfig(dataset=str(path), block_size=10, validation_fraction=0.3)
+    train, val = build_blocks(config, tokenizer, seed=0)
+    blocks = {tuple(b) for b in torch.cat([train, val]).tolist()}
+    assert blocks == {tuple(range(100, 110)), tuple(range(200, 210)), (1,) * 5 + (2,) * 5}

@@ -84,3 +84,11 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(make_config) -> N
     a = load_file(whole.run_dir / "final" / "codebooks.safetensors")
     b = load_file(second.run_dir / "final" / "codebooks.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_saved_model_is_the_trained_model(make_config) -> None:
+    result = train(make_config(steps=8, eval_every=4, save_every=4))  # refresh every 5 calls
+    final = load_file(result.model_dir / "codebooks.safetensors")
+    checkpoint = load_file(result.run_dir / "checkpoint" / "model.safetensors")
+    for key, value in final.items():
+        assert torch.equal(value, checkpoint[f"codebooks.{key}"]), key

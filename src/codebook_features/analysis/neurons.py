@@ -3,6 +3,8 @@
 For feature f and neuron j, the threshold is set so that the share ``recall`` of f's tokens
 reach it; precision is then the share of all tokens reaching it that have f. A neuron may also
 be read with its sign flipped. The best neuron of all is the one with the highest precision.
+With tied activations at the threshold, a neuron's recall can come out a little above the
+target (every token at the threshold counts).
 """
 
 from __future__ import annotations

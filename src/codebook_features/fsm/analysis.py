@@ -65,9 +65,7 @@ def analyze(cbm: CodebookModel, fsm: FSM, tokens: Tensor, batch_size: int = 64) 
             "mean_precision": float(precision[seen].mean()),
             "mean_recall": float(recall[seen].mean()),
             "purity": _purity(counts),
-            "states_with_a_code_above_90_percent_precision": int(
-                ((precision > 0.9) & (recall > 0.5) & seen).sum()
-            ),
+            "states_with_a_precise_code": int(((precision > 0.9) & (recall > 0.5) & seen).sum()),
         }
     overall = _best_over_sites(per_site_best, all_counts, fsm, prefer="mlp")
     neuron_precision, neurons = best_neurons(
@@ -130,7 +128,7 @@ def _best_over_sites(
         result["precision"].append(float(precision))
         result["recall"].append(float(recall))
         result["seen"].append(bool(counts[site].positives[state] > 0))
-    result["kind"] = prefer if names != list(best) or prefer in names[0] else "all"
+    result["kind"] = prefer if any(n.endswith(f".{prefer}") for n in best) else "all"
     return result
 
 

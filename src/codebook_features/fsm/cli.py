@@ -44,6 +44,7 @@ def _fsm_command(parser: argparse.ArgumentParser) -> None:
     make.add_argument("--train-sequences", type=int, default=40_000)
     make.add_argument("--val-sequences", type=int, default=512)
     make.add_argument("--states-per-sequence", type=int, default=32)
+    make.add_argument("--overwrite", action="store_true", help="replace existing FSM data")
 
     def run_make(args: argparse.Namespace) -> None:
         from codebook_features.fsm.data import make_data
@@ -57,6 +58,7 @@ def _fsm_command(parser: argparse.ArgumentParser) -> None:
             args.train_sequences,
             args.val_sequences,
             args.states_per_sequence,
+            overwrite=args.overwrite,
         )
         fsm = data.fsm()
         print(

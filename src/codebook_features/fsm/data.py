@@ -90,11 +90,23 @@ def make_data(
     train_sequences: int = 50_000,
     val_sequences: int = 512,
     states_per_sequence: int = 32,
+    overwrite: bool = False,
 ) -> FSMData:
     """Write the machine, tokenizer, training rollouts and a fixed validation set.
 
-    Training and validation rollouts use different seeds derived from ``seed``.
+    Training and validation rollouts use different seeds derived from ``seed``. An existing,
+    non-empty ``out`` is refused unless ``overwrite`` (and it holds TokFSM data).
     """
+    target = Path(out)
+    if target.exists() and any(target.iterdir()):
+        if not (target / FSM_FILE).exists():
+            raise CodebookError(
+                f"{target} is not empty and holds no FSM data: choose another --out"
+            )
+        if not overwrite:
+            raise CodebookError(f"{target} already holds FSM data: pass --overwrite to replace it")
+    if states_per_sequence < 2:
+        raise CodebookError("sequences need at least 2 states (one transition)")
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -65,19 +65,34 @@ def state_accuracy(fsm: FSM, sequences: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def next_state_probs(model: Any, fsm: FSM, prefixes: Tensor) -> Tensor:
-    """``(B, num_states)`` probability of each next state after each prefix, from the chained
-    next-digit distributions (BOS excluded from the digits)."""
+def next_token_probs(model: Any, sequences: Tensor, chunk: int = 2048) -> Tensor:
+    """``(rows, vocab)`` next-token distribution after each sequence, in chunks of rows."""
+    parts = []
+    for start in range(0, len(sequences), chunk):
+        logits = model(input_ids=sequences[start : start + chunk], use_cache=False).logits
+        parts.append(logits[:, -1].double().softmax(-1))
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def next_state_probs(
+    model: Any, fsm: FSM, prefixes: Tensor, first: Tensor | None = None, chunk: int = 2048
+) -> Tensor:
+    """``(B, num_states)`` probability of each next state after each prefix: the product of the
+    chained next-digit distributions, each taken given that a digit comes (BOS excluded).
+    ``first`` may give the prefixes' next-token distribution, already computed."""
     batch = prefixes.shape[0]
     seqs, probs = prefixes, torch.ones(batch, 1, device=prefixes.device, dtype=torch.float64)
-    for _ in range(fsm.digits):
-        logits = model(input_ids=seqs, use_cache=False).logits[:, -1, : fsm.base].double()
-        step = logits.softmax(-1)  # (rows, base)
-        probs = (probs.reshape(-1, 1) * step).reshape(batch, -1)
-        digits = torch.arange(fsm.base, device=seqs.device)
-        seqs = torch.cat(
-            [seqs.repeat_interleave(fsm.base, 0), digits.repeat(seqs.shape[0]).unsqueeze(1)], dim=1
-        )
+    digits = torch.arange(fsm.base, device=prefixes.device)
+    for depth in range(fsm.digits):
+        step = first if depth == 0 and first is not None else next_token_probs(model, seqs, chunk)
+        step = step[:, : fsm.base]
+        step = step / step.sum(-1, keepdim=True).clamp_min(1e-300)
+        probs = (probs.reshape(-1, 1) * step.to(probs.device)).reshape(batch, -1)
+        if depth + 1 < fsm.digits:
+            seqs = torch.cat(
+                [seqs.repeat_interleave(fsm.base, 0), digits.repeat(len(seqs)).unsqueeze(1)], dim=1
+            )
     return probs[:, : fsm.num_states]
 
 

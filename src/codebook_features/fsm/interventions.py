@@ -2,14 +2,13 @@
 
 For random transitions of the validation sequences (a prefix ending on state a), the codes of
 chosen sites at the prefix's last token are replaced by the codes of a target state b. The
-model's next-token distribution (the first digit of the next state) is then compared with b's
-true one by the Jensen-Shannon divergence, averaged over transitions and divided by the same
-average without intervention: 1 means no effect, 0 means the model now behaves exactly as in
-state b. (Dividing per transition instead is unstable: a and b often have similar next
-digits.) The same
-is reported for the whole next state (both digits, chained; the intervention stays at the
-prefix's last token), which is harder to move: the model also reads state a from the earlier
-digit.
+model's next-token distribution (over the whole vocabulary: the first digit of the next state)
+is then compared with b's true one by the Jensen-Shannon divergence, averaged over transitions
+and divided by the same average without intervention: 1 means no effect, 0 means the model
+now behaves exactly as in state b. (Dividing per transition instead is unstable: a and b often
+have similar next digits.) The same is reported for the whole next state (all its digits,
+chained; the intervention stays at the prefix's last token), which is harder to move: the model
+also reads state a from the earlier digit(s).
 """
 
 from __future__ import annotations
@@ -22,7 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from codebook_features.fsm.evaluation import next_state_probs
+from codebook_features.errors import CodebookError
+from codebook_features.fsm.evaluation import next_state_probs, next_token_probs
 from codebook_features.fsm.machine import FSM
 from codebook_features.model import CodebookModel
 
@@ -84,15 +84,18 @@ def state_swaps(
     num_transitions: int = 500,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Normalised JSD (mean, median) and target-edge overlap per component."""
+    """Per component: normalised JSD of the next token and of the next state, and the share of
+    the model's top next states that are the target's out-neighbours."""
     rng = np.random.default_rng(seed)
-    cbm.eval()
-    device = next(cbm.parameters()).device
     true = torch.tensor(fsm.transition_matrix())
     seqs = tokens.tolist()
     states = [fsm.parse(s) for s in seqs]
+    if min(len(s) for s in states) < 3:
+        raise CodebookError("state swaps need sequences of at least 3 states")
     picks = []
-    while len(picks) < num_transitions:
+    for _ in range(100 * num_transitions):  # bounded: some machines have few valid swaps
+        if len(picks) == num_transitions:
+            break
         i = int(rng.integers(len(seqs)))
         j = int(rng.integers(1, len(states[i]) - 1))
         a, b = states[i][j], int(rng.integers(fsm.num_states))
@@ -101,20 +104,28 @@ def state_swaps(
         if any((codes[b] < 0).all() for codes in codes_by_state.values()):
             continue  # no codes seen for b
         picks.append((i, j, a, b))
+    if not picks:
+        raise CodebookError(
+            "no transition can be swapped: every state has the same out-edges, or no codes "
+            "were seen for the other states"
+        )
     by_length: dict[int, list[tuple[int, int, int, int]]] = {}
     for pick in picks:
         by_length.setdefault((pick[1] + 1) * fsm.digits + 1, []).append(pick)
 
+    cbm.eval()
+    device = next(cbm.parameters()).device
     plans = {"none": [], **components(cbm)}
     scores: dict[str, dict[str, list[float]]] = {
         name: {"jsd": [], "state_jsd": [], "overlap": []} for name in plans
     }
-    first_digit = torch.zeros(fsm.num_states, fsm.base, dtype=torch.float64)
+    # b's true next-token distribution over the whole vocabulary (no mass on BOS)
+    first_digit = torch.zeros(fsm.num_states, fsm.vocab_size, dtype=torch.float64)
     first_digit[
         torch.arange(fsm.num_states),
-        torch.as_tensor(fsm.state_digits(torch.arange(fsm.num_states).numpy())[:, 0]),
+        torch.as_tensor(fsm.state_digits(np.arange(fsm.num_states))[:, 0]),
     ] = 1.0
-    true_token = true @ first_digit  # (N, base): b's next-token distribution
+    true_token = true @ first_digit  # (N, vocab)
     for length, group in sorted(by_length.items()):
         prefixes = torch.tensor([seqs[i][:length] for i, _, _, _ in group], device=device)
         targets = torch.tensor([b for *_, b in group])
@@ -125,9 +136,10 @@ def state_swaps(
                     stack.enter_context(
                         force_per_row(cbm, site, codes_by_state[site][targets], length - 1)
                     )
-                p = next_state_probs(cbm, fsm, prefixes).cpu()
+                p_token = next_token_probs(cbm, prefixes)[:, : fsm.vocab_size]
+                p = next_state_probs(cbm, fsm, prefixes, first=p_token).cpu()
+            p_token = p_token.cpu()
             p = p / p.sum(-1, keepdim=True).clamp_min(1e-300)
-            p_token = p @ first_digit
             scores[name]["jsd"] += jensen_shannon(p_token, q_token).tolist()
             scores[name]["state_jsd"] += jensen_shannon(p, q).tolist()
             top = p.topk(fsm.num_edges, dim=-1).indices.numpy()

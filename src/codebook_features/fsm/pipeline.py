@@ -107,14 +107,16 @@ def train_run(
     start_from: Path | None,
     progress: bool,
 ) -> Path:
-    """Train the baseline (``variant`` None) or a codebook variant; resumes an unfinished run."""
+    """Train the baseline (``variant`` None) or a codebook variant; resumes an unfinished run,
+    and reuses a finished one made with the same settings."""
+    from codebook_features.configs import flatten, from_dict, load_file, to_dict
     from codebook_features.model import CodebookModelConfig
     from codebook_features.training import DataConfig, ModelConfig, RunConfig, TrainingConfig
     from codebook_features.training import train as run_training
     from codebook_features.training.checkpoint import CHECKPOINT
+    from codebook_features.training.config import RESUME_FREE
+    from codebook_features.training.loop import CONFIG_FILE, FINAL_DIR
 
-    if (out / "final").exists():
-        return out / "final"
     resume = (out / CHECKPOINT).exists()
     model = (
         ModelConfig(name_or_path=str(start_from))
@@ -127,7 +129,7 @@ def train_run(
         data=DataConfig(
             dataset=str(data.train),
             validation_dataset=str(data.validation),
-            block_size=1 + preset.states_per_sequence * data.fsm().digits,
+            block_size=data.validation_tokens().shape[1],  # one sequence per block
         ),
         codebooks=CodebookModelConfig(num_codes=variant.num_codes, k=variant.k, sites=variant.sites)
         if variant
@@ -149,6 +151,16 @@ def train_run(
             progress=progress,
         ),
     )
+    if (out / FINAL_DIR).exists() and (out / CONFIG_FILE).exists():
+        saved = flatten(to_dict(from_dict(RunConfig, load_file(out / CONFIG_FILE))))
+        wanted = flatten(to_dict(config))
+        differ = [k for k in wanted if k not in RESUME_FREE and saved.get(k) != wanted[k]]
+        if differ:
+            raise CodebookError(
+                f"{out} holds a finished run with other settings ({', '.join(differ[:3])}); "
+                "choose another --out"
+            )
+        return out / FINAL_DIR
     result = run_training(config)
     if result.model_dir is None:
         raise CodebookError(f"training in {out} stopped early; run the pipeline again")
@@ -193,9 +205,10 @@ def run_pipeline(
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "results.json"
     results: dict[str, Any] = json.loads(results_file.read_text()) if results_file.exists() else {}
-    if results.get("preset") not in (None, preset_name) or results.get("seed") not in (None, seed):
+    same = results.get("settings") in (None, asdict(preset)) and results.get("seed") in (None, seed)
+    if not same:
         raise CodebookError(
-            f"{out} holds a pipeline with another preset or seed; choose another --out"
+            f"{out} holds a pipeline with other settings or another seed; choose another --out"
         )
     results.update(preset=preset_name, seed=seed, settings=asdict(preset))
     timings = results.setdefault("seconds", {})
@@ -249,7 +262,8 @@ def run_pipeline(
         else:
             model_dirs[name] = run_dir / "final"
 
-    if preset.analysed and "analysis" not in results:
+    if preset.analysed and ("analysis" not in results or "interventions" not in results):
+        # the analysis also gives the state codes the interventions need: redo it if needed
         t = stage(f"analyse codes of {preset.analysed}")
         cbm = load_for_eval(model_dirs[preset.analysed])
         tokens = torch.as_tensor(validation)
@@ -259,11 +273,13 @@ def run_pipeline(
             "summary": analysis["summary"],
             "sites": analysis["sites"],
         }
+        timings.pop("analysis", None)
         done("analysis", t)
         t = stage("state interventions")
         results["interventions"] = state_swaps(
             cbm, fsm, tokens, analysis["state_codes"], preset.transitions, seed
         )
+        timings.pop("interventions", None)
         done("interventions", t)
     write_json(results_file, results)
     write_report(out, results, fsm)

@@ -81,7 +81,7 @@ def plot_interventions(interventions: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.8))
     rows = range(len(names))
     ax.barh([r + 0.2 for r in rows], token[::-1], height=0.4, label="next token")
-    ax.barh([r - 0.2 for r in rows], state[::-1], height=0.4, label="next state (2 tokens)")
+    ax.barh([r - 0.2 for r in rows], state[::-1], height=0.4, label="next state (all digits)")
     ax.set_yticks(list(rows), names[::-1])
     ax.legend(fontsize=8)
     ax.axvline(1.0, color="grey", lw=0.8)
@@ -94,6 +94,20 @@ def plot_interventions(interventions: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _describe_model(init: dict[str, Any]) -> str:
+    names = {
+        "num_hidden_layers": "layers",
+        "n_layer": "layers",
+        "hidden_size": "width",
+        "n_embd": "width",
+        "num_attention_heads": "heads",
+        "n_head": "heads",
+        "intermediate_size": "MLP width",
+    }
+    parts = [f"{names[k]} {v}" for k, v in init.items() if k in names]
+    return f"{init.get('model_type', 'model')} ({', '.join(parts)})" if parts else str(init)
+
+
 def write_report(out: Path, results: dict[str, Any], fsm: FSM) -> Path:
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
@@ -104,10 +118,8 @@ def write_report(out: Path, results: dict[str, Any], fsm: FSM) -> Path:
         "",
         f"Preset `{results['preset']}`, seed {results['seed']}. Machine: {fsm.num_states} states, "
         f"{fsm.num_edges} out-edges each (uniform), base {fsm.base} ({fsm.digits} digits per "
-        f"state), {settings['states_per_sequence']} states per sequence. Model: GPT-NeoX, "
-        f"{settings['model']['num_hidden_layers']} layers, width "
-        f"{settings['model']['hidden_size']}, {settings['model']['num_attention_heads']} heads, "
-        f"MLP {settings['model']['intermediate_size']}, trained from scratch as the baseline; "
+        f"state), {settings['states_per_sequence']} states per sequence. Model: "
+        f"{_describe_model(settings['model'])}, trained from scratch as the baseline; "
         "codebook models are finetuned from it with codebooks in the loop (k-means initialised).",
     ]
     if fsm.num_states != 100 or fsm.num_edges != 10:
@@ -157,7 +169,7 @@ def write_report(out: Path, results: dict[str, Any], fsm: FSM) -> Path:
             lines.append(
                 f"| {site} | {_pct(row['mean_precision'])} | {_pct(row['mean_recall'])}"
                 f" | {_pct(row['purity'])} | "
-                f"{row['states_with_a_code_above_90_percent_precision']} |"
+                f"{row['states_with_a_precise_code']} |"
             )
         lines += [
             "",
@@ -178,7 +190,7 @@ def write_report(out: Path, results: dict[str, Any], fsm: FSM) -> Path:
             "Shown: the Jensen-Shannon divergence between the model's next-token distribution "
             "and state b's true one, averaged over transitions and divided by the same without "
             "intervention (1 = no effect, 0 = the model acts as in b); the same for the whole "
-            "next state (two tokens, the second predicted after the first, with the "
+            "next state (all its digits, each predicted after the previous ones, with the "
             "intervention still at the prefix's last token); and how many of the model's top "
             "next states are b's out-neighbours.",
             "",

@@ -9,7 +9,6 @@ refused before anything in the run directory changes.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,14 @@ from codebook_features._version import __version__
 from codebook_features.configs import flatten, to_dict
 from codebook_features.distributed import all_reduce_
 from codebook_features.errors import CodebookError
-from codebook_features.files import write_json
+from codebook_features.files import recover_directory, write_json
 from codebook_features.model import CodebookModel
 from codebook_features.training.config import RESUME_FREE, RunConfig
 
 CHECKPOINT = "checkpoint"
 TRAINER_STATE = "trainer_state.json"
+EXPECTED = ("model.safetensors", "optimizer.bin", "random_states_0.pkl")
+"""Files accelerate writes into every checkpoint (one random state file per process)."""
 
 
 class CodebookUpkeep:
@@ -59,9 +60,19 @@ class CodebookUpkeep:
             codebook.recent_inputs.copy_(values["recent_inputs"])
 
 
-def check_compatible(saved: dict[str, Any], config: RunConfig, where: Path) -> None:
+def recover(run_dir: Path) -> None:
+    """Bring back the previous checkpoint if a crash interrupted the swap to a new one."""
+    recover_directory(run_dir / CHECKPOINT)
+
+
+def check_compatible(state: dict[str, Any], config: RunConfig, processes: int, where: Path) -> None:
     """Refuse to resume with settings that change what the run computes."""
-    mine, theirs = flatten(to_dict(config)), flatten(saved)
+    if int(state.get("world_size", processes)) != processes:
+        raise CodebookError(
+            f"the checkpoint in {where} was made with {state['world_size']} processes; resume "
+            f"with the same number (not {processes}): the batches depend on it"
+        )
+    mine, theirs = flatten(to_dict(config)), flatten(state["config"])
     differ = sorted(
         key
         for key in set(mine) | set(theirs)
@@ -77,6 +88,7 @@ def check_compatible(saved: dict[str, Any], config: RunConfig, where: Path) -> N
 
 def read_state(run_dir: Path) -> tuple[Path, dict[str, Any]]:
     """The checkpoint directory and its trainer state, validated."""
+    recover(run_dir)
     checkpoint = run_dir / CHECKPOINT
     state_file = checkpoint / TRAINER_STATE
     if not state_file.is_file():
@@ -88,6 +100,9 @@ def read_state(run_dir: Path) -> tuple[Path, dict[str, Any]]:
         if not isinstance(state["config"], dict) or int(state["step"]) < 0:
             raise ValueError("bad trainer state")
         state["micro_batches"] = int(state["micro_batches"])
+        missing = [f for f in EXPECTED if not (checkpoint / f).exists()]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} missing")
     except (ValueError, KeyError, TypeError) as error:
         raise CodebookError(
             f"the checkpoint in {checkpoint} is damaged ({error}); nothing was changed"
@@ -108,15 +123,3 @@ def write_state(
             "config": to_dict(config),
         },
     )
-
-
-def swap_in(tmp: Path, target: Path) -> None:
-    """Replace ``target`` by the finished ``tmp`` directory (old one removed afterwards)."""
-    old = target.with_name(f".{target.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    if old.exists():
-        shutil.rmtree(old)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -67,9 +68,11 @@ class DataConfig:
     max_train_blocks: int | None = None
     """Use at most this many training blocks."""
     max_val_blocks: int | None = 256
-    """Evaluate on at most this many validation blocks."""
+    """Evaluate on at most this many validation blocks (streaming: always a limit, 256 when
+    empty)."""
     streaming: bool = False
-    """Read the dataset lazily (for corpora too large to prepare up front)."""
+    """Read the dataset lazily (for corpora too large to prepare up front). Without separate
+    validation data, the first ``max_val_blocks`` blocks are held out (not a fraction)."""
 
     def __post_init__(self) -> None:
         if not self.dataset:
@@ -80,6 +83,10 @@ class DataConfig:
             raise CodebookError("data.block_size must be at least 2")
         if self.validation_split and self.validation_dataset:
             raise CodebookError("give data.validation_split or data.validation_dataset, not both")
+        for name in ("max_train_blocks", "max_val_blocks"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value < 1):
+                raise CodebookError(f"data.{name} must be a positive integer or empty")
 
 
 @dataclass
@@ -149,8 +156,17 @@ class TrainingConfig:
                 raise CodebookError(f"training.{name} must be a positive integer, got {value!r}")
         if self.mode not in MODES:
             raise CodebookError(f"unknown training.mode {self.mode!r}: choose {', '.join(MODES)}")
-        if self.lr <= 0 or self.model_lr_factor < 0 or self.weight_decay < 0:
+        numbers = (self.lr, self.model_lr_factor, self.weight_decay)
+        if not all(math.isfinite(v) for v in numbers) or (
+            self.lr <= 0 or self.model_lr_factor < 0 or self.weight_decay < 0
+        ):
             raise CodebookError("training.lr must be > 0; model_lr_factor, weight_decay >= 0")
+        if self.warmup_steps < 0:
+            raise CodebookError("training.warmup_steps must be >= 0")
+        if self.max_grad_norm is not None and not (
+            math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0
+        ):
+            raise CodebookError("training.max_grad_norm must be > 0 (or empty: no clipping)")
         if self.resume and self.overwrite:
             raise CodebookError("training.resume and training.overwrite exclude each other")
         import importlib.util
@@ -174,6 +190,7 @@ RESUME_FREE = {
     "training.log_to",
     "training.eval_every",
     "training.save_every",
+    "training.output_dir",
 }
 """Settings that may change between an interrupted run and its continuation."""
 

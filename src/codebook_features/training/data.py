@@ -40,11 +40,35 @@ def load_tokenizer(config: ModelConfig) -> Any:
     return tokenizer
 
 
+def _looks_local(part: str) -> bool:
+    """A spec part meant as a path: it exists, is a glob, or looks like one."""
+    return (
+        Path(part).expanduser().exists()
+        or any(ch in part for ch in "*?[")
+        or part.startswith(("/", "./", "../", "~"))
+        or Path(part).suffix in BUILDERS
+    )
+
+
 def local_files(spec: str) -> list[str] | None:
     """The files a local dataset spec names (a path, glob, directory or comma-list), or None
-    when it names nothing on disk (then it is taken as a hub name)."""
+    for a hub dataset name (such as ``wikitext`` or ``owner/name``)."""
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if not parts:
+        raise CodebookError("data.dataset is empty: give a hub dataset name or local files")
+    local = [_looks_local(p) for p in parts]
+    if not any(local):
+        if len(parts) > 1:
+            raise CodebookError(f"give one hub dataset, not a list: {spec!r}")
+        return None
+    if not all(local):
+        hub = [p for p, is_local in zip(parts, local, strict=True) if not is_local]
+        raise CodebookError(
+            f"{', '.join(hub)} is neither an existing file nor a path pattern; local files and "
+            "a hub dataset cannot be mixed"
+        )
     files: list[str] = []
-    for part in (p.strip() for p in spec.split(",")):
+    for part in parts:
         path = Path(part).expanduser()
         if path.is_dir():
             files += sorted(str(p) for p in path.rglob("*") if p.suffix in BUILDERS)
@@ -52,10 +76,8 @@ def local_files(spec: str) -> list[str] | None:
             files += sorted(glob.glob(os.path.expanduser(part), recursive=True))
         elif path.is_file():
             files.append(str(path))
-        elif os.sep in part or path.suffix in BUILDERS:
-            raise CodebookError(f"data file {part} does not exist")
         else:
-            return None
+            raise CodebookError(f"data file {part} does not exist")
     if not files:
         raise CodebookError(f"no data files match {spec!r}")
     return files
@@ -138,7 +160,7 @@ def iter_blocks(dataset: Any, tokenizer: Any, config: DataConfig) -> Iterator[li
     if config.token_field in columns:
         for row in dataset:
             ids = list(row[config.token_field])
-            if len(ids) == config.block_size and not carry:
+            if len(ids) == config.block_size:  # a block as it is; other rows are pooled
                 yield ids
                 continue
             carry.extend(ids)
@@ -223,9 +245,20 @@ class BatchPlan:
                 )
         self._epoch, self._order = -1, torch.empty(0, dtype=torch.long)
         self._stream_next = 0
+        self._kept: dict[int, Tensor] = {}
+
+    def peek(self, index: int) -> Tensor:
+        """Micro-batch ``index`` without using it up: a stream keeps it for the later call
+        (k-means initialisation looks at the first batches before training uses them)."""
+        batch = self(index)
+        if not isinstance(self.train, Tensor):
+            self._kept[index] = batch
+        return batch
 
     def __call__(self, index: int) -> Tensor:
         if not isinstance(self.train, Tensor):
+            if index in self._kept:
+                return self._kept.pop(index)
             return self._from_stream(index)
         epoch, within = divmod(index, self.per_epoch)
         if epoch != self._epoch:

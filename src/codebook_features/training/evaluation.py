@@ -79,10 +79,16 @@ def evaluate(
 def code_counts(
     cbm: CodebookModel, blocks: Tensor, batch_size: int, device: Any
 ) -> dict[str, Tensor]:
-    """How often each code of each site fires on ``blocks`` (for usage plots)."""
+    """How often each code of each site fires on ``blocks`` (for usage plots). Runs in eval mode:
+    in training mode the calls would count as training calls (and could refresh codes)."""
+    was_training = cbm.training
+    cbm.eval()
     for name in cbm.sites:
         cbm.codebook(name).reset_stats()
-    lm_sums(cbm, blocks, batch_size, device)
+    try:
+        lm_sums(cbm, blocks, batch_size, device)
+    finally:
+        cbm.train(was_training)
     counts = {}
     for name in cbm.sites:
         stats = cbm.codebook(name).stats

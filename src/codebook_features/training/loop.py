@@ -12,17 +12,19 @@ import json
 import logging
 import math
 import pickle
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from codebook_features.configs import flatten, save_yaml, to_dict
 from codebook_features.distributed import is_distributed
 from codebook_features.errors import CodebookError
-from codebook_features.files import write_json, write_text
+from codebook_features.files import swap_directory, write_json, write_text
 from codebook_features.model import CodebookModel
 from codebook_features.training import checkpoint as ckpt
 from codebook_features.training.config import RunConfig
@@ -37,6 +39,19 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 FINAL_DIR = "final"
 PLOTS_DIR = "plots"
+REPLICAS_DIR = "replicas"
+RUN_FILES = (
+    CONFIG_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    FINAL_DIR,
+    PLOTS_DIR,
+    REPLICAS_DIR,
+    ckpt.CHECKPOINT,
+    f".{ckpt.CHECKPOINT}.tmp",
+    f".{ckpt.CHECKPOINT}.old",
+)
+"""What a run writes into its directory."""
 
 
 @dataclass
@@ -120,14 +135,26 @@ class Trainer:
     # -------------------------------------------------------------------- set-up
     def _check_run_dir(self) -> None:
         t = self.config.training
-        has_run = (self.run_dir / CONFIG_FILE).exists() or (self.run_dir / ckpt.CHECKPOINT).exists()
+        ckpt.recover(self.run_dir)
+        has_checkpoint = (self.run_dir / ckpt.CHECKPOINT).exists()
+        has_run = (self.run_dir / CONFIG_FILE).exists() or has_checkpoint
         if t.resume:
             _, state = ckpt.read_state(self.run_dir)
-            ckpt.check_compatible(state["config"], self.config, self.run_dir)
+            ckpt.check_compatible(state, self.config, self.accelerator.num_processes, self.run_dir)
+            if int(state["step"]) >= t.steps:
+                raise CodebookError(
+                    f"the run in {self.run_dir} is already finished ({state['step']} steps); "
+                    "its model is in final/"
+                )
         elif has_run and not t.overwrite:
+            hint = (
+                "continue it with --training.resume true"
+                if has_checkpoint
+                else "it stopped before its first checkpoint, so start it again with "
+                "--training.overwrite true"
+            )
             raise CodebookError(
-                f"{self.run_dir} already holds a run: continue it with --training.resume true, "
-                "replace it with --training.overwrite true, or choose another output_dir"
+                f"{self.run_dir} already holds a run: {hint}, or choose another output_dir"
             )
         elif self.run_dir.exists() and any(self.run_dir.iterdir()) and not has_run:
             raise CodebookError(
@@ -206,16 +233,20 @@ class Trainer:
     def _start(self) -> None:
         t = self.config.training
         if self.main:
-            if t.overwrite and self.run_dir.exists():
-                for name in (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE):
-                    (self.run_dir / name).unlink(missing_ok=True)
+            if t.overwrite:  # everything the previous run wrote, and nothing else
+                for name in RUN_FILES:
+                    path = self.run_dir / name
+                    if path.is_dir():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink(missing_ok=True)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_yaml(self.config, self.run_dir / CONFIG_FILE)
             write_text(self.run_dir / METRICS_FILE, "")
         if t.kmeans_init and self.cbm is not None:
             per_batch = t.batch_size * self.config.data.block_size
             batches = [
-                self.plan(i).to(self.device)
+                self.plan.peek(i).to(self.device)
                 for i in range(max(1, math.ceil(t.kmeans_tokens / per_batch)))
             ]
             self.cbm.init_kmeans(batches, seed=t.seed)
@@ -232,6 +263,7 @@ class Trainer:
             ValueError,
             EOFError,
             pickle.UnpicklingError,
+            SafetensorError,
         ) as error:
             raise CodebookError(
                 f"the checkpoint in {checkpoint} could not be loaded ({str(error).splitlines()[0]})"
@@ -286,8 +318,6 @@ class Trainer:
         if self.upkeep is not None:
             self.upkeep.synchronize()
         if self.main and tmp.exists():
-            import shutil
-
             shutil.rmtree(tmp)
         self.accelerator.wait_for_everyone()
         self.accelerator.save_state(str(tmp), safe_serialization=True)
@@ -295,7 +325,7 @@ class Trainer:
             ckpt.write_state(
                 tmp, self.step, self.micro_batches, self.config, self.accelerator.num_processes
             )
-            ckpt.swap_in(tmp, self.run_dir / ckpt.CHECKPOINT)
+            swap_directory(tmp, self.run_dir / ckpt.CHECKPOINT)
         self.accelerator.wait_for_everyone()
 
     def _finish(self, metrics: dict[str, Any]) -> Path:
@@ -341,7 +371,7 @@ class Trainer:
             if p.is_floating_point()
         }
         rank = self.accelerator.process_index
-        write_json(self.run_dir / "replicas" / f"rank{rank}.json", digests)
+        write_json(self.run_dir / REPLICAS_DIR / f"rank{rank}.json", digests)
 
     def _progress(self, end: int) -> Any:
         from tqdm.auto import tqdm
@@ -366,6 +396,13 @@ def _scheduler(config: RunConfig, optimizer: torch.optim.Optimizer) -> Any:
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a metrics file; a line cut short by a crash is skipped."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
