@@ -92,3 +92,11 @@ def test_saved_model_is_the_trained_model(make_config) -> None:
     checkpoint = load_file(result.run_dir / "checkpoint" / "model.safetensors")
     for key, value in final.items():
         assert torch.equal(value, checkpoint[f"codebooks.{key}"]), key
+
+
+def test_streaming_data_with_kmeans_initialisation(make_config) -> None:
+    config = make_config(steps=6, eval_every=3, save_every=3, kmeans_init=True, kmeans_tokens=600)
+    config.data.streaming = True
+    config.data.max_val_blocks = 8
+    result = train(config)
+    assert result.step == 6 and result.metrics["loss"] > 0
