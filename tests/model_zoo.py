@@ -9,6 +9,19 @@ from transformers import AutoModelForCausalLM
 VOCAB = 61
 COMMON = {"vocab_size": VOCAB, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1}
 
+
+def _llama_like(config_class: type, **extra: object) -> transformers.PretrainedConfig:
+    return config_class(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        **extra,
+    )
+
+
 CONFIGS = {
     "gpt2": lambda: transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=64),
     "gpt_neox": lambda: transformers.GPTNeoXConfig(
@@ -26,40 +39,11 @@ CONFIGS = {
         max_position_embeddings=64,
         window_size=8,
     ),
-    "llama": lambda: transformers.LlamaConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    ),
-    "mistral": lambda: transformers.MistralConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    ),
-    "qwen2": lambda: transformers.Qwen2Config(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    ),
+    "llama": lambda: _llama_like(transformers.LlamaConfig),
+    "mistral": lambda: _llama_like(transformers.MistralConfig),
+    "qwen2": lambda: _llama_like(transformers.Qwen2Config),
     # not in the family table: found by module-name discovery
-    "qwen3": lambda: transformers.Qwen3Config(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    ),
+    "qwen3": lambda: _llama_like(transformers.Qwen3Config, head_dim=8),
 }
 FAMILIES = list(CONFIGS)
 

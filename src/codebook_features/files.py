@@ -47,6 +47,18 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+def holds_own_files(directory: Path, marker: str, refusal: str) -> bool:
+    """Whether ``directory`` holds what we write (it has ``marker``); raises ``refusal`` when it
+    is not empty but holds something else, so that nothing of the user's is replaced."""
+    from codebook_features.errors import CodebookError
+
+    if not directory.exists() or not any(directory.iterdir()):
+        return False
+    if not (directory / marker).exists():
+        raise CodebookError(refusal)
+    return True
+
+
 def swap_directory(new: Path, target: Path) -> None:
     """Replace ``target`` by the finished directory ``new``.
 

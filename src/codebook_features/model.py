@@ -23,7 +23,13 @@ from torch import Tensor, nn
 from codebook_features._version import __version__
 from codebook_features.codebook import Codebook, CodebookConfig, CodebookSettings
 from codebook_features.errors import CodebookError
-from codebook_features.files import CODEBOOK_CONFIG, CODEBOOK_WEIGHTS, atomic_directory, write_json
+from codebook_features.files import (
+    CODEBOOK_CONFIG,
+    CODEBOOK_WEIGHTS,
+    atomic_directory,
+    holds_own_files,
+    write_json,
+)
 from codebook_features.sites import (
     SITE_KINDS,
     SiteLocation,
@@ -302,12 +308,12 @@ class CodebookModel(nn.Module):
         the swap itself leaves it under a hidden ``.<name>.old-*`` name). An existing directory
         that is not a saved model is refused, so nothing is lost."""
         directory = Path(directory)
-        has_files = directory.exists() and any(directory.iterdir())
-        if has_files and not (directory / CODEBOOK_CONFIG).exists():
-            raise CodebookError(
-                f"{directory} exists and is not a saved codebook model; "
-                "save into a new or empty directory"
-            )
+        holds_own_files(
+            directory,
+            CODEBOOK_CONFIG,
+            f"{directory} exists and is not a saved codebook model; "
+            "save into a new or empty directory",
+        )
         with atomic_directory(directory) as tmp:
             self.model.save_pretrained(tmp)
             if tokenizer is not None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from codebook_features.codebook.ops import flat_code_ids
+
 
 @dataclass
 class CodeFeatureCounts:
@@ -65,8 +67,7 @@ def code_feature_counts(
     for j in range(1, slots):
         first[..., j] = (codes[..., j : j + 1] != codes[..., :j]).all(-1)
     keep = valid & first
-    group_idx = torch.arange(groups).view(1, -1, 1).expand_as(codes)
-    flat = (group_idx * num_codes + codes.clamp_min(0))[keep]
+    flat = flat_code_ids(codes, num_codes)[keep]
     fires = torch.bincount(flat, minlength=groups * num_codes).view(groups, num_codes)
     token_labels = labels.long().view(-1, 1, 1).expand_as(codes)[keep]
     labelled = token_labels >= 0

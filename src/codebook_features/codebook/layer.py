@@ -14,7 +14,12 @@ from torch.utils.hooks import RemovableHandle
 from codebook_features.codebook.config import CodebookConfig
 from codebook_features.codebook.dead_codes import reseed_codes
 from codebook_features.codebook.kmeans import kmeans
-from codebook_features.codebook.ops import combine_codes, mean_sq_error, straight_through
+from codebook_features.codebook.ops import (
+    combine_codes,
+    flat_code_ids,
+    mean_sq_error,
+    straight_through,
+)
 from codebook_features.codebook.search import Exclusion, search_codes
 from codebook_features.codebook.stats import CodeStats
 from codebook_features.distributed import all_reduce_, broadcast_
@@ -149,15 +154,15 @@ class Codebook(nn.Module):
         """
         cfg = self.config
         n, groups, slots = ids.shape
-        offsets = torch.arange(groups, device=ids.device).view(1, -1, 1) * cfg.num_codes
         table = self.codes.reshape(groups * cfg.num_codes, cfg.group_dim)
         scale = 1.0 / cfg.k if cfg.aggregate == "mean" else 1.0
         if has_empty_slots:
             valid = ids >= 0
-            bags = (ids.clamp_min(0) + offsets).reshape(n * groups, slots)
+            bags = flat_code_ids(ids, cfg.num_codes).reshape(n * groups, slots)
             out = combine_codes(table, bags, valid.reshape(n * groups, slots), scale)
         else:
-            out = combine_codes(table, (ids + offsets).reshape(n * groups, slots), None, scale)
+            bags = flat_code_ids(ids, cfg.num_codes).reshape(n * groups, slots)
+            out = combine_codes(table, bags, None, scale)
         return out.view(n, groups, cfg.group_dim)
 
     def _straight_through(self, inputs: Tensor, quantized: Tensor) -> tuple[Tensor, Tensor]:
@@ -265,8 +270,7 @@ class Codebook(nn.Module):
         self.training_calls += 1
         if not self.config.dead_code_window:
             return
-        offsets = torch.arange(self.config.groups, device=ids.device).view(1, -1, 1)
-        flat = (ids.clamp_min(0) + offsets * self.config.num_codes).reshape(-1)
+        flat = flat_code_ids(ids, self.config.num_codes).reshape(-1)
         stamp = (ids >= 0).reshape(-1).long() * self.training_calls
         self.last_used.view(-1).scatter_reduce_(0, flat, stamp, reduce="amax")
         if inputs.shape[0]:

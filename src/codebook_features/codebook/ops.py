@@ -15,6 +15,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def flat_code_ids(ids: Tensor, num_codes: int) -> Tensor:
+    """Ids ``(..., G, slots)`` as rows of the ``(G * num_codes, d)`` table of all groups' codes.
+    Empty slots (``-1``) point at their group's first row: give them zero weight."""
+    offsets = torch.arange(ids.shape[-2], device=ids.device).view(-1, 1) * num_codes
+    return ids.clamp_min(0) + offsets
+
+
 def combine_codes(
     table: Tensor, bags: Tensor, valid: Tensor | None = None, scale: float = 1.0
 ) -> Tensor:

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from codebook_features.codebook.ops import flat_code_ids
+
 
 def _stat_dtype(device: torch.device) -> torch.dtype:
     # float64 keeps long sums exact enough; MPS has no float64.
@@ -45,8 +47,7 @@ class CodeStats(nn.Module):
         """Add one call: ``inputs``/``outputs`` ``(N, G, d)`` in the codebook's space, ``ids``
         ``(N, G, k)`` with ``-1`` for empty slots."""
         valid = ids >= 0
-        offsets = torch.arange(self.groups, device=ids.device).view(1, -1, 1) * self.num_codes
-        flat = (ids.clamp_min(0) + offsets).reshape(-1)
+        flat = flat_code_ids(ids, self.num_codes).reshape(-1)
         self.counts.view(-1).index_add_(0, flat, valid.reshape(-1).long())
         self.tokens += inputs.shape[0]
         # reduce over this call in float32 (at least: float16 overflows), accumulate in float64

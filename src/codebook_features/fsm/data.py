@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from codebook_features.errors import CodebookError
+from codebook_features.files import atomic_directory, holds_own_files
 from codebook_features.fsm.machine import FSM
 
 FSM_FILE = "fsm.json"
@@ -98,19 +99,13 @@ def make_data(
     non-empty ``out`` is refused unless ``overwrite`` (and it holds TokFSM data).
     """
     target = Path(out)
-    if target.exists() and any(target.iterdir()):
-        if not (target / FSM_FILE).exists():
-            raise CodebookError(
-                f"{target} is not empty and holds no FSM data: choose another --out"
-            )
-        if not overwrite:
-            raise CodebookError(f"{target} already holds FSM data: pass --overwrite to replace it")
+    refusal = f"{target} is not empty and holds no FSM data: choose another --out"
+    if holds_own_files(target, FSM_FILE, refusal) and not overwrite:
+        raise CodebookError(f"{target} already holds FSM data: pass --overwrite to replace it")
     if states_per_sequence < 2:
         raise CodebookError("sequences need at least 2 states (one transition)")
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from codebook_features.files import atomic_directory
 
     fsm = FSM.generate(num_states, num_edges, base, seed)
     with atomic_directory(out) as tmp:

@@ -109,12 +109,11 @@ def train_run(
 ) -> Path:
     """Train the baseline (``variant`` None) or a codebook variant; resumes an unfinished run,
     and reuses a finished one made with the same settings."""
-    from codebook_features.configs import flatten, from_dict, load_file, to_dict
+    from codebook_features.configs import load_file
     from codebook_features.model import CodebookModelConfig
     from codebook_features.training import DataConfig, ModelConfig, RunConfig, TrainingConfig
     from codebook_features.training import train as run_training
-    from codebook_features.training.checkpoint import CHECKPOINT
-    from codebook_features.training.config import RESUME_FREE
+    from codebook_features.training.checkpoint import CHECKPOINT, changed_settings
     from codebook_features.training.loop import CONFIG_FILE, FINAL_DIR
 
     resume = (out / CHECKPOINT).exists()
@@ -152,12 +151,10 @@ def train_run(
         ),
     )
     if (out / FINAL_DIR).exists() and (out / CONFIG_FILE).exists():
-        saved = flatten(to_dict(from_dict(RunConfig, load_file(out / CONFIG_FILE))))
-        wanted = flatten(to_dict(config))
-        differ = [k for k in wanted if k not in RESUME_FREE and saved.get(k) != wanted[k]]
-        if differ:
+        changes = changed_settings(load_file(out / CONFIG_FILE), config)
+        if changes:
             raise CodebookError(
-                f"{out} holds a finished run with other settings ({', '.join(differ[:3])}); "
+                f"{out} holds a finished run with other settings ({'; '.join(changes[:3])}); "
                 "choose another --out"
             )
         return out / FINAL_DIR

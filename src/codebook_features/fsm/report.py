@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import matplotlib.pyplot as plt
 
 from codebook_features.files import write_text
 from codebook_features.fsm.machine import FSM
+from codebook_features.training.loop import read_metrics
 
 PAPER = {
     "Table 1 (N=100, E=10)": "no codebook 96.77% state accuracy; Attn only k=1 96.39%; "
@@ -31,7 +31,7 @@ def plot_training(out: Path, results: dict[str, Any], path: Path) -> None:
         metrics = out / row["run"] / "metrics.jsonl"
         if not metrics.exists():
             continue
-        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        rows = read_metrics(metrics)
         val = [r for r in rows if r["split"] == "val"]
         ax.plot([r["step"] for r in val], [r["loss"] for r in val], "o-", label=name)
     ax.set(

@@ -65,6 +65,17 @@ def recover(run_dir: Path) -> None:
     recover_directory(run_dir / CHECKPOINT)
 
 
+def changed_settings(saved: dict[str, Any], config: RunConfig) -> list[str]:
+    """``"key: old -> new"`` for each setting (outside :data:`RESUME_FREE`) in which ``config``
+    differs from the ``saved`` one, sorted by key."""
+    mine, theirs = flatten(to_dict(config)), flatten(saved)
+    return [
+        f"{key}: {theirs.get(key)!r} -> {mine.get(key)!r}"
+        for key in sorted(set(mine) | set(theirs))
+        if key not in RESUME_FREE and mine.get(key) != theirs.get(key)
+    ]
+
+
 def check_compatible(state: dict[str, Any], config: RunConfig, processes: int, where: Path) -> None:
     """Refuse to resume with settings that change what the run computes."""
     if int(state.get("world_size", processes)) != processes:
@@ -72,14 +83,9 @@ def check_compatible(state: dict[str, Any], config: RunConfig, processes: int, w
             f"the checkpoint in {where} was made with {state['world_size']} processes; resume "
             f"with the same number (not {processes}): the batches depend on it"
         )
-    mine, theirs = flatten(to_dict(config)), flatten(state["config"])
-    differ = sorted(
-        key
-        for key in set(mine) | set(theirs)
-        if key not in RESUME_FREE and mine.get(key) != theirs.get(key)
-    )
-    if differ:
-        shown = "; ".join(f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in differ[:5])
+    changes = changed_settings(state["config"], config)
+    if changes:
+        shown = "; ".join(changes[:5])
         raise CodebookError(
             f"the checkpoint in {where} was made with other settings ({shown}); resume with the "
             "same configuration, or start a new run in another output_dir"

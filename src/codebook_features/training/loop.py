@@ -271,7 +271,7 @@ class Trainer:
             ) from error
         self.step, self.micro_batches = int(state["step"]), int(state["micro_batches"])
         if self.main:  # drop what the interrupted session logged after its checkpoint
-            rows = _read_rows(self.run_dir / METRICS_FILE)
+            rows = read_metrics(self.run_dir / METRICS_FILE)
             kept = [r for r in rows if r["step"] <= self.step]
             write_text(self.run_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in kept))
             save_yaml(self.config, self.run_dir / CONFIG_FILE)
@@ -347,7 +347,7 @@ class Trainer:
                 with atomic_directory(model_dir) as tmp:
                     module.save_pretrained(tmp)
                     self.tokenizer.save_pretrained(tmp)
-            rows = _read_rows(self.run_dir / METRICS_FILE)
+            rows = read_metrics(self.run_dir / METRICS_FILE)
             plot_losses(rows, self.run_dir / PLOTS_DIR / "loss.png")
             if counts:
                 plot_code_usage(counts, self.run_dir / PLOTS_DIR / "code_usage.png")
@@ -395,7 +395,7 @@ def _scheduler(config: RunConfig, optimizer: torch.optim.Optimizer) -> Any:
     )
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
+def read_metrics(path: Path) -> list[dict[str, Any]]:
     """Rows of a metrics file; a line cut short by a crash is skipped."""
     if not path.exists():
         return []
