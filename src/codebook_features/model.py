@@ -30,17 +30,31 @@ from codebook_features.files import (
     holds_own_files,
     write_json,
 )
+from codebook_features.interventions import (
+    Ablate,
+    AblateCodes,
+    Codes,
+    Force,
+    ForceCodes,
+    Intervention,
+    Interventions,
+    Positions,
+)
+from codebook_features.observation import Observation
 from codebook_features.sites import (
     SITE_KINDS,
     SiteLocation,
+    describe_sites,
+    is_site_pattern,
+    match_sites,
     num_heads,
     resolve_sites,
     site_widths,
 )
 
 SiteSpec = str | Sequence[str] | None
-"""Sites by full name (``layers.3.attn_heads``) or by kind (``attn_heads``: every layer);
-``None`` means all sites."""
+"""Sites by full name (``layers.3.attn_heads``), by kind (``attn_heads``: every layer) or by
+glob (``layers.*.mlp``, ``layers.1[0-5].mlp``); ``None`` means all sites."""
 
 _SETTING_NAMES = {f.name for f in dataclasses.fields(CodebookSettings)}
 HUB_OPTIONS = ("revision", "subfolder", "token", "cache_dir", "force_download", "local_files_only")
@@ -52,7 +66,8 @@ class CodebookModelConfig(CodebookSettings):
     """Which sites of which layers get codebooks, and the codebook settings they share."""
 
     sites: list[str] = field(default_factory=lambda: ["attn_heads"])
-    """Site kinds in each chosen layer: attn_heads, attn, mlp, mlp_hidden, block."""
+    """Site kinds in each chosen layer (attn_heads, attn, mlp, mlp_hidden, block), and/or sites
+    of any layer by name or glob, e.g. ``layers.1[0-5].mlp`` or ``layers.*.block``."""
     layers: str | list[int] = "all"
     """``all`` or a list of layer indices (negative ones count from the end)."""
     groups: int = 1
@@ -66,9 +81,12 @@ class CodebookModelConfig(CodebookSettings):
             self.sites = [self.sites]
         if not self.sites:
             raise CodebookError("sites is empty: name at least one of " + ", ".join(SITE_KINDS))
-        for kind in self.sites:
-            if kind not in SITE_KINDS:
-                raise CodebookError(f"unknown site {kind!r}: choose from {', '.join(SITE_KINDS)}")
+        for entry in self.sites:
+            if entry not in SITE_KINDS and not _names_sites(entry):
+                raise CodebookError(
+                    f"unknown site {entry!r}: give a kind ({', '.join(SITE_KINDS)}) or sites by "
+                    "name or glob, e.g. layers.3.mlp or layers.*.attn_heads"
+                )
         if len(set(self.sites)) != len(self.sites):
             raise CodebookError(f"sites lists a kind twice: {self.sites}")
         if self.layers != "all" and (
@@ -82,8 +100,13 @@ class CodebookModelConfig(CodebookSettings):
         if isinstance(self.groups, bool) or not isinstance(self.groups, int) or self.groups < 1:
             raise CodebookError(f"groups must be a positive integer, got {self.groups!r}")
         for kind, overrides in self.per_site.items():
-            if kind not in self.sites:
-                raise CodebookError(f"per_site names {kind!r}, which is not in sites {self.sites}")
+            if kind not in SITE_KINDS or not any(
+                entry == kind or _names_sites(entry) for entry in self.sites
+            ):
+                raise CodebookError(
+                    f"per_site names {kind!r}, which is not in sites {self.sites} "
+                    "(per_site keys are site kinds)"
+                )
             allowed = _SETTING_NAMES | ({"groups"} if kind != "attn_heads" else set())
             unknown = sorted(set(overrides) - allowed)
             if unknown:
@@ -105,6 +128,11 @@ def _only_settings(overrides: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in overrides.items() if k in _SETTING_NAMES}
 
 
+def _names_sites(entry: Any) -> bool:
+    """Whether a ``sites`` entry is a full site name or a glob (rather than a kind)."""
+    return isinstance(entry, str) and (entry.startswith("layers.") or is_site_pattern(entry))
+
+
 class CodebookModel(nn.Module):
     """An HF causal LM plus codebooks at the sites its configuration names.
 
@@ -118,7 +146,7 @@ class CodebookModel(nn.Module):
         self.codebook_config = config
         locations = resolve_sites(model, config.sites, config.layers)
         widths = site_widths(model, locations)
-        heads = num_heads(model) if "attn_heads" in config.sites else 1
+        heads = num_heads(model) if any(s.kind == "attn_heads" for s in locations) else 1
         param = next(model.parameters())  # dtype, and device for sites without parameters
         self.codebooks = nn.ModuleDict()
         self.sites: dict[str, SiteLocation] = {}
@@ -131,7 +159,7 @@ class CodebookModel(nn.Module):
             layer[site.kind] = Codebook(cb_config, device=device, dtype=param.dtype)
             self.sites[site.name] = site
         self.enabled: set[str] = set(self.sites)
-        self._recording: dict[str, list[Tensor]] | None = None
+        self._observers: list[Observation] = []
         self._losses: dict[str, Tensor] = {}
         self._position_offset = 0
         # Hooks are partials of bound methods (not closures), so a deep copy of this object
@@ -147,7 +175,7 @@ class CodebookModel(nn.Module):
 
     def __getstate__(self) -> dict[str, Any]:
         # the latest losses carry autograd history, which cannot be copied or pickled
-        return {**super().__getstate__(), "_losses": {}, "_recording": None}
+        return {**super().__getstate__(), "_losses": {}, "_observers": []}
 
     def detach(self) -> nn.Module:
         """Remove every hook and return the plain model (codebooks no longer apply)."""
@@ -190,42 +218,71 @@ class CodebookModel(nn.Module):
         past = cache.get_seq_length() if hasattr(cache, "get_seq_length") else 0
         self._position_offset = int(past)
 
-    def _run(self, name: str, x: Tensor) -> Tensor:
+    def _run(self, name: str, x: Tensor) -> Tensor | None:
+        """The site's new activation (``None``: unchanged), told to every observer."""
+        if name not in self.enabled:
+            for observer in self._observers:
+                observer.record(name, inputs=x)
+            return None
         site = self.sites[name]
         out = self.codebooks[str(site.layer)][site.kind](x)
         previous = self._losses.get(name)
         self._losses[name] = out.loss if previous is None else previous + out.loss
+        for observer in self._observers:
+            observer.record(name, inputs=x, ids=out.ids, outputs=out.output)
         return out.output
 
     def _site_pre_hook(self, name: str, module: nn.Module, args: tuple) -> tuple | None:
-        if self._recording is not None:
-            self._recording[name].append(args[0].detach())
-            return None
-        if name not in self.enabled:
-            return None
-        return (self._run(name, args[0]), *args[1:])
+        new = self._run(name, args[0])
+        return None if new is None else (new, *args[1:])
 
     def _site_post_hook(self, name: str, module: nn.Module, args: tuple, output: Any) -> Any:
-        if self._recording is not None:
-            self._recording[name].append(
-                (output[0] if isinstance(output, tuple) else output).detach()
-            )
-            return None
-        if name not in self.enabled:
-            return None
         if isinstance(output, tuple):
-            return (self._run(name, output[0]), *output[1:])
+            new = self._run(name, output[0])
+            return None if new is None else (new, *output[1:])
         return self._run(name, output)
 
-    @contextmanager
-    def recording_inputs(self) -> Iterator[dict[str, list[Tensor]]]:
-        """Record each site's activation (what its codebook would receive) while the model runs
-        unchanged, as if every codebook were disabled."""
-        self._recording = {name: [] for name in self.sites}
-        try:
-            yield self._recording
-        finally:
-            self._recording = None
+    # ------------------------------------------------------------------ observing
+    def observe(
+        self,
+        sites: SiteSpec = None,
+        *,
+        ids: bool = True,
+        inputs: bool = False,
+        outputs: bool = False,
+        device: torch.device | str | None = None,
+    ) -> Observation:
+        """Context manager recording, at some sites (all by default), the code ids and
+        optionally the codebooks' inputs and outputs of every forward pass or generation step
+        run inside it; see :class:`~codebook_features.observation.Observation`. ``device``
+        moves what is recorded there (e.g. ``"cpu"``) as it comes."""
+        return Observation(
+            self, self.select_sites(sites), ids=ids, inputs=inputs, outputs=outputs, device=device
+        )
+
+    def run_with_codes(
+        self,
+        *args: Any,
+        sites: SiteSpec = None,
+        inputs: bool = False,
+        outputs: bool = False,
+        **kwargs: Any,
+    ) -> tuple[Any, Observation]:
+        """Run the model once; returns its output and an observation of ``sites``."""
+        with self.observe(sites, inputs=inputs, outputs=outputs) as seen:
+            out = self.model(*args, **kwargs)
+        return out, seen
+
+    def capture(self, sites: SiteSpec = None) -> Observation:
+        """Context manager recording the code ids of some sites (all by default):
+        ``capture[site]`` is ``(batch, seq, groups, slots)``."""
+        return self.observe(sites)
+
+    def add_observer(self, observer: Observation) -> None:
+        self._observers.append(observer)
+
+    def remove_observer(self, observer: Observation) -> None:
+        self._observers = [o for o in self._observers if o is not observer]
 
     @torch.no_grad()
     def init_kmeans(
@@ -236,29 +293,21 @@ class CodebookModel(nn.Module):
         ``batches`` are token-id tensors run through the model with all codebooks bypassed,
         as the original method does. Under data-parallel training rank 0's result is used.
         """
-        with self.recording_inputs() as recorded:
+        with self.disabled(), self.observe(ids=False, inputs=True) as seen:
             for batch in batches:
                 self.model(input_ids=batch, use_cache=False, **forward_kwargs)
-        for name, parts in recorded.items():
-            codebook = self.codebook(name)
+        for name in self.sites:
+            parts = seen.calls("inputs", name)
             samples = torch.cat([p.reshape(-1, p.shape[-1]) for p in parts])
-            codebook.init_kmeans(samples, iters=iters, seed=seed)
+            self.codebook(name).init_kmeans(samples, iters=iters, seed=seed)
 
     # ------------------------------------------------------------------ enabling sites
     def select_sites(self, sites: SiteSpec = None) -> list[str]:
-        """Resolve a :data:`SiteSpec` to site names, refusing unknown ones."""
+        """Resolve a :data:`SiteSpec` to site names in natural order; a name or glob that
+        matches no site is refused with the list of sites there are."""
         if sites is None:
             return list(self.sites)
-        wanted = [sites] if isinstance(sites, str) else list(sites)
-        chosen: list[str] = []
-        for item in wanted:
-            if item in self.sites:
-                chosen.append(item)
-            elif item in SITE_KINDS and any(s.kind == item for s in self.sites.values()):
-                chosen.extend(n for n, s in self.sites.items() if s.kind == item)
-            else:
-                self._check_site(item)
-        return list(dict.fromkeys(chosen))
+        return match_sites(sites, list(self.sites))
 
     def enable(self, sites: SiteSpec = None) -> None:
         self.enabled |= set(self.select_sites(sites))
@@ -278,27 +327,42 @@ class CodebookModel(nn.Module):
 
     def _check_site(self, site: str) -> None:
         if site not in self.sites:
-            known = ", ".join(list(self.sites)[:6]) + (", ..." if len(self.sites) > 6 else "")
-            raise CodebookError(f"no codebook at site {site!r}; this model has: {known}")
+            raise CodebookError(
+                f"no codebook at site {site!r}; this model has: {describe_sites(self.sites)}"
+            )
 
     # ------------------------------------------------------------------ interventions
-    def capture(self, sites: SiteSpec = None) -> Any:
-        """Context manager recording the code ids of some sites (all by default)."""
-        from codebook_features.interventions import CodeCapture
+    def intervene(self, specs: Intervention | Sequence[Intervention]) -> Interventions:
+        """Context manager applying intervention specs (:class:`Force`, :class:`Ablate`) in
+        order; each is checked against this model before any is applied."""
+        return Interventions(self, specs)
 
-        return CodeCapture(self, self.select_sites(sites))
+    def force_codes(
+        self,
+        site: str,
+        codes: Codes,
+        *,
+        groups: Sequence[int] | None = None,
+        positions: Positions = "all",
+        mode: str = "least",
+    ) -> ForceCodes:
+        """Context manager forcing codes at a site: ``codes`` is an id, a list of ids (for every
+        group, or for ``groups``) or a mapping group -> id(s); see
+        :class:`~codebook_features.interventions.Force` for the modes."""
+        return ForceCodes(self, Force(site, codes, groups=groups, positions=positions, mode=mode))
 
-    def force_codes(self, site: str, codes: Any, **kwargs: Any) -> Any:
-        """Context manager forcing codes at a site; see :class:`.interventions.ForceCodes`."""
-        from codebook_features.interventions import ForceCodes
-
-        return ForceCodes(self, site, codes, **kwargs)
-
-    def ablate_codes(self, site: str, codes: Any, **kwargs: Any) -> Any:
-        """Context manager ablating codes at a site; see :class:`.interventions.AblateCodes`."""
-        from codebook_features.interventions import AblateCodes
-
-        return AblateCodes(self, site, codes, **kwargs)
+    def ablate_codes(
+        self,
+        site: str,
+        codes: Codes,
+        *,
+        groups: Sequence[int] | None = None,
+        positions: Positions = "all",
+        mode: str = "remove",
+    ) -> AblateCodes:
+        """Context manager ablating codes at a site (``remove`` or ``next_best``); see
+        :class:`~codebook_features.interventions.Ablate`."""
+        return AblateCodes(self, Ablate(site, codes, groups=groups, positions=positions, mode=mode))
 
     # ------------------------------------------------------------------ saving and loading
     def save(self, directory: str | os.PathLike, tokenizer: Any = None) -> None:

@@ -9,6 +9,10 @@ A *site* is one place in one layer, named ``layers.<i>.<kind>``. Kinds:
 - ``mlp_hidden``: the MLP activation after the nonlinearity (the input of its output projection),
 - ``block``: the residual stream after the whole block.
 
+Wherever sites are named, a name may also be a kind (that site in every layer) or a glob over
+names such as ``layers.*.attn_heads`` or ``layers.1[0-5].mlp`` (:func:`match_sites`); matches come
+in natural order (``layers.2`` before ``layers.10``).
+
 ``attn_heads`` and ``mlp_hidden`` are taken by a forward pre-hook on a projection, the others by a
 forward hook on a module; nothing of transformers' forward code is copied. Adding a family is one
 row in :data:`FAMILIES`; unknown families are discovered by module names when that is unambiguous.
@@ -16,7 +20,11 @@ row in :data:`FAMILIES`; unknown families are discovered by module names when th
 
 from __future__ import annotations
 
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -76,6 +84,47 @@ def site_name(layer: int, kind: str) -> str:
     return f"layers.{layer}.{kind}"
 
 
+def natural_key(name: str) -> tuple[Any, ...]:
+    """Sort key that orders the numbers inside names by value (``layers.2`` < ``layers.10``)."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def is_site_pattern(text: str) -> bool:
+    """Whether ``text`` names sites by a glob (``*``, ``?`` or ``[...]``)."""
+    return any(c in text for c in "*?[")
+
+
+def site_matches(pattern: str, name: str) -> bool:
+    """Whether the site ``name`` is meant by ``pattern``: the name itself, its kind, or a glob."""
+    if pattern == name or pattern == name.rsplit(".", 1)[-1]:
+        return True
+    return is_site_pattern(pattern) and fnmatch.fnmatchcase(name, pattern)
+
+
+def match_sites(patterns: str | Iterable[str], available: Sequence[str]) -> list[str]:
+    """The sites of ``available`` that ``patterns`` name (full names, kinds or globs), without
+    repeats and in natural order. A pattern that matches nothing is an error listing what is
+    there, so a typo never silently selects nothing."""
+    wanted = [patterns] if isinstance(patterns, str) else list(patterns)
+    chosen: set[str] = set()
+    for pattern in wanted:
+        if not isinstance(pattern, str):
+            raise CodebookError(f"a site must be given as a string, got {pattern!r}")
+        hits = [name for name in available if site_matches(pattern, name)]
+        if not hits:
+            raise CodebookError(
+                f"no site matches {pattern!r}; this model has: {describe_sites(available)}"
+            )
+        chosen.update(hits)
+    return sorted(chosen, key=natural_key)
+
+
+def describe_sites(names: Iterable[str]) -> str:
+    """All site names in natural order, for error messages."""
+    ordered = sorted(names, key=natural_key)
+    return ", ".join(ordered) if ordered else "no sites"
+
+
 def family_of(model: nn.Module) -> Family:
     """The table row for this model, or one discovered from its module names."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
@@ -89,30 +138,39 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 
 
 def resolve_sites(
-    model: nn.Module, kinds: list[str] | tuple[str, ...], layers: str | list[int]
+    model: nn.Module, sites: Sequence[str], layers: str | list[int]
 ) -> list[SiteLocation]:
-    """Every (layer, kind) site the configuration asks for, in layer order."""
+    """Every site the configuration asks for, in layer order.
+
+    ``sites`` holds kinds, which apply to the chosen ``layers``, and full names or globs
+    (``layers.1[0-5].mlp``), which name sites of any layer. Within a layer, sites come in the
+    order of ``sites``.
+    """
     family = family_of(model)
     blocks = _get(model, family.layers)
-    chosen = select_layers(layers, len(blocks))
-    for kind in kinds:
-        if kind not in SITE_KINDS:
-            raise CodebookError(f"unknown site {kind!r}: choose from {', '.join(SITE_KINDS)}")
-    found = []
-    for layer in chosen:
-        block = blocks[layer]
-        paths = {
-            "attn_heads": family.attention_out,
-            "attn": family.attention,
-            "mlp": family.mlp,
-            "mlp_hidden": family.mlp_out,
-        }
-        for kind in kinds:
-            module = block if kind == "block" else _get(block, paths[kind])
-            found.append(
-                SiteLocation(site_name(layer, kind), kind, layer, module, kind in PRE_HOOK_KINDS)
-            )
-    return found
+    chosen = set(select_layers(layers, len(blocks)))
+    patterns = [entry for entry in sites if entry not in SITE_KINDS]
+    every = [site_name(layer, kind) for layer in range(len(blocks)) for kind in SITE_KINDS]
+    match_sites(patterns, every)  # each pattern must name at least one site of this model
+    paths = {
+        "attn_heads": family.attention_out,
+        "attn": family.attention,
+        "mlp": family.mlp,
+        "mlp_hidden": family.mlp_out,
+    }
+    found: dict[str, SiteLocation] = {}
+    for layer, block in enumerate(blocks):
+        for entry in sites:
+            if entry in SITE_KINDS:
+                kinds = [entry] if layer in chosen else []
+            else:
+                kinds = [k for k in SITE_KINDS if site_matches(entry, site_name(layer, k))]
+            for kind in kinds:
+                name = site_name(layer, kind)
+                if name not in found:
+                    module = block if kind == "block" else _get(block, paths[kind])
+                    found[name] = SiteLocation(name, kind, layer, module, kind in PRE_HOOK_KINDS)
+    return list(found.values())
 
 
 def select_layers(layers: str | list[int], count: int) -> list[int]:

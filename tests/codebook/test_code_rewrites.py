@@ -28,9 +28,9 @@ def test_forcing_one_slot_swaps_exactly_that_codes_share(aggregate: str) -> None
         handle = codebook.hook_codes.register_forward_hook(rewrite(force))
         forced = codebook(x)
         handle.remove()
-    assert (forced.codes[:, 2, 1, -1] == 7).all()
-    old = plain.codes[:, 2, 1, -1]
-    expected = plain.output[:, 2, 8:] + s * (codebook.codes[1, 7] - codebook.codes[1, old])
+    assert (forced.ids[:, 2, 1, -1] == 7).all()
+    old = plain.ids[:, 2, 1, -1]
+    expected = plain.output[:, 2, 8:] + s * (codebook.vectors[1, 7] - codebook.vectors[1, old])
     torch.testing.assert_close(forced.output[:, 2, 8:], expected)
     untouched = torch.ones(4, 5, 16, dtype=torch.bool)
     untouched[:, 2, 8:] = False
@@ -44,7 +44,7 @@ def test_forcing_all_slots_outputs_the_code(aggregate: str, factor: float) -> No
     with torch.no_grad():
         out = codebook(torch.randn(6, 16))
     handle.remove()
-    expected = factor * torch.cat([codebook.codes[0, 5], codebook.codes[1, 5]])
+    expected = factor * torch.cat([codebook.vectors[0, 5], codebook.vectors[1, 5]])
     torch.testing.assert_close(out.output, expected.expand(6, 16))
 
 
@@ -59,8 +59,8 @@ def test_adding_an_extra_code_adds_its_share() -> None:
     with torch.no_grad():
         out = codebook(x)
     handle.remove()
-    assert out.codes.shape == (6, 2, 4)
-    share = torch.cat([codebook.codes[0, 9], codebook.codes[1, 9]]) / 3
+    assert out.ids.shape == (6, 2, 4)
+    share = torch.cat([codebook.vectors[0, 9], codebook.vectors[1, 9]]) / 3
     torch.testing.assert_close(out.output, plain.output + share)
 
 
@@ -68,16 +68,16 @@ def test_dropping_a_code_removes_its_share_and_it_never_appears() -> None:
     codebook = make_codebook()
     x = torch.randn(200, 16)
     plain = codebook(x)
-    victim = int(plain.codes[0, 0, 0])
+    victim = int(plain.ids[0, 0, 0])
     handle = codebook.hook_codes.register_forward_hook(
         rewrite(lambda ids: ids.masked_fill_(ids == victim, -1))
     )
     with torch.no_grad():
         out = codebook(x)
     handle.remove()
-    assert not (out.codes == victim).any()
-    hits = (plain.codes == victim).sum(-1, keepdim=True).float()  # (N, G, 1)
-    share = hits * codebook.codes[:, victim].unsqueeze(0) / 3  # (N, G, d)
+    assert not (out.ids == victim).any()
+    hits = (plain.ids == victim).sum(-1, keepdim=True).float()  # (N, G, 1)
+    share = hits * codebook.vectors[:, victim].unsqueeze(0) / 3  # (N, G, d)
     torch.testing.assert_close(out.output, plain.output - share.reshape(200, 16))
 
 
@@ -86,19 +86,19 @@ def test_excluded_code_is_replaced_by_the_next_best() -> None:
     x = torch.randn(100, 16)
     plain = codebook(x)
     banned = torch.zeros(2, 40, dtype=torch.bool)
-    victim = int(plain.codes[0, 1, 0])
+    victim = int(plain.ids[0, 1, 0])
     banned[1, victim] = True
     handle = codebook.register_exclusion(lambda lead: (banned, None))
     out = codebook(x)
     handle.remove()
-    assert not (out.codes[:, 1] == victim).any()
-    hit = (plain.codes[:, 1] == victim).any(-1)
-    assert torch.equal(out.codes[~hit], plain.codes[~hit])
+    assert not (out.ids[:, 1] == victim).any()
+    hit = (plain.ids[:, 1] == victim).any(-1)
+    assert torch.equal(out.ids[~hit], plain.ids[~hit])
     # where the victim was chosen, the remaining code moves up and a new one fills the slot
-    for row_new, row_old in zip(out.codes[hit, 1], plain.codes[hit, 1], strict=True):
+    for row_new, row_old in zip(out.ids[hit, 1], plain.ids[hit, 1], strict=True):
         kept = [c for c in row_old.tolist() if c != victim]
         assert row_new.tolist()[: len(kept)] == kept and victim not in row_new.tolist()
-    assert torch.equal(codebook(x).codes, plain.codes)  # handle removed
+    assert torch.equal(codebook(x).ids, plain.ids)  # handle removed
 
 
 def test_exclusion_at_chosen_positions_only() -> None:
@@ -111,8 +111,8 @@ def test_exclusion_at_chosen_positions_only() -> None:
     where[:, -1] = True
     codebook.register_exclusion(lambda lead: (banned, where) if lead == (2, 6) else None)
     out = codebook(x)
-    assert set(out.codes[:, -1].flatten().tolist()) <= {0, 1, 2}
-    assert torch.equal(out.codes[:, :-1], plain.codes[:, :-1])
+    assert set(out.ids[:, -1].flatten().tolist()) <= {0, 1, 2}
+    assert torch.equal(out.ids[:, :-1], plain.ids[:, :-1])
 
 
 def test_a_hook_returning_bad_ids_is_refused() -> None:
@@ -135,8 +135,8 @@ def test_a_hook_editing_ids_in_place_is_honoured_and_checked() -> None:
     with torch.no_grad():
         out = codebook(x)
     handle.remove()
-    assert (out.codes[:, 1, 1] == -1).all()
-    expected = codebook.decode(out.codes, has_empty_slots=True).reshape(5, 16)
+    assert (out.ids[:, 1, 1] == -1).all()
+    expected = codebook.decode(out.ids, has_empty_slots=True).reshape(5, 16)
     torch.testing.assert_close(out.output, expected)
 
     def out_of_range(module, args, ids):

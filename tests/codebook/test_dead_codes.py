@@ -12,10 +12,10 @@ def test_refresh_touches_only_dead_codes() -> None:
     used = set()
     for _ in range(3):
         out = codebook(x)
-        used |= {(g, c) for g in range(2) for c in out.codes[:, g].flatten().tolist()}
-    before = codebook.codes.detach().clone()
+        used |= {(g, c) for g in range(2) for c in out.ids[:, g].flatten().tolist()}
+    before = codebook.vectors.detach().clone()
     codebook(x)  # the 4th call starts with a refresh
-    after = codebook.codes.detach()
+    after = codebook.vectors.detach()
     every = {(g, c) for g in range(2) for c in range(40)}
     changed = {(g, c) for g, c in every if not torch.equal(before[g, c], after[g, c])}
     dead = every - used

@@ -22,10 +22,10 @@ def test_layer_matches_reference(similarity: str, aggregate: str, normalize: boo
     )
     x = torch.randn(3, 7, 16)
     ours, ref = codebook(x), reference_forward(codebook, x)
-    assert torch.equal(ours.codes, ref.codes)
+    assert torch.equal(ours.ids, ref.ids)
     torch.testing.assert_close(ours.output, ref.output)
     torch.testing.assert_close(ours.loss, ref.loss)
-    assert ours.output.shape == x.shape and ours.codes.shape == (3, 7, 2, 3)
+    assert ours.output.shape == x.shape and ours.ids.shape == (3, 7, 2, 3)
 
 
 @pytest.mark.parametrize("variant", ["base", "aeloss", "fullaeloss", "vqvae"])
@@ -53,8 +53,8 @@ def test_heads_layout_equals_split_layout() -> None:
     codebook = make_codebook(dim=12, groups=3)
     x = torch.randn(2, 5, 3, 4)
     heads, split = codebook(x), codebook(x.reshape(2, 5, 12))
-    assert heads.output.shape == x.shape and heads.codes.shape == (2, 5, 3, 3)
-    assert torch.equal(heads.codes, split.codes)
+    assert heads.output.shape == x.shape and heads.ids.shape == (2, 5, 3, 3)
+    assert torch.equal(heads.ids, split.ids)
     assert torch.equal(heads.output.reshape(2, 5, 12), split.output)
 
 
@@ -64,7 +64,7 @@ def test_grouped_equals_independent_codebooks() -> None:
     for g in range(2):
         single = Codebook(CodebookConfig(dim=8, num_codes=40, k=3, loss="fullaeloss"))
         with torch.no_grad():
-            single.codes.copy_(grouped.codes[g : g + 1])
+            single.vectors.copy_(grouped.vectors[g : g + 1])
             single.norm_weight.copy_(grouped.norm_weight[g : g + 1])
             single.norm_bias.copy_(grouped.norm_bias[g : g + 1])
         singles.append(single)
@@ -75,12 +75,12 @@ def test_grouped_equals_independent_codebooks() -> None:
     parts = [s(chunk) for s, chunk in zip(singles, x_single.split(8, -1), strict=True)]
     total = sum(p.output.pow(2).sum() + p.loss for p in parts)
     total.backward()
-    assert torch.equal(out.codes, torch.cat([p.codes for p in parts], -2))
+    assert torch.equal(out.ids, torch.cat([p.ids for p in parts], -2))
     torch.testing.assert_close(out.output, torch.cat([p.output for p in parts], -1))
     torch.testing.assert_close(out.loss, sum(p.loss for p in parts))
     torch.testing.assert_close(x.grad, x_single.grad)
     for g, single in enumerate(singles):
-        torch.testing.assert_close(grouped.codes.grad[g], single.codes.grad[0])
+        torch.testing.assert_close(grouped.vectors.grad[g], single.vectors.grad[0])
         torch.testing.assert_close(grouped.norm_weight.grad[g], single.norm_weight.grad[0])
 
 
@@ -88,9 +88,9 @@ def test_output_keeps_input_dtype_and_codes_learn_in_their_own() -> None:
     codebook = make_codebook()
     x = torch.randn(2, 3, 16, dtype=torch.bfloat16)
     out = codebook(x)
-    assert out.output.dtype == torch.bfloat16 and out.codes.dtype == torch.long
+    assert out.output.dtype == torch.bfloat16 and out.ids.dtype == torch.long
     out.loss.backward()
-    assert codebook.codes.grad is not None and codebook.codes.grad.dtype == torch.float32
+    assert codebook.vectors.grad is not None and codebook.vectors.grad.dtype == torch.float32
 
 
 def test_chunk_size_does_not_change_the_layer() -> None:
@@ -98,14 +98,14 @@ def test_chunk_size_does_not_change_the_layer() -> None:
     a = make_codebook(num_codes=1024, k=4)
     b = make_codebook(num_codes=1024, k=4, chunk_size=3)
     b.load_state_dict(a.state_dict())
-    assert torch.equal(a(x).codes, b(x).codes)
+    assert torch.equal(a(x).ids, b(x).ids)
     assert torch.equal(a(x).output, b(x).output)
 
 
 def test_state_dict_holds_parameters_not_statistics() -> None:
     codebook = make_codebook()
-    assert set(codebook.state_dict()) == {"codes", "norm_weight", "norm_bias"}
-    assert set(make_codebook(normalize_input=False).state_dict()) == {"codes"}
+    assert set(codebook.state_dict()) == {"vectors", "norm_weight", "norm_bias"}
+    assert set(make_codebook(normalize_input=False).state_dict()) == {"vectors"}
 
 
 def test_empty_input_gives_empty_output() -> None:
@@ -113,7 +113,7 @@ def test_empty_input_gives_empty_output() -> None:
     for training in (False, True):
         codebook.train(training)
         out = codebook(torch.randn(0, 3, 16))
-        assert out.output.shape == (0, 3, 16) and out.codes.shape == (0, 3, 2, 3)
+        assert out.output.shape == (0, 3, 16) and out.ids.shape == (0, 3, 2, 3)
 
 
 def test_recent_inputs_are_kept_only_for_dead_code_refresh() -> None:

@@ -32,11 +32,11 @@ def test_gradients_equal_hand_derived(variant: str, aggregate: str) -> None:
     recon, commit, task_to_codes = TERMS[variant]
     groups, k, n = 2, 3, 10
     s = 1.0 / k if aggregate == "mean" else 1.0
-    ids = out.codes.reshape(n, groups, k)
+    ids = out.ids.reshape(n, groups, k)
     xs = x.reshape(n, groups, 8)
     xn = torch.nn.functional.layer_norm(xs, (8,), eps=1e-5)
     xn = xn * codebook.norm_weight + codebook.norm_bias
-    codes = codebook.codes.detach()
+    codes = codebook.vectors.detach()
     q = torch.stack([s * codes[g, ids[:, g]].sum(1) for g in range(groups)], 1)
     up = upstream.reshape(n, groups, 8)
 
@@ -64,7 +64,7 @@ def test_gradients_equal_hand_derived(variant: str, aggregate: str) -> None:
     torch.testing.assert_close(out.loss, expected_loss)
     torch.testing.assert_close(out.output.reshape(n, groups, 8), q)
     torch.testing.assert_close(x.grad, gx)
-    torch.testing.assert_close(codebook.codes.grad, grad_codes)
+    torch.testing.assert_close(codebook.vectors.grad, grad_codes)
     torch.testing.assert_close(codebook.norm_weight.grad, gw)
     torch.testing.assert_close(codebook.norm_bias.grad, gb)
 
@@ -76,9 +76,9 @@ def test_reconstruction_loss_passes_gradcheck_in_the_codes() -> None:
     x = torch.randn(6, 16, dtype=torch.float64)
 
     def loss(codes: torch.Tensor) -> torch.Tensor:
-        return functional_call(codebook, {**params, "codes": codes}, (x,)).loss
+        return functional_call(codebook, {**params, "vectors": codes}, (x,)).loss
 
-    codes = params["codes"].detach().clone().requires_grad_()
+    codes = params["vectors"].detach().clone().requires_grad_()
     assert torch.autograd.gradcheck(loss, (codes,))
 
 
@@ -88,7 +88,7 @@ def test_base_variant_returns_zero_loss_and_vqvae_keeps_task_gradient_off_codes(
     vq = make_codebook(loss="vqvae", recon_weight=0.0)
     out = vq(torch.randn(4, 16))
     out.output.sum().backward()
-    assert vq.codes.grad is None or not vq.codes.grad.any()
+    assert vq.vectors.grad is None or not vq.vectors.grad.any()
 
 
 def test_two_models_keep_their_own_loss_variant() -> None:

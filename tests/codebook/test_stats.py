@@ -20,7 +20,7 @@ def test_statistics_match_a_hand_count() -> None:
             y = out.output.view(-1, 2, 8)
             for t in range(x.shape[0]):
                 for g in range(2):
-                    for c in out.codes[t, g].tolist():
+                    for c in out.ids[t, g].tolist():
                         counts[g, c] += 1
                     sq_err += float((y[t, g] - xn[t, g]).pow(2).sum())
                     in_norm += float(xn[t, g].norm())
@@ -54,7 +54,7 @@ def test_empty_slots_are_not_counted_and_reset_clears() -> None:
 
 def test_statistics_stay_in_double_precision_after_a_cast() -> None:
     codebook = make_codebook().to(torch.bfloat16)
-    assert codebook.codes.dtype == torch.bfloat16
+    assert codebook.vectors.dtype == torch.bfloat16
     assert codebook.stats.sq_error.dtype == torch.float64
     codebook(torch.randn(3, 16, dtype=torch.bfloat16))
     assert codebook.stats.summary()["tokens"] == 3

@@ -95,7 +95,7 @@ def test_captured_ids_are_the_layers_own_choice(family: str) -> None:
     with torch.no_grad():
         with cbm.capture() as captured:
             cbm(tokens())
-        own = cbm.codebook(site)(inputs[0]).codes
+        own = cbm.codebook(site)(inputs[0]).ids
     assert captured[site].shape == (2, 7, 1, 2)
     assert torch.equal(captured[site], own)
     assert set(captured.keys()) == set(cbm.sites)

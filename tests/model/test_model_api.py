@@ -93,7 +93,7 @@ def test_least_mode_fills_slots_from_the_end() -> None:
 
 def test_model_moves_dtype_and_generates() -> None:
     cbm = neox().to(torch.float64)
-    assert cbm.codebook("layers.0.mlp").codes.dtype == torch.float64
+    assert cbm.codebook("layers.0.mlp").vectors.dtype == torch.float64
     out = cbm.generate(ids(3), max_new_tokens=4, do_sample=False, pad_token_id=1)
     assert out.shape == (2, 7)
 

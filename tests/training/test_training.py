@@ -50,7 +50,7 @@ def test_codebooks_mode_leaves_the_model_unchanged(make_config, pretrained) -> N
     for name, param in start.state_dict().items():
         assert torch.equal(param, trained.model.state_dict()[name]), name
     codes = load_file(result.model_dir / "codebooks.safetensors")
-    assert not torch.equal(codes["0.mlp.codes"], torch.zeros_like(codes["0.mlp.codes"]))
+    assert not torch.equal(codes["0.mlp.vectors"], torch.zeros_like(codes["0.mlp.vectors"]))
     assert result.metrics["loss"] < rows(result.run_dir, "val")[0]["loss"]
 
 

@@ -48,19 +48,19 @@ class CodeFeatureCounts:
 
 
 def code_feature_counts(
-    codes: Tensor, labels: Tensor, num_codes: int, num_features: int
+    ids: Tensor, labels: Tensor, num_codes: int, num_features: int
 ) -> CodeFeatureCounts:
     """Count code firings against features for one site.
 
     Args:
-        codes: ``(tokens, groups, slots)`` code ids, ``-1`` for empty slots.
+        ids: ``(tokens, groups, slots)`` code ids, ``-1`` for empty slots.
         labels: ``(tokens,)`` the feature each token has, ``-1`` for none (features exclude
             each other, like "the current state is s").
         num_codes: codes per group.
         num_features: number of features.
     """
-    _, groups, slots = codes.shape
-    codes = codes.long()
+    _, groups, slots = ids.shape
+    codes = ids.long()
     valid = codes >= 0
     # a code listed twice for one token still fires once
     first = torch.ones_like(valid)

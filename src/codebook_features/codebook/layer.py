@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,7 @@ from codebook_features.codebook.ops import (
 from codebook_features.codebook.search import Exclusion, search_codes
 from codebook_features.codebook.stats import CodeStats
 from codebook_features.distributed import all_reduce_, broadcast_
-from codebook_features.errors import CodebookError
+from codebook_features.errors import CodebookError, deprecated
 
 RECENT_INPUTS = 1024
 """Inputs per group kept from the last training call, to re-seed dead codes from."""
@@ -36,11 +36,17 @@ chosen and an optional mask of the leading shape saying where (``None``: everywh
 class CodebookOutput(NamedTuple):
     output: Tensor
     """Quantised activation, same shape and dtype as the input."""
-    codes: Tensor
+    ids: Tensor
     """Code ids ``(..., G, k)`` (more slots if a hook added some; ``-1`` marks an empty slot)."""
     loss: Tensor
     """Scalar to add to the training objective: ``lambda * (reconstruction + beta * commitment)``
     as the loss variant asks (zero for ``base``)."""
+
+    @property
+    def codes(self) -> Tensor:
+        """Deprecated name of :attr:`ids`."""
+        deprecated("CodebookOutput.codes", "CodebookOutput.ids")
+        return self.ids
 
 
 class CodeHook(nn.Module):
@@ -59,6 +65,9 @@ class Codebook(nn.Module):
     gradient passes straight through to the input; the codes learn from the downstream gradient
     and from the loss returned with the output.
 
+    Words: the learned vectors are :attr:`vectors` ``(G, C, d)``; a token's chosen codes are
+    named by their *ids* ``(..., G, k)``, one per slot.
+
     Code ids pass through ``hook_codes`` (a :class:`CodeHook`), where forward hooks can capture
     them or return new ids; the output is then computed from the returned ids. Slots holding
     ``-1`` are empty. With ``aggregate="mean"`` every slot carries weight ``1/k``, so removing or
@@ -76,7 +85,7 @@ class Codebook(nn.Module):
         self.config = config
         groups, num_codes, group_dim = config.groups, config.num_codes, config.group_dim
         factory = {"device": device, "dtype": dtype}
-        self.codes = nn.Parameter(torch.randn(groups, num_codes, group_dim, **factory))
+        self.vectors = nn.Parameter(torch.randn(groups, num_codes, group_dim, **factory))
         if config.normalize_input:
             self.norm_weight = nn.Parameter(torch.ones(groups, group_dim, **factory))
             self.norm_bias = nn.Parameter(torch.zeros(groups, group_dim, **factory))
@@ -93,6 +102,19 @@ class Codebook(nn.Module):
         )
         self._exclusions: OrderedDict[int, ExclusionFn] = OrderedDict()
 
+    @property
+    def codes(self) -> Tensor:
+        """Deprecated name of :attr:`vectors`."""
+        deprecated("Codebook.codes", "Codebook.vectors")
+        return self.vectors
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # files saved before the vectors had their own name store them as ``codes``
+        old = prefix + "codes"
+        if old in state_dict and prefix + "vectors" not in state_dict:
+            state_dict[prefix + "vectors"] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
     # ----------------------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> CodebookOutput:
         cfg = self.config
@@ -100,10 +122,10 @@ class Codebook(nn.Module):
         window = cfg.dead_code_window
         if self.training and window and self.training_calls and self.training_calls % window == 0:
             self.refresh_dead_codes()
-        inputs = self.normalize(x.reshape(-1, cfg.groups, cfg.group_dim).to(self.codes.dtype))
+        inputs = self.normalize(x.reshape(-1, cfg.groups, cfg.group_dim).to(self.vectors.dtype))
         found = search_codes(
             inputs.detach().transpose(0, 1).contiguous(),
-            self.codes.detach(),
+            self.vectors.detach(),
             cfg.k,
             cfg.similarity,
             cfg.chunk_size,
@@ -154,7 +176,7 @@ class Codebook(nn.Module):
         """
         cfg = self.config
         n, groups, slots = ids.shape
-        table = self.codes.reshape(groups * cfg.num_codes, cfg.group_dim)
+        table = self.vectors.reshape(groups * cfg.num_codes, cfg.group_dim)
         scale = 1.0 / cfg.k if cfg.aggregate == "mean" else 1.0
         if has_empty_slots:
             valid = ids >= 0
@@ -236,7 +258,7 @@ class Codebook(nn.Module):
         """
         cfg = self.config
         self.leading_shape(samples)
-        flat = samples.reshape(-1, cfg.groups, cfg.group_dim).to(self.codes)
+        flat = samples.reshape(-1, cfg.groups, cfg.group_dim).to(self.vectors)
         fewest = torch.tensor(flat.shape[0], device=flat.device)
         all_reduce_(fewest, "min")  # every process raises, or none does (no hang)
         if int(fewest) < cfg.num_codes:
@@ -245,8 +267,8 @@ class Codebook(nn.Module):
                 f"{int(fewest)}: pass more activations"
             )
         data = self.normalize(flat).transpose(0, 1).contiguous()
-        self.codes.copy_(kmeans(data, cfg.num_codes, iters, seed, cfg.chunk_size))
-        broadcast_(self.codes.data)
+        self.vectors.copy_(kmeans(data, cfg.num_codes, iters, seed, cfg.chunk_size))
+        broadcast_(self.vectors.data)
 
     @torch.no_grad()
     def refresh_dead_codes(self) -> int:
@@ -260,8 +282,10 @@ class Codebook(nn.Module):
             return 0
         all_reduce_(self.last_used, "max")
         dead = self.last_used <= self.training_calls - window
-        count = reseed_codes(self.codes.data, dead, self.recent_inputs, self.config.dead_code_noise)
-        broadcast_(self.codes.data)
+        count = reseed_codes(
+            self.vectors.data, dead, self.recent_inputs, self.config.dead_code_noise
+        )
+        broadcast_(self.vectors.data)
         self.last_used.masked_fill_(dead, self.training_calls)
         return count
 

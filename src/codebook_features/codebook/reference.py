@@ -27,7 +27,7 @@ def reference_forward(codebook: Codebook, x: Tensor) -> CodebookOutput:
     """Same contract as ``codebook(x)``, without hooks, exclusions or statistics."""
     cfg = codebook.config
     lead = codebook.leading_shape(x)
-    flat = x.reshape(-1, cfg.groups, cfg.group_dim).to(codebook.codes.dtype)
+    flat = x.reshape(-1, cfg.groups, cfg.group_dim).to(codebook.vectors.dtype)
     outputs, ids, loss = [], [], flat.new_zeros(())
     for g in range(cfg.groups):
         xg = flat[:, g]
@@ -35,7 +35,7 @@ def reference_forward(codebook: Codebook, x: Tensor) -> CodebookOutput:
             xg = F.layer_norm(
                 xg, (cfg.group_dim,), codebook.norm_weight[g], codebook.norm_bias[g], 1e-5
             )
-        out, top = _Snap.apply(xg, codebook.codes[g], cfg)
+        out, top = _Snap.apply(xg, codebook.vectors[g], cfg)
         outputs.append(out)
         ids.append(top)
         loss = loss + _loss_value(cfg, xg.detach(), out.detach())
