@@ -108,6 +108,19 @@ def test_state_dict_holds_parameters_not_statistics() -> None:
     assert set(make_codebook(normalize_input=False).state_dict()) == {"vectors"}
 
 
+def test_old_names_still_work_with_a_warning() -> None:
+    """Files saved when the vectors were called ``codes`` load; the old attribute names warn."""
+    source, target = make_codebook(), make_codebook()
+    old_state = {k.replace("vectors", "codes"): v for k, v in source.state_dict().items()}
+    target.load_state_dict(old_state)
+    assert torch.equal(target.vectors, source.vectors)
+    with pytest.warns(DeprecationWarning, match=r"Codebook\.vectors"):
+        assert target.codes is target.vectors
+    out = target(torch.randn(4, 16))
+    with pytest.warns(DeprecationWarning, match=r"CodebookOutput\.ids"):
+        assert out.codes is out.ids
+
+
 def test_empty_input_gives_empty_output() -> None:
     codebook = make_codebook(dead_code_window=2)
     for training in (False, True):
