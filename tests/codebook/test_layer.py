@@ -132,3 +132,34 @@ def test_empty_input_gives_empty_output() -> None:
 def test_recent_inputs_are_kept_only_for_dead_code_refresh() -> None:
     assert make_codebook().recent_inputs.shape[1] == 0
     assert make_codebook(dead_code_window=3).recent_inputs.shape[1] > 0
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_tokens_get_no_codes_and_a_nan_output(bad: float) -> None:
+    codebook = make_codebook()
+    x = torch.randn(5, 16)
+    x[2, 3] = bad  # group 0 of token 2
+    out = codebook(x)
+    clean = codebook(torch.cat([x[:2], x[3:]]))
+    assert (out.ids[2, 0] == -1).all() and (out.ids[2, 1] >= 0).all()
+    assert out.output[2, :8].isnan().all() and out.output[2, 8:].isfinite().all()
+    assert torch.equal(out.ids[[0, 1, 3, 4]], clean.ids)
+    assert torch.equal(out.output[[0, 1, 3, 4]], clean.output)
+    assert out.loss.isnan()
+    with torch.no_grad():
+        handle = codebook.hook_codes.register_forward_hook(lambda m, a, ids: ids.clone())
+        hooked = codebook(x)
+        handle.remove()
+    assert torch.equal(hooked.ids, out.ids) and hooked.output[2, :8].isnan().all()
+
+
+def test_kmeans_refuses_non_finite_samples() -> None:
+    from codebook_features import CodebookError
+
+    codebook = make_codebook()
+    samples = torch.randn(300, 16)
+    samples[7, 0] = float("nan")
+    before = codebook.vectors.detach().clone()
+    with pytest.raises(CodebookError, match="NaN or inf in 1 of 300 tokens"):
+        codebook.init_kmeans(samples)
+    assert torch.equal(codebook.vectors, before)

@@ -72,6 +72,10 @@ class Codebook(nn.Module):
     them or return new ids; the output is then computed from the returned ids. Slots holding
     ``-1`` are empty. With ``aggregate="mean"`` every slot carries weight ``1/k``, so removing or
     adding a code changes the output by exactly that code's share.
+
+    A token whose input holds NaN or inf is not quantised: its ids are all ``-1`` and its output
+    is NaN, so the fault shows downstream (and in the loss) instead of being hidden behind
+    arbitrary codes.
     """
 
     def __init__(
@@ -123,22 +127,25 @@ class Codebook(nn.Module):
         if self.training and window and self.training_calls and self.training_calls % window == 0:
             self.refresh_dead_codes()
         inputs = self.normalize(x.reshape(-1, cfg.groups, cfg.group_dim).to(self.vectors.dtype))
+        # a token whose input holds NaN or inf gets no codes and a NaN output (not masked)
+        finite = torch.isfinite(inputs.detach()).all(-1, keepdim=True)  # (N, G, 1)
         found = search_codes(
-            inputs.detach().transpose(0, 1).contiguous(),
+            torch.where(finite, inputs.detach(), 0.0).transpose(0, 1).contiguous(),
             self.vectors.detach(),
             cfg.k,
             cfg.similarity,
             cfg.chunk_size,
             self._collect_exclusions(lead, x.device),
         ).transpose(0, 1)
-        found = found.reshape(*lead, cfg.groups, cfg.k)
-        ids = self.hook_codes(found)
+        marked = torch.where(finite, found, -1).reshape(*lead, cfg.groups, cfg.k)
+        ids = self.hook_codes(marked)
         # a hook may also edit the ids in place and return nothing
-        rewritten = ids is not found or bool(self.hook_codes._forward_hooks)
+        rewritten = ids is not marked or bool(self.hook_codes._forward_hooks)
         if rewritten:
             self._check_ids(ids, lead)
         flat_ids = ids.reshape(-1, cfg.groups, ids.shape[-1])
-        quantized = self.decode(flat_ids, has_empty_slots=rewritten)
+        quantized = self.decode(flat_ids if rewritten else found, has_empty_slots=rewritten)
+        quantized = torch.where(finite, quantized, torch.nan)
         output, loss = self._straight_through(inputs, quantized)
         if self.track_stats:
             self.stats.update(inputs.detach(), quantized.detach(), flat_ids)
@@ -259,6 +266,12 @@ class Codebook(nn.Module):
         cfg = self.config
         self.leading_shape(samples)
         flat = samples.reshape(-1, cfg.groups, cfg.group_dim).to(self.vectors)
+        bad = int((~torch.isfinite(flat)).any(-1).any(-1).sum())
+        if bad:
+            raise CodebookError(
+                f"k-means samples hold NaN or inf in {bad} of {flat.shape[0]} tokens: "
+                "check the activations (or drop those tokens) before initialising"
+            )
         fewest = torch.tensor(flat.shape[0], device=flat.device)
         all_reduce_(fewest, "min")  # every process raises, or none does (no hang)
         if int(fewest) < cfg.num_codes:
