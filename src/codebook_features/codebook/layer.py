@@ -128,7 +128,10 @@ class Codebook(nn.Module):
             self.refresh_dead_codes()
         inputs = self.normalize(x.reshape(-1, cfg.groups, cfg.group_dim).to(self.vectors.dtype))
         # a token whose input holds NaN or inf gets no codes and a NaN output (not masked)
-        finite = torch.isfinite(inputs.detach()).all(-1, keepdim=True)  # (N, G, 1)
+        # (N, G, 1): a sum is NaN or inf when a value is (half precision is summed in float32,
+        # so it cannot overflow), and far cheaper than testing every value
+        wide = torch.promote_types(inputs.dtype, torch.float32)
+        finite = inputs.detach().sum(-1, keepdim=True, dtype=wide).isfinite()
         found = search_codes(
             torch.where(finite, inputs.detach(), 0.0).transpose(0, 1).contiguous(),
             self.vectors.detach(),
@@ -145,7 +148,7 @@ class Codebook(nn.Module):
             self._check_ids(ids, lead)
         flat_ids = ids.reshape(-1, cfg.groups, ids.shape[-1])
         quantized = self.decode(flat_ids if rewritten else found, has_empty_slots=rewritten)
-        quantized = torch.where(finite, quantized, torch.nan)
+        quantized = quantized.masked_fill(~finite, torch.nan)
         output, loss = self._straight_through(inputs, quantized)
         if self.track_stats:
             self.stats.update(inputs.detach(), quantized.detach(), flat_ids)
