@@ -2,8 +2,10 @@
 
 ``torch.topk`` on CPU costs several times more than reading the scores once, and on a CPU the
 selection is a third of the search. ``csrc/topk_rows.c`` selects in about one pass. It is
-compiled with the system C compiler into a per-user cache the first time it is needed (well
-under a second) and called through ``ctypes``. Built with ``-fopenmp``, it splits rows over as
+compiled with the system C compiler into a private per-user cache (``0700``) the first time
+it is needed (well under a second) and called through ``ctypes``; the library's sha256 is
+recorded at build time, and a library that is not this user's or no longer matches its hash is
+never loaded but built again. Built with ``-fopenmp``, it splits rows over as
 many OpenMP threads as torch uses; where torch ships the same runtime (``libgomp.so.1``, as
 the Linux wheels do) that runtime is shared, so the kernel runs on torch's own worker threads.
 (Separate Python threads measured slower: they compete with those workers, and a kernel on one
@@ -20,6 +22,7 @@ import hashlib
 import logging
 import os
 import platform
+import stat
 import subprocess
 import tempfile
 import threading
@@ -81,17 +84,18 @@ def _library() -> ctypes.CDLL | None:
 
 
 def _build() -> Path:
-    """Compile the kernel into the cache unless this exact build is already there."""
+    """The kernel in the private cache: reused only when this user built it and its bytes still
+    hash to what was recorded at build time; compiled (again) otherwise."""
     compiler = os.environ.get("CC", "cc")
     source = SOURCE.read_bytes()
     key = hashlib.sha256(
         b"\0".join([source, compiler.encode(), platform.machine().encode(), _cpu_flags()])
     ).hexdigest()[:16]
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "codebook_features"
+    cache = private_cache()
     target = cache / f"topk_rows-{key}.so"
-    if target.exists():
+    recorded = target.with_suffix(".sha256")
+    if _verified(target, recorded):
         return target
-    cache.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=cache, suffix=".so.tmp")
     os.close(fd)
     try:
@@ -103,11 +107,59 @@ def _build() -> Path:
             except subprocess.CalledProcessError:
                 if not extra:
                     raise
+        digest = _sha256(Path(tmp))
         os.replace(tmp, target)  # atomic: concurrent builders never see a partial file
+        _write_private(recorded, digest)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    if not _verified(target, recorded):  # a concurrent build replaced it: try once more later
+        raise OSError(f"the compiled kernel in {cache} changed while it was being built")
     return target
+
+
+def private_cache() -> Path:
+    """This user's cache directory for the kernel, made private (``0700``) if it is not.
+
+    Raises ``OSError`` if it belongs to someone else: nothing from there is ever loaded.
+    """
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    cache = base / "codebook_features"
+    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = cache.lstat()
+    if not stat.S_ISDIR(info.st_mode) or not _mine(info):
+        raise OSError(f"{cache} is not a directory of this user")
+    if info.st_mode & 0o077:
+        os.chmod(cache, 0o700)
+    return cache
+
+
+def _verified(library: Path, recorded: Path) -> bool:
+    """Whether ``library`` is this user's, writable by nobody else, and hashes as recorded."""
+    try:
+        info, record = library.lstat(), recorded.lstat()
+        if not (stat.S_ISREG(info.st_mode) and _mine(info) and _mine(record)):
+            return False
+        if (info.st_mode | record.st_mode) & 0o022:
+            return False
+        return recorded.read_text().strip() == _sha256(library)
+    except OSError:
+        return False
+
+
+def _mine(info: os.stat_result) -> bool:
+    return not hasattr(os, "getuid") or info.st_uid == os.getuid()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
+    os.replace(tmp, path)
 
 
 def _cpu_flags() -> bytes:
