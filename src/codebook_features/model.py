@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from codebook_features._version import __version__
+from codebook_features.checksums import directory_checksums, verify_checksums
 from codebook_features.codebook import Codebook, CodebookConfig, CodebookSettings
 from codebook_features.errors import CodebookError
 from codebook_features.files import (
@@ -370,7 +372,8 @@ class CodebookModel(nn.Module):
         configuration (JSON, with the library version). Everything is written beside the target
         and then swapped in, so a failed save leaves the previous one in place (a crash during
         the swap itself leaves it under a hidden ``.<name>.old-*`` name). An existing directory
-        that is not a saved model is refused, so nothing is lost."""
+        that is not a saved model is refused, so nothing is lost. The sha256 of every file is
+        recorded in ``codebook_config.json`` and checked on load."""
         directory = Path(directory)
         holds_own_files(
             directory,
@@ -386,7 +389,8 @@ class CodebookModel(nn.Module):
                 k: v.detach().contiguous().cpu() for k, v in self.codebooks.state_dict().items()
             }
             save_file(state, tmp / CODEBOOK_WEIGHTS, metadata={"format": "pt"})
-            write_json(tmp / CODEBOOK_CONFIG, self._describe())
+            files = directory_checksums(tmp, exclude=[CODEBOOK_CONFIG])
+            write_json(tmp / CODEBOOK_CONFIG, self._describe() | {"files": files})
 
     def _describe(self) -> dict[str, Any]:
         return {
@@ -403,18 +407,30 @@ class CodebookModel(nn.Module):
         }
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, **model_kwargs: Any) -> CodebookModel:
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike, *, verify: bool = True, **model_kwargs: Any
+    ) -> CodebookModel:
         """Load a saved codebook model from a local directory or a hub repository.
 
         ``model_kwargs`` go to ``AutoModelForCausalLM.from_pretrained``; the hub options among
         them (``revision``, ``subfolder``, ``token``, ``cache_dir``, ...) also apply to the
-        codebook files.
+        codebook files. Every file is checked against the checksum recorded when it was saved
+        (``verify=False`` skips that, e.g. for very large models one trusts), so a damaged
+        file is refused before anything is loaded.
         """
         from transformers import AutoModelForCausalLM
 
         hub = {k: model_kwargs[k] for k in HUB_OPTIONS if k in model_kwargs}
-        _read_description(name_or_path, hub)  # fail early, before loading the base model
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, **model_kwargs)
+        description = _read_description(name_or_path, hub)  # fail early, before loading
+        if verify:
+            _verify_files(name_or_path, description, hub)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, **model_kwargs)
+        except (OSError, ValueError) as error:
+            raise CodebookError(
+                f"the base model in {name_or_path} could not be loaded "
+                f"({str(error).splitlines()[0]}); re-save the model"
+            ) from error
         return cls.load_codebooks(model, name_or_path, **hub)
 
     @classmethod
@@ -437,10 +453,11 @@ class CodebookModel(nn.Module):
                     f"(saved {saved_sites.get(name)}, model {mine}): load them onto the base "
                     "model they were trained with"
                 )
-        weights = load_file(_fetch(name_or_path, CODEBOOK_WEIGHTS, hub))
+        _verify_files(name_or_path, description, hub, only=CODEBOOK_WEIGHTS)
         try:
+            weights = load_file(_fetch(name_or_path, CODEBOOK_WEIGHTS, hub))
             cbm.codebooks.load_state_dict(weights, strict=True)
-        except RuntimeError as error:
+        except (RuntimeError, SafetensorError, OSError) as error:
             raise CodebookError(
                 f"{CODEBOOK_WEIGHTS} in {name_or_path} does not match its "
                 f"{CODEBOOK_CONFIG}: the checkpoint is damaged ({str(error).splitlines()[0]})"
@@ -464,6 +481,32 @@ def _fetch(name_or_path: str | os.PathLike, filename: str, hub: dict[str, Any]) 
             "(attach new codebooks with CodebookModel(model, config))"
         )
     return path
+
+
+def _verify_files(
+    name_or_path: str | os.PathLike,
+    description: dict[str, Any],
+    hub: dict[str, Any],
+    only: str | None = None,
+) -> None:
+    """Check the files against the checksums saved with them (models saved before checksums
+    were recorded have none to check)."""
+    files = description.get("files", {})
+    if only is not None:
+        files = {only: files[only]} if isinstance(files, dict) and only in files else {}
+
+    def locate(name: str) -> str | Path:
+        try:
+            return _fetch(name_or_path, name, hub)
+        except CodebookError:
+            return Path(str(name_or_path)) / name  # not there: reported as missing
+
+    verify_checksums(
+        files,
+        locate,
+        str(name_or_path),
+        "save the model again, or copy it again from where it came from",
+    )
 
 
 def _read_description(name_or_path: str | os.PathLike, hub: dict[str, Any]) -> dict[str, Any]:

@@ -174,6 +174,42 @@ def test_damaged_or_missing_checkpoints_are_refused(tmp_path) -> None:
         CodebookModel.from_pretrained(tmp_path / "saved")
 
 
+def flip_a_byte(path, offset: int = -7) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damaged", ["model.safetensors", "codebooks.safetensors", "config.json"])
+def test_bit_flips_are_refused_before_loading(tmp_path, damaged: str) -> None:
+    cbm = neox()
+    cbm.save(tmp_path / "saved")
+    recorded = json.loads((tmp_path / "saved" / CODEBOOK_CONFIG).read_text())["files"]
+    assert {"model.safetensors", "codebooks.safetensors", "config.json"} <= set(recorded)
+    flip_a_byte(tmp_path / "saved" / damaged)
+    with pytest.raises(CodebookError, match=f"{damaged} in .* is damaged: its checksum"):
+        CodebookModel.from_pretrained(tmp_path / "saved")
+    if damaged == "codebooks.safetensors":  # also when attaching to a loaded base model
+        with pytest.raises(CodebookError, match="is damaged: its checksum"):
+            CodebookModel.load_codebooks(tiny_model("gpt_neox"), tmp_path / "saved")
+
+
+def test_missing_files_and_models_without_checksums(tmp_path) -> None:
+    cbm = neox()
+    cbm.save(tmp_path / "saved")
+    (tmp_path / "saved" / "model.safetensors").unlink()
+    with pytest.raises(CodebookError, match=r"is missing model\.safetensors"):
+        CodebookModel.from_pretrained(tmp_path / "saved")
+    cbm.save(tmp_path / "old")  # as saved before checksums were recorded
+    manifest = tmp_path / "old" / CODEBOOK_CONFIG
+    manifest.write_text(json.dumps(json.loads(manifest.read_text()) | {"files": {}}))
+    flip_a_byte(tmp_path / "old" / "model.safetensors")  # in the weights, not the header
+    assert list(CodebookModel.from_pretrained(tmp_path / "old").sites) == list(cbm.sites)
+    flip_a_byte(tmp_path / "saved" / "codebooks.safetensors", offset=3)  # header length
+    with pytest.raises(CodebookError):
+        CodebookModel.from_pretrained(tmp_path / "saved", verify=False)
+
+
 def test_saving_never_overwrites_foreign_files(tmp_path) -> None:
     target = tmp_path / "notes"
     target.mkdir()
