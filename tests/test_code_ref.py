@@ -60,5 +60,5 @@ def test_check_against_a_model() -> None:
         CodeRef.parse("layers.1.attn_heads/4/0").check(cbm)
     with pytest.raises(CodebookError, match="code 16 is out of range"):
         CodeRef.parse("layers.0.mlp/0/16").check(cbm)
-    with pytest.raises(CodebookError, match="no codebook at site 'layers.9.mlp'"):
+    with pytest.raises(CodebookError, match=r"no codebook at site 'layers\.9\.mlp'"):
         CodeRef.parse("layers.9.mlp/0/1").check(cbm)

@@ -51,6 +51,7 @@ def _train_command(parser: argparse.ArgumentParser) -> None:
         import yaml
 
         from codebook_features.configs import to_dict
+        from codebook_features.files import METRICS_FILE
         from codebook_features.training import train
 
         for section in ("model", "data"):
@@ -66,11 +67,13 @@ def _train_command(parser: argparse.ArgumentParser) -> None:
             print(f"stopped at step {result.step}; continue with --training.resume true")
             return
         final = result.metrics
-        line = f"done: {result.step} steps, val loss {final.get('loss', float('nan')):.4f}"
-        if "without_codebooks_loss" in final:
-            line += f" (codebooks disabled: {final['without_codebooks_loss']:.4f})"
+        line = f"done: {result.step} steps"
+        if final is not None:
+            line += f", val loss {final.loss:.4f}"
+            if final.without_codebooks_loss is not None:
+                line += f" (codebooks disabled: {final.without_codebooks_loss:.4f})"
         print(line)
-        print(f"model: {result.model_dir}\nmetrics: {result.run_dir / 'metrics.jsonl'}")
+        print(f"model: {result.model_dir}\nmetrics: {result.run_dir / METRICS_FILE}")
 
     parser.set_defaults(run=run)
 

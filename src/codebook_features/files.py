@@ -15,10 +15,77 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+# ---------------------------------------------------------------- a saved codebook model
 CODEBOOK_CONFIG = "codebook_config.json"
 """Codebook settings, site widths and the library version, beside the base model's files."""
 CODEBOOK_WEIGHTS = "codebooks.safetensors"
 """The codebooks' parameters."""
+MODEL_CONFIG = "config.json"
+"""The base model's Hugging Face configuration (written by ``save_pretrained``)."""
+
+# ---------------------------------------------------------------- a training run directory
+RUN_CONFIG = "config.yaml"
+"""The run's resolved settings."""
+METRICS_FILE = "metrics.jsonl"
+"""One JSON row per training log and per evaluation."""
+SUMMARY_FILE = "summary.json"
+"""Written last when a run finishes: steps, timing, throughput and the final evaluation."""
+FINAL_DIR = "final"
+"""The trained model."""
+PLOTS_DIR = "plots"
+"""PNG plots (of a run, or of the TokFSM report)."""
+LOSS_PLOT = "loss.png"
+"""Loss curves, in ``plots/``."""
+CODE_USAGE_PLOT = "code_usage.png"
+"""Code usage per site, in ``plots/``."""
+REPLICAS_DIR = "replicas"
+"""Per-process parameter digests of a data-parallel run."""
+REPLICA_FILE = "rank{rank}.json"
+"""One process's digests, in ``replicas/`` (format with ``rank``)."""
+CHECKPOINT_DIR = "checkpoint"
+"""The latest checkpoint."""
+CHECKPOINT_TMP = f".{CHECKPOINT_DIR}.tmp"
+"""Where the next checkpoint is written before it is swapped in."""
+TRAINER_STATE = "trainer_state.json"
+"""The trainer's position and settings, inside the checkpoint."""
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.bin", "random_states_0.pkl")
+"""Files accelerate writes into every checkpoint (one random state file per process)."""
+RUN_FILES = (
+    RUN_CONFIG,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    FINAL_DIR,
+    PLOTS_DIR,
+    REPLICAS_DIR,
+    CHECKPOINT_DIR,
+    CHECKPOINT_TMP,
+    f".{CHECKPOINT_DIR}.old",  # see swap_directory
+)
+"""Everything a run writes into its directory."""
+
+# ---------------------------------------------------------------- TokFSM data and demo
+FSM_FILE = "fsm.json"
+"""The machine."""
+TOKENIZER_DIR = "tokenizer"
+"""Its digit tokenizer."""
+TRAIN_FILE = "train.parquet"
+"""Training rollouts (token blocks)."""
+VALIDATION_FILE = "validation.parquet"
+"""The fixed validation rollouts."""
+DATA_DIR = "data"
+"""The demo's FSM data, inside its output directory."""
+BASELINE_RUN = "baseline"
+"""The demo's baseline training run, inside its output directory."""
+RESULTS_FILE = "results.json"
+"""The demo's results, written after every stage (what lets it continue where it stopped)."""
+REPORT_FILE = "report.md"
+"""The demo's report."""
+TRAINING_PLOT = "training.png"
+"""Validation loss of every model of the demo, in ``plots/``."""
+CODES_VS_NEURONS_PLOT = "codes_vs_neurons.png"
+"""State codes against the best neurons, in ``plots/``."""
+INTERVENTIONS_PLOT = "interventions.png"
+"""Effect of swapping state codes, in ``plots/``."""
 
 
 def _umask() -> int:

@@ -43,6 +43,7 @@ from codebook_features.interventions import (
     Positions,
 )
 from codebook_features.observation import Observation
+from codebook_features.saved import VERSION_KEY, config_from_saved
 from codebook_features.sites import (
     SITE_KINDS,
     SiteLocation,
@@ -394,7 +395,7 @@ class CodebookModel(nn.Module):
 
     def _describe(self) -> dict[str, Any]:
         return {
-            "codebook_features_version": __version__,
+            VERSION_KEY: __version__,
             "model_type": getattr(self.model.config, "model_type", None),
             "config": dataclasses.asdict(self.codebook_config),
             "sites": {
@@ -440,7 +441,11 @@ class CodebookModel(nn.Module):
         """Attach the codebooks saved at ``name_or_path`` to an already loaded ``model``;
         ``hub`` options (``revision``, ``subfolder``, ...) locate them on the hub."""
         description = _read_description(name_or_path, hub)
-        cbm = cls(model, CodebookModelConfig.from_dict(dict(description["config"])))
+        where = f"{CODEBOOK_CONFIG} in {name_or_path}"
+        config = config_from_saved(
+            CodebookModelConfig, description["config"], where, description.get(VERSION_KEY)
+        )
+        cbm = cls(model, config)
         saved_sites = description["sites"]
         for name in sorted(set(saved_sites) | set(cbm.sites)):
             mine = cbm.sites.get(name) and {

@@ -2,10 +2,13 @@
 states, and swapping state codes moves the model toward the target state."""
 
 import json
+import warnings
+from dataclasses import replace
 
 import pytest
 
-from codebook_features.fsm.pipeline import Preset, Variant, run_pipeline
+from codebook_features.fsm.pipeline import PipelineResults, Preset, Variant, run_pipeline
+from codebook_features.saved import SavedFileWarning
 
 SMALL = Preset(
     num_states=12,
@@ -40,27 +43,27 @@ def experiment(tmp_path_factory):
 
 def test_small_fsm_is_learned(experiment) -> None:
     _, results = experiment
-    baseline = results["models"]["Baseline (no codebooks)"]
-    assert baseline["state_accuracy"] >= 0.9
-    assert baseline["first_transition_accuracy"] >= 0.9
-    assert results["models"]["Attn+MLP, k=1, C=32"]["state_accuracy"] >= 0.6
+    baseline = results.models["Baseline (no codebooks)"]
+    assert baseline.state_accuracy >= 0.9
+    assert baseline.first_transition_accuracy >= 0.9
+    assert results.models["Attn+MLP, k=1, C=32"].state_accuracy >= 0.6
 
 
 def test_codes_stand_for_states(experiment) -> None:
     _, results = experiment
-    summary = results["analysis"]["summary"]
+    summary = results.analysis.summary
     # chance is 1/12; the best code of each state is far above it
-    assert summary["mean_code_precision"] > 0.6 and summary["mean_code_recall"] > 0.6
-    assert 0 < summary["mean_neuron_precision"] <= 1
-    assert summary["state_tokens"] == 128 * 16  # one per state
+    assert summary.mean_code_precision > 0.6 and summary.mean_code_recall > 0.6
+    assert 0 < summary.mean_neuron_precision <= 1
+    assert summary.state_tokens == 128 * 16  # one per state
 
 
 def test_swapping_state_codes_moves_the_model_toward_the_target(experiment) -> None:
     _, results = experiment
-    swaps = results["interventions"]
-    assert swaps["none"]["normalized_jsd"] == 1.0
-    assert swaps["all"]["normalized_jsd"] < 0.5
-    assert swaps["all"]["target_edge_overlap"] > swaps["none"]["target_edge_overlap"] + 0.2
+    swaps = results.interventions.components
+    assert swaps["none"].normalized_jsd == 1.0
+    assert swaps["all"].normalized_jsd < 0.5
+    assert swaps["all"].target_edge_overlap > swaps["none"].target_edge_overlap + 0.2
 
 
 def test_report_and_resuming_the_pipeline(experiment) -> None:
@@ -70,9 +73,11 @@ def test_report_and_resuming_the_pipeline(experiment) -> None:
     for name in ("training", "codes_vs_neurons", "interventions"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 0
     saved = json.loads((out / "results.json").read_text())
-    assert saved["models"] == results["models"]
+    assert saved["models"] == results.to_dict()["models"]
+    assert saved["models"]["Baseline (no codebooks)"]["run"] == "baseline"
     again = run_pipeline(out, SMALL, seed=0, progress=False)  # every stage is already done
-    assert again["models"] == results["models"] and again["seconds"] == results["seconds"]
+    assert again.models == results.models and again.seconds == results.seconds
+    assert again == results
 
 
 def test_interrupted_interventions_are_run_again(experiment) -> None:
@@ -81,7 +86,7 @@ def test_interrupted_interventions_are_run_again(experiment) -> None:
     del saved["interventions"]
     (out / "results.json").write_text(json.dumps(saved))
     again = run_pipeline(out, SMALL, seed=0, progress=False)
-    assert again["interventions"] == results["interventions"]
+    assert again.interventions == results.interventions
 
 
 def test_a_changed_preset_is_refused(experiment) -> None:
@@ -92,3 +97,75 @@ def test_a_changed_preset_is_refused(experiment) -> None:
     out, _ = experiment
     with pytest.raises(CodebookError, match="other settings"):
         run_pipeline(out, replace(SMALL, num_states=9), seed=0, progress=False)
+
+
+def measures(results: PipelineResults) -> PipelineResults:
+    """Everything but the stage timings (a stage run again takes another time)."""
+    return replace(results, seconds={})
+
+
+def test_results_file_keeps_its_layout(experiment) -> None:
+    out, results = experiment
+    text = (out / "results.json").read_text()
+    saved = json.loads(text)
+    assert list(saved) == [
+        "preset",
+        "seed",
+        "settings",
+        "seconds",
+        "models",
+        "analysis",
+        "interventions",
+        "codebook_features_version",
+    ]
+    assert list(saved["models"]["Baseline (no codebooks)"]) == [
+        "loss",
+        "token_accuracy",
+        "state_accuracy",
+        "first_transition_accuracy",
+        "run",
+    ]
+    assert list(saved["analysis"]) == ["model", "summary", "sites"]
+    assert list(saved["interventions"])[-1] == "transitions"
+    assert set(saved["interventions"]["all"]) == {
+        "normalized_jsd",
+        "next_state_normalized_jsd",
+        "jsd_bits",
+        "target_edge_overlap",
+        "sites",
+    }
+    loaded = PipelineResults.load(out / "results.json")
+    assert measures(loaded) == measures(results)
+    assert json.dumps(loaded.to_dict(), indent=2) + "\n" == text
+
+
+def test_results_without_a_version_stamp_resume(experiment) -> None:
+    out, results = experiment
+    saved = json.loads((out / "results.json").read_text())
+    del saved["codebook_features_version"]  # as written before files were stamped
+    (out / "results.json").write_text(json.dumps(saved, indent=2) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = run_pipeline(out, SMALL, seed=0, progress=False)
+    assert measures(again) == measures(results)
+
+
+def test_results_from_a_newer_version_load_with_a_warning(experiment) -> None:
+    out, results = experiment
+    saved = json.loads((out / "results.json").read_text())
+    saved["codebook_features_version"] = "99.0.0"
+    saved["new_stage"] = {"x": 1}
+    saved["models"]["Baseline (no codebooks)"]["calibration"] = 0.5
+    saved["interventions"]["all"]["new_score"] = 0.1
+    path = out / "newer.json"
+    path.write_text(json.dumps(saved))
+    with pytest.warns(SavedFileWarning, match="99.0.0") as caught:
+        loaded = PipelineResults.load(path)
+    message = str(caught[0].message)
+    for dropped in (
+        "new_stage",
+        "models.Baseline (no codebooks).calibration",
+        "interventions.all.new_score",
+    ):
+        assert dropped in message
+    assert measures(loaded) == measures(results)

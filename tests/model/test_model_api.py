@@ -294,3 +294,22 @@ def test_saved_files_follow_the_umask(tmp_path) -> None:
         os.umask(old)
     assert (tmp_path / "saved").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "saved" / CODEBOOK_CONFIG).stat().st_mode & 0o777 == 0o644
+
+
+def test_a_model_saved_by_a_newer_version_loads_with_a_warning(tmp_path) -> None:
+    from codebook_features.saved import SavedFileWarning
+
+    cbm = neox()
+    cbm.save(tmp_path / "saved")
+    manifest = tmp_path / "saved" / CODEBOOK_CONFIG
+    saved = json.loads(manifest.read_text())
+    saved["codebook_features_version"] = "99.0.0"
+    saved["config"]["future_setting"] = 3
+    manifest.write_text(json.dumps(saved))
+    with pytest.warns(SavedFileWarning, match=r"version 99\.0\.0.*future_setting"):
+        again = CodebookModel.from_pretrained(tmp_path / "saved")
+    assert again.codebook_config == cbm.codebook_config
+    with pytest.raises(CodebookError, match="unknown setting"):  # what users type stays strict
+        from codebook_features.configs import from_dict
+
+        from_dict(CodebookModelConfig, {"num_codes": 8, "future_setting": 3})

@@ -228,4 +228,6 @@ def test_checkpoint_recovery_and_refusals(make_config, tmp_path, capsys) -> None
         f.write('{"split": "tra')  # a line cut short by a crash
     assert main(["train", "--config", path, "--training.resume", "true"]) == 0
     assert main(["train", "--config", path, "--training.resume", "true"]) == 2
-    assert "already finished" in capsys.readouterr().err
+    assert "is finished (6 steps); to train longer, resume with a larger --training.steps" in (
+        capsys.readouterr().err
+    )

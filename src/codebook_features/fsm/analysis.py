@@ -19,6 +19,7 @@ from codebook_features.analysis.features import CodeFeatureCounts, code_feature_
 from codebook_features.analysis.neurons import best_neurons
 from codebook_features.analysis.records import CodeRecord, record_codes
 from codebook_features.fsm.machine import FSM
+from codebook_features.fsm.results import AnalysisSummary, SiteScores, StateAnalysis, StatePick
 from codebook_features.model import CodebookModel
 
 
@@ -46,63 +47,63 @@ def state_codes(counts: CodeFeatureCounts, slots: int) -> Tensor:
     return torch.where(top.values > 0, top.indices, torch.full_like(top.indices, -1))
 
 
-def analyze(cbm: CodebookModel, fsm: FSM, tokens: Tensor, batch_size: int = 64) -> dict[str, Any]:
+def analyze(cbm: CodebookModel, fsm: FSM, tokens: Tensor, batch_size: int = 64) -> StateAnalysis:
     """Per-site and overall code-vs-state statistics, and the neuron baseline."""
     record = record_codes(cbm, tokens, batch_size=batch_size, activations=True)
     labels = state_labels(fsm, record.tokens).reshape(-1)
-    sites: dict[str, Any] = {}
+    sites: dict[str, SiteScores] = {}
     per_site_best = {}
     all_counts = {}
     for name in cbm.sites:
         counts = code_feature_counts(
-            record.flat_codes(name), labels, cbm.codebook(name).config.num_codes, fsm.num_states
+            record.flat_ids(name), labels, cbm.codebook(name).config.num_codes, fsm.num_states
         )
         all_counts[name] = counts
         group, code, precision, recall = counts.best_codes()
         per_site_best[name] = (group, code, precision, recall)
         seen = counts.positives > 0
-        sites[name] = {
-            "mean_precision": float(precision[seen].mean()),
-            "mean_recall": float(recall[seen].mean()),
-            "purity": _purity(counts),
-            "states_with_a_precise_code": int(((precision > 0.9) & (recall > 0.5) & seen).sum()),
-        }
+        sites[name] = SiteScores(
+            mean_precision=float(precision[seen].mean()),
+            mean_recall=float(recall[seen].mean()),
+            purity=_purity(counts),
+            states_with_a_precise_code=int(((precision > 0.9) & (recall > 0.5) & seen).sum()),
+        )
     overall = _best_over_sites(per_site_best, all_counts, fsm, prefer="mlp")
     neuron_precision, neurons = best_neurons(
         _neurons(record), labels, torch.as_tensor(overall["recall"])
     )
     seen = np.array(overall["seen"])
-    summary = {
-        "states": fsm.num_states,
-        "tokens": int(labels.numel()),
-        "state_tokens": int((labels >= 0).sum()),
-        "code_sites": overall["kind"],
-        "mean_code_precision": float(np.mean(np.array(overall["precision"])[seen])),
-        "mean_code_recall": float(np.mean(np.array(overall["recall"])[seen])),
-        "mean_neuron_precision": float(neuron_precision.numpy()[seen].mean()),
-        "per_state": [
-            {
-                "state": s,
-                "site": overall["site"][s],
-                "group": overall["group"][s],
-                "code": overall["code"][s],
-                "precision": overall["precision"][s],
-                "recall": overall["recall"][s],
-                "neuron_precision": float(neuron_precision[s]),
-                "neuron": int(neurons[s]),
-            }
+    summary = AnalysisSummary(
+        states=fsm.num_states,
+        tokens=int(labels.numel()),
+        state_tokens=int((labels >= 0).sum()),
+        code_sites=overall["kind"],
+        mean_code_precision=float(np.mean(np.array(overall["precision"])[seen])),
+        mean_code_recall=float(np.mean(np.array(overall["recall"])[seen])),
+        mean_neuron_precision=float(neuron_precision.numpy()[seen].mean()),
+        per_state=[
+            StatePick(
+                state=s,
+                site=overall["site"][s],
+                group=overall["group"][s],
+                code=overall["code"][s],
+                precision=overall["precision"][s],
+                recall=overall["recall"][s],
+                neuron_precision=float(neuron_precision[s]),
+                neuron=int(neurons[s]),
+            )
             for s in range(fsm.num_states)
             if seen[s]
         ],
-    }
-    return {
-        "summary": summary,
-        "sites": sites,
-        "state_codes": {
+    )
+    return StateAnalysis(
+        summary=summary,
+        sites=sites,
+        state_codes={
             name: state_codes(counts, cbm.codebook(name).config.k)
             for name, counts in all_counts.items()
         },
-    }
+    )
 
 
 def _best_over_sites(

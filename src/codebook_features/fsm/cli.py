@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from codebook_features.cli import command
 from codebook_features.errors import CodebookError
+
+if TYPE_CHECKING:
+    from codebook_features.fsm.results import StateAnalysis
 
 
 def _print_json(data: Any, out: str | None) -> None:
@@ -21,12 +24,13 @@ def _print_json(data: Any, out: str | None) -> None:
 
 
 def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    from codebook_features.files import MODEL_CONFIG
     from codebook_features.fsm.data import FSMData
     from codebook_features.fsm.pipeline import load_for_eval
 
     model_dir = Path(args.model)
-    if not (model_dir / "config.json").exists():
-        raise CodebookError(f"{model_dir} is not a saved model (no config.json)")
+    if not (model_dir / MODEL_CONFIG).exists():
+        raise CodebookError(f"{model_dir} is not a saved model (no {MODEL_CONFIG})")
     data = FSMData(Path(args.data))
     return load_for_eval(model_dir), data.fsm(), data
 
@@ -121,11 +125,10 @@ def _fsm_command(parser: argparse.ArgumentParser) -> None:
         from codebook_features.fsm.evaluation import evaluate_model
 
         model, fsm, data = _model_and_data(args)
-        _print_json(
-            evaluate_model(model, fsm, data.validation_tokens(), args.samples, args.seed), args.out
-        )
+        metrics = evaluate_model(model, fsm, data.validation_tokens(), args.samples, args.seed)
+        _print_json(metrics.to_dict(), args.out)
 
-    def analysis_of(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    def analysis_of(args: argparse.Namespace) -> tuple[Any, Any, Any, StateAnalysis]:
         import torch
 
         from codebook_features.fsm.analysis import analyze as run_analysis
@@ -139,16 +142,14 @@ def _fsm_command(parser: argparse.ArgumentParser) -> None:
 
     def run_analyze(args: argparse.Namespace) -> None:
         _, _, _, result = analysis_of(args)
-        _print_json({"summary": result["summary"], "sites": result["sites"]}, args.out)
+        _print_json(result.to_dict(), args.out)
 
     def run_intervene(args: argparse.Namespace) -> None:
         from codebook_features.fsm.interventions import state_swaps
 
         model, fsm, tokens, result = analysis_of(args)
-        _print_json(
-            state_swaps(model, fsm, tokens, result["state_codes"], args.transitions, args.seed),
-            args.out,
-        )
+        swaps = state_swaps(model, fsm, tokens, result.state_codes, args.transitions, args.seed)
+        _print_json(swaps.to_dict(), args.out)
 
     evaluate.set_defaults(run=run_evaluate)
     analyze.set_defaults(run=run_analyze)
@@ -165,6 +166,7 @@ def _fsm_command(parser: argparse.ArgumentParser) -> None:
     demo.add_argument("--quiet", action="store_true", help="no progress output")
 
     def run_demo(args: argparse.Namespace) -> None:
+        from codebook_features.files import REPORT_FILE
         from codebook_features.fsm.pipeline import run_pipeline
         from codebook_features.fsm.report import summary_lines
 
@@ -172,6 +174,6 @@ def _fsm_command(parser: argparse.ArgumentParser) -> None:
             args.out, "full" if args.full else "default", args.seed, progress=not args.quiet
         )
         print("\n".join(summary_lines(results)))
-        print(f"report: {Path(args.out) / 'report.md'}")
+        print(f"report: {Path(args.out) / REPORT_FILE}")
 
     demo.set_defaults(run=run_demo)

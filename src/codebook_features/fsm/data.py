@@ -14,13 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from codebook_features.errors import CodebookError
-from codebook_features.files import atomic_directory, holds_own_files
+from codebook_features.files import (
+    FSM_FILE,
+    TOKENIZER_DIR,
+    TRAIN_FILE,
+    VALIDATION_FILE,
+    atomic_directory,
+    holds_own_files,
+)
 from codebook_features.fsm.machine import FSM
 
-FSM_FILE = "fsm.json"
-TOKENIZER_DIR = "tokenizer"
-TRAIN_FILE = "train.parquet"
-VALIDATION_FILE = "validation.parquet"
 SYMBOLS = string.digits + string.ascii_lowercase
 
 

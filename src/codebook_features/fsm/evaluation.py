@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from codebook_features.fsm.machine import FSM
+from codebook_features.fsm.results import FSMMetrics
 from codebook_features.training.evaluation import lm_sums
 
 
@@ -112,7 +113,9 @@ def evaluate_model(
     num_samples: int = 256,
     seed: int = 0,
     batch_size: int = 64,
-) -> dict[str, float]:
+) -> FSMMetrics:
+    """Loss and token accuracy on ``validation``, state accuracy of ``num_samples`` sampled
+    sequences (seeded) and first-transition accuracy."""
     was_training = model.training
     model.eval()
     try:
@@ -120,11 +123,11 @@ def evaluate_model(
         sums = lm_sums(model, torch.as_tensor(validation), batch_size, device)
         states_per_sequence = (validation.shape[1] - 1) // fsm.digits
         sequences = sample_sequences(model, fsm, num_samples, states_per_sequence, seed)
-        return {
-            "loss": float(sums[0] / sums[1]),
-            "token_accuracy": float(sums[2] / sums[1]),
-            "state_accuracy": state_accuracy(fsm, sequences),
-            "first_transition_accuracy": first_transition_accuracy(model, fsm),
-        }
+        return FSMMetrics(
+            loss=float(sums[0] / sums[1]),
+            token_accuracy=float(sums[2] / sums[1]),
+            state_accuracy=state_accuracy(fsm, sequences),
+            first_transition_accuracy=first_transition_accuracy(model, fsm),
+        )
     finally:
         model.train(was_training)

@@ -13,10 +13,6 @@ also reads state a from the earlier digit(s).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from typing import Any
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -24,6 +20,8 @@ from torch import Tensor
 from codebook_features.errors import CodebookError
 from codebook_features.fsm.evaluation import next_state_probs, next_token_probs
 from codebook_features.fsm.machine import FSM
+from codebook_features.fsm.results import SwapResults, SwapScores
+from codebook_features.interventions import Force
 from codebook_features.model import CodebookModel
 
 
@@ -39,25 +37,15 @@ def jensen_shannon(p: Tensor, q: Tensor) -> Tensor:
     return 0.5 * kl(p, m) + 0.5 * kl(q, m)
 
 
-@contextlib.contextmanager
-def force_per_row(cbm: CodebookModel, site: str, codes: Tensor, position: int) -> Iterator[None]:
-    """At token ``position``, give row ``i`` of every batch the codes ``codes[i]``
-    (``(rows, groups, slots)``; a batch may repeat the rows, as in chained next-state
-    probabilities)."""
-
-    def rewrite(module: Any, args: Any, ids: Tensor) -> Tensor:
-        ids = ids.clone()
-        rows = ids.shape[0]
-        table = codes.to(ids.device).repeat_interleave(rows // codes.shape[0], dim=0)
-        keep = table >= 0
-        ids[:, position] = torch.where(keep, table, ids[:, position])
-        return ids
-
-    handle = cbm.codebook(site).hook_codes.register_forward_hook(rewrite)
-    try:
-        yield
-    finally:
-        handle.remove()
+def state_codes_force(site: str, codes: Tensor, position: int) -> Force:
+    """At token ``position``, give row ``i`` of a batch the codes ``codes[i]``
+    (``(rows, groups, slots)``, ``-1`` where a group has none: it keeps its own) in every slot;
+    a batch may repeat each row, as in chained next-state probabilities."""
+    rows = [
+        {g: [c for c in slots if c >= 0] for g, slots in enumerate(row) if max(slots) >= 0}
+        for row in codes.tolist()
+    ]
+    return Force(site, rows=rows, mode="all", positions=[position])
 
 
 def components(cbm: CodebookModel) -> dict[str, list[str]]:
@@ -83,7 +71,7 @@ def state_swaps(
     codes_by_state: dict[str, Tensor],
     num_transitions: int = 500,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> SwapResults:
     """Per component: normalised JSD of the next token and of the next state, and the share of
     the model's top next states that are the target's out-neighbours."""
     rng = np.random.default_rng(seed)
@@ -131,11 +119,10 @@ def state_swaps(
         targets = torch.tensor([b for *_, b in group])
         q, q_token = true[targets], true_token[targets]
         for name, sites in plans.items():
-            with contextlib.ExitStack() as stack:
-                for site in sites:
-                    stack.enter_context(
-                        force_per_row(cbm, site, codes_by_state[site][targets], length - 1)
-                    )
+            swaps = [
+                state_codes_force(site, codes_by_state[site][targets], length - 1) for site in sites
+            ]
+            with cbm.intervene(swaps):
                 p_token = next_token_probs(cbm, prefixes)[:, : fsm.vocab_size]
                 p = next_state_probs(cbm, fsm, prefixes, first=p_token).cpu()
             p_token = p_token.cpu()
@@ -148,13 +135,16 @@ def state_swaps(
                 for r, (*_, b) in enumerate(group)
             ]
     none_token, none_state = np.mean(scores["none"]["jsd"]), np.mean(scores["none"]["state_jsd"])
-    return {
-        name: {
-            "normalized_jsd": float(np.mean(s["jsd"]) / none_token),
-            "next_state_normalized_jsd": float(np.mean(s["state_jsd"]) / none_state),
-            "jsd_bits": float(np.mean(s["jsd"])),
-            "target_edge_overlap": float(np.mean(s["overlap"])),
-            "sites": plans[name],
-        }
-        for name, s in scores.items()
-    } | {"transitions": len(picks)}
+    return SwapResults(
+        {
+            name: SwapScores(
+                normalized_jsd=float(np.mean(s["jsd"]) / none_token),
+                next_state_normalized_jsd=float(np.mean(s["state_jsd"]) / none_state),
+                jsd_bits=float(np.mean(s["jsd"])),
+                target_edge_overlap=float(np.mean(s["overlap"])),
+                sites=plans[name],
+            )
+            for name, s in scores.items()
+        },
+        transitions=len(picks),
+    )

@@ -16,8 +16,20 @@ from typing import Any
 import torch
 
 from codebook_features.errors import CodebookError
-from codebook_features.files import write_json
+from codebook_features.files import (
+    BASELINE_RUN,
+    CHECKPOINT_DIR,
+    CODEBOOK_CONFIG,
+    DATA_DIR,
+    FINAL_DIR,
+    FSM_FILE,
+    RESULTS_FILE,
+    write_json,
+)
 from codebook_features.fsm.data import FSMData, make_data
+from codebook_features.fsm.results import ModelAnalysis, SwapResults, TrainedModel
+from codebook_features.rundir import RunDir
+from codebook_features.saved import Record, read_saved, stamp
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +106,55 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+BASELINE = "Baseline (no codebooks)"
+"""The name of the model without codebooks in the comparison."""
+
+
+@dataclass
+class PipelineResults(Record):
+    """Everything the demo measured; ``results.json`` is :meth:`to_dict`, written after every
+    stage, so a run continues where it stopped."""
+
+    preset: str
+    """The preset's name (``custom`` for a :class:`Preset` given directly)."""
+    seed: int
+    settings: Preset
+    """The preset itself."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall seconds per stage."""
+    models: dict[str, TrainedModel] = field(default_factory=dict)
+    """Each model of the comparison (the baseline, then the codebook variants)."""
+    analysis: ModelAnalysis | None = None
+    """Codes vs states of the analysed variant."""
+    interventions: SwapResults | None = None
+    """Swapping state codes in the analysed variant."""
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "preset": self.preset,
+            "seed": self.seed,
+            "settings": asdict(self.settings),
+            "seconds": dict(self.seconds),
+            "models": {name: row.to_dict() for name, row in self.models.items()},
+        }
+        if self.analysis is not None:
+            data["analysis"] = self.analysis.to_dict()
+        if self.interventions is not None:
+            data["interventions"] = self.interventions.to_dict()
+        return stamp(data)
+
+    @classmethod
+    def load(cls, path: Path) -> PipelineResults:
+        """Read ``results.json`` (a newer version's file loads with a warning)."""
+        try:
+            data = json.loads(path.read_text())
+            return cls.from_dict(read_saved(data, cls, str(path)))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise CodebookError(
+                f"{path} is damaged ({error}); delete it to run every stage again"
+            ) from error
+
+
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
 
@@ -109,14 +170,13 @@ def train_run(
 ) -> Path:
     """Train the baseline (``variant`` None) or a codebook variant; resumes an unfinished run,
     and reuses a finished one made with the same settings."""
-    from codebook_features.configs import load_file
     from codebook_features.model import CodebookModelConfig
     from codebook_features.training import DataConfig, ModelConfig, RunConfig, TrainingConfig
     from codebook_features.training import train as run_training
-    from codebook_features.training.checkpoint import CHECKPOINT, changed_settings
-    from codebook_features.training.loop import CONFIG_FILE, FINAL_DIR
+    from codebook_features.training.checkpoint import changed_settings
 
-    resume = (out / CHECKPOINT).exists()
+    run = RunDir(out)
+    resume = (out / CHECKPOINT_DIR).exists()
     model = (
         ModelConfig(name_or_path=str(start_from))
         if start_from
@@ -150,8 +210,8 @@ def train_run(
             progress=progress,
         ),
     )
-    if (out / FINAL_DIR).exists() and (out / CONFIG_FILE).exists():
-        changes = changed_settings(load_file(out / CONFIG_FILE), config)
+    if run.finished():
+        changes = changed_settings(run.config(), config)
         if changes:
             raise CodebookError(
                 f"{out} holds a finished run with other settings ({'; '.join(changes[:3])}); "
@@ -167,7 +227,6 @@ def train_run(
 def load_for_eval(model_dir: Path) -> Any:
     from transformers import AutoModelForCausalLM
 
-    from codebook_features.files import CODEBOOK_CONFIG
     from codebook_features.model import CodebookModel
 
     if (model_dir / CODEBOOK_CONFIG).exists():
@@ -181,7 +240,7 @@ def run_pipeline(
     seed: int = 0,
     progress: bool = True,
     say: Callable[[str], None] = logger.info,
-) -> dict[str, Any]:
+) -> PipelineResults:
     """Run every stage into ``out``; returns the results that the report is made from.
 
     ``preset`` names one of :data:`PRESETS` or is a :class:`Preset` of its own. ``progress``
@@ -200,15 +259,17 @@ def run_pipeline(
         preset_name = "custom"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    results_file = out / "results.json"
-    results: dict[str, Any] = json.loads(results_file.read_text()) if results_file.exists() else {}
-    same = results.get("settings") in (None, asdict(preset)) and results.get("seed") in (None, seed)
-    if not same:
-        raise CodebookError(
-            f"{out} holds a pipeline with other settings or another seed; choose another --out"
-        )
-    results.update(preset=preset_name, seed=seed, settings=asdict(preset))
-    timings = results.setdefault("seconds", {})
+    results_file = out / RESULTS_FILE
+    if results_file.exists():
+        results = PipelineResults.load(results_file)
+        if results.settings != preset or results.seed != seed:
+            raise CodebookError(
+                f"{out} holds a pipeline with other settings or another seed; choose another --out"
+            )
+        results.preset = preset_name
+    else:
+        results = PipelineResults(preset_name, seed, preset)
+    timings = results.seconds
 
     def stage(name: str) -> float:
         say(f"[{name}]")
@@ -216,10 +277,10 @@ def run_pipeline(
 
     def done(name: str, start: float) -> None:
         timings[name] = round(timings.get(name, 0) + time.perf_counter() - start, 1)
-        write_json(results_file, results)
+        write_json(results_file, results.to_dict())
 
-    data_dir = out / "data"
-    if not (data_dir / "fsm.json").exists():
+    data_dir = out / DATA_DIR
+    if not (data_dir / FSM_FILE).exists():
         t = stage("data")
         make_data(
             data_dir,
@@ -236,48 +297,40 @@ def run_pipeline(
     fsm = data.fsm()
     validation = data.validation_tokens()
 
-    runs = {"Baseline (no codebooks)": None, **{v.name: v for v in preset.variants}}
+    runs = {BASELINE: None, **{v.name: v for v in preset.variants}}
     model_dirs: dict[str, Path] = {}
-    table = results.setdefault("models", {})
+    table = results.models
     for name, variant in runs.items():
-        run_dir = out / ("baseline" if variant is None else _slug(name))
+        run_dir = out / (BASELINE_RUN if variant is None else _slug(name))
         if name not in table:
             t = stage(f"train {name}")
-            start_from = model_dirs.get("Baseline (no codebooks)") if variant else None
+            start_from = model_dirs.get(BASELINE) if variant else None
             model_dirs[name] = train_run(data, run_dir, preset, seed, variant, start_from, progress)
             done(f"train {name}", t)
             t = stage(f"evaluate {name}")
             model = load_for_eval(model_dirs[name])
-            table[name] = evaluate_model(model, fsm, validation, preset.eval_samples, seed) | {
-                "run": str(run_dir.relative_to(out)),
-            }
+            metrics = evaluate_model(model, fsm, validation, preset.eval_samples, seed)
+            table[name] = TrainedModel.of(metrics, str(run_dir.relative_to(out)))
             done(f"evaluate {name}", t)
-            say(
-                f"  {name}: state accuracy {table[name]['state_accuracy']:.1%}, "
-                f"loss {table[name]['loss']:.4f}"
-            )
+            say(f"  {name}: state accuracy {metrics.state_accuracy:.1%}, loss {metrics.loss:.4f}")
         else:
-            model_dirs[name] = run_dir / "final"
+            model_dirs[name] = run_dir / FINAL_DIR
 
-    if preset.analysed and ("analysis" not in results or "interventions" not in results):
+    if preset.analysed and (results.analysis is None or results.interventions is None):
         # the analysis also gives the state codes the interventions need: redo it if needed
         t = stage(f"analyse codes of {preset.analysed}")
         cbm = load_for_eval(model_dirs[preset.analysed])
         tokens = torch.as_tensor(validation)
         analysis = analyze(cbm, fsm, tokens)
-        results["analysis"] = {
-            "model": preset.analysed,
-            "summary": analysis["summary"],
-            "sites": analysis["sites"],
-        }
+        results.analysis = ModelAnalysis(preset.analysed, analysis.summary, analysis.sites)
         timings.pop("analysis", None)
         done("analysis", t)
         t = stage("state interventions")
-        results["interventions"] = state_swaps(
-            cbm, fsm, tokens, analysis["state_codes"], preset.transitions, seed
+        results.interventions = state_swaps(
+            cbm, fsm, tokens, analysis.state_codes, preset.transitions, seed
         )
         timings.pop("interventions", None)
         done("interventions", t)
-    write_json(results_file, results)
+    write_json(results_file, results.to_dict())
     write_report(out, results, fsm)
     return results

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from codebook_features.files import write_text
+from codebook_features.files import (
+    CODES_VS_NEURONS_PLOT,
+    INTERVENTIONS_PLOT,
+    PLOTS_DIR,
+    REPORT_FILE,
+    TRAINING_PLOT,
+    write_text,
+)
 from codebook_features.fsm.machine import FSM
-from codebook_features.training.loop import read_metrics
+from codebook_features.fsm.results import ModelAnalysis, SwapResults
+from codebook_features.rundir import RunDir
+
+if TYPE_CHECKING:
+    from codebook_features.fsm.pipeline import PipelineResults
 
 PAPER = {
     "Table 1 (N=100, E=10)": "no codebook 96.77% state accuracy; Attn only k=1 96.39%; "
@@ -25,14 +36,12 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
-def plot_training(out: Path, results: dict[str, Any], path: Path) -> None:
+def plot_training(out: Path, results: PipelineResults, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name, row in results.get("models", {}).items():
-        metrics = out / row["run"] / "metrics.jsonl"
-        if not metrics.exists():
+    for name, row in results.models.items():
+        val = RunDir(out / row.run).val_rows()
+        if not val:
             continue
-        rows = read_metrics(metrics)
-        val = [r for r in rows if r["split"] == "val"]
         ax.plot([r["step"] for r in val], [r["loss"] for r in val], "o-", label=name)
     ax.set(
         xlabel="step (codebook models continue from the trained baseline)",
@@ -46,19 +55,19 @@ def plot_training(out: Path, results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_codes_vs_neurons(analysis: dict[str, Any], path: Path) -> None:
-    per_state = analysis["summary"]["per_state"]
-    states = [r["state"] for r in per_state]
+def plot_codes_vs_neurons(analysis: ModelAnalysis, path: Path) -> None:
+    per_state = analysis.summary.per_state
+    states = [r.state for r in per_state]
     fig, ax = plt.subplots(figsize=(8, 3.8))
     ax.bar(
         [s - 0.2 for s in states],
-        [r["precision"] for r in per_state],
+        [r.precision for r in per_state],
         width=0.4,
         label="best state code",
     )
     ax.bar(
         [s + 0.2 for s in states],
-        [r["neuron_precision"] for r in per_state],
+        [r.neuron_precision for r in per_state],
         width=0.4,
         label="best neuron at the code's recall",
     )
@@ -74,10 +83,10 @@ def plot_codes_vs_neurons(analysis: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_interventions(interventions: dict[str, Any], path: Path) -> None:
-    names = [n for n, v in interventions.items() if isinstance(v, dict)]
-    token = [interventions[n]["normalized_jsd"] for n in names]
-    state = [interventions[n]["next_state_normalized_jsd"] for n in names]
+def plot_interventions(interventions: SwapResults, path: Path) -> None:
+    names = list(interventions.components)
+    token = [interventions.components[n].normalized_jsd for n in names]
+    state = [interventions.components[n].next_state_normalized_jsd for n in names]
     fig, ax = plt.subplots(figsize=(7, 3.8))
     rows = range(len(names))
     ax.barh([r + 0.2 for r in rows], token[::-1], height=0.4, label="next token")
@@ -108,18 +117,18 @@ def _describe_model(init: dict[str, Any]) -> str:
     return f"{init.get('model_type', 'model')} ({', '.join(parts)})" if parts else str(init)
 
 
-def write_report(out: Path, results: dict[str, Any], fsm: FSM) -> Path:
-    plots = out / "plots"
+def write_report(out: Path, results: PipelineResults, fsm: FSM) -> Path:
+    plots = out / PLOTS_DIR
     plots.mkdir(exist_ok=True)
-    plot_training(out, results, plots / "training.png")
-    settings = results["settings"]
+    plot_training(out, results, plots / TRAINING_PLOT)
+    settings = results.settings
     lines = [
         "# TokFSM: codebook features on a finite state machine",
         "",
-        f"Preset `{results['preset']}`, seed {results['seed']}. Machine: {fsm.num_states} states, "
+        f"Preset `{results.preset}`, seed {results.seed}. Machine: {fsm.num_states} states, "
         f"{fsm.num_edges} out-edges each (uniform), base {fsm.base} ({fsm.digits} digits per "
-        f"state), {settings['states_per_sequence']} states per sequence. Model: "
-        f"{_describe_model(settings['model'])}, trained from scratch as the baseline; "
+        f"state), {settings.states_per_sequence} states per sequence. Model: "
+        f"{_describe_model(settings.model)}, trained from scratch as the baseline; "
         "codebook models are finetuned from it with codebooks in the loop (k-means initialised).",
     ]
     if fsm.num_states != 100 or fsm.num_edges != 10:
@@ -135,57 +144,57 @@ def write_report(out: Path, results: dict[str, Any], fsm: FSM) -> Path:
         "| Model | Loss | LM accuracy | State accuracy | First-transition accuracy |",
         "|---|---|---|---|---|",
     ]
-    for name, row in results.get("models", {}).items():
+    for name, row in results.models.items():
         lines.append(
-            f"| {name} | {row['loss']:.4f} | {_pct(row['token_accuracy'])} | "
-            f"{_pct(row['state_accuracy'])} | {_pct(row['first_transition_accuracy'])} |"
+            f"| {name} | {row.loss:.4f} | {_pct(row.token_accuracy)} | "
+            f"{_pct(row.state_accuracy)} | {_pct(row.first_transition_accuracy)} |"
         )
     lines += [
         "",
         f"Paper: {PAPER['Table 1 (N=100, E=10)']}.",
         "",
-        "![training](plots/training.png)",
+        f"![training]({PLOTS_DIR}/{TRAINING_PLOT})",
     ]
-    analysis = results.get("analysis")
+    analysis = results.analysis
     if analysis:
-        plot_codes_vs_neurons(analysis, plots / "codes_vs_neurons.png")
-        s = analysis["summary"]
+        plot_codes_vs_neurons(analysis, plots / CODES_VS_NEURONS_PLOT)
+        s = analysis.summary
         lines += [
             "",
-            f"## Codes that stand for states ({analysis['model']})",
+            f"## Codes that stand for states ({analysis.model})",
             "",
-            f"Over {s['tokens']:,} validation tokens ({s['state_tokens']:,} complete a state), "
-            f'the best {s["code_sites"].upper()} code for each state classifies "the current '
-            f'state is s" with mean precision **{_pct(s["mean_code_precision"])}** (mean recall '
-            f"{_pct(s['mean_code_recall'])}); the single best neuron of any site, thresholded at "
-            f"each code's recall, reaches **{_pct(s['mean_neuron_precision'])}**. "
+            f"Over {s.tokens:,} validation tokens ({s.state_tokens:,} complete a state), "
+            f'the best {s.code_sites.upper()} code for each state classifies "the current '
+            f'state is s" with mean precision **{_pct(s.mean_code_precision)}** (mean recall '
+            f"{_pct(s.mean_code_recall)}); the single best neuron of any site, thresholded at "
+            f"each code's recall, reaches **{_pct(s.mean_neuron_precision)}**. "
             f"Paper: {PAPER['Codes vs neurons']}.",
             "",
             "| Site | Mean precision | Mean recall | Purity | States with a code >90% precise "
             "and >50% recall |",
             "|---|---|---|---|---|",
         ]
-        for site, row in analysis["sites"].items():
+        for site, scores in analysis.sites.items():
             lines.append(
-                f"| {site} | {_pct(row['mean_precision'])} | {_pct(row['mean_recall'])}"
-                f" | {_pct(row['purity'])} | "
-                f"{row['states_with_a_precise_code']} |"
+                f"| {site} | {_pct(scores.mean_precision)} | {_pct(scores.mean_recall)}"
+                f" | {_pct(scores.purity)} | "
+                f"{scores.states_with_a_precise_code} |"
             )
         lines += [
             "",
             "Purity: the share of a site's firings on state tokens that fall on the "
             "state each code fires for most.",
             "",
-            "![codes vs neurons](plots/codes_vs_neurons.png)",
+            f"![codes vs neurons]({PLOTS_DIR}/{CODES_VS_NEURONS_PLOT})",
         ]
-    interventions = results.get("interventions")
+    interventions = results.interventions
     if interventions:
-        plot_interventions(interventions, plots / "interventions.png")
+        plot_interventions(interventions, plots / INTERVENTIONS_PLOT)
         lines += [
             "",
             "## Swapping state codes (cf. the paper's Figure 4)",
             "",
-            f"For {interventions['transitions']} random transitions, the codes at the last token "
+            f"For {interventions.transitions} random transitions, the codes at the last token "
             "of a prefix ending in state a are replaced by the codes of a random target state b. "
             "Shown: the Jensen-Shannon divergence between the model's next-token distribution "
             "and state b's true one, averaged over transitions and divided by the same without "
@@ -198,43 +207,42 @@ def write_report(out: Path, results: dict[str, Any], fsm: FSM) -> Path:
             "Top next states that are b's |",
             "|---|---|---|---|",
         ]
-        for name, row in interventions.items():
-            if isinstance(row, dict):
-                lines.append(
-                    f"| {name} | {row['normalized_jsd']:.3f} | "
-                    f"{row['next_state_normalized_jsd']:.3f} | "
-                    f"{_pct(row['target_edge_overlap'])} |"
-                )
-        lines += ["", "![interventions](plots/interventions.png)"]
-    timings = results.get("seconds", {})
+        for name, row in interventions.components.items():
+            lines.append(
+                f"| {name} | {row.normalized_jsd:.3f} | "
+                f"{row.next_state_normalized_jsd:.3f} | "
+                f"{_pct(row.target_edge_overlap)} |"
+            )
+        lines += ["", f"![interventions]({PLOTS_DIR}/{INTERVENTIONS_PLOT})"]
+    timings = results.seconds
     if timings:
         lines += ["", "## Time", "", "| Stage | Seconds |", "|---|---|"]
         lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
-    path = out / "report.md"
+    path = out / REPORT_FILE
     write_text(path, "\n".join(lines) + "\n")
     return path
 
 
-def summary_lines(results: dict[str, Any]) -> list[str]:
+def summary_lines(results: PipelineResults) -> list[str]:
     """A few lines for the terminal."""
     lines = []
-    for name, row in results.get("models", {}).items():
+    for name, row in results.models.items():
         lines.append(
-            f"{name:<28} state accuracy {_pct(row['state_accuracy']):>7}  loss {row['loss']:.4f}"
+            f"{name:<28} state accuracy {_pct(row.state_accuracy):>7}  loss {row.loss:.4f}"
         )
-    analysis = results.get("analysis")
+    analysis = results.analysis
     if analysis:
-        s = analysis["summary"]
+        s = analysis.summary
         lines.append(
-            f"state codes: mean precision {_pct(s['mean_code_precision'])} vs best "
-            f"neurons {_pct(s['mean_neuron_precision'])}"
+            f"state codes: mean precision {_pct(s.mean_code_precision)} vs best "
+            f"neurons {_pct(s.mean_neuron_precision)}"
         )
-    interventions = results.get("interventions")
+    interventions = results.interventions
     if interventions:
         parts = [
-            f"{n} {v['normalized_jsd']:.2f}"
-            for n, v in interventions.items()
-            if isinstance(v, dict) and n != "none"
+            f"{n} {v.normalized_jsd:.2f}"
+            for n, v in interventions.components.items()
+            if n != "none"
         ]
         lines.append(
             "swapping state codes, normalised next-token JSD (no effect = 1): " + ", ".join(parts)

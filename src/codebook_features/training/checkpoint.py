@@ -9,23 +9,36 @@ refused before anything in the run directory changes.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from codebook_features._version import __version__
 from codebook_features.configs import flatten, to_dict
 from codebook_features.distributed import all_reduce_
 from codebook_features.errors import CodebookError
-from codebook_features.files import recover_directory, write_json
+from codebook_features.files import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_FILES,
+    TRAINER_STATE,
+    recover_directory,
+    write_json,
+)
 from codebook_features.model import CodebookModel
+from codebook_features.saved import VERSION_KEY, read_saved, stamp
 from codebook_features.training.config import RESUME_FREE, RunConfig
 
-CHECKPOINT = "checkpoint"
-TRAINER_STATE = "trainer_state.json"
-EXPECTED = ("model.safetensors", "optimizer.bin", "random_states_0.pkl")
-"""Files accelerate writes into every checkpoint (one random state file per process)."""
+STATE_SCHEMA = {
+    "step": None,
+    "micro_batches": None,
+    "world_size": None,
+    "elapsed_s": None,
+    "started": None,
+    VERSION_KEY: None,
+    "config": RunConfig,
+}
+"""What ``trainer_state.json`` holds; other keys (from a newer version) are dropped on load."""
 
 
 class CodebookUpkeep:
@@ -62,28 +75,38 @@ class CodebookUpkeep:
 
 def recover(run_dir: Path) -> None:
     """Bring back the previous checkpoint if a crash interrupted the swap to a new one."""
-    recover_directory(run_dir / CHECKPOINT)
+    recover_directory(run_dir / CHECKPOINT_DIR)
 
 
-def changed_settings(saved: dict[str, Any], config: RunConfig) -> list[str]:
-    """``"key: old -> new"`` for each setting (outside :data:`RESUME_FREE`) in which ``config``
-    differs from the ``saved`` one, sorted by key."""
-    mine, theirs = flatten(to_dict(config)), flatten(saved)
+def changed_settings(
+    saved: dict[str, Any], config: RunConfig, free: Iterable[str] = RESUME_FREE
+) -> list[str]:
+    """``"key: old -> new"`` for each setting (outside ``free``) in which ``config`` differs
+    from the ``saved`` one, sorted by key."""
+    mine, theirs, free = flatten(to_dict(config)), flatten(saved), set(free)
     return [
         f"{key}: {theirs.get(key)!r} -> {mine.get(key)!r}"
         for key in sorted(set(mine) | set(theirs))
-        if key not in RESUME_FREE and mine.get(key) != theirs.get(key)
+        if key not in free and mine.get(key) != theirs.get(key)
     ]
 
 
 def check_compatible(state: dict[str, Any], config: RunConfig, processes: int, where: Path) -> None:
-    """Refuse to resume with settings that change what the run computes."""
+    """Refuse to resume with settings that change what the run computes. ``training.steps``
+    may grow (the run is extended), but not fall below the checkpoint's step."""
     if int(state.get("world_size", processes)) != processes:
         raise CodebookError(
             f"the checkpoint in {where} was made with {state['world_size']} processes; resume "
             f"with the same number (not {processes}): the batches depend on it"
         )
-    changes = changed_settings(state["config"], config)
+    step, steps = int(state["step"]), config.training.steps
+    if steps < step:
+        raise CodebookError(
+            f"the checkpoint in {where} is at step {step}, past --training.steps {steps}: "
+            f"resume with --training.steps {step} or more, or start a new run in another "
+            "output_dir"
+        )
+    changes = changed_settings(state["config"], config, RESUME_FREE | {"training.steps"})
     if changes:
         shown = "; ".join(changes[:5])
         raise CodebookError(
@@ -95,7 +118,7 @@ def check_compatible(state: dict[str, Any], config: RunConfig, processes: int, w
 def read_state(run_dir: Path) -> tuple[Path, dict[str, Any]]:
     """The checkpoint directory and its trainer state, validated."""
     recover(run_dir)
-    checkpoint = run_dir / CHECKPOINT
+    checkpoint = run_dir / CHECKPOINT_DIR
     state_file = checkpoint / TRAINER_STATE
     if not state_file.is_file():
         raise CodebookError(
@@ -103,10 +126,14 @@ def read_state(run_dir: Path) -> tuple[Path, dict[str, Any]]:
         )
     try:
         state = json.loads(state_file.read_text())
-        if not isinstance(state["config"], dict) or int(state["step"]) < 0:
+        if not isinstance(state, dict) or not isinstance(state["config"], dict):
+            raise ValueError("bad trainer state")
+        state = read_saved(state, STATE_SCHEMA, str(state_file))
+        if int(state["step"]) < 0:
             raise ValueError("bad trainer state")
         state["micro_batches"] = int(state["micro_batches"])
-        missing = [f for f in EXPECTED if not (checkpoint / f).exists()]
+        state["elapsed_s"] = float(state.get("elapsed_s", 0.0))
+        missing = [f for f in CHECKPOINT_FILES if not (checkpoint / f).exists()]
         if missing:
             raise ValueError(f"{', '.join(missing)} missing")
     except (ValueError, KeyError, TypeError) as error:
@@ -117,15 +144,21 @@ def read_state(run_dir: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def write_state(
-    directory: Path, step: int, micro_batches: int, config: RunConfig, world_size: int
+    directory: Path,
+    step: int,
+    micro_batches: int,
+    config: RunConfig,
+    world_size: int,
+    elapsed_s: float = 0.0,
+    started: float | None = None,
 ) -> None:
-    write_json(
-        directory / TRAINER_STATE,
-        {
-            "step": step,
-            "micro_batches": micro_batches,
-            "world_size": world_size,
-            "codebook_features_version": __version__,
-            "config": to_dict(config),
-        },
-    )
+    """The trainer's position: steps and micro-batches done, wall seconds spent (over all
+    sessions) and when the run started (unix seconds), with the run's settings."""
+    state = {
+        "step": step,
+        "micro_batches": micro_batches,
+        "world_size": world_size,
+        "elapsed_s": elapsed_s,
+        "started": started,
+    }
+    write_json(directory / TRAINER_STATE, stamp(state) | {"config": to_dict(config)})

@@ -99,7 +99,10 @@ class TrainingConfig:
     """``finetune``: codebooks and model together; ``codebooks``: codebooks only, the model
     frozen; ``baseline``: the model alone, no codebooks."""
     steps: int = 1000
-    """Optimizer steps."""
+    """Optimizer steps of the whole run. A finished run is extended by resuming it with a
+    larger value; the learning-rate schedule is then rebuilt for the new total (``constant``
+    goes on unchanged, ``linear`` and ``cosine`` continue from their value at that step of the
+    longer schedule)."""
     batch_size: int = 16
     """Sequences per step and process (before gradient accumulation)."""
     grad_accum: int = 1
@@ -133,7 +136,8 @@ class TrainingConfig:
     log_to: list[str] = field(default_factory=list)
     """Extra loggers: ``tensorboard``, ``wandb`` (off by default; never contacted when off)."""
     resume: bool = False
-    """Continue the run in ``output_dir`` from its latest checkpoint."""
+    """Continue the run in ``output_dir`` from its latest checkpoint, with the same settings
+    except ``steps``, which may grow to train a finished run longer (see ``steps``)."""
     overwrite: bool = False
     """Start afresh even if ``output_dir`` holds a run (its files are replaced)."""
     stop_at: int | None = None

@@ -3,7 +3,9 @@ same model's loss with its codebooks disabled. Sums are combined over processes.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,6 +14,52 @@ from torch import Tensor
 
 from codebook_features.distributed import all_reduce_
 from codebook_features.model import CodebookModel
+from codebook_features.saved import Record
+
+SITE_STATISTICS = ("mse", "fvu", "active_codes", "dead_fraction", "entropy")
+"""The codebook statistics reported per site (see ``CodeStats.summary``)."""
+
+
+@dataclass
+class SiteMetrics(Record):
+    """How one site's codebook did on the validation blocks."""
+
+    mse: float
+    """Squared reconstruction error per token and group."""
+    fvu: float
+    """Fraction of variance unexplained: the error relative to the (normalised) input's
+    variance; unlike ``mse`` it does not grow with the activations' scale."""
+    active_codes: float
+    """Codes used at least once."""
+    dead_fraction: float
+    """Share of codes never used."""
+    entropy: float
+    """Entropy (nats) of code usage, averaged over groups."""
+
+
+@dataclass
+class EvalMetrics(Record):
+    """One evaluation; :meth:`to_dict` is the ``val`` row of ``metrics.jsonl`` (less split and
+    step). The codebook fields are ``None`` for a model without codebooks."""
+
+    loss: float
+    """LM loss (nats per token)."""
+    accuracy: float
+    """Share of next tokens predicted right (argmax)."""
+    perplexity: float
+    """``exp(loss)``."""
+    sites: dict[str, SiteMetrics] | None = None
+    """Codebook statistics per site."""
+    without_codebooks_loss: float | None = None
+    """The same model's loss with its codebooks disabled."""
+    without_codebooks_accuracy: float | None = None
+    """... and its accuracy."""
+    without_codebooks_perplexity: float | None = None
+    """... and its perplexity."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values, without the fields that are ``None``."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @torch.no_grad()
@@ -30,13 +78,10 @@ def lm_sums(module: torch.nn.Module, blocks: Tensor, batch_size: int, device: An
     return sums
 
 
-def _lm_metrics(sums: Tensor, prefix: str = "") -> dict[str, float]:
+def _lm_metrics(sums: Tensor) -> tuple[float, float, float]:
+    """Loss, accuracy and perplexity from :func:`lm_sums`."""
     loss = float(sums[0] / sums[1].clamp_min(1))
-    return {
-        f"{prefix}loss": loss,
-        f"{prefix}accuracy": float(sums[2] / sums[1].clamp_min(1)),
-        f"{prefix}perplexity": math.exp(min(loss, 50.0)),
-    }
+    return loss, float(sums[2] / sums[1].clamp_min(1)), math.exp(min(loss, 50.0))
 
 
 def evaluate(
@@ -45,7 +90,7 @@ def evaluate(
     blocks: Tensor,
     batch_size: int,
     device: Any,
-) -> dict[str, Any]:
+) -> EvalMetrics:
     """Metrics of ``module`` on ``blocks`` (already this process's share); every process gets
     the same, combined result."""
     was_training = module.training
@@ -54,21 +99,24 @@ def evaluate(
         if cbm is not None:
             for name in cbm.sites:
                 cbm.codebook(name).reset_stats()
-        metrics = _lm_metrics(all_reduce_(lm_sums(module, blocks, batch_size, device)))
+        metrics = EvalMetrics(
+            *_lm_metrics(all_reduce_(lm_sums(module, blocks, batch_size, device)))
+        )
         if cbm is not None:
             sites = {}
             for name in cbm.sites:
                 stats = cbm.codebook(name).stats
                 stats.all_reduce()
                 summary = stats.summary()
-                sites[name] = {
-                    k: summary[k]
-                    for k in ("mse", "fvu", "active_codes", "dead_fraction", "entropy")
-                }
-            metrics["sites"] = sites
+                sites[name] = SiteMetrics(**{k: summary[k] for k in SITE_STATISTICS})
+            metrics.sites = sites
             with cbm.disabled():
                 plain = all_reduce_(lm_sums(module, blocks, batch_size, device))
-            metrics.update(_lm_metrics(plain, "without_codebooks_"))
+            (
+                metrics.without_codebooks_loss,
+                metrics.without_codebooks_accuracy,
+                metrics.without_codebooks_perplexity,
+            ) = _lm_metrics(plain)
             for name in cbm.sites:
                 cbm.codebook(name).reset_stats()
     finally:

@@ -13,7 +13,9 @@ import logging
 import math
 import pickle
 import shutil
+import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,34 +26,33 @@ from torch import nn
 from codebook_features.configs import flatten, save_yaml, to_dict
 from codebook_features.distributed import is_distributed
 from codebook_features.errors import CodebookError
-from codebook_features.files import swap_directory, write_json, write_text
+from codebook_features.files import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_TMP,
+    CODE_USAGE_PLOT,
+    FINAL_DIR,
+    LOSS_PLOT,
+    METRICS_FILE,
+    PLOTS_DIR,
+    REPLICA_FILE,
+    REPLICAS_DIR,
+    RUN_CONFIG,
+    RUN_FILES,
+    SUMMARY_FILE,
+    atomic_directory,
+    swap_directory,
+    write_json,
+    write_text,
+)
 from codebook_features.model import CodebookModel
+from codebook_features.rundir import RunDir
 from codebook_features.training import checkpoint as ckpt
 from codebook_features.training.config import RunConfig
 from codebook_features.training.data import BatchPlan, build_blocks, load_tokenizer
-from codebook_features.training.evaluation import code_counts, evaluate
+from codebook_features.training.evaluation import EvalMetrics, code_counts, evaluate
 from codebook_features.training.plots import plot_code_usage, plot_losses
 
 logger = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
-FINAL_DIR = "final"
-PLOTS_DIR = "plots"
-REPLICAS_DIR = "replicas"
-RUN_FILES = (
-    CONFIG_FILE,
-    METRICS_FILE,
-    SUMMARY_FILE,
-    FINAL_DIR,
-    PLOTS_DIR,
-    REPLICAS_DIR,
-    ckpt.CHECKPOINT,
-    f".{ckpt.CHECKPOINT}.tmp",
-    f".{ckpt.CHECKPOINT}.old",
-)
-"""What a run writes into its directory."""
 
 
 @dataclass
@@ -60,8 +61,8 @@ class TrainResult:
     """The run directory."""
     model_dir: Path | None
     """The trained model (``None`` when the session stopped early at ``stop_at``)."""
-    metrics: dict[str, Any]
-    """The last evaluation."""
+    metrics: EvalMetrics | None
+    """The last evaluation of this session (``None`` if it made none)."""
     step: int
     """Steps done."""
 
@@ -118,7 +119,12 @@ class Trainer:
         if t.mode == "codebooks":
             model.requires_grad_(False)
         train_blocks, val_blocks = build_blocks(config.data, self.tokenizer, t.seed)
+        self.block_counts = (
+            len(train_blocks) if isinstance(train_blocks, torch.Tensor) else None,
+            len(val_blocks),
+        )
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        self.tokens_per_step = t.batch_size * t.grad_accum * world * config.data.block_size
         self.plan = BatchPlan(train_blocks, t.batch_size, rank, world, t.seed)
         self.val_blocks = val_blocks[rank::world]
         self.optimizer = torch.optim.AdamW(self._param_groups(model), lr=t.lr)
@@ -131,28 +137,42 @@ class Trainer:
         self.device = self.accelerator.device
         self.step = 0
         self.micro_batches = 0
+        self.started = time.time()
+        """When the run started (unix seconds; kept across resumes)."""
+        self.elapsed_before = 0.0
+        """Wall seconds spent by earlier sessions, up to the checkpoint this one resumed."""
+        self.session_start = time.monotonic()
+        self.last_row = (self.session_start, 0)
+        """When, and at which step, the previous training row was logged."""
 
     # -------------------------------------------------------------------- set-up
     def _check_run_dir(self) -> None:
         t = self.config.training
         ckpt.recover(self.run_dir)
-        has_checkpoint = (self.run_dir / ckpt.CHECKPOINT).exists()
-        has_run = (self.run_dir / CONFIG_FILE).exists() or has_checkpoint
+        run = RunDir(self.run_dir)
+        has_checkpoint = (self.run_dir / CHECKPOINT_DIR).exists()
+        has_run = run.exists()
         if t.resume:
             _, state = ckpt.read_state(self.run_dir)
             ckpt.check_compatible(state, self.config, self.accelerator.num_processes, self.run_dir)
-            if int(state["step"]) >= t.steps:
+            if int(state["step"]) == t.steps and run.finished():
                 raise CodebookError(
-                    f"the run in {self.run_dir} is already finished ({state['step']} steps); "
-                    "its model is in final/"
+                    f"the run in {self.run_dir} is finished ({state['step']} steps); to train "
+                    "longer, resume with a larger --training.steps"
                 )
         elif has_run and not t.overwrite:
-            hint = (
-                "continue it with --training.resume true"
-                if has_checkpoint
-                else "it stopped before its first checkpoint, so start it again with "
-                "--training.overwrite true"
-            )
+            if has_checkpoint and run.finished():
+                hint = (
+                    f"it is finished ({run.checkpoint_step()} steps); to train longer, resume "
+                    "it with --training.resume true and a larger --training.steps"
+                )
+            elif has_checkpoint:
+                hint = "continue it with --training.resume true"
+            else:
+                hint = (
+                    "it stopped before its first checkpoint, so start it again with "
+                    "--training.overwrite true"
+                )
             raise CodebookError(
                 f"{self.run_dir} already holds a run: {hint}, or choose another output_dir"
             )
@@ -185,6 +205,7 @@ class Trainer:
     # -------------------------------------------------------------------- the run
     def run(self) -> TrainResult:
         t = self.config.training
+        self.session_start = time.monotonic()
         if t.resume:
             self._resume()
         else:
@@ -193,28 +214,23 @@ class Trainer:
             self.accelerator.init_trackers(
                 "codebook-features", config=flatten(to_dict(self.config), sep="/")
             )
-        last_eval: dict[str, Any] = {}
+        last_eval: EvalMetrics | None = None
         if self.step == 0:
             last_eval = self._evaluate()  # where training starts from
+        elif self.step == t.steps:  # stopped after its last checkpoint, before final/
+            logged = any(r["step"] == self.step for r in RunDir(self.run_dir).val_rows())
+            last_eval = self._evaluate(log=not logged)
         end = t.stop_at or t.steps
         progress = self._progress(end)
         self.module.train()
+        self.last_row = (time.monotonic(), self.step)
         while self.step < end:
             lm_loss, cb_loss = self._train_step()
             self.step += 1
             progress.update(1)
             progress.set_postfix(lm=f"{lm_loss:.3f}", cb=f"{cb_loss:.3f}", refresh=False)
             if self.step % max(1, min(t.eval_every, 10)) == 0 or self.step == t.steps:
-                lr = self.scheduler.get_last_lr()[0]
-                self._log(
-                    {
-                        "split": "train",
-                        "step": self.step,
-                        "lm_loss": lm_loss,
-                        "codebook_loss": cb_loss,
-                        "lr": lr,
-                    }
-                )
+                self._log_train(lm_loss, cb_loss)
             if self.step % t.eval_every == 0 or self.step == t.steps:
                 last_eval = self._evaluate()
             if self.step % t.save_every == 0 or self.step in (t.steps, t.stop_at):
@@ -226,6 +242,7 @@ class Trainer:
             )
             self.accelerator.end_training()
             return TrainResult(self.run_dir, None, last_eval, self.step)
+        assert last_eval is not None  # the last step is always evaluated
         model_dir = self._finish(last_eval)
         self.accelerator.end_training()
         return TrainResult(self.run_dir, model_dir, last_eval, self.step)
@@ -241,7 +258,7 @@ class Trainer:
                     else:
                         path.unlink(missing_ok=True)
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_yaml(self.config, self.run_dir / CONFIG_FILE)
+            save_yaml(self.config, self.run_dir / RUN_CONFIG)
             write_text(self.run_dir / METRICS_FILE, "")
         if t.kmeans_init and self.cbm is not None:
             per_batch = t.batch_size * self.config.data.block_size
@@ -270,12 +287,36 @@ class Trainer:
                 "; nothing was changed"
             ) from error
         self.step, self.micro_batches = int(state["step"]), int(state["micro_batches"])
+        self.elapsed_before = state["elapsed_s"]
+        self.started = state.get("started") or self.started
+        self._extend_schedule(int(state["config"]["training"]["steps"]))
         if self.main:  # drop what the interrupted session logged after its checkpoint
-            rows = read_metrics(self.run_dir / METRICS_FILE)
+            rows = RunDir(self.run_dir).metrics()
             kept = [r for r in rows if r["step"] <= self.step]
             write_text(self.run_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in kept))
-            save_yaml(self.config, self.run_dir / CONFIG_FILE)
+            save_yaml(self.config, self.run_dir / RUN_CONFIG)
         self.accelerator.wait_for_everyone()
+
+    def _extend_schedule(self, saved_steps: int) -> None:
+        """A run resumed with more steps than it was saved with: the rebuilt schedule (for the
+        new total) sets the learning rate from this step on."""
+        t = self.config.training
+        if saved_steps == t.steps:
+            return
+        scheduler = self.scheduler
+        for group, base, factor in zip(
+            self.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+        ):
+            group["lr"] = base * factor(scheduler.last_epoch)
+        if t.schedule != "constant":
+            logger.warning(
+                "the %s learning-rate schedule is rebuilt for %d steps instead of %d: it "
+                "continues from its value at step %d of the longer schedule",
+                t.schedule,
+                t.steps,
+                saved_steps,
+                self.step,
+            )
 
     def _train_step(self) -> tuple[float, float]:
         t = self.config.training
@@ -299,12 +340,35 @@ class Trainer:
         totals = self.accelerator.reduce(totals, "mean")
         return float(totals[0]), float(totals[1])
 
-    def _evaluate(self) -> dict[str, Any]:
+    def _evaluate(self, log: bool = True) -> EvalMetrics:
         t = self.config.training
         module = self.accelerator.unwrap_model(self.module)
         metrics = evaluate(module, self.cbm, self.val_blocks, t.batch_size, self.device)
-        self._log({"split": "val", "step": self.step, **metrics})
+        if log:
+            self._log({"split": "val", "step": self.step, **metrics.to_dict()})
         return metrics
+
+    def _elapsed(self) -> float:
+        """Wall seconds of the whole run: earlier sessions plus this one."""
+        return self.elapsed_before + time.monotonic() - self.session_start
+
+    def _log_train(self, lm_loss: float, cb_loss: float) -> None:
+        now = time.monotonic()
+        since, step = self.last_row
+        tokens = (self.step - step) * self.tokens_per_step
+        self.last_row = (now, self.step)
+        self._log(
+            {
+                "split": "train",
+                "step": self.step,
+                "lm_loss": lm_loss,
+                "codebook_loss": cb_loss,
+                "lr": self.scheduler.get_last_lr()[0],
+                "time": round(time.time(), 3),
+                "elapsed_s": round(self._elapsed(), 3),
+                "tokens_per_s": round(tokens / max(now - since, 1e-9), 1),
+            }
+        )
 
     def _log(self, row: dict[str, Any]) -> None:
         if self.main:
@@ -314,7 +378,7 @@ class Trainer:
             self.accelerator.log(flatten(row, sep="/"), step=self.step)
 
     def _save_checkpoint(self) -> None:
-        tmp = self.run_dir / f".{ckpt.CHECKPOINT}.tmp"
+        tmp = self.run_dir / CHECKPOINT_TMP
         if self.upkeep is not None:
             self.upkeep.synchronize()
         if self.main and tmp.exists():
@@ -323,12 +387,18 @@ class Trainer:
         self.accelerator.save_state(str(tmp), safe_serialization=True)
         if self.main:
             ckpt.write_state(
-                tmp, self.step, self.micro_batches, self.config, self.accelerator.num_processes
+                tmp,
+                self.step,
+                self.micro_batches,
+                self.config,
+                self.accelerator.num_processes,
+                elapsed_s=round(self._elapsed(), 3),
+                started=self.started,
             )
-            swap_directory(tmp, self.run_dir / ckpt.CHECKPOINT)
+            swap_directory(tmp, self.run_dir / CHECKPOINT_DIR)
         self.accelerator.wait_for_everyone()
 
-    def _finish(self, metrics: dict[str, Any]) -> Path:
+    def _finish(self, metrics: EvalMetrics) -> Path:
         module = self.accelerator.unwrap_model(self.module)
         model_dir = self.run_dir / FINAL_DIR
         if is_distributed():
@@ -342,26 +412,32 @@ class Trainer:
             if self.cbm is not None:
                 self.cbm.save(model_dir, tokenizer=self.tokenizer)
             else:
-                from codebook_features.files import atomic_directory
-
                 with atomic_directory(model_dir) as tmp:
                     module.save_pretrained(tmp)
                     self.tokenizer.save_pretrained(tmp)
-            rows = read_metrics(self.run_dir / METRICS_FILE)
-            plot_losses(rows, self.run_dir / PLOTS_DIR / "loss.png")
+            plot_losses(RunDir(self.run_dir).metrics(), self.run_dir / PLOTS_DIR / LOSS_PLOT)
             if counts:
-                plot_code_usage(counts, self.run_dir / PLOTS_DIR / "code_usage.png")
-            write_json(
-                self.run_dir / SUMMARY_FILE,
-                {
-                    "mode": self.config.training.mode,
-                    "steps": self.step,
-                    "processes": self.accelerator.num_processes,
-                    "final": metrics,
-                },
-            )
+                plot_code_usage(counts, self.run_dir / PLOTS_DIR / CODE_USAGE_PLOT)
+            write_json(self.run_dir / SUMMARY_FILE, self._summary(metrics))
         self.accelerator.wait_for_everyone()
         return model_dir
+
+    def _summary(self, metrics: EvalMetrics) -> dict[str, Any]:
+        """``summary.json``: the final evaluation, wall time and throughput of the run."""
+        elapsed, tokens = self._elapsed(), self.step * self.tokens_per_step
+        return {
+            "mode": self.config.training.mode,
+            "steps": self.step,
+            "processes": self.accelerator.num_processes,
+            "final": metrics.to_dict(),
+            "elapsed_s": round(elapsed, 3),
+            "tokens": tokens,
+            "tokens_per_s": round(tokens / max(elapsed, 1e-9), 1),
+            "train_blocks": self.block_counts[0],
+            "val_blocks": self.block_counts[1],
+            "started": _timestamp(self.started),
+            "finished": _timestamp(time.time()),
+        }
 
     def _write_replica_checksums(self, module: nn.Module) -> None:
         """Each process records a digest of every parameter, so replicas can be compared."""
@@ -371,7 +447,7 @@ class Trainer:
             if p.is_floating_point()
         }
         rank = self.accelerator.process_index
-        write_json(self.run_dir / REPLICAS_DIR / f"rank{rank}.json", digests)
+        write_json(self.run_dir / REPLICAS_DIR / REPLICA_FILE.format(rank=rank), digests)
 
     def _progress(self, end: int) -> Any:
         from tqdm.auto import tqdm
@@ -395,14 +471,6 @@ def _scheduler(config: RunConfig, optimizer: torch.optim.Optimizer) -> Any:
     )
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Rows of a metrics file; a line cut short by a crash is skipped."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+def _timestamp(unix_seconds: float) -> str:
+    """ISO 8601, UTC, to the second."""
+    return datetime.fromtimestamp(unix_seconds, timezone.utc).isoformat(timespec="seconds")
