@@ -101,12 +101,10 @@ def test_saved_codebook_settings_are_lenient_and_user_settings_strict() -> None:
 
 
 def test_checkpoint_state_from_a_newer_version_resumes(tmp_path) -> None:
-    from codebook_features.training.checkpoint import read_state
+    from codebook_features.training.checkpoint import read_state, required_files, write_manifest
 
     checkpoint = tmp_path / "checkpoint"
     checkpoint.mkdir()
-    for name in ("model.safetensors", "optimizer.bin", "random_states_0.pkl"):
-        (checkpoint / name).write_bytes(b"")
     state = {
         "step": 3,
         "micro_batches": 3,
@@ -115,7 +113,10 @@ def test_checkpoint_state_from_a_newer_version_resumes(tmp_path) -> None:
         "shards": 4,
         "config": {"training": {"steps": 6, "new_option": True}, "model": {"init": {"x": 1}}},
     }
+    for name in required_files(state):
+        (checkpoint / name).write_bytes(b"")
     (checkpoint / "trainer_state.json").write_text(json.dumps(state))
+    write_manifest(checkpoint)
     with pytest.warns(SavedFileWarning, match="version 5.0.0.*shards, config.training.new_option"):
         _, loaded = read_state(tmp_path)
     assert loaded["step"] == 3 and loaded["elapsed_s"] == 0.0

@@ -1,6 +1,9 @@
-"""The ``codebook`` command.
+"""The ``codebook`` command, and its one error boundary.
 
-Mistakes a user can fix are printed on one line (no traceback) with a non-zero exit status.
+Every mistake a user can fix ends in one line on stderr and exit status 2, for every
+sub-command: wrong options (argparse), our own ``CodebookError``, and what libraries raise for
+missing, unreadable or damaged inputs (files, JSON, YAML, safetensors, datasets). A traceback
+is shown only with ``--verbose`` (given before or after the sub-command) or for a real bug.
 """
 
 from __future__ import annotations
@@ -9,11 +12,54 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from codebook_features.errors import CodebookError
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a wrong option reported on one line (and a pointer to ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def common_options() -> Parser:
+    """Options every (sub-)command accepts, wherever they are given."""
+    parser = Parser(add_help=False)
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,  # given after a sub-command, it keeps the top-level value
+        help="show info logs, and tracebacks of errors",
+    )
+    return parser
+
+
+def add_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A sub-command parser with the common options."""
+    return sub.add_parser(
+        name, help=help_text, parents=[common_options()], formatter_class=argparse.HelpFormatter
+    )
+
+
+def integer(least: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``least``, checked before any work."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {least}"
+    return parse
 
 
 def command(name: str, help_text: str) -> Callable[[Callable], Callable]:
@@ -81,15 +127,17 @@ def _train_command(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from codebook_features import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="codebook", description="Codebook features: train, analyse and steer codebooks."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show info logs")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show info logs, and tracebacks of errors"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _load_commands()
     for name, (help_text, setup) in COMMANDS.items():
-        setup(sub.add_parser(name, help=help_text, formatter_class=argparse.HelpFormatter))
+        setup(add_command(sub, name, help_text))
     return parser
 
 
@@ -123,7 +171,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.run(args)
     except CodebookError as error:
-        print(f"error: {error}", file=sys.stderr)
+        if args.verbose:
+            raise
+        print(f"error: {one_line(str(error))}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        message = input_error(error)
+        if message is None or args.verbose:
+            raise
+        print(f"error: {one_line(message)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
@@ -133,6 +189,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     return 0
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def input_error(error: Exception) -> str | None:
+    """What to tell the user about an error raised while reading their inputs, or ``None`` when
+    it is a bug (shown with its traceback)."""
+    import json
+
+    import yaml
+    from safetensors import SafetensorError
+
+    if isinstance(error, OSError):
+        name = f" {error.filename}" if error.filename else ""
+        reason = error.strerror or str(error).splitlines()[0]
+        return f"could not use{name}: {reason}; check the path and its permissions"
+    if isinstance(error, json.JSONDecodeError):
+        return f"a JSON input is not valid JSON ({error}): check the file"
+    if isinstance(error, UnicodeDecodeError):
+        return "an input that should be text is not (binary data?): check the files given"
+    if isinstance(error, yaml.YAMLError):
+        return f"a YAML input is not valid YAML ({str(error).splitlines()[0]}): check the file"
+    if isinstance(error, SafetensorError):
+        return f"a safetensors file is damaged or not one ({error}): save or copy it again"
+    if type(error).__module__.split(".")[0] in ("datasets", "pyarrow"):
+        return f"the data could not be read ({str(error).splitlines()[0]}): check the files"
+    return None
 
 
 if __name__ == "__main__":

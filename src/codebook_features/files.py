@@ -15,6 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+OWNER_FILE = ".codebook-features.json"
+"""Marks a directory as written by codebook-features, and of which kind (see ``ownership``)."""
+
 # ---------------------------------------------------------------- a saved codebook model
 CODEBOOK_CONFIG = "codebook_config.json"
 """Codebook settings, site widths and the library version, beside the base model's files."""
@@ -48,8 +51,44 @@ CHECKPOINT_TMP = f".{CHECKPOINT_DIR}.tmp"
 """Where the next checkpoint is written before it is swapped in."""
 TRAINER_STATE = "trainer_state.json"
 """The trainer's position and settings, inside the checkpoint."""
-CHECKPOINT_FILES = ("model.safetensors", "optimizer.bin", "random_states_0.pkl")
-"""Files accelerate writes into every checkpoint (one random state file per process)."""
+CHECKPOINT_MODEL = "model.safetensors"
+"""The model's weights (its ``state_dict``), inside the checkpoint."""
+CHECKPOINT_OPTIMIZER = "optimizer.safetensors"
+"""The optimizer's tensors (``state.<parameter index>.<name>``), inside the checkpoint."""
+CHECKPOINT_OPTIMIZER_STATE = "optimizer.json"
+"""The rest of the optimizer's state (parameter groups, numbers), inside the checkpoint."""
+CHECKPOINT_SCHEDULER = "scheduler.json"
+"""The learning-rate schedule's position, inside the checkpoint."""
+CHECKPOINT_SCALER = "scaler.json"
+"""The fp16 gradient scaler's state, inside the checkpoint (fp16 runs only)."""
+CHECKPOINT_UPKEEP = "upkeep.safetensors"
+"""The codebooks' dead-code bookkeeping, inside the checkpoint (runs with codebooks only)."""
+CHECKPOINT_RANDOM = "random_states_{rank}.safetensors"
+"""One process's torch random generators (CPU, CUDA), inside the checkpoint (format with
+``rank``)."""
+CHECKPOINT_RANDOM_STATE = "random_states_{rank}.json"
+"""One process's Python and NumPy random generators, inside the checkpoint (format with
+``rank``)."""
+CHECKPOINT_MANIFEST = "manifest.json"
+"""Written last: the sha256 of every other file of the checkpoint."""
+CHECKPOINT_FILES = (
+    TRAINER_STATE,
+    CHECKPOINT_MODEL,
+    CHECKPOINT_OPTIMIZER,
+    CHECKPOINT_OPTIMIZER_STATE,
+    CHECKPOINT_SCHEDULER,
+    CHECKPOINT_MANIFEST,
+)
+"""Files every checkpoint holds (all safetensors or JSON); besides them, two random-state files
+per process, ``upkeep.safetensors`` with codebooks and ``scaler.json`` with fp16."""
+OLD_CHECKPOINT_FILES = (
+    "optimizer.bin",
+    "scheduler.bin",
+    "scaler.pt",
+    "random_states_*.pkl",
+    "custom_checkpoint_*.pkl",
+)
+"""Patterns of the pickle files of the earlier checkpoint format, which is never loaded."""
 RUN_FILES = (
     RUN_CONFIG,
     METRICS_FILE,
@@ -114,16 +153,31 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def holds_own_files(directory: Path, marker: str, refusal: str) -> bool:
-    """Whether ``directory`` holds what we write (it has ``marker``); raises ``refusal`` when it
-    is not empty but holds something else, so that nothing of the user's is replaced."""
-    from codebook_features.errors import CodebookError
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary name beside ``path`` for a writer that takes a file name (such as
+    safetensors' ``save_file``); on success the file gets the mode a plain ``open()`` would
+    give it (the writer may make it private) and replaces ``path``; on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
-    if not directory.exists() or not any(directory.iterdir()):
-        return False
-    if not (directory / marker).exists():
-        raise CodebookError(refusal)
-    return True
+
+def follow_umask(directory: Path) -> None:
+    """Give every file and folder under ``directory`` the mode a plain ``open()`` or ``mkdir``
+    would (some writers, such as safetensors' ``save_file``, make private files)."""
+    mask = _umask()
+    for path in directory.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def swap_directory(new: Path, target: Path) -> None:
@@ -151,8 +205,9 @@ def recover_directory(target: Path) -> None:
 
 @contextmanager
 def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty directory beside ``target``; on success it replaces ``target``
-    (see :func:`swap_directory`). On error the new directory is removed and ``target`` is left
+    """Yield an empty directory beside ``target``; on success what it holds gets the modes the
+    umask gives (:func:`follow_umask`) and it replaces ``target`` (see :func:`swap_directory`).
+    On error the new directory is removed and ``target`` is left
     as it was.
     """
     target = Path(target)
@@ -165,4 +220,5 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    follow_umask(tmp)
     swap_directory(tmp, target)

@@ -29,7 +29,6 @@ from codebook_features.files import (
     CODEBOOK_CONFIG,
     CODEBOOK_WEIGHTS,
     atomic_directory,
-    holds_own_files,
     write_json,
 )
 from codebook_features.interventions import (
@@ -43,6 +42,7 @@ from codebook_features.interventions import (
     Positions,
 )
 from codebook_features.observation import Observation
+from codebook_features.ownership import SAVED_MODEL, check_output_dir
 from codebook_features.saved import VERSION_KEY, config_from_saved
 from codebook_features.sites import (
     SITE_KINDS,
@@ -373,15 +373,11 @@ class CodebookModel(nn.Module):
         configuration (JSON, with the library version). Everything is written beside the target
         and then swapped in, so a failed save leaves the previous one in place (a crash during
         the swap itself leaves it under a hidden ``.<name>.old-*`` name). An existing directory
-        that is not a saved model is refused, so nothing is lost. The sha256 of every file is
+        that is not a saved model, or that holds files the model did not save, is refused, so
+        nothing is lost. The sha256 of every file is
         recorded in ``codebook_config.json`` and checked on load."""
         directory = Path(directory)
-        holds_own_files(
-            directory,
-            CODEBOOK_CONFIG,
-            f"{directory} exists and is not a saved codebook model; "
-            "save into a new or empty directory",
-        )
+        check_output_dir(directory, SAVED_MODEL, overwrite=True, option="directory to save into")
         with atomic_directory(directory) as tmp:
             self.model.save_pretrained(tmp)
             if tokenizer is not None:

@@ -67,7 +67,7 @@ def test_making_data_never_replaces_other_files(tmp_path) -> None:
     target = tmp_path / "mine"
     target.mkdir()
     (target / "notes.txt").write_text("keep")
-    with pytest.raises(CodebookError, match="holds no FSM data"):
+    with pytest.raises(CodebookError, match="not made by codebook-features"):
         make_data(target, 6, 2, train_sequences=10, val_sequences=4, states_per_sequence=4)
     assert (target / "notes.txt").read_text() == "keep"
     make_data(tmp_path / "d", 6, 2, train_sequences=10, val_sequences=4, states_per_sequence=4)
@@ -83,3 +83,7 @@ def test_making_data_never_replaces_other_files(tmp_path) -> None:
         overwrite=True,
     )
     assert FSM.load(tmp_path / "d" / "fsm.json").num_states == 7
+    (tmp_path / "d" / "my_notes.txt").write_text("keep")  # overwrite never deletes these
+    with pytest.raises(CodebookError, match=r"also holds files it did not make \(my_notes\.txt\)"):
+        make_data(tmp_path / "d", 6, 2, 10, 0, 10, 4, 4, overwrite=True)
+    assert (tmp_path / "d" / "my_notes.txt").read_text() == "keep"

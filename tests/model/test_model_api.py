@@ -214,12 +214,16 @@ def test_saving_never_overwrites_foreign_files(tmp_path) -> None:
     target = tmp_path / "notes"
     target.mkdir()
     (target / "todo.txt").write_text("keep me")
-    with pytest.raises(CodebookError, match="not a saved codebook model"):
+    with pytest.raises(CodebookError, match="not made by codebook-features"):
         neox().save(target)
     assert (target / "todo.txt").read_text() == "keep me"
     cbm = neox()
     cbm.save(tmp_path / "run")
     cbm.save(tmp_path / "run")  # re-saving a checkpoint replaces it
+    (tmp_path / "run" / "notes.txt").write_text("mine")  # but never what someone added
+    with pytest.raises(CodebookError, match=r"also holds files it did not make \(notes\.txt\)"):
+        cbm.save(tmp_path / "run")
+    (tmp_path / "run" / "notes.txt").unlink()
     saved = json.loads((tmp_path / "run" / CODEBOOK_CONFIG).read_text())
     assert saved["codebook_features_version"] and saved["model_type"] == "gpt_neox"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

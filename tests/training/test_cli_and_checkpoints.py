@@ -13,6 +13,7 @@ import yaml
 from codebook_features.cli import main
 from codebook_features.configs import field_docs, to_dict
 from codebook_features.training import train
+from codebook_features.training.checkpoint import write_manifest
 from codebook_features.training.config import DataConfig, ModelConfig, TrainingConfig
 
 
@@ -118,8 +119,12 @@ def test_damaged_or_mismatched_checkpoints_are_refused(make_config, tmp_path, ca
     )
     assert "made with other settings (training.lr: 0.003 -> 0.1)" in capsys.readouterr().err
 
-    (run_dir / "checkpoint" / "optimizer.bin").write_bytes(b"garbage")
-    before["optimizer.bin"] = b"garbage"
+    (run_dir / "checkpoint" / "optimizer.safetensors").write_bytes(b"garbage")
+    before["optimizer.safetensors"] = b"garbage"
+    assert main(["train", "--config", path, "--training.resume", "true"]) == 2
+    assert "optimizer.safetensors in the checkpoint" in capsys.readouterr().err
+    write_manifest(run_dir / "checkpoint")  # checksums that match: the garbage is still refused
+    before["manifest.json"] = (run_dir / "checkpoint" / "manifest.json").read_bytes()
     assert main(["train", "--config", path, "--training.resume", "true"]) == 2
     assert "could not be loaded" in capsys.readouterr().err
 
@@ -212,16 +217,21 @@ def test_checkpoint_recovery_and_refusals(make_config, tmp_path, capsys) -> None
     saved = json.loads((run_dir / ".checkpoint.old" / "trainer_state.json").read_text())
     saved["world_size"] = 2
     (run_dir / ".checkpoint.old" / "trainer_state.json").write_text(json.dumps(saved))
+    aside = run_dir / ".checkpoint.old"
+    for name in ("random_states_{}.safetensors", "random_states_{}.json"):  # a second process's
+        shutil.copy(aside / name.format(0), aside / name.format(1))
+    write_manifest(run_dir / ".checkpoint.old")
     assert main(["train", "--config", path, "--training.resume", "true"]) == 2
     assert "made with 2 processes" in capsys.readouterr().err
     assert state.exists()  # the old checkpoint was brought back
     saved["world_size"] = 1
     state.write_text(json.dumps(saved))
+    write_manifest(run_dir / "checkpoint")
     backup = tmp_path / "backup"
     shutil.copytree(run_dir, backup)
-    (run_dir / "checkpoint" / "random_states_0.pkl").unlink()
+    (run_dir / "checkpoint" / "random_states_0.safetensors").unlink()
     assert main(["train", "--config", path, "--training.resume", "true"]) == 2
-    assert "random_states_0.pkl missing" in capsys.readouterr().err
+    assert "is missing random_states_0.safetensors" in capsys.readouterr().err
     shutil.rmtree(run_dir)
     shutil.copytree(backup, run_dir)
     with (run_dir / "metrics.jsonl").open("a") as f:

@@ -7,15 +7,18 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from codebook_features.cli import command
+from codebook_features.cli import add_command, command, integer
 from codebook_features.errors import CodebookError
+from codebook_features.ownership import check_output_file
+from codebook_features.saved import stamp
 
 if TYPE_CHECKING:
     from codebook_features.fsm.results import StateAnalysis
 
 
 def _print_json(data: Any, out: str | None) -> None:
-    text = json.dumps(data, indent=2)
+    """Print a result, and write it (stamped with the library version) to ``out``."""
+    text = json.dumps(stamp(data), indent=2)
     if out:
         from codebook_features.files import write_text
 
@@ -24,30 +27,43 @@ def _print_json(data: Any, out: str | None) -> None:
 
 
 def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """The model and data of ``--model``/``--data``, checked to fit each other before work."""
     from codebook_features.files import MODEL_CONFIG
     from codebook_features.fsm.data import FSMData
     from codebook_features.fsm.pipeline import load_for_eval
 
+    if getattr(args, "out", None):
+        check_output_file(args.out)
     model_dir = Path(args.model)
+    if not model_dir.is_dir():
+        raise CodebookError(f"{model_dir} is not a directory: give a trained model's directory")
     if not (model_dir / MODEL_CONFIG).exists():
         raise CodebookError(f"{model_dir} is not a saved model (no {MODEL_CONFIG})")
     data = FSMData(Path(args.data))
-    return load_for_eval(model_dir), data.fsm(), data
+    fsm = data.fsm()
+    model = load_for_eval(model_dir)
+    vocab = model.get_input_embeddings().num_embeddings
+    if vocab < fsm.vocab_size:
+        raise CodebookError(
+            f"{model_dir} has a vocabulary of {vocab} tokens, but the data in {args.data} uses "
+            f"{fsm.vocab_size}: use the data the model was trained on"
+        )
+    return model, fsm, data
 
 
 @command("fsm", "the TokFSM experiment: make data, train, evaluate, analyse, intervene, demo")
 def _fsm_command(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="fsm_command", metavar="STEP", required=True)
 
-    make = sub.add_parser("make", help="create an FSM, its tokenizer and token datasets")
+    make = add_command(sub, "make", "create an FSM, its tokenizer and token datasets")
     make.add_argument("--out", required=True, help="data directory to create")
-    make.add_argument("--states", type=int, default=40, help="number of states (paper: 100)")
-    make.add_argument("--edges", type=int, default=4, help="out-edges per state (paper: 10)")
-    make.add_argument("--base", type=int, default=10, help="digits are written in this base")
-    make.add_argument("--seed", type=int, default=0)
-    make.add_argument("--train-sequences", type=int, default=40_000)
-    make.add_argument("--val-sequences", type=int, default=512)
-    make.add_argument("--states-per-sequence", type=int, default=32)
+    make.add_argument("--states", type=integer(2), default=40, help="states (paper: 100)")
+    make.add_argument("--edges", type=integer(1), default=4, help="out-edges (paper: 10)")
+    make.add_argument("--base", type=integer(2), default=10, help="digits are in this base")
+    make.add_argument("--seed", type=integer(0), default=0)
+    make.add_argument("--train-sequences", type=integer(1), default=40_000)
+    make.add_argument("--val-sequences", type=integer(1), default=512)
+    make.add_argument("--states-per-sequence", type=integer(2), default=32)
     make.add_argument("--overwrite", action="store_true", help="replace existing FSM data")
 
     def run_make(args: argparse.Namespace) -> None:
@@ -72,17 +88,19 @@ def _fsm_command(parser: argparse.ArgumentParser) -> None:
 
     make.set_defaults(run=run_make)
 
-    train = sub.add_parser(
-        "train", help="train a baseline, or a codebook model (from a baseline with --start-from)"
+    train = add_command(
+        sub, "train", "train a baseline, or a codebook model (from a baseline with --start-from)"
     )
     train.add_argument("--data", required=True, help="data directory from `codebook fsm make`")
     train.add_argument("--out", required=True, help="run directory")
     train.add_argument("--start-from", help="trained model to finetune with codebooks")
     train.add_argument("--sites", nargs="+", default=["attn_heads", "mlp"])
-    train.add_argument("--k", type=int, default=1)
-    train.add_argument("--codes", type=int, default=512)
-    train.add_argument("--steps", type=int, default=None)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--k", type=integer(1), default=1)
+    train.add_argument("--codes", type=integer(1), default=512)
+    train.add_argument(
+        "--steps", type=integer(1), default=None, help="default: 1000 (baseline), 600 (codebooks)"
+    )
+    train.add_argument("--seed", type=integer(0), default=0)
 
     def run_train(args: argparse.Namespace) -> None:
         from dataclasses import replace
@@ -91,11 +109,12 @@ def _fsm_command(parser: argparse.ArgumentParser) -> None:
         from codebook_features.fsm.pipeline import PRESETS, Variant, train_run
 
         preset = PRESETS["default"]
-        if args.steps and not args.start_from:
+        if args.steps is not None and not args.start_from:
             preset = replace(preset, baseline_steps=args.steps)
         variant = None
         if args.start_from:
-            variant = Variant("codebooks", args.sites, args.k, args.codes, args.steps or 600)
+            steps = 600 if args.steps is None else args.steps
+            variant = Variant("codebooks", args.sites, args.k, args.codes, steps)
         start = Path(args.start_from) if args.start_from else None
         model_dir = train_run(
             FSMData(Path(args.data)),
@@ -110,16 +129,16 @@ def _fsm_command(parser: argparse.ArgumentParser) -> None:
 
     train.set_defaults(run=run_train)
 
-    evaluate = sub.add_parser("evaluate", help="state accuracy, first-transition accuracy, loss")
-    analyze = sub.add_parser("analyze", help="codes vs states, the neuron baseline, purity")
-    intervene = sub.add_parser("intervene", help="swap state codes and measure the effect")
+    evaluate = add_command(sub, "evaluate", "state accuracy, first-transition accuracy, loss")
+    analyze = add_command(sub, "analyze", "codes vs states, the neuron baseline, purity")
+    intervene = add_command(sub, "intervene", "swap state codes and measure the effect")
     for p in (evaluate, analyze, intervene):
         p.add_argument("--model", required=True, help="trained model directory")
         p.add_argument("--data", required=True, help="data directory")
         p.add_argument("--out", help="also write the JSON result to this file")
-        p.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--samples", type=int, default=256, help="sequences to sample")
-    intervene.add_argument("--transitions", type=int, default=500)
+        p.add_argument("--seed", type=integer(0), default=0)
+    evaluate.add_argument("--samples", type=integer(1), default=256, help="sequences to sample")
+    intervene.add_argument("--transitions", type=integer(1), default=500)
 
     def run_evaluate(args: argparse.Namespace) -> None:
         from codebook_features.fsm.evaluation import evaluate_model
@@ -155,14 +174,14 @@ def _fsm_command(parser: argparse.ArgumentParser) -> None:
     analyze.set_defaults(run=run_analyze)
     intervene.set_defaults(run=run_intervene)
 
-    demo = sub.add_parser("demo", help="the whole experiment with a report (offline)")
+    demo = add_command(sub, "demo", "the whole experiment with a report (offline)")
     demo.add_argument("--out", default="runs/demo", help="output directory")
     demo.add_argument(
         "--full",
         action="store_true",
         help="the paper's machine (100 states, 10 edges) and more of Table 1; hours",
     )
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=integer(0), default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress output")
 
     def run_demo(args: argparse.Namespace) -> None:

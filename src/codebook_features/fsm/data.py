@@ -20,9 +20,9 @@ from codebook_features.files import (
     TRAIN_FILE,
     VALIDATION_FILE,
     atomic_directory,
-    holds_own_files,
 )
 from codebook_features.fsm.machine import FSM
+from codebook_features.ownership import FSM_DATA, check_output_dir, mark
 
 SYMBOLS = string.digits + string.ascii_lowercase
 
@@ -59,8 +59,11 @@ class FSMData:
     def validation_tokens(self) -> np.ndarray:
         import pyarrow.parquet as pq
 
+        self.fsm()  # refuses a directory that is not TokFSM data at all
         if not self.validation.exists():
-            raise CodebookError(f"{self.validation} is missing: recreate the data")
+            raise CodebookError(
+                f"{self.validation} is missing: recreate the data with `codebook fsm make`"
+            )
         return np.array(pq.read_table(self.validation)["input_ids"].to_pylist(), dtype=np.int64)
 
 
@@ -102,16 +105,24 @@ def make_data(
     non-empty ``out`` is refused unless ``overwrite`` (and it holds TokFSM data).
     """
     target = Path(out)
-    refusal = f"{target} is not empty and holds no FSM data: choose another --out"
-    if holds_own_files(target, FSM_FILE, refusal) and not overwrite:
+    for name, value, least in (
+        ("train_sequences", train_sequences, 1),
+        ("val_sequences", val_sequences, 1),
+        ("states_per_sequence", states_per_sequence, 2),
+        ("seed", seed, 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise CodebookError(
+                f"{name.replace('_', '-')} must be an integer >= {least}, got {value!r}"
+            )
+    if check_output_dir(target, FSM_DATA, overwrite=overwrite) == "ours" and not overwrite:
         raise CodebookError(f"{target} already holds FSM data: pass --overwrite to replace it")
-    if states_per_sequence < 2:
-        raise CodebookError("sequences need at least 2 states (one transition)")
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     fsm = FSM.generate(num_states, num_edges, base, seed)
     with atomic_directory(out) as tmp:
+        mark(tmp, FSM_DATA)
         fsm.save(tmp / FSM_FILE)
         make_tokenizer(fsm, tmp / TOKENIZER_DIR)
         for name, count, salt in (

@@ -20,6 +20,7 @@ from codebook_features.files import (
     BASELINE_RUN,
     CHECKPOINT_DIR,
     CODEBOOK_CONFIG,
+    CODEBOOK_WEIGHTS,
     DATA_DIR,
     FINAL_DIR,
     FSM_FILE,
@@ -28,6 +29,7 @@ from codebook_features.files import (
 )
 from codebook_features.fsm.data import FSMData, make_data
 from codebook_features.fsm.results import ModelAnalysis, SwapResults, TrainedModel
+from codebook_features.ownership import FSM_DEMO, RUN, check_output_dir, mark
 from codebook_features.rundir import RunDir
 from codebook_features.saved import Record, read_saved, stamp
 
@@ -175,8 +177,9 @@ def train_run(
     from codebook_features.training import train as run_training
     from codebook_features.training.checkpoint import changed_settings
 
+    state = check_output_dir(out, RUN)  # refuses a directory that is not a run of ours
     run = RunDir(out)
-    resume = (out / CHECKPOINT_DIR).exists()
+    resume = state == "ours" and (out / CHECKPOINT_DIR).exists()
     model = (
         ModelConfig(name_or_path=str(start_from))
         if start_from
@@ -206,11 +209,11 @@ def train_run(
             kmeans_init=variant is not None,
             seed=seed,
             resume=resume,
-            overwrite=out.exists() and not resume,
+            overwrite=state == "ours" and not resume,  # it stopped before a checkpoint
             progress=progress,
         ),
     )
-    if run.finished():
+    if state == "ours" and run.finished():
         changes = changed_settings(run.config(), config)
         if changes:
             raise CodebookError(
@@ -231,7 +234,18 @@ def load_for_eval(model_dir: Path) -> Any:
 
     if (model_dir / CODEBOOK_CONFIG).exists():
         return CodebookModel.from_pretrained(model_dir).eval()
-    return AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    if (model_dir / CODEBOOK_WEIGHTS).exists():
+        raise CodebookError(
+            f"{model_dir} has {CODEBOOK_WEIGHTS} but no {CODEBOOK_CONFIG}: the saved model is "
+            "damaged; save or copy it again"
+        )
+    try:
+        return AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    except (OSError, ValueError) as error:
+        raise CodebookError(
+            f"the model in {model_dir} could not be loaded ({str(error).splitlines()[0]}); "
+            "save or copy it again"
+        ) from error
 
 
 def run_pipeline(
@@ -258,7 +272,8 @@ def run_pipeline(
     else:
         preset_name = "custom"
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out, FSM_DEMO)  # continuing our own demo is the point; nothing else
+    mark(out, FSM_DEMO)
     results_file = out / RESULTS_FILE
     if results_file.exists():
         results = PipelineResults.load(results_file)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from codebook_features.errors import CodebookError
+from codebook_features.sources import MODEL_FILES, TOKENIZER_FILES, check_source
 from codebook_features.training.config import DataConfig, ModelConfig
 
 BUILDERS = {
@@ -33,6 +34,9 @@ def load_tokenizer(config: ModelConfig) -> Any:
     from transformers import AutoTokenizer
 
     source = config.tokenizer or config.name_or_path
+    if not config.tokenizer:  # the model's own: say so when it is not a model at all
+        check_source(source, "model", MODEL_FILES)
+    check_source(source, "tokenizer", TOKENIZER_FILES)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as error:
@@ -279,3 +283,18 @@ class BatchPlan:
                 mine = rows[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
                 return torch.tensor(mine, dtype=torch.long)
             self._stream_next += 1
+
+
+def check_vocabulary(model: Any, block_sets: list[Any], source: str | None) -> None:
+    """Refuse token ids the model has no embedding for (before any training), instead of an
+    ``IndexError`` deep inside the forward pass. Streamed blocks are not read ahead."""
+    size = model.get_input_embeddings().num_embeddings
+    for blocks in block_sets:
+        if isinstance(blocks, torch.Tensor) and blocks.numel():
+            largest, smallest = int(blocks.max()), int(blocks.min())
+            if largest >= size or smallest < 0:
+                raise CodebookError(
+                    f"the data ({source}) holds token id {largest if largest >= size else smallest}"
+                    f", but the model's vocabulary has {size} tokens (0..{size - 1}): use the "
+                    "tokenizer the model was trained with"
+                )

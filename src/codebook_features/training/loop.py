@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import math
-import pickle
 import shutil
 import time
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 from torch import nn
 
 from codebook_features.configs import flatten, save_yaml, to_dict
@@ -37,7 +35,6 @@ from codebook_features.files import (
     REPLICA_FILE,
     REPLICAS_DIR,
     RUN_CONFIG,
-    RUN_FILES,
     SUMMARY_FILE,
     atomic_directory,
     swap_directory,
@@ -45,10 +42,17 @@ from codebook_features.files import (
     write_text,
 )
 from codebook_features.model import CodebookModel
+from codebook_features.ownership import RUN, check_output_dir, clear_own, mark
 from codebook_features.rundir import RunDir
+from codebook_features.sources import MODEL_FILES, check_source
 from codebook_features.training import checkpoint as ckpt
 from codebook_features.training.config import RunConfig
-from codebook_features.training.data import BatchPlan, build_blocks, load_tokenizer
+from codebook_features.training.data import (
+    BatchPlan,
+    build_blocks,
+    check_vocabulary,
+    load_tokenizer,
+)
 from codebook_features.training.evaluation import EvalMetrics, code_counts, evaluate
 from codebook_features.training.plots import plot_code_usage, plot_losses
 
@@ -78,6 +82,7 @@ def load_model(config: RunConfig, tokenizer: Any) -> nn.Module:
     spec = config.model
     kwargs = {"attn_implementation": spec.attn_implementation} if spec.attn_implementation else {}
     if spec.name_or_path:
+        check_source(spec.name_or_path, "model", MODEL_FILES)
         try:
             return AutoModelForCausalLM.from_pretrained(spec.name_or_path, **kwargs)
         except OSError as error:
@@ -119,6 +124,7 @@ class Trainer:
         if t.mode == "codebooks":
             model.requires_grad_(False)
         train_blocks, val_blocks = build_blocks(config.data, self.tokenizer, t.seed)
+        check_vocabulary(model, [train_blocks, val_blocks], config.data.dataset)
         self.block_counts = (
             len(train_blocks) if isinstance(train_blocks, torch.Tensor) else None,
             len(val_blocks),
@@ -130,10 +136,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self._param_groups(model), lr=t.lr)
         self.scheduler = _scheduler(config, self.optimizer)
         self.module, self.optimizer = self.accelerator.prepare(self.module, self.optimizer)
-        self.accelerator.register_for_checkpointing(self.scheduler)
         self.upkeep = ckpt.CodebookUpkeep(self.cbm) if self.cbm is not None else None
-        if self.upkeep is not None:
-            self.accelerator.register_for_checkpointing(self.upkeep)
         self.device = self.accelerator.device
         self.step = 0
         self.micro_batches = 0
@@ -148,10 +151,13 @@ class Trainer:
     # -------------------------------------------------------------------- set-up
     def _check_run_dir(self) -> None:
         t = self.config.training
-        ckpt.recover(self.run_dir)
+        state = check_output_dir(
+            self.run_dir, RUN, overwrite=t.overwrite, option="--training.output_dir"
+        )
+        if state == "ours":
+            ckpt.recover(self.run_dir)
         run = RunDir(self.run_dir)
         has_checkpoint = (self.run_dir / CHECKPOINT_DIR).exists()
-        has_run = run.exists()
         if t.resume:
             _, state = ckpt.read_state(self.run_dir)
             ckpt.check_compatible(state, self.config, self.accelerator.num_processes, self.run_dir)
@@ -160,7 +166,7 @@ class Trainer:
                     f"the run in {self.run_dir} is finished ({state['step']} steps); to train "
                     "longer, resume with a larger --training.steps"
                 )
-        elif has_run and not t.overwrite:
+        elif state == "ours" and not t.overwrite:
             if has_checkpoint and run.finished():
                 hint = (
                     f"it is finished ({run.checkpoint_step()} steps); to train longer, resume "
@@ -175,10 +181,6 @@ class Trainer:
                 )
             raise CodebookError(
                 f"{self.run_dir} already holds a run: {hint}, or choose another output_dir"
-            )
-        elif self.run_dir.exists() and any(self.run_dir.iterdir()) and not has_run:
-            raise CodebookError(
-                f"{self.run_dir} is not empty and holds no run: choose another output_dir"
             )
         self.accelerator.wait_for_everyone()
 
@@ -250,14 +252,9 @@ class Trainer:
     def _start(self) -> None:
         t = self.config.training
         if self.main:
-            if t.overwrite:  # everything the previous run wrote, and nothing else
-                for name in RUN_FILES:
-                    path = self.run_dir / name
-                    if path.is_dir():
-                        shutil.rmtree(path)
-                    else:
-                        path.unlink(missing_ok=True)
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if t.overwrite:  # everything the previous run wrote (and it holds nothing else)
+                clear_own(self.run_dir, RUN)
+            mark(self.run_dir, RUN)
             save_yaml(self.config, self.run_dir / RUN_CONFIG)
             write_text(self.run_dir / METRICS_FILE, "")
         if t.kmeans_init and self.cbm is not None:
@@ -270,18 +267,10 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def _resume(self) -> None:
-        checkpoint, state = ckpt.read_state(self.run_dir)
+        checkpoint, state = ckpt.read_state(self.run_dir)  # verified: safetensors and JSON
         try:
-            self.accelerator.load_state(str(checkpoint))
-        except (
-            OSError,
-            RuntimeError,
-            KeyError,
-            ValueError,
-            EOFError,
-            pickle.UnpicklingError,
-            SafetensorError,
-        ) as error:
+            ckpt.load_checkpoint(checkpoint, self._checkpointed(), self.accelerator.process_index)
+        except ckpt.load_errors() as error:
             raise CodebookError(
                 f"the checkpoint in {checkpoint} could not be loaded ({str(error).splitlines()[0]})"
                 "; nothing was changed"
@@ -384,8 +373,10 @@ class Trainer:
         if self.main and tmp.exists():
             shutil.rmtree(tmp)
         self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(tmp), safe_serialization=True)
+        tmp.mkdir(parents=True, exist_ok=True)
+        ckpt.write_random_states(tmp, self.accelerator.process_index)  # one file per process
         if self.main:
+            ckpt.write_shared(tmp, self._checkpointed())
             ckpt.write_state(
                 tmp,
                 self.step,
@@ -395,8 +386,21 @@ class Trainer:
                 elapsed_s=round(self._elapsed(), 3),
                 started=self.started,
             )
+        self.accelerator.wait_for_everyone()
+        if self.main:  # the manifest is written last, when every process has written its files
+            ckpt.write_manifest(tmp)
             swap_directory(tmp, self.run_dir / CHECKPOINT_DIR)
         self.accelerator.wait_for_everyone()
+
+    def _checkpointed(self) -> ckpt.Checkpointed:
+        """What a checkpoint saves and restores besides the trainer's position."""
+        return ckpt.Checkpointed(
+            module=self.accelerator.unwrap_model(self.module),
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            upkeep=self.upkeep,
+            scaler=self.accelerator.scaler,
+        )
 
     def _finish(self, metrics: EvalMetrics) -> Path:
         module = self.accelerator.unwrap_model(self.module)

@@ -1,0 +1,39 @@
+"""Where models and tokenizers come from: a local directory or a hub name, told apart up front.
+
+Hugging Face answers a missing local directory with "Repo id must be in the form ..." and a
+directory without tokenizer files by asking to install sentencepiece; checking the path first
+gives one line that names the real problem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from codebook_features.errors import CodebookError
+
+MODEL_FILES = ("config.json",)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+def looks_local(name: str) -> bool:
+    """Whether ``name`` is meant as a path rather than a hub name (``name`` or ``owner/name``)."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name
+
+
+def check_source(name: str, what: str, needs: tuple[str, ...]) -> None:
+    """Refuse a local path that does not exist, is a file, or holds none of ``needs`` (the files
+    a ``what`` directory has); hub names pass unchanged (they are checked when fetched)."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise CodebookError(f"{name} is a file: give the {what}'s directory or a hub name")
+        if not any((path / file).exists() for file in needs):
+            raise CodebookError(
+                f"{name} is not a {what} directory (it has no {' or '.join(needs)}): give a "
+                f"directory saved with save_pretrained, or a hub name"
+            )
+    elif looks_local(name):
+        raise CodebookError(
+            f"{name} does not exist: give an existing {what} directory, or a hub name such as "
+            "EleutherAI/pythia-70m"
+        )
