@@ -7,6 +7,15 @@ import transformers
 from transformers import AutoModelForCausalLM
 
 VOCAB = 61
+TINY_NEOX = {
+    "model_type": "gpt_neox",
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+}
+"""A tiny GPT-NeoX for runs built from a config (``model.init``), vocabulary from the data."""
 COMMON = {"vocab_size": VOCAB, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1}
 
 

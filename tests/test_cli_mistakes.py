@@ -16,17 +16,10 @@ from codebook_features import CodebookError
 from codebook_features.cli import main
 from codebook_features.files import CODEBOOK_CONFIG
 
+from .model_zoo import TINY_NEOX
 from .text_fixtures import write_corpus, write_tokenizer
 
 FSM_SMALL = ["--states", "6", "--edges", "2", "--train-sequences", "64", "--val-sequences", "8"]
-TINY = {
-    "model_type": "gpt_neox",
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "intermediate_size": 64,
-    "max_position_embeddings": 64,
-}
 
 
 def run_ok(argv: list[str]) -> None:
@@ -94,7 +87,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (text / "empty.txt").write_text("")
     (text / "binary.txt").write_bytes(bytes(range(256)) * 4)
     config = {
-        "model": {"init": TINY, "tokenizer": str(text / "tokenizer")},
+        "model": {"init": TINY_NEOX, "tokenizer": str(text / "tokenizer")},
         "data": {"dataset": str(corpus), "block_size": 16},
         "codebooks": {"num_codes": 8, "k": 1, "sites": ["mlp"]},
         "training": {
@@ -122,6 +115,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (notes / "results.json").write_text('{"my": "results"}\n')
     (notes / "list.json").write_text("[1, 2, 3]\n")
     (root / "afile.txt").write_text("a file, not a directory\n")
+    shutil.copytree(root / "data", root / "data-with-run")
+    shutil.copytree(root / "base", root / "data-with-run" / "run1")
+    shutil.copytree(root / "run", root / "run-with-figure")
+    (root / "run-with-figure" / "plots" / "fig.png").write_bytes(b"\x89PNG my own figure")
     shutil.copytree(root / "data", root / "data-with-notes")
     (root / "data-with-notes" / "my_notes.txt").write_text("keep me\n")
     for name, damage in DAMAGE.items():
@@ -163,6 +160,17 @@ CASES: list[tuple[str, str, str]] = [
         "fsm make --out {root}/data-with-notes --overwrite",
         "my_notes.txt",
     ),
+    (
+        "make-overwrite-with-a-run-inside",
+        "fsm make --out {root}/data-with-run --overwrite",
+        "did not make (run1",
+    ),
+    (
+        "cli-train-overwrite-with-my-figure",
+        "train --config {root}/text/run.yaml --training.output_dir {root}/run-with-figure "
+        "--training.overwrite true",
+        "plots/fig.png",
+    ),
     ("make-other-kind", "fsm make --out {root}/base --overwrite", "training run, not a TokFSM"),
     ("make-unknown-option", "fsm make --out {root}/new --colour red", "unrecognized"),
     ("make-missing-out", "fsm make", "required"),
@@ -170,7 +178,7 @@ CASES: list[tuple[str, str, str]] = [
     ("unknown-command", "frobnicate", "invalid choice"),
     ("train-zero-steps", "fsm train --data {root}/data --out {root}/new --steps 0", "at least 1"),
     ("train-negative-steps", "fsm train --data {root}/data --out {root}/new --steps -3", "least"),
-    ("train-out-foreign", "fsm train --data {root}/data --out {root}/foreign", "not made by"),
+    ("train-out-foreign", "fsm train --data {root}/data --out {root}/foreign", "not marked"),
     ("train-out-file", "fsm train --data {root}/data --out {root}/afile.txt", "is a file"),
     ("train-out-data", "fsm train --data {root}/data --out {root}/data", "TokFSM data, not"),
     ("train-missing-data", "fsm train --data {root}/nowhere --out {root}/new", "fsm make"),
@@ -218,7 +226,7 @@ CASES: list[tuple[str, str, str]] = [
     (
         "eval-out-foreign-file",
         "fsm evaluate --model {root}/base/final {data} --out {root}/notes/results.json",
-        "not written by codebook-features",
+        "not a result written by",
     ),
     (
         "eval-missing-data",
@@ -238,7 +246,7 @@ CASES: list[tuple[str, str, str]] = [
     ("analyze-no-codebooks", "fsm analyze --model {root}/base/final {data}", "no codebooks"),
     ("intervene-zero", "fsm intervene --model {root}/cb/final {data} --transitions 0", "least 1"),
     ("intervene-no-codebooks", "fsm intervene --model {root}/base/final {data}", "no codebooks"),
-    ("demo-out-foreign", "fsm demo --out {root}/notes", "not made by codebook-features"),
+    ("demo-out-foreign", "fsm demo --out {root}/notes", "is not marked as one"),
     ("demo-out-file", "fsm demo --out {root}/afile.txt", "is a file"),
     ("demo-out-run", "fsm demo --out {root}/base", "training run, not a TokFSM demo"),
     ("demo-negative-seed", "fsm demo --out {root}/new --seed -1", "at least 0"),
@@ -246,19 +254,19 @@ CASES: list[tuple[str, str, str]] = [
     ("cli-train-missing-config", "train --config {root}/nowhere.yaml", "nowhere.yaml"),
     ("cli-train-bad-yaml", "train --config {root}/text/bad.yaml", "could not parse"),
     ("cli-train-list-yaml", "train --config {root}/text/list.yaml", "mapping"),
-    ("cli-train-binary-yaml", "train --config {root}/text/binary.yaml", ""),
+    ("cli-train-binary-yaml", "train --config {root}/text/binary.yaml", "not a text file"),
     ("cli-train-unknown-section", "train --config {root}/text/unknown.yaml", "unknown setting"),
     ("cli-train-zero-steps", "train --config {root}/text/run.yaml --training.steps 0", "positive"),
     (
         "cli-train-foreign-dir",
         "train --config {root}/text/run.yaml --training.output_dir {root}/foreign",
-        "not made by codebook-features",
+        "is not marked as one",
     ),
     (
         "cli-train-foreign-dir-overwrite",
         "train --config {root}/text/run.yaml --training.output_dir {root}/foreign "
         "--training.overwrite true",
-        "not made by codebook-features",
+        "is not marked as one",
     ),
     (
         "cli-train-out-file",
@@ -283,12 +291,12 @@ CASES: list[tuple[str, str, str]] = [
     (
         "cli-train-empty-data",
         NEW + " --data.dataset {root}/text/empty.txt",
-        "",
+        "is empty",
     ),
     (
         "cli-train-binary-data",
         NEW + " --data.dataset {root}/text/binary.txt",
-        "",
+        "not UTF-8 text",
     ),
     (
         "cli-train-vocab-mismatch",
@@ -318,15 +326,21 @@ for damage in DAMAGE:
         (
             f"eval-{damage}",
             f"fsm evaluate --model {{root}}/damaged/{damage} {{data}}",
-            "damaged" if damage not in ("empty-config",) else "",
+            "damaged",
         )
     )
+UNCHECKED_MESSAGE = {
+    "random-codebooks": "codebooks.safetensors in",
+    "huge-header": "codebooks.safetensors in",
+    "truncated-weights": "could not be loaded",
+    "empty-config": "could not be loaded",
+}
 for damage in UNCHECKED:
     CASES.append(
         (
             f"eval-{damage}-unchecked",
             f"fsm evaluate --model {{root}}/damaged/{damage}-unchecked {{data}}",
-            "",
+            UNCHECKED_MESSAGE[damage],
         )
     )
 

@@ -56,7 +56,7 @@ def test_check_against_a_model() -> None:
         tiny_model("gpt_neox"), CodebookModelConfig(num_codes=16, k=2, sites=["attn_heads", "mlp"])
     )
     assert CodeRef.parse("layers.1.attn_heads/3/15").check(cbm).code == 15
-    with pytest.raises(CodebookError, match="group 4 is out of range"):
+    with pytest.raises(CodebookError, match=r"group \(head\) 4 is out of range"):
         CodeRef.parse("layers.1.attn_heads/4/0").check(cbm)
     with pytest.raises(CodebookError, match="code 16 is out of range"):
         CodeRef.parse("layers.0.mlp/0/16").check(cbm)

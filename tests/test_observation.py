@@ -96,14 +96,28 @@ def test_observing_changes_nothing_and_leaves_no_hooks() -> None:
 def test_kmeans_initialisation_sees_the_plain_model() -> None:
     cbm = neox()
     batches = [tokens(8, 16), tokens(4, 16)]  # different batch sizes
+    # the activations at each site, read independently of the library by hooks on the modules
+    direct: dict[str, list[torch.Tensor]] = {site: [] for site in cbm.sites}
+    handles = []
+    for site, where in cbm.sites.items():
+        if where.pre_hook:
+            hook = lambda m, args, site=site: direct[site].append(args[0].detach())  # noqa: E731
+            handles.append(where.module.register_forward_pre_hook(hook))
+        else:
+            hook = lambda m, a, out, site=site: direct[site].append(out.detach())  # noqa: E731
+            handles.append(where.module.register_forward_hook(hook))
     with torch.no_grad(), cbm.disabled(), cbm.observe(ids=False, inputs=True) as seen:
         for batch in batches:
             cbm(batch)
+    for handle in handles:
+        handle.remove()
     expected = {}
     for site in cbm.sites:
+        assert all(
+            torch.equal(a, b) for a, b in zip(seen.calls("inputs", site), direct[site], strict=True)
+        )
         own = neox().codebook(site)
-        samples = torch.cat([p.reshape(-1, 32) for p in seen.calls("inputs", site)])
-        own.init_kmeans(samples, iters=5, seed=1)
+        own.init_kmeans(torch.cat([p.reshape(-1, 32) for p in direct[site]]), iters=5, seed=1)
         expected[site] = own.vectors.detach()
     cbm.init_kmeans(batches, iters=5, seed=1)
     for site in cbm.sites:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numbers
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -60,15 +61,21 @@ class CodeRef:
 
     def check(self, model: CodebookModel) -> CodeRef:
         """Refuse a code that ``model`` does not have; returns the code itself."""
-        config = model.codebook(self.site).config
-        if self.group >= config.groups:
-            raise CodebookError(
-                f"{self}: group {self.group} is out of range at {self.site}, which has "
-                f"{config.groups} group(s) (0..{config.groups - 1})"
-            )
-        if self.code >= config.num_codes:
-            raise CodebookError(
-                f"{self}: code {self.code} is out of range at {self.site}, which has "
-                f"{config.num_codes} codes (0..{config.num_codes - 1})"
-            )
+        check_codes(model, self.site, self.group, [self.code])
         return self
+
+
+def check_codes(model: CodebookModel, site: str, group: int | None, codes: Iterable[int]) -> None:
+    """Refuse a site, group (``None``: every group) or code id that ``model`` does not have."""
+    config = model.codebook(site).config
+    if group is not None and group >= config.groups:
+        raise CodebookError(
+            f"group (head) {group} is out of range at {site}, which has {config.groups} "
+            f"group(s) (0..{config.groups - 1})"
+        )
+    for code in codes:
+        if code >= config.num_codes:
+            raise CodebookError(
+                f"code {code} is out of range at {site}, which has {config.num_codes} codes "
+                f"(0..{config.num_codes - 1})"
+            )

@@ -173,6 +173,8 @@ def load_file(path: str | Path) -> dict[str, Any]:
         )
     except (yaml.YAMLError, json.JSONDecodeError) as error:
         raise CodebookError(f"could not parse {path}: {str(error).splitlines()[0]}") from error
+    except UnicodeDecodeError as error:
+        raise CodebookError(f"{path} is not a text file: give a YAML or JSON file") from error
     if not isinstance(data, dict):
         raise CodebookError(f"{path} must hold a mapping of settings")
     return data

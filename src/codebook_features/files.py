@@ -89,8 +89,14 @@ OLD_CHECKPOINT_FILES = (
     "custom_checkpoint_*.pkl",
 )
 """Patterns of the pickle files of the earlier checkpoint format, which is never loaded."""
+TRACKER_DIR = "codebook-features"
+"""What the optional loggers (TensorBoard, ...) write, inside a run directory."""
+MODEL_CHECKSUMS = "checksums.json"
+"""The sha256 of every file of a saved model without codebooks (a baseline's ``final/``);
+models with codebooks keep them in ``codebook_config.json``."""
 RUN_FILES = (
     RUN_CONFIG,
+    TRACKER_DIR,
     METRICS_FILE,
     SUMMARY_FILE,
     FINAL_DIR,

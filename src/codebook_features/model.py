@@ -423,7 +423,7 @@ class CodebookModel(nn.Module):
             _verify_files(name_or_path, description, hub)
         try:
             model = AutoModelForCausalLM.from_pretrained(name_or_path, **model_kwargs)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, SafetensorError) as error:
             raise CodebookError(
                 f"the base model in {name_or_path} could not be loaded "
                 f"({str(error).splitlines()[0]}); re-save the model"
@@ -457,8 +457,14 @@ class CodebookModel(nn.Module):
         _verify_files(name_or_path, description, hub, only=CODEBOOK_WEIGHTS)
         try:
             weights = load_file(_fetch(name_or_path, CODEBOOK_WEIGHTS, hub))
+        except (SafetensorError, OSError) as error:
+            raise CodebookError(
+                f"{CODEBOOK_WEIGHTS} in {name_or_path} is damaged ({str(error).splitlines()[0]})"
+                "; save or copy the model again"
+            ) from error
+        try:
             cbm.codebooks.load_state_dict(weights, strict=True)
-        except (RuntimeError, SafetensorError, OSError) as error:
+        except RuntimeError as error:
             raise CodebookError(
                 f"{CODEBOOK_WEIGHTS} in {name_or_path} does not match its "
                 f"{CODEBOOK_CONFIG}: the checkpoint is damaged ({str(error).splitlines()[0]})"

@@ -1,17 +1,17 @@
 """Which directories are ours to write into: one mechanism for every command that writes one.
 
-Every directory a command creates is marked as its own (a small marker file naming the kind:
-training run, TokFSM data, TokFSM demo, ...; a saved model is marked by its
-``codebook_config.json``, which lists every file saved with it). Before writing, a command
-checks its output path:
+Every directory a command creates is marked as its own: a small marker file naming the kind
+(training run, TokFSM data, TokFSM demo); a saved model is marked by its
+``codebook_config.json`` (or ``checksums.json`` without codebooks), which lists every file saved
+with it. Before writing, a command checks its output path:
 
 - an existing *file* is refused, before any work;
 - a missing or empty directory is new: it is created and marked;
 - a directory without our marker, or with the marker of another kind, is refused: nothing of
   anyone else's is ever replaced or deleted;
 - a directory of the same kind is ours: a command may continue it, and ``overwrite`` may replace
-  it, but only if it holds nothing the command did not make (else the foreign entries are named
-  and nothing changes).
+  it, but only if it holds nothing the command did not make, at any depth (else the foreign
+  files are named and nothing changes).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -27,72 +27,160 @@ from typing import Literal
 from codebook_features._version import __version__
 from codebook_features.errors import CodebookError
 from codebook_features.files import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_MANIFEST,
+    CHECKPOINT_TMP,
+    CODE_USAGE_PLOT,
     CODEBOOK_CONFIG,
+    CODES_VS_NEURONS_PLOT,
     DATA_DIR,
+    FINAL_DIR,
     FSM_FILE,
+    INTERVENTIONS_PLOT,
+    LOSS_PLOT,
+    METRICS_FILE,
+    MODEL_CHECKSUMS,
     OWNER_FILE,
     PLOTS_DIR,
+    REPLICAS_DIR,
     REPORT_FILE,
     RESULTS_FILE,
-    RUN_FILES,
+    RUN_CONFIG,
+    SUMMARY_FILE,
     TOKENIZER_DIR,
+    TRACKER_DIR,
     TRAIN_FILE,
+    TRAINING_PLOT,
     VALIDATION_FILE,
     write_json,
 )
 from codebook_features.saved import VERSION_KEY
 
+RESULT_KEY = "codebook_features_result"
+"""Stamps a JSON result written with ``--out`` (with the command that wrote it), so that an
+existing file is overwritten only when it is such a result."""
+
+Listing = Callable[[Path], "set[str] | None"]
+"""Files (relative paths) a directory lists as its own, ``None`` when it lists none."""
+Rule = Literal["file", "whole"] | frozenset[str] | Listing
+"""What an entry of a directory may hold: a file; a directory wholly ours; a directory of
+exactly these files; or a directory whose own manifest lists its files."""
+
+
+def _listed_in(manifest: str, key: str = "files") -> Listing:
+    def listing(directory: Path) -> set[str] | None:
+        try:
+            files = json.loads((directory / manifest).read_text()).get(key)
+        except (OSError, ValueError, AttributeError):
+            return None
+        return {*files, manifest} if isinstance(files, dict) else None
+
+    return listing
+
+
+def _saved_model(directory: Path) -> set[str] | None:
+    """A saved model's files, as listed by its ``codebook_config.json`` or ``checksums.json``."""
+    for manifest in (CODEBOOK_CONFIG, MODEL_CHECKSUMS):
+        listed = _listed_in(manifest)(directory)
+        if listed is not None:
+            return listed
+    return None
+
 
 @dataclass(frozen=True)
 class DirKind:
-    """A kind of directory we write: how it is marked, and what it holds."""
+    """A kind of directory we write: how it is marked, and what it may hold."""
 
+    id: str
+    """Stable name stored in the marker."""
     name: str
     """How messages call it ("training run")."""
-    entries: tuple[str, ...] = ()
-    """Names this kind writes at its top level (besides the marker)."""
+    contents: Mapping[str, Rule] = field(default_factory=dict)
+    """Top-level entries this kind writes, with what each may hold."""
+    nests: bool = False
+    """Whether directories of ours of other kinds live inside (a demo holds runs). Only kinds
+    that never replace the whole directory may nest."""
+    listing: Listing | None = None
+    """For kinds marked by their own manifest: the files it lists (a saved model)."""
     marker: str = OWNER_FILE
-    """The file that marks a directory as ours."""
-    listed: Callable[[Path], Iterable[str]] | None = field(default=None, compare=False)
-    """Entries named by the directory itself (a saved model lists its files)."""
 
     def owns(self, directory: Path) -> bool:
         """Whether ``directory`` carries this kind's marker."""
-        marker = directory / self.marker
-        if not marker.is_file():
+        if not (directory / self.marker).is_file():
             return False
-        if self.marker != OWNER_FILE:
-            return True
-        return _marked_kind(directory) == self.name
+        return self.marker != OWNER_FILE or _marked_kind(directory) == self.id
 
-    def foreign_entries(self, directory: Path) -> list[str]:
-        """Entries of ``directory`` that this kind did not make (sorted). Subdirectories that
-        carry a marker of ours (runs inside a demo) count as ours."""
-        known = {self.marker, *self.entries}
-        if self.listed is not None:
-            known |= {name.split("/")[0] for name in self.listed(directory)}
-        return sorted(
-            entry.name
-            for entry in directory.iterdir()
-            if entry.name not in known and not _is_marked(entry)
-        )
+    def foreign_files(self, directory: Path) -> list[str]:
+        """What in ``directory`` this kind did not make, as relative paths (sorted)."""
+        if self.listing is not None:
+            listed = self.listing(directory)
+            return [] if listed is None else _unlisted(directory, listed)
+        found = []
+        for entry in sorted(directory.iterdir()):
+            rule = self.contents.get(entry.name)
+            if entry.name == self.marker:
+                continue
+            if rule is None:
+                if not (self.nests and _is_marked(entry)):
+                    found.append(entry.name)
+                continue
+            found += [f"{entry.name}/{inner}".rstrip("/.") for inner in _foreign(entry, rule)]
+        return found
 
 
-def _saved_model_files(directory: Path) -> list[str]:
-    """The files a saved model lists (models saved before files were listed: all it holds)."""
-    try:
-        files = json.loads((directory / CODEBOOK_CONFIG).read_text()).get("files")
-    except (OSError, ValueError, AttributeError):
+def _foreign(entry: Path, rule: Rule) -> list[str]:
+    if rule == "file":
+        return [] if entry.is_file() else ["."]
+    if rule == "whole" or not entry.is_dir():
         return []
-    if files is None:
-        return [entry.name for entry in directory.iterdir()]
-    return list(files) if isinstance(files, dict) else []
+    if isinstance(rule, frozenset):
+        return _unlisted(entry, set(rule))
+    listed = rule(entry)
+    return [] if listed is None else _unlisted(entry, listed)
 
 
-RUN = DirKind("training run", RUN_FILES)
-FSM_DATA = DirKind("TokFSM data", (FSM_FILE, TOKENIZER_DIR, TRAIN_FILE, VALIDATION_FILE))
-FSM_DEMO = DirKind("TokFSM demo", (DATA_DIR, RESULTS_FILE, REPORT_FILE, PLOTS_DIR))
-SAVED_MODEL = DirKind("saved codebook model", marker=CODEBOOK_CONFIG, listed=_saved_model_files)
+def _unlisted(directory: Path, listed: set[str]) -> list[str]:
+    return sorted(
+        path.relative_to(directory).as_posix()
+        for path in directory.rglob("*")
+        if path.is_file() and path.relative_to(directory).as_posix() not in listed
+    )
+
+
+_CHECKPOINT = _listed_in(CHECKPOINT_MANIFEST)
+RUN = DirKind(
+    "run",
+    "training run",
+    {
+        RUN_CONFIG: "file",
+        METRICS_FILE: "file",
+        SUMMARY_FILE: "file",
+        FINAL_DIR: _saved_model,
+        PLOTS_DIR: frozenset({LOSS_PLOT, CODE_USAGE_PLOT}),
+        REPLICAS_DIR: "whole",
+        TRACKER_DIR: "whole",
+        CHECKPOINT_DIR: _CHECKPOINT,
+        CHECKPOINT_TMP: "whole",
+        f".{CHECKPOINT_DIR}.old": _CHECKPOINT,
+    },
+)
+FSM_DATA = DirKind(
+    "fsm-data",
+    "TokFSM data",
+    {FSM_FILE: "file", TOKENIZER_DIR: "whole", TRAIN_FILE: "file", VALIDATION_FILE: "file"},
+)
+FSM_DEMO = DirKind(
+    "fsm-demo",
+    "TokFSM demo",
+    {
+        DATA_DIR: "whole",
+        RESULTS_FILE: "file",
+        REPORT_FILE: "file",
+        PLOTS_DIR: frozenset({TRAINING_PLOT, CODES_VS_NEURONS_PLOT, INTERVENTIONS_PLOT}),
+    },
+    nests=True,  # its runs are marked runs; the demo itself only adds to its directory
+)
+SAVED_MODEL = DirKind("model", "saved codebook model", marker=CODEBOOK_CONFIG, listing=_saved_model)
 KINDS = (RUN, FSM_DATA, FSM_DEMO, SAVED_MODEL)
 
 State = Literal["new", "ours"]
@@ -115,14 +203,18 @@ def check_output_dir(
         return "new"
     if not kind.owns(path):
         other = next((k.name for k in KINDS if k is not kind and k.owns(path)), None)
-        what = (
-            f"holds a {other}, not a {kind.name}"
-            if other
-            else ("is not empty and was not made by codebook-features")
-        )
+        if other:
+            what = f"holds a {other}, not a {kind.name}"
+        elif any((path / name).exists() for name in kind.contents):
+            what = (
+                f"looks like a {kind.name} but is not marked as one (an earlier version's, or "
+                "someone else's)"
+            )
+        else:
+            what = "is not empty and was not made by codebook-features"
         raise CodebookError(f"{path} {what}: choose another {option} (nothing was changed)")
     if overwrite:
-        foreign = kind.foreign_entries(path)
+        foreign = kind.foreign_files(path)
         if foreign:
             shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
             raise CodebookError(
@@ -139,14 +231,14 @@ def mark(directory: str | os.PathLike, kind: DirKind) -> None:
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     if not kind.owns(path):
-        write_json(path / OWNER_FILE, {"kind": kind.name, VERSION_KEY: __version__})
+        write_json(path / OWNER_FILE, {"kind": kind.id, VERSION_KEY: __version__})
 
 
 def clear_own(directory: str | os.PathLike, kind: DirKind) -> None:
-    """Delete what ``kind`` writes in ``directory`` (and nothing else), keeping its marker;
-    for ``overwrite`` after :func:`check_output_dir` said the directory is ours."""
+    """Delete what ``kind`` writes in ``directory``, keeping its marker: for ``overwrite``,
+    after :func:`check_output_dir` found nothing foreign in it."""
     path = Path(directory)
-    for name in kind.entries:
+    for name in kind.contents:
         entry = path / name
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
@@ -168,8 +260,7 @@ def _is_marked(entry: Path) -> bool:
 
 def check_output_file(path: str | os.PathLike, option: str = "--out") -> Path:
     """An output file that can be written: refuses a directory, and an existing file that is
-    not a JSON result of ours (results are stamped with the library version), before any work.
-    """
+    not a JSON result of ours (see :data:`RESULT_KEY`), before any work."""
     target = Path(path)
     if target.is_dir():
         raise CodebookError(f"{target} is a directory: give a file name for {option}")
@@ -177,12 +268,13 @@ def check_output_file(path: str | os.PathLike, option: str = "--out") -> Path:
         raise CodebookError(f"{target.parent} is a file: give a file path for {option}")
     if target.exists():
         try:
-            ours = VERSION_KEY in json.loads(target.read_text())
-        except (OSError, ValueError, TypeError):
+            data = json.loads(target.read_text())
+            ours = isinstance(data, dict) and RESULT_KEY in data
+        except (OSError, ValueError):
             ours = False
         if not ours:
             raise CodebookError(
-                f"{target} exists and was not written by codebook-features: choose another "
-                f"{option} (nothing was changed)"
+                f"{target} exists and is not a result written by codebook-features: choose "
+                f"another {option} (nothing was changed)"
             )
     return target

@@ -169,3 +169,25 @@ def test_results_from_a_newer_version_load_with_a_warning(experiment) -> None:
     ):
         assert dropped in message
     assert measures(loaded) == measures(results)
+
+
+def test_swaps_split_into_small_passes_give_the_same_numbers(experiment, monkeypatch) -> None:
+    """Per-row codes stay with their own rows however the transitions are split into passes."""
+    import torch
+
+    from codebook_features.fsm import interventions
+    from codebook_features.fsm.analysis import analyze
+    from codebook_features.fsm.data import FSMData
+    from codebook_features.fsm.pipeline import load_for_eval
+
+    out, results = experiment
+    data = FSMData(out / "data")
+    fsm, tokens = data.fsm(), torch.as_tensor(data.validation_tokens())
+    cbm = load_for_eval(out / results.models[SMALL.analysed].run / "final")
+    codes = analyze(cbm, fsm, tokens).state_codes
+    whole = interventions.state_swaps(cbm, fsm, tokens, codes, 40, seed=3)
+    monkeypatch.setattr(interventions, "ROWS_PER_PASS", 1)  # one transition per pass
+    split = interventions.state_swaps(cbm, fsm, tokens, codes, 40, seed=3)
+    for name, scores in whole.components.items():
+        assert split.components[name].normalized_jsd == pytest.approx(scores.normalized_jsd)
+        assert split.components[name].target_edge_overlap == scores.target_edge_overlap

@@ -9,16 +9,8 @@ import pytest
 from codebook_features import CodebookModelConfig
 from codebook_features.training import DataConfig, ModelConfig, RunConfig, TrainingConfig
 
+from ..model_zoo import TINY_NEOX
 from ..text_fixtures import write_corpus, write_tokenizer
-
-TINY_NEOX = {
-    "model_type": "gpt_neox",
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "intermediate_size": 64,
-    "max_position_embeddings": 64,
-}
 
 
 @pytest.fixture(scope="session")

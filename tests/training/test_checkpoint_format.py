@@ -20,7 +20,7 @@ from codebook_features.configs import to_dict
 from codebook_features.files import CHECKPOINT_FILES
 from codebook_features.training import DataConfig, ModelConfig, RunConfig, TrainingConfig, train
 
-from .conftest import TINY_NEOX
+from ..model_zoo import TINY_NEOX
 
 SHORT = {"steps": 6, "eval_every": 3, "save_every": 3}
 TIMING = ("time", "elapsed_s", "tokens_per_s")

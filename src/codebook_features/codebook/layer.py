@@ -73,9 +73,9 @@ class Codebook(nn.Module):
     ``-1`` are empty. With ``aggregate="mean"`` every slot carries weight ``1/k``, so removing or
     adding a code changes the output by exactly that code's share.
 
-    A token whose input holds NaN or inf is not quantised: its ids are all ``-1`` and its output
-    is NaN, so the fault shows downstream (and in the loss) instead of being hidden behind
-    arbitrary codes.
+    A group of a token whose input holds NaN or inf is not quantised: its ids are ``-1`` and its
+    output is NaN, so the fault shows downstream (and in the loss) instead of being hidden
+    behind arbitrary codes; statistics and dead-code re-seeding count it as zeros.
     """
 
     def __init__(
@@ -132,8 +132,9 @@ class Codebook(nn.Module):
         # so it cannot overflow), and far cheaper than testing every value
         wide = torch.promote_types(inputs.dtype, torch.float32)
         finite = inputs.detach().sum(-1, keepdim=True, dtype=wide).isfinite()
+        clean = torch.where(finite, inputs.detach(), 0.0)
         found = search_codes(
-            torch.where(finite, inputs.detach(), 0.0).transpose(0, 1).contiguous(),
+            clean.transpose(0, 1).contiguous(),
             self.vectors.detach(),
             cfg.k,
             cfg.similarity,
@@ -150,10 +151,12 @@ class Codebook(nn.Module):
         quantized = self.decode(flat_ids if rewritten else found, has_empty_slots=rewritten)
         quantized = quantized.masked_fill(~finite, torch.nan)
         output, loss = self._straight_through(inputs, quantized)
+        # statistics and the dead-code pool see non-finite tokens as zeros, so one bad token
+        # neither poisons the statistics nor re-seeds codes with NaN
         if self.track_stats:
-            self.stats.update(inputs.detach(), quantized.detach(), flat_ids)
+            self.stats.update(clean, quantized.detach().masked_fill(~finite, 0.0), flat_ids)
         if self.training:
-            self._note_training_call(inputs.detach(), flat_ids)
+            self._note_training_call(clean, flat_ids)
         return CodebookOutput(output.reshape(x.shape).to(x.dtype), ids, loss)
 
     def leading_shape(self, x: Tensor) -> torch.Size:
@@ -269,11 +272,12 @@ class Codebook(nn.Module):
         cfg = self.config
         self.leading_shape(samples)
         flat = samples.reshape(-1, cfg.groups, cfg.group_dim).to(self.vectors)
-        bad = int((~torch.isfinite(flat)).any(-1).any(-1).sum())
-        if bad:
+        bad = (~torch.isfinite(flat)).any(-1).any(-1).sum()
+        all_reduce_(bad, "max")  # every process raises, or none does (no hang)
+        if int(bad):
             raise CodebookError(
-                f"k-means samples hold NaN or inf in {bad} of {flat.shape[0]} tokens: "
-                "check the activations (or drop those tokens) before initialising"
+                f"k-means samples hold NaN or inf in {int(bad)} of {flat.shape[0]} tokens (on "
+                "some process): check the activations (or drop those tokens) before initialising"
             )
         fewest = torch.tensor(flat.shape[0], device=flat.device)
         all_reduce_(fewest, "min")  # every process raises, or none does (no hang)

@@ -107,6 +107,7 @@ def _build() -> Path:
             except subprocess.CalledProcessError:
                 if not extra:
                     raise
+        os.chmod(tmp, 0o700)  # private whatever mode the linker gave it
         digest = _sha256(Path(tmp))
         os.replace(tmp, target)  # atomic: concurrent builders never see a partial file
         _write_private(recorded, digest)

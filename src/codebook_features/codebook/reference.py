@@ -9,6 +9,7 @@ there, not taken from a loss). Unlike the original, its loss terms are defined e
 two give the same values and gradients.
 
 The returned ``loss`` is for reading only: its gradient is already part of the backward pass.
+Inputs must be finite (the fast layer's handling of NaN and inf is checked on its own).
 """
 
 from __future__ import annotations

@@ -9,16 +9,18 @@ from typing import TYPE_CHECKING, Any
 
 from codebook_features.cli import add_command, command, integer
 from codebook_features.errors import CodebookError
-from codebook_features.ownership import check_output_file
+from codebook_features.ownership import RESULT_KEY, check_output_file
 from codebook_features.saved import stamp
 
 if TYPE_CHECKING:
     from codebook_features.fsm.results import StateAnalysis
 
 
-def _print_json(data: Any, out: str | None) -> None:
-    """Print a result, and write it (stamped with the library version) to ``out``."""
-    text = json.dumps(stamp(data), indent=2)
+def _print_json(data: Any, args: argparse.Namespace) -> None:
+    """Print a result, and write it to ``--out``, stamped as a result of this command and with
+    the library version (so that it may be overwritten later)."""
+    out = args.out
+    text = json.dumps(stamp({RESULT_KEY: f"fsm {args.fsm_command}", **data}), indent=2)
     if out:
         from codebook_features.files import write_text
 
@@ -145,7 +147,7 @@ def _fsm_command(parser: argparse.ArgumentParser) -> None:
 
         model, fsm, data = _model_and_data(args)
         metrics = evaluate_model(model, fsm, data.validation_tokens(), args.samples, args.seed)
-        _print_json(metrics.to_dict(), args.out)
+        _print_json(metrics.to_dict(), args)
 
     def analysis_of(args: argparse.Namespace) -> tuple[Any, Any, Any, StateAnalysis]:
         import torch
@@ -161,14 +163,14 @@ def _fsm_command(parser: argparse.ArgumentParser) -> None:
 
     def run_analyze(args: argparse.Namespace) -> None:
         _, _, _, result = analysis_of(args)
-        _print_json(result.to_dict(), args.out)
+        _print_json(result.to_dict(), args)
 
     def run_intervene(args: argparse.Namespace) -> None:
         from codebook_features.fsm.interventions import state_swaps
 
         model, fsm, tokens, result = analysis_of(args)
         swaps = state_swaps(model, fsm, tokens, result.state_codes, args.transitions, args.seed)
-        _print_json(swaps.to_dict(), args.out)
+        _print_json(swaps.to_dict(), args)
 
     evaluate.set_defaults(run=run_evaluate)
     analyze.set_defaults(run=run_analyze)

@@ -20,6 +20,9 @@ from codebook_features.fsm.machine import FSM
 from codebook_features.fsm.results import FSMMetrics
 from codebook_features.training.evaluation import lm_sums
 
+ROWS_PER_PASS = 2048
+"""Rows per forward pass of the probability helpers (bounds memory)."""
+
 
 def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
@@ -66,7 +69,7 @@ def state_accuracy(fsm: FSM, sequences: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def next_token_probs(model: Any, sequences: Tensor, chunk: int = 2048) -> Tensor:
+def next_token_probs(model: Any, sequences: Tensor, chunk: int = ROWS_PER_PASS) -> Tensor:
     """``(rows, vocab)`` next-token distribution after each sequence, in chunks of rows."""
     parts = []
     for start in range(0, len(sequences), chunk):
@@ -77,7 +80,11 @@ def next_token_probs(model: Any, sequences: Tensor, chunk: int = 2048) -> Tensor
 
 @torch.no_grad()
 def next_state_probs(
-    model: Any, fsm: FSM, prefixes: Tensor, first: Tensor | None = None, chunk: int = 2048
+    model: Any,
+    fsm: FSM,
+    prefixes: Tensor,
+    first: Tensor | None = None,
+    chunk: int = ROWS_PER_PASS,
 ) -> Tensor:
     """``(B, num_states)`` probability of each next state after each prefix: the product of the
     chained next-digit distributions, each taken given that a digit comes (BOS excluded).

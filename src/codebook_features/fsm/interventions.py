@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from codebook_features.errors import CodebookError
-from codebook_features.fsm.evaluation import next_state_probs, next_token_probs
+from codebook_features.fsm.evaluation import ROWS_PER_PASS, next_state_probs, next_token_probs
 from codebook_features.fsm.machine import FSM
 from codebook_features.fsm.results import SwapResults, SwapScores
 from codebook_features.interventions import Force
@@ -40,7 +40,9 @@ def jensen_shannon(p: Tensor, q: Tensor) -> Tensor:
 def state_codes_force(site: str, codes: Tensor, position: int) -> Force:
     """At token ``position``, give row ``i`` of a batch the codes ``codes[i]``
     (``(rows, groups, slots)``, ``-1`` where a group has none: it keeps its own) in every slot;
-    a batch may repeat each row, as in chained next-state probabilities."""
+    a batch may repeat each row, as in chained next-state probabilities. Mode ``all`` repeats a
+    group's codes over its slots: the same as slot-by-slot replacement when every slot has a
+    code (the state codes are the k codes seen most, so they do unless a state was rare)."""
     rows = [
         {g: [c for c in slots if c >= 0] for g, slots in enumerate(row) if max(slots) >= 0}
         for row in codes.tolist()
@@ -114,7 +116,16 @@ def state_swaps(
         torch.as_tensor(fsm.state_digits(np.arange(fsm.num_states))[:, 0]),
     ] = 1.0
     true_token = true @ first_digit  # (N, vocab)
-    for length, group in sorted(by_length.items()):
+    # per-row codes must meet their own rows: keep each forward pass (the chained next-state
+    # passes multiply the rows by base per digit) within one chunk of the probability helpers
+    rows = max(1, ROWS_PER_PASS // fsm.base ** (fsm.digits - 1))
+    chunk = rows * fsm.base ** (fsm.digits - 1)
+    batches = [
+        (length, group[start : start + rows])
+        for length, group in sorted(by_length.items())
+        for start in range(0, len(group), rows)
+    ]
+    for length, group in batches:
         prefixes = torch.tensor([seqs[i][:length] for i, _, _, _ in group], device=device)
         targets = torch.tensor([b for *_, b in group])
         q, q_token = true[targets], true_token[targets]
@@ -123,8 +134,8 @@ def state_swaps(
                 state_codes_force(site, codes_by_state[site][targets], length - 1) for site in sites
             ]
             with cbm.intervene(swaps):
-                p_token = next_token_probs(cbm, prefixes)[:, : fsm.vocab_size]
-                p = next_state_probs(cbm, fsm, prefixes, first=p_token).cpu()
+                p_token = next_token_probs(cbm, prefixes, chunk)[:, : fsm.vocab_size]
+                p = next_state_probs(cbm, fsm, prefixes, first=p_token, chunk=chunk).cpu()
             p_token = p_token.cpu()
             p = p / p.sum(-1, keepdim=True).clamp_min(1e-300)
             scores[name]["jsd"] += jensen_shannon(p_token, q_token).tolist()

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
+from codebook_features.checksums import verify_model_dir
 from codebook_features.errors import CodebookError
 from codebook_features.files import (
     BASELINE_RUN,
@@ -239,9 +241,10 @@ def load_for_eval(model_dir: Path) -> Any:
             f"{model_dir} has {CODEBOOK_WEIGHTS} but no {CODEBOOK_CONFIG}: the saved model is "
             "damaged; save or copy it again"
         )
+    verify_model_dir(model_dir)
     try:
         return AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, SafetensorError) as error:
         raise CodebookError(
             f"the model in {model_dir} could not be loaded ({str(error).splitlines()[0]}); "
             "save or copy it again"

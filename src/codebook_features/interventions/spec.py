@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import InitVar, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from codebook_features.code_ref import CodeRef
+from codebook_features.code_ref import CodeRef, check_codes
 from codebook_features.errors import CodebookError
 
 if TYPE_CHECKING:
@@ -74,19 +74,8 @@ class _Spec:
         config = model.codebook(self.site).config
         table: dict[int, list[int]] = {}
         for group, ids in self.codes if codes is None else codes:
-            targets = range(config.groups) if group is None else [group]
-            if group is not None and group >= config.groups:
-                raise CodebookError(
-                    f"group (head) {group} is out of range at {self.site}, which has "
-                    f"{config.groups} group(s)"
-                )
-            for code in ids:
-                if code >= config.num_codes:
-                    raise CodebookError(
-                        f"code {code} is out of range at {self.site}, which has "
-                        f"{config.num_codes} codes (0..{config.num_codes - 1})"
-                    )
-            for g in targets:
+            check_codes(model, self.site, group, ids)
+            for g in range(config.groups) if group is None else [group]:
                 listed = table.setdefault(g, [])
                 listed += [c for c in ids if c not in listed]
         return table
@@ -222,6 +211,8 @@ def group_codes(
     allow_empty: bool = False,
 ) -> GroupCodes:
     """Normalise the ways of giving codes (see :data:`Codes`) to :data:`GroupCodes`."""
+    if allow_empty and isinstance(codes, tuple) and not codes:
+        return ()  # a row without codes, already normalised
     if isinstance(codes, Mapping):
         if groups is not None:
             raise CodebookError("give groups either in the codes mapping or as groups=, not both")

@@ -207,7 +207,7 @@ def load_checkpoint(directory: Path, parts: Checkpointed, rank: int) -> None:
 
     missing, unexpected = load_model(parts.module, directory / CHECKPOINT_MODEL, strict=False)
     if missing or unexpected:
-        shown = ", ".join([*missing[:3], *unexpected[:3]])
+        shown = ", ".join([*sorted(missing)[:3], *sorted(unexpected)[:3]])
         raise ValueError(f"{CHECKPOINT_MODEL} does not hold this model's weights ({shown})")
 
     saved = _read_json(directory / CHECKPOINT_OPTIMIZER_STATE)

@@ -84,7 +84,29 @@ def local_files(spec: str) -> list[str] | None:
             raise CodebookError(f"data file {part} does not exist")
     if not files:
         raise CodebookError(f"no data files match {spec!r}")
+    for file in files:
+        _check_data_file(Path(file))
     return files
+
+
+def _check_data_file(path: Path) -> None:
+    """Refuse an empty file, and a text file that is not UTF-8 text, naming it (the datasets
+    library would only say that generating the dataset failed)."""
+    if path.stat().st_size == 0:
+        raise CodebookError(f"data file {path} is empty")
+    if path.suffix in (".txt", ".jsonl", ".json"):
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as error:
+            if error.start < len(head) - 4:  # not merely a character cut at the block's end
+                raise CodebookError(
+                    f"data file {path} is not UTF-8 text (byte {error.start}): give text, "
+                    "JSON lines or Parquet files"
+                ) from error
+        if b"\0" in head:
+            raise CodebookError(f"data file {path} holds binary data, not text")
 
 
 def load_split(config: DataConfig, split: str, spec: str | None = None) -> Any:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from codebook_features.checksums import verify_model_dir, write_model_checksums
 from codebook_features.configs import flatten, save_yaml, to_dict
 from codebook_features.distributed import is_distributed
 from codebook_features.errors import CodebookError
@@ -36,6 +37,7 @@ from codebook_features.files import (
     REPLICAS_DIR,
     RUN_CONFIG,
     SUMMARY_FILE,
+    TRACKER_DIR,
     atomic_directory,
     swap_directory,
     write_json,
@@ -83,6 +85,7 @@ def load_model(config: RunConfig, tokenizer: Any) -> nn.Module:
     kwargs = {"attn_implementation": spec.attn_implementation} if spec.attn_implementation else {}
     if spec.name_or_path:
         check_source(spec.name_or_path, "model", MODEL_FILES)
+        verify_model_dir(spec.name_or_path)
         try:
             return AutoModelForCausalLM.from_pretrained(spec.name_or_path, **kwargs)
         except OSError as error:
@@ -151,22 +154,23 @@ class Trainer:
     # -------------------------------------------------------------------- set-up
     def _check_run_dir(self) -> None:
         t = self.config.training
-        state = check_output_dir(
+        owned = check_output_dir(
             self.run_dir, RUN, overwrite=t.overwrite, option="--training.output_dir"
         )
-        if state == "ours":
+        if owned == "ours":
             ckpt.recover(self.run_dir)
         run = RunDir(self.run_dir)
         has_checkpoint = (self.run_dir / CHECKPOINT_DIR).exists()
         if t.resume:
-            _, state = ckpt.read_state(self.run_dir)
+            self._checkpoint = ckpt.read_state(self.run_dir)  # verified once, used by _resume
+            state = self._checkpoint[1]
             ckpt.check_compatible(state, self.config, self.accelerator.num_processes, self.run_dir)
             if int(state["step"]) == t.steps and run.finished():
                 raise CodebookError(
                     f"the run in {self.run_dir} is finished ({state['step']} steps); to train "
                     "longer, resume with a larger --training.steps"
                 )
-        elif state == "ours" and not t.overwrite:
+        elif owned == "ours" and not t.overwrite:
             if has_checkpoint and run.finished():
                 hint = (
                     f"it is finished ({run.checkpoint_step()} steps); to train longer, resume "
@@ -214,7 +218,7 @@ class Trainer:
             self._start()
         if t.log_to:
             self.accelerator.init_trackers(
-                "codebook-features", config=flatten(to_dict(self.config), sep="/")
+                TRACKER_DIR, config=flatten(to_dict(self.config), sep="/")
             )
         last_eval: EvalMetrics | None = None
         if self.step == 0:
@@ -267,7 +271,7 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def _resume(self) -> None:
-        checkpoint, state = ckpt.read_state(self.run_dir)  # verified: safetensors and JSON
+        checkpoint, state = self._checkpoint  # verified in _check_run_dir
         try:
             ckpt.load_checkpoint(checkpoint, self._checkpointed(), self.accelerator.process_index)
         except ckpt.load_errors() as error:
@@ -419,6 +423,7 @@ class Trainer:
                 with atomic_directory(model_dir) as tmp:
                     module.save_pretrained(tmp)
                     self.tokenizer.save_pretrained(tmp)
+                    write_model_checksums(tmp)
             plot_losses(RunDir(self.run_dir).metrics(), self.run_dir / PLOTS_DIR / LOSS_PLOT)
             if counts:
                 plot_code_usage(counts, self.run_dir / PLOTS_DIR / CODE_USAGE_PLOT)
