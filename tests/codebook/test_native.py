@@ -87,3 +87,15 @@ def test_garbage_is_rebuilt_and_an_open_cache_is_made_private(cache: Path) -> No
     os.chmod(cache, 0o777)
     assert working()
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+
+
+def test_built_and_trusted_under_a_group_writable_umask(cache: Path) -> None:
+    old = os.umask(0o002)
+    try:
+        assert working()
+    finally:
+        os.umask(old)
+    (library,) = cache.glob("topk_rows-*.so")
+    assert stat.S_IMODE(library.stat().st_mode) & 0o022 == 0
+    native._library.cache_clear()
+    assert native._verified(library, library.with_suffix(".sha256"))  # reused, not rebuilt

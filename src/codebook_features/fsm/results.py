@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import Tensor
 
+from codebook_features.code_ref import CodeRef
 from codebook_features.saved import Record
 
 
@@ -68,6 +69,11 @@ class StatePick(Record):
     recall: float
     neuron_precision: float
     neuron: int
+
+    @property
+    def ref(self) -> CodeRef:
+        """The code, by its one name (``SITE/GROUP/CODE``)."""
+        return CodeRef(self.site, self.group, self.code)
 
 
 @dataclass

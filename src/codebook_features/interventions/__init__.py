@@ -23,7 +23,8 @@ from codebook_features.interventions.spec import (
 from codebook_features.observation import Observation
 
 CodeCapture = Observation
-"""Old name of :class:`~codebook_features.observation.Observation` (what ``capture`` returns)."""
+"""Old name of :class:`~codebook_features.observation.Observation` (what ``capture`` returns;
+``capture[site]`` works as before, while ``calls`` is now a method taking the part and site)."""
 
 __all__ = [
     "ABLATE_MODES",
