@@ -143,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_commands() -> None:
     """Import the modules that register further sub-commands."""
-    import codebook_features.fsm.cli  # noqa: F401
+    import codebook_features.fsm.cli
+    import codebook_features.search.cli
+    import codebook_features.store.cli  # noqa: F401
 
 
 def _quiet_libraries() -> None:
@@ -184,7 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(
             "interrupted; training continues from its last checkpoint with --training.resume "
-            "true, and `codebook fsm demo` continues where it stopped when run again",
+            "true, `codebook record` from its last finished shard when run again with the same "
+            "settings, and `codebook fsm demo` continues where it stopped when run again",
             file=sys.stderr,
         )
         return 130

@@ -55,6 +55,7 @@ from codebook_features.files import (
     write_json,
 )
 from codebook_features.saved import VERSION_KEY
+from codebook_features.store.schema import ACTIVATIONS_DIR, MANIFEST, PROGRESS_DIR, SHARDS_DIR
 
 RESULT_KEY = "codebook_features_result"
 """Stamps a JSON result written with ``--out`` (with the command that wrote it), so that an
@@ -181,7 +182,37 @@ FSM_DEMO = DirKind(
     nests=True,  # its runs are marked runs; the demo itself only adds to its directory
 )
 SAVED_MODEL = DirKind("model", "saved codebook model", marker=CODEBOOK_CONFIG, listing=_saved_model)
-KINDS = (RUN, FSM_DATA, FSM_DEMO, SAVED_MODEL)
+
+
+def _store_part(part: str) -> Listing:
+    """The files of a store's ``part`` directory, as its manifest lists them; while the store
+    is being recorded (no manifest yet) the directory is wholly the store's."""
+
+    def listing(directory: Path) -> set[str] | None:
+        listed = _listed_in(MANIFEST)(directory.parent)
+        if listed is None:
+            return None
+        prefix = f"{part}/"
+        return {name[len(prefix) :] for name in listed if name.startswith(prefix)}
+
+    return listing
+
+
+STORE_INDEX_DIR = "index"
+"""The index a store's reader builds and caches beside the shards."""
+STORE = DirKind(
+    "store",
+    "code store",
+    {
+        MANIFEST: "file",
+        SHARDS_DIR: _store_part(SHARDS_DIR),
+        ACTIVATIONS_DIR: _store_part(ACTIVATIONS_DIR),
+        PROGRESS_DIR: "whole",
+        STORE_INDEX_DIR: "whole",
+        f".{STORE_INDEX_DIR}.old": "whole",
+    },
+)
+KINDS = (RUN, FSM_DATA, FSM_DEMO, SAVED_MODEL, STORE)
 
 State = Literal["new", "ours"]
 

@@ -1,0 +1,167 @@
+"""Regex -> codes: which codes stand for the tokens a pattern matches.
+
+The feature is "this token overlaps a match" (or, when the pattern has a capture group, "this
+token overlaps the first group's span": ``(?:the )(dragon)`` labels only the dragon tokens). A
+match is found in each document's text and mapped to tokens through their exact character
+offsets, so it aligns with byte-level BPE merges across spaces, multi-byte characters and
+patterns that span several tokens. Then, for every code of every recorded site:
+precision = tokens where it fires and the feature holds / tokens where it fires, recall = the
+same / tokens where the feature holds. Only the matching tokens' ids are read (the per-code
+counts come from the index), so a query costs the number of matches, not the size of the store.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from codebook_features.code_ref import CodeRef
+from codebook_features.errors import CodebookError
+from codebook_features.store.reader import CodeStore
+
+SortKey = Literal["f1", "precision", "recall"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One token where a code fires on the feature, with its context."""
+
+    document: int
+    position: int
+    token: str
+    context: str
+    """The text around the token, the token marked as ``[[token]]``."""
+
+
+@dataclass(frozen=True)
+class CodeScore:
+    """How well one code classifies the feature."""
+
+    code: CodeRef
+    precision: float
+    recall: float
+    support: int
+    """Tokens the code fires on."""
+    hits: int
+    """Of those, tokens the feature holds on."""
+    examples: list[Example] = field(default_factory=list)
+
+    @property
+    def f1(self) -> float:
+        total = self.precision + self.recall
+        return 2 * self.precision * self.recall / total if total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"code": str(self.code), "f1": self.f1}
+
+
+def regex_token_rows(store: CodeStore, pattern: str | re.Pattern[str]) -> np.ndarray:
+    """Token rows (ascending) that overlap a match of ``pattern`` (or of its first group)."""
+    regex = _compile(pattern)
+    documents, firsts = store.document_rows
+    starts, ends = store.start, store.end
+    texts = store.texts
+    found: list[np.ndarray] = []
+    for i, document in enumerate(documents.tolist()):
+        lo, hi = int(firsts[i]), int(firsts[i + 1])
+        doc_starts, doc_ends = np.asarray(starts[lo:hi]), np.asarray(ends[lo:hi])
+        spans = []
+        for match in regex.finditer(texts[document]):
+            begin, stop = match.span(1) if regex.groups else match.span()
+            if begin >= 0 and stop > begin:
+                spans.append((begin, stop))
+        if not spans:
+            continue
+        rows = np.zeros(hi - lo, dtype=bool)
+        for begin, stop in spans:
+            # tokens with end > begin and start < stop, that cover at least one character
+            rows |= (doc_ends > begin) & (doc_starts < stop) & (doc_ends > doc_starts)
+        found.append(np.flatnonzero(rows) + lo)
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+
+
+def regex_codes(
+    store: CodeStore,
+    pattern: str | re.Pattern[str],
+    sites: Any = None,
+    *,
+    sort: SortKey = "f1",
+    min_precision: float = 0.0,
+    min_recall: float = 0.0,
+    min_support: int = 1,
+    top: int = 20,
+    examples: int = 3,
+) -> tuple[list[CodeScore], int]:
+    """The codes of ``sites`` (all by default) ranked as classifiers of the pattern's tokens,
+    and the number of tokens the feature holds on. Codes below the thresholds are left out."""
+    if sort not in ("f1", "precision", "recall"):
+        raise CodebookError(f"unknown sort {sort!r}: choose f1, precision or recall")
+    positive = regex_token_rows(store, pattern)
+    scores: list[CodeScore] = []
+    if not len(positive):
+        return scores, 0
+    for site in store.select_sites(sites):
+        info = store.sites[site]
+        ids = np.asarray(store.ids(site)[positive]).astype(np.int64)  # (P, G, k)
+        flat = ids + (np.arange(info.groups) * info.num_codes)[None, :, None]
+        flat = flat[ids >= 0]
+        joint = np.bincount(flat, minlength=info.groups * info.num_codes)
+        fires = store.counts(site).reshape(-1)
+        for code in np.flatnonzero(joint):
+            support, hits = int(fires[code]), int(joint[code])
+            precision, recall = hits / support, hits / len(positive)
+            if support < min_support or precision < min_precision or recall < min_recall:
+                continue
+            group, number = divmod(int(code), info.num_codes)
+            scores.append(CodeScore(CodeRef(site, group, number), precision, recall, support, hits))
+    key = {
+        "f1": lambda s: (s.f1, s.precision, s.recall),
+        "precision": lambda s: (s.precision, s.recall),
+        "recall": lambda s: (s.recall, s.precision),
+    }[sort]
+    ranked = sorted(scores, key=lambda s: (*(-v for v in key(s)), s.code.sort_key()))[:top]
+    return [
+        CodeScore(**{**s.__dict__, "examples": _examples(store, s.code, positive, examples)})
+        for s in ranked
+    ], len(positive)
+
+
+def _examples(store: CodeStore, ref: CodeRef, positive: np.ndarray, count: int) -> list[Example]:
+    """Up to ``count`` tokens where the code fires on the feature, from different documents."""
+    rows = np.intersect1d(store.occurrences(ref), positive, assume_unique=True)
+    chosen, seen = [], set()
+    for row in rows.tolist():
+        document = int(store.document[row])
+        if document in seen:
+            continue
+        seen.add(document)
+        chosen.append(_example(store, row))
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+def _example(store: CodeStore, row: int, width: int = 40) -> Example:
+    document = int(store.document[row])
+    text = store.texts[document]
+    begin, stop = int(store.start[row]), int(store.end[row])
+    context = (
+        text[max(0, begin - width) : begin]
+        + "[["
+        + text[begin:stop]
+        + "]]"
+        + text[stop : stop + width]
+    )
+    return Example(document, int(store.position[row]), text[begin:stop], context)
+
+
+def _compile(pattern: str | re.Pattern[str]) -> re.Pattern[str]:
+    if isinstance(pattern, re.Pattern):
+        return pattern
+    try:
+        return re.compile(pattern)
+    except re.error as error:
+        raise CodebookError(f"{pattern!r} is not a valid regular expression: {error}") from error

@@ -1,0 +1,35 @@
+"""``codebook record``: run a codebook model over text and write a code store."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from codebook_features.cli import command, config_from_args
+
+
+@command("record", "record which codes fire on which tokens of a text corpus (a code store)")
+def _record_command(parser: argparse.ArgumentParser) -> None:
+    from codebook_features.configs import add_arguments
+    from codebook_features.store.record import RecordConfig
+
+    parser.description = (
+        "Run a saved codebook model over text data (the validation split by default) and write "
+        "a code store: Parquet shards of documents and tokens with the code ids of every site, "
+        "and a manifest. Settings come from --config (YAML or JSON) and the options below, "
+        "which override it. An interrupted recording continues when run again."
+    )
+    parser.add_argument("--config", help="YAML or JSON file with the settings below")
+    add_arguments(parser, RecordConfig)
+
+    def run(args: argparse.Namespace) -> None:
+        from codebook_features.store.record import record
+
+        result = record(config_from_args(RecordConfig, args))
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(
+                f"recorded {result.documents} documents, {result.tokens} tokens in "
+                f"{result.shards} shard(s) ({result.tokens_per_s:,.0f} tokens/s): {result.path}"
+            )
+
+    parser.set_defaults(run=run)

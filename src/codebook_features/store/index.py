@@ -1,0 +1,181 @@
+"""The store's index: token columns and code ids as memory-mapped arrays, and per code its token
+rows (CSR), built once from the shards and cached in ``index/`` beside them.
+
+A code page or a precision/recall query then touches only the rows it needs: the rows where a
+code fires are ``rows[indptr[c]:indptr[c + 1]]`` for the flat code ``c = group * num_codes +
+id``, sorted; per-code counts are ``diff(indptr)``. Building streams the shards batch by batch
+(memory bounded), fills the arrays in place, and sorts rows by code with a counting sort over
+chunks, so it is linear in the number of tokens. The index is rebuilt when the manifest
+changes (it records the manifest's sha256).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codebook_features.checksums import file_sha256, verify_checksums
+from codebook_features.errors import CodebookError
+from codebook_features.files import write_json
+from codebook_features.store.schema import MANIFEST, SHARDS_DIR, TOKEN_COLUMNS
+
+INDEX_DIR = "index"
+INDEX_INFO = "index.json"
+INDEX_VERSION = 1
+TOKEN_ARRAYS = {
+    "document": np.int64,
+    "position": np.int32,
+    "token": np.int32,
+    "start": np.int32,
+    "end": np.int32,
+}
+CHUNK_ROWS = 1 << 18
+
+
+def ids_file(site: str) -> str:
+    return f"{site}.ids.npy"
+
+
+def indptr_file(site: str) -> str:
+    return f"{site}.indptr.npy"
+
+
+def rows_file(site: str) -> str:
+    return f"{site}.rows.npy"
+
+
+def index_is_current(store: Path) -> bool:
+    info = store / INDEX_DIR / INDEX_INFO
+    try:
+        data = json.loads(info.read_text())
+    except (OSError, ValueError):
+        return False
+    return data.get("index_version") == INDEX_VERSION and data.get(
+        "manifest_sha256"
+    ) == file_sha256(store / MANIFEST)
+
+
+def build_index(store: Path, manifest: dict[str, Any]) -> None:
+    """Write ``index/`` for ``store`` (atomically: a finished index replaces the old one)."""
+
+    files = manifest.get("files")
+    if isinstance(files, dict):  # a damaged shard is named, not read
+        verify_checksums(files, lambda name: store / name, str(store), "record the store again")
+    total = int(manifest["counts"]["tokens"])
+    sites = manifest["sites"]
+    tmp = Path(tempfile.mkdtemp(prefix=".index.", dir=store))
+    try:
+        columns = {
+            name: np.lib.format.open_memmap(tmp / f"{name}.npy", "w+", dtype, (total,))
+            for name, dtype in TOKEN_ARRAYS.items()
+        }
+        ids = {
+            site: np.lib.format.open_memmap(
+                tmp / ids_file(site),
+                "w+",
+                np.dtype(info["dtype"]),
+                (total, info["groups"] * info["k"]),
+            )
+            for site, info in sites.items()
+        }
+        row = 0
+        for batch in _token_batches(store, manifest, [*TOKEN_COLUMNS, *sites]):
+            n = batch.num_rows
+            if row + n > total:
+                raise CodebookError(
+                    f"the shards of {store} hold more tokens than its manifest says ({total}): "
+                    "the store is damaged; record it again"
+                )
+            for name in TOKEN_ARRAYS:
+                columns[name][row : row + n] = batch.column(name).to_numpy()
+            for site, info in sites.items():
+                width = info["groups"] * info["k"]
+                flat = batch.column(site).flatten().to_numpy(zero_copy_only=False)
+                ids[site][row : row + n] = flat.reshape(n, width)
+            row += n
+        if row != total:
+            raise CodebookError(
+                f"the shards of {store} hold {row} tokens, its manifest says {total}: the store "
+                "is damaged; record it again"
+            )
+        for array in [*columns.values(), *ids.values()]:
+            array.flush()
+        for site, info in sites.items():
+            _write_csr(tmp, site, ids[site], info["groups"], info["k"], info["num_codes"])
+        del columns, ids
+        write_json(
+            tmp / INDEX_INFO,
+            {"index_version": INDEX_VERSION, "manifest_sha256": file_sha256(store / MANIFEST)},
+        )
+        target = store / INDEX_DIR
+        old = store / f".{INDEX_DIR}.old"
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _token_batches(store: Path, manifest: dict[str, Any], columns: list[str]) -> Iterator[Any]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for shard in manifest["shards"]:
+        path = store / SHARDS_DIR / shard["tokens"]
+        try:
+            reader = pq.ParquetFile(path)
+            yield from reader.iter_batches(batch_size=CHUNK_ROWS, columns=columns)
+        except (OSError, pa.ArrowException) as error:
+            raise CodebookError(
+                f"the shard {path} could not be read ({str(error).splitlines()[0]}): the store is "
+                "damaged; record it again"
+            ) from error
+
+
+def _write_csr(
+    directory: Path, site: str, ids: np.ndarray, groups: int, k: int, num_codes: int
+) -> None:
+    """Per flat code (``group * num_codes + id``) its token rows, ascending: a counting sort
+    over chunks of rows, so memory stays bounded by the chunk."""
+    total = ids.shape[0]
+    offsets = (np.arange(groups, dtype=np.int64) * num_codes).repeat(k)  # slot -> group offset
+    counts = np.zeros(groups * num_codes + 1, dtype=np.int64)
+    for start in range(0, total, CHUNK_ROWS):
+        flat = _flat(ids[start : start + CHUNK_ROWS], offsets, num_codes)
+        counts[: groups * num_codes] += np.bincount(flat[flat >= 0], minlength=groups * num_codes)
+    indptr = np.zeros(groups * num_codes + 1, dtype=np.int64)
+    np.cumsum(counts[: groups * num_codes], out=indptr[1:])
+    rows = np.lib.format.open_memmap(
+        directory / rows_file(site), "w+", np.int64, (int(indptr[-1]),)
+    )
+    cursor = indptr[:-1].copy()
+    for start in range(0, total, CHUNK_ROWS):
+        chunk = ids[start : start + CHUNK_ROWS]
+        flat = _flat(chunk, offsets, num_codes)
+        row_of = np.broadcast_to(
+            np.arange(start, start + chunk.shape[0], dtype=np.int64)[:, None], flat.shape
+        )
+        keep = flat >= 0
+        flat, row_of = flat[keep], row_of[keep]
+        order = np.argsort(flat, kind="stable")  # rows stay ascending within each code
+        flat, row_of = flat[order], row_of[order]
+        first = np.searchsorted(flat, flat, side="left")
+        rows[cursor[flat] + (np.arange(flat.size) - first)] = row_of
+        np.add.at(cursor, flat, 1)
+    rows.flush()
+    np.save(directory / indptr_file(site), indptr)
+
+
+def _flat(ids: np.ndarray, offsets: np.ndarray, num_codes: int) -> np.ndarray:
+    """Flat code per slot, ``-1`` for empty slots."""
+    values = ids.astype(np.int64)
+    return np.where(values >= 0, values + offsets, -1)

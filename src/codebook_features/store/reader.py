@@ -1,0 +1,216 @@
+"""Reading a code store: its manifest, documents, token columns, code ids per site (memory
+mapped), the occurrences of a code, and SQL over the shards through DuckDB.
+
+The first open builds the index (``store/index.py``) once; later opens map it. A manifest from
+a newer version loads with a warning (unknown keys dropped); a newer *format* is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codebook_features.code_ref import CodeRef
+from codebook_features.errors import CodebookError
+from codebook_features.saved import read_saved
+from codebook_features.sites import match_sites
+from codebook_features.store import index as idx
+from codebook_features.store.schema import MANIFEST, SCHEMA_VERSION, SHARDS_DIR
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """What one recorded site holds."""
+
+    groups: int
+    k: int
+    num_codes: int
+    dtype: str
+
+
+class CodeStore:
+    """A recorded code store, opened read-only."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.manifest = _read_manifest(self.path)
+        self.sites: dict[str, SiteInfo] = {
+            site: SiteInfo(int(i["groups"]), int(i["k"]), int(i["num_codes"]), str(i["dtype"]))
+            for site, i in self.manifest["sites"].items()
+        }
+        self.num_tokens = int(self.manifest["counts"]["tokens"])
+        self.num_documents = int(self.manifest["counts"]["documents"])
+        if not idx.index_is_current(self.path):
+            idx.build_index(self.path, self.manifest)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> CodeStore:
+        return cls(path)
+
+    # ------------------------------------------------------------------ tokens and documents
+    def _array(self, name: str) -> np.ndarray:
+        return np.load(self.path / idx.INDEX_DIR / name, mmap_mode="r")
+
+    @cached_property
+    def document(self) -> np.ndarray:
+        """``(tokens,)`` the document of every token row."""
+        return self._array("document.npy")
+
+    @cached_property
+    def position(self) -> np.ndarray:
+        return self._array("position.npy")
+
+    @cached_property
+    def token(self) -> np.ndarray:
+        """``(tokens,)`` token ids."""
+        return self._array("token.npy")
+
+    @cached_property
+    def start(self) -> np.ndarray:
+        """``(tokens,)`` character offset where each token starts in its document's text."""
+        return self._array("start.npy")
+
+    @cached_property
+    def end(self) -> np.ndarray:
+        return self._array("end.npy")
+
+    @cached_property
+    def documents(self) -> Any:
+        """The documents table (``document``, ``text``, label and metadata columns), as a
+        pyarrow Table in document order."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        parts = []
+        for shard in self.manifest["shards"]:
+            path = self.path / SHARDS_DIR / shard["documents"]
+            try:
+                parts.append(pq.read_table(path))
+            except (OSError, pa.ArrowException) as error:
+                raise CodebookError(
+                    f"the shard {path} could not be read ({str(error).splitlines()[0]}): the "
+                    "store is damaged; record it again"
+                ) from error
+        table = pa.concat_tables(parts) if parts else pa.table({"document": [], "text": []})
+        return table.sort_by("document")
+
+    @cached_property
+    def texts(self) -> dict[int, str]:
+        """Document id -> text."""
+        table = self.documents
+        return dict(
+            zip(table.column("document").to_pylist(), table.column("text").to_pylist(), strict=True)
+        )
+
+    @cached_property
+    def document_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(documents, first rows)``: each document's id and its first token row (rows of a
+        document are consecutive); a final entry holds the total number of rows."""
+        doc = self.document
+        if not len(doc):
+            return np.zeros(0, np.int64), np.zeros(1, np.int64)
+        change = np.flatnonzero(np.diff(doc)) + 1
+        firsts = np.concatenate([[0], change, [len(doc)]]).astype(np.int64)
+        return np.asarray(doc[firsts[:-1]]), firsts
+
+    def token_text(self, row: int) -> str:
+        """The characters of the token at ``row``."""
+        text = self.texts[int(self.document[row])]
+        return text[int(self.start[row]) : int(self.end[row])]
+
+    # ------------------------------------------------------------------ codes
+    def select_sites(self, sites: Any = None) -> list[str]:
+        """Recorded sites by name, kind or glob (all by default), in natural order."""
+        return list(self.sites) if sites is None else match_sites(sites, list(self.sites))
+
+    def ids(self, site: str) -> np.ndarray:
+        """``(tokens, groups, k)`` code ids of ``site`` (memory mapped; ``-1``: none)."""
+        info = self._site(site)
+        return self._array(idx.ids_file(site)).reshape(-1, info.groups, info.k)
+
+    def counts(self, site: str) -> np.ndarray:
+        """``(groups, num_codes)`` how many tokens each code fires on."""
+        info = self._site(site)
+        return np.diff(self._indptr(site)).reshape(info.groups, info.num_codes)
+
+    def occurrences(self, ref: CodeRef | str) -> np.ndarray:
+        """Token rows where the code fires, ascending."""
+        ref = CodeRef.parse(ref) if isinstance(ref, str) else ref
+        info = self._site(ref.site)
+        if ref.group >= info.groups or ref.code >= info.num_codes:
+            raise CodebookError(
+                f"{ref} is not in this store: {ref.site} has {info.groups} group(s) of "
+                f"{info.num_codes} codes"
+            )
+        flat = ref.group * info.num_codes + ref.code
+        indptr = self._indptr(ref.site)
+        return np.asarray(self._array(idx.rows_file(ref.site))[indptr[flat] : indptr[flat + 1]])
+
+    def _indptr(self, site: str) -> np.ndarray:
+        self._site(site)
+        return self._array(idx.indptr_file(site))
+
+    def _site(self, site: str) -> SiteInfo:
+        if site not in self.sites:
+            raise CodebookError(
+                f"site {site!r} was not recorded in {self.path}; recorded: {', '.join(self.sites)}"
+            )
+        return self.sites[site]
+
+    # ------------------------------------------------------------------ SQL
+    def sql(self, query: str) -> Any:
+        """Run SQL through DuckDB, with the views ``documents`` and ``tokens`` over the shards
+        (site columns are named by the site, quoted: ``"layers.0.mlp"``). Returns a DuckDB
+        relation: ``.fetchall()``, ``.arrow()``, ``.df()``."""
+        import duckdb
+
+        connection = duckdb.connect()
+        for view, key in (("documents", "documents"), ("tokens", "tokens")):
+            files = [str(self.path / SHARDS_DIR / s[key]) for s in self.manifest["shards"]]
+            listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+            connection.execute(f"create view {view} as select * from read_parquet([{listed}])")
+        try:
+            return connection.sql(query)
+        except duckdb.Error as error:
+            raise CodebookError(f"the query failed: {str(error).splitlines()[0]}") from error
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    file = path / MANIFEST
+    if not path.is_dir():
+        raise CodebookError(f"{path} is not a directory: give a code store's directory")
+    if not file.is_file():
+        raise CodebookError(
+            f"{path} holds no {MANIFEST}: it is not a finished code store (record one with "
+            "`codebook record`, or let an interrupted recording finish)"
+        )
+    try:
+        data = json.loads(file.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        version = int(data.get("schema_version", 0))
+    except (ValueError, TypeError) as error:
+        raise CodebookError(f"{file} is damaged ({error}); record the store again") from error
+    if version > SCHEMA_VERSION:
+        raise CodebookError(
+            f"{path} was recorded in store format {version}; this version reads format "
+            f"{SCHEMA_VERSION}: upgrade codebook-features"
+        )
+    try:
+        data = read_saved(data, None, str(file))
+        for key in ("sites", "counts", "shards"):
+            if key not in data:
+                raise ValueError(f"no {key}")
+        for info in data["sites"].values():
+            for key in ("groups", "k", "num_codes", "dtype"):
+                if key not in info:
+                    raise ValueError(f"a site has no {key}")
+    except (ValueError, TypeError, AttributeError) as error:
+        raise CodebookError(f"{file} is damaged ({error}); record the store again") from error
+    return data

@@ -1,0 +1,55 @@
+"""The code store's on-disk format: plain Parquet shards plus a manifest written last.
+
+A store directory (marked as a ``store`` by ``ownership``) holds::
+
+    manifest.json                      written last, atomically (see below)
+    shards/documents-RRRRR-SSSSS.parquet   one row per document
+    shards/tokens-RRRRR-SSSSS.parquet      one row per token, with its codes
+    activations/...                    optional float16 activations (bounded count)
+
+``RRRRR`` is the writing process's rank, ``SSSSS`` its shard number, so processes of a
+data-parallel recording never write the same file. Shards are zstd-compressed Parquet that
+DuckDB, Polars or Spark read as they are.
+
+Documents (``DOCUMENT_COLUMNS``): ``document`` (int64, unique in the store), ``text`` (string),
+then any label or metadata columns the data has.
+
+Tokens (``TOKEN_COLUMNS``): ``document`` (int64), ``position`` (int32, index in the document's
+token sequence), ``token`` (int32 token id), ``start``/``end`` (int32, character offsets of the
+token in its document's text, from the tokenizer's offset mapping; ``start == end`` for tokens
+that cover no characters), then one column per recorded site named by the site
+(``layers.3.attn_heads``): a fixed-size list of ``groups * k`` ids, group-major (group 0's k
+slots first), in the smallest signed integer type that holds ``num_codes`` (``-1``: no code).
+
+Rows of a tokens shard are in (document, position) order; the global token row of a token is
+its row in the shards taken in manifest order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+"""Bumped when a change of the format makes older readers wrong."""
+MANIFEST = "manifest.json"
+SHARDS_DIR = "shards"
+ACTIVATIONS_DIR = "activations"
+DOCUMENTS_SHARD = "documents-{rank:05d}-{shard:05d}.parquet"
+TOKENS_SHARD = "tokens-{rank:05d}-{shard:05d}.parquet"
+ACTIVATIONS_SHARD = "activations-{rank:05d}-{shard:05d}.safetensors"
+"""In ``activations/``: float16 inputs of the activation sites for the first rows of the tokens
+shard of the same rank and number (one tensor per site, named by the site, ``(rows, width)``)."""
+PROGRESS_DIR = "progress"
+"""Where each process of a recording keeps its finished shards (to continue after a kill)."""
+PROGRESS_FILE = "rank-{rank:05d}.json"
+"""One process's progress, in ``progress/``."""
+DOCUMENT_COLUMNS = ("document", "text")
+TOKEN_COLUMNS = ("document", "position", "token", "start", "end")
+
+
+def id_dtype(num_codes: int) -> np.dtype:
+    """The smallest signed integer type that holds ids ``-1 .. num_codes - 1``."""
+    for dtype in (np.int8, np.int16, np.int32):
+        if num_codes - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
