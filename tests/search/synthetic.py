@@ -27,6 +27,9 @@ SITES = {"layers.0.mlp": (1, 2, 50), "layers.1.attn_heads": (2, 1, 300)}
 """site -> (groups, k, num_codes)."""
 DRAGON = 7
 """Code 7 of group 0 at layers.0.mlp fires exactly on the word "dragon"."""
+TOPIC = 5
+"""Code 5 of group 1 at layers.1.attn_heads fires on every token of documents about dragons
+(those labelled "fantasy")."""
 
 
 def write_store(root: Path, documents: int = 40, per_shard: int = 15, seed: int = 0) -> Path:
@@ -51,10 +54,12 @@ def write_store(root: Path, documents: int = 40, per_shard: int = 15, seed: int 
                 columns["end"].append(match.end())
                 for site, (groups, k, num_codes) in SITES.items():
                     slots = []
-                    for _group in range(groups):
+                    for group in range(groups):
                         picks = rng.sample(range(10, num_codes), k)
                         if site == "layers.0.mlp" and word == "dragon":
                             picks[-1] = DRAGON
+                        if site == "layers.1.attn_heads" and group == 1 and "dragon" in text:
+                            picks[0] = TOPIC
                         slots += picks
                     codes[site].append(slots)
         documents_file = DOCUMENTS_SHARD.format(rank=0, shard=shard)

@@ -1,5 +1,23 @@
 """Searching a code store: pure functions from a store and a query to typed results."""
 
-from codebook_features.search.regex import CodeScore, Example, regex_codes, regex_token_rows
+from codebook_features.search.regex import (
+    CodeScore,
+    Example,
+    regex_codes,
+    regex_token_rows,
+    score_codes,
+)
+from codebook_features.search.tokens import token_codes, token_rows
+from codebook_features.search.topics import TopicCode, topic_codes
 
-__all__ = ["CodeScore", "Example", "regex_codes", "regex_token_rows"]
+__all__ = [
+    "CodeScore",
+    "Example",
+    "TopicCode",
+    "regex_codes",
+    "regex_token_rows",
+    "score_codes",
+    "token_codes",
+    "token_rows",
+    "topic_codes",
+]

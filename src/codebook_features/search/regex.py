@@ -87,6 +87,18 @@ def regex_codes(
     store: CodeStore,
     pattern: str | re.Pattern[str],
     sites: Any = None,
+    **ranking: Any,
+) -> tuple[list[CodeScore], int]:
+    """The codes of ``sites`` (all by default) ranked as classifiers of the pattern's tokens
+    (see :func:`score_codes` for the ranking options), and how many tokens match."""
+    positive = regex_token_rows(store, pattern)
+    return score_codes(store, positive, sites, **ranking), len(positive)
+
+
+def score_codes(
+    store: CodeStore,
+    positive: np.ndarray,
+    sites: Any = None,
     *,
     sort: SortKey = "f1",
     min_precision: float = 0.0,
@@ -94,21 +106,20 @@ def regex_codes(
     min_support: int = 1,
     top: int = 20,
     examples: int = 3,
-) -> tuple[list[CodeScore], int]:
-    """The codes of ``sites`` (all by default) ranked as classifiers of the pattern's tokens,
-    and the number of tokens the feature holds on. Codes below the thresholds are left out."""
+) -> list[CodeScore]:
+    """Every code of ``sites`` as a classifier of the token rows ``positive`` (ascending),
+    ranked by ``sort``; codes below the thresholds are left out."""
     if sort not in ("f1", "precision", "recall"):
         raise CodebookError(f"unknown sort {sort!r}: choose f1, precision or recall")
-    positive = regex_token_rows(store, pattern)
+    names = store.select_sites(sites)
     scores: list[CodeScore] = []
     if not len(positive):
-        return scores, 0
-    for site in store.select_sites(sites):
+        return scores
+    for site in names:
         info = store.sites[site]
         ids = np.asarray(store.ids(site)[positive]).astype(np.int64)  # (P, G, k)
         flat = ids + (np.arange(info.groups) * info.num_codes)[None, :, None]
-        flat = flat[ids >= 0]
-        joint = np.bincount(flat, minlength=info.groups * info.num_codes)
+        joint = np.bincount(flat[ids >= 0], minlength=info.groups * info.num_codes)
         fires = store.counts(site).reshape(-1)
         for code in np.flatnonzero(joint):
             support, hits = int(fires[code]), int(joint[code])
@@ -126,7 +137,7 @@ def regex_codes(
     return [
         CodeScore(**{**s.__dict__, "examples": _examples(store, s.code, positive, examples)})
         for s in ranked
-    ], len(positive)
+    ]
 
 
 def _examples(store: CodeStore, ref: CodeRef, positive: np.ndarray, count: int) -> list[Example]:

@@ -1,0 +1,174 @@
+"""Topic codes: codes that fire across a large share of a document's tokens (the paper's topic
+codes), ranked by how many documents they cover; with labelled data, also by how well the
+documents they cover single out one label.
+
+Counts come from the index: a code's token rows are sorted and a document's rows are
+consecutive, so (code, document) pairs arrive sorted and are counted by run lengths, in chunks
+of codes so that memory stays bounded; nothing is sorted and no row is read twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from codebook_features.code_ref import CodeRef
+from codebook_features.errors import CodebookError
+from codebook_features.store import index as idx
+from codebook_features.store.reader import CodeStore
+
+CHUNK = 1 << 22
+"""Token rows handled at once."""
+
+
+@dataclass(frozen=True)
+class TopicCode:
+    """A code that fires on at least ``min_share`` of the tokens of some documents."""
+
+    code: CodeRef
+    documents: int
+    """Documents it covers."""
+    mean_share: float
+    """Mean share of the tokens it fires on, over the documents it covers."""
+    examples: list[int] = field(default_factory=list)
+    """Some covered documents (ids)."""
+    label: str | None = None
+    """The label most of its covered documents have (labelled data)."""
+    precision: float | None = None
+    """Covered documents with ``label`` / covered documents."""
+    recall: float | None = None
+    """Covered documents with ``label`` / documents with ``label``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"code": str(self.code)}
+
+
+def document_shares(
+    store: CodeStore, site: str, min_share: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(flat codes, document indices, shares)`` of every (code, document) pair where the
+    code fires on at least ``min_share`` of the document's tokens."""
+    info = store.sites[site]
+    _, firsts = store.document_rows
+    lengths = np.diff(firsts)
+    doc_of_row = np.repeat(np.arange(len(lengths)), lengths)
+    indptr = np.load(store.path / idx.INDEX_DIR / idx.indptr_file(site))
+    rows = np.load(store.path / idx.INDEX_DIR / idx.rows_file(site), mmap_mode="r")
+    codes_out, docs_out, shares_out = [], [], []
+    code = 0
+    total = info.groups * info.num_codes
+    while code < total:
+        last = int(np.searchsorted(indptr, indptr[code] + CHUNK, side="right")) - 1
+        last = min(max(last, code + 1), total)
+        lo, hi = int(indptr[code]), int(indptr[last])
+        if hi > lo:
+            owner = np.repeat(np.arange(code, last), np.diff(indptr[code : last + 1]))
+            docs = doc_of_row[np.asarray(rows[lo:hi])]
+            key = owner.astype(np.int64) * len(lengths) + docs  # sorted: rows ascend per code
+            starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+            counts = np.diff(np.r_[starts, key.size])
+            pair_code, pair_doc = owner[starts], docs[starts]
+            share = counts / lengths[pair_doc]
+            keep = share >= min_share
+            codes_out.append(pair_code[keep])
+            docs_out.append(pair_doc[keep])
+            shares_out.append(share[keep])
+        code = last
+    if not codes_out:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return np.concatenate(codes_out), np.concatenate(docs_out), np.concatenate(shares_out)
+
+
+def topic_codes(
+    store: CodeStore,
+    sites: Any = None,
+    *,
+    min_share: float = 0.5,
+    min_documents: int = 2,
+    label_field: str | None = None,
+    label: str | None = None,
+    top: int = 20,
+    examples: int = 5,
+) -> list[TopicCode]:
+    """Codes covering (firing on at least ``min_share`` of the tokens of) at least
+    ``min_documents`` documents, ranked by documents covered; with ``label_field`` (a column
+    of the documents table), each code's best label with its precision and recall; with
+    ``label``, ranked by F1 for that label."""
+    if not 0 < min_share <= 1:
+        raise CodebookError(f"min_share must be in (0, 1], got {min_share}")
+    doc_ids, _ = store.document_rows
+    labels = _labels(store, doc_ids, label_field, label)
+    found: list[TopicCode] = []
+    for site in store.select_sites(sites):
+        info = store.sites[site]
+        codes, docs, shares = document_shares(store, site, min_share)
+        if not codes.size:
+            continue
+        bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True])
+        for a, b in itertools.pairwise(bounds):
+            if b - a < min_documents:
+                continue
+            group, number = divmod(int(codes[a]), info.num_codes)
+            covered = docs[a:b]
+            entry = TopicCode(
+                CodeRef(site, group, number),
+                int(b - a),
+                float(shares[a:b].mean()),
+                [int(d) for d in doc_ids[covered[:examples]]],
+            )
+            found.append(_with_label(entry, labels, covered, label))
+    if label is not None:
+        found.sort(key=lambda t: (-_f1(t), -t.documents, t.code.sort_key()))
+    else:
+        found.sort(key=lambda t: (-t.documents, -t.mean_share, t.code.sort_key()))
+    return found[:top]
+
+
+def _labels(
+    store: CodeStore, doc_ids: np.ndarray, field: str | None, label: str | None
+) -> np.ndarray | None:
+    if field is None:
+        if label is not None:
+            raise CodebookError("give the label's column (label_field) to rank by a label")
+        return None
+    table = store.documents
+    if field not in table.column_names:
+        raise CodebookError(
+            f"the documents have no column {field!r}; they have: {', '.join(table.column_names)}"
+        )
+    by_id = dict(
+        zip(table.column("document").to_pylist(), table.column(field).to_pylist(), strict=True)
+    )
+    values = np.array([str(by_id[int(d)]) for d in doc_ids], dtype=object)
+    if label is not None and label not in set(values.tolist()):
+        raise CodebookError(f"no document has {field} = {label!r}")
+    return values
+
+
+def _with_label(
+    entry: TopicCode, labels: np.ndarray | None, covered: np.ndarray, label: str | None
+) -> TopicCode:
+    if labels is None:
+        return entry
+    mine = labels[covered]
+    if label is None:
+        names, counts = np.unique(mine, return_counts=True)
+        label = str(names[np.argmax(counts)])
+    hits = int((mine == label).sum())
+    return TopicCode(
+        entry.code,
+        entry.documents,
+        entry.mean_share,
+        entry.examples,
+        label,
+        hits / len(covered),
+        hits / int((labels == label).sum()),
+    )
+
+
+def _f1(topic: TopicCode) -> float:
+    p, r = topic.precision or 0.0, topic.recall or 0.0
+    return 2 * p * r / (p + r) if p + r else 0.0

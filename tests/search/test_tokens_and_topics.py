@@ -1,0 +1,66 @@
+"""Token -> codes and topic codes on a store with planted codes, against slow scans."""
+
+import numpy as np
+import pytest
+
+from codebook_features import CodebookError
+from codebook_features.code_ref import CodeRef
+from codebook_features.search import token_codes, token_rows, topic_codes
+from codebook_features.search.topics import document_shares
+from codebook_features.store.reader import CodeStore
+
+from .synthetic import DRAGON, SITES, TOPIC, write_store
+
+
+@pytest.fixture
+def store(tmp_path) -> CodeStore:
+    return CodeStore(write_store(tmp_path / "store"))
+
+
+def test_token_codes_find_the_planted_code(store) -> None:
+    ranked, count = token_codes(store, "dragon")
+    assert ranked[0].code == CodeRef("layers.0.mlp", 0, DRAGON)
+    assert (ranked[0].precision, ranked[0].recall) == (1.0, 1.0)
+    slow = [r for r in range(store.num_tokens) if store.token_text(r).strip() == "dragon"]
+    assert count == len(slow) and np.array_equal(token_rows(store, "dragon"), slow)
+    assert len(token_rows(store, "dragon", exact=True)) < count  # the first word has no space
+    assert token_codes(store, "unicorn") == ([], 0)
+    with pytest.raises(CodebookError, match="not empty"):
+        token_rows(store, "  ")
+
+
+def test_document_shares_match_a_slow_count(store) -> None:
+    site = "layers.1.attn_heads"
+    groups, k, num_codes = SITES[site]
+    codes, docs, shares = document_shares(store, site, 0.3)
+    ids = np.asarray(store.ids(site))
+    _, firsts = store.document_rows
+    expected = set()
+    for d in range(len(firsts) - 1):
+        part = ids[firsts[d] : firsts[d + 1]]
+        for g in range(groups):
+            values, counts = np.unique(part[:, g], return_counts=True)
+            for v, c in zip(values, counts, strict=True):
+                if c / len(part) >= 0.3:
+                    expected.add((g * num_codes + int(v), d, round(c / len(part), 9)))
+    got = {
+        (int(c), int(d), round(float(s), 9)) for c, d, s in zip(codes, docs, shares, strict=True)
+    }
+    assert got == expected
+
+
+def test_topic_codes_find_the_planted_topic(store) -> None:
+    found = topic_codes(store, min_share=0.9)
+    topic = CodeRef("layers.1.attn_heads", 1, TOPIC)
+    assert found[0].code == topic and found[0].mean_share == 1.0
+    labels = store.documents.column("label").to_pylist()
+    assert found[0].documents == labels.count("fantasy")
+    by_label = topic_codes(store, min_share=0.9, label_field="label", label="fantasy")
+    assert by_label[0].code == topic
+    assert (by_label[0].label, by_label[0].precision, by_label[0].recall) == ("fantasy", 1.0, 1.0)
+    with pytest.raises(CodebookError, match="no column 'topic'"):
+        topic_codes(store, label_field="topic")
+    with pytest.raises(CodebookError, match="no document has label = 'sci-fi'"):
+        topic_codes(store, label_field="label", label="sci-fi")
+    with pytest.raises(CodebookError, match="min_share"):
+        topic_codes(store, min_share=0)
