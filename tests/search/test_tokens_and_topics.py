@@ -31,7 +31,7 @@ def test_token_codes_find_the_planted_code(store) -> None:
 
 def test_document_shares_match_a_slow_count(store) -> None:
     site = "layers.1.attn_heads"
-    groups, k, num_codes = SITES[site]
+    groups, _, num_codes = SITES[site]
     codes, docs, shares = document_shares(store, site, 0.3)
     ids = np.asarray(store.ids(site))
     _, firsts = store.document_rows
@@ -64,3 +64,24 @@ def test_topic_codes_find_the_planted_topic(store) -> None:
         topic_codes(store, label_field="label", label="sci-fi")
     with pytest.raises(CodebookError, match="min_share"):
         topic_codes(store, min_share=0)
+
+
+def test_token_and_topic_commands(tmp_path, capsys) -> None:
+    import json
+
+    from codebook_features.cli import main
+
+    root = str(write_store(tmp_path / "store"))
+    assert main(["search", "token", "--store", root, "--token", "dragon", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["codes"][0]["code"] == f"layers.0.mlp/0/{DRAGON}"
+    args = ["search", "topics", "--store", root, "--min_share", "0.9", "--label_field", "label"]
+    assert main(args) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert (
+        table[1].startswith(f"layers.1.attn_heads/1/{TOPIC} ")
+        and "fantasy (1.00, 1.00)" in table[1]
+    )
+    assert main(["search", "topics", "--store", root, "--label", "fantasy"]) == 2
+    assert "label_field" in capsys.readouterr().err
+    assert main(["search", "token", "--store", root]) == 2
+    assert "--token" in capsys.readouterr().err

@@ -13,13 +13,11 @@ from codebook_features.errors import CodebookError
 
 
 @dataclass
-class RegexSearch:
-    """Which codes stand for the tokens a regular expression matches."""
+class Ranking:
+    """How codes are ranked and filtered (shared by the queries that score codes)."""
 
     store: str = ""
     """The code store directory (written by ``codebook record``)."""
-    pattern: str = ""
-    """A Python regular expression; with a capture group, only the group's tokens count."""
     sites: list[str] = field(default_factory=list)
     """Sites by name, kind or glob, e.g. ``layers.*.mlp`` (default: every recorded site)."""
     sort: Literal["f1", "precision", "recall"] = "f1"
@@ -36,8 +34,8 @@ class RegexSearch:
     """Example tokens per code (from different documents)."""
 
     def __post_init__(self) -> None:
-        if not self.store or not self.pattern:
-            raise CodebookError("give --store DIR and --pattern REGEX (see --help)")
+        if not self.store:
+            raise CodebookError("give --store DIR (see --help)")
         for name in ("min_precision", "min_recall"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 1):
@@ -46,45 +44,131 @@ class RegexSearch:
             if getattr(self, name) < least:
                 raise CodebookError(f"--{name} must be at least {least}")
 
+    def options(self) -> dict:
+        return {
+            "sort": self.sort,
+            "min_precision": self.min_precision,
+            "min_recall": self.min_recall,
+            "min_support": self.min_support,
+            "top": self.top,
+            "examples": self.examples,
+        }
 
-@command("search", "search a code store: which codes stand for a pattern")
+
+@dataclass
+class RegexSearch(Ranking):
+    """Which codes stand for the tokens a regular expression matches."""
+
+    pattern: str = ""
+    """A Python regular expression; with a capture group, only the group's tokens count."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.pattern:
+            raise CodebookError("give --pattern REGEX (see --help)")
+
+
+@dataclass
+class TokenSearch(Ranking):
+    """Which codes fire on a token."""
+
+    token: str = ""
+    """The token's text (matched with surrounding spaces stripped, unless ``exact``)."""
+    exact: bool = False
+    """Match the token's text exactly, spaces included."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.token.strip():
+            raise CodebookError("give --token TEXT (see --help)")
+
+
+@dataclass
+class TopicSearch:
+    """Codes that fire across a large share of whole documents."""
+
+    store: str = ""
+    """The code store directory (written by ``codebook record``)."""
+    sites: list[str] = field(default_factory=list)
+    """Sites by name, kind or glob (default: every recorded site)."""
+    min_share: float = 0.5
+    """A code covers a document when it fires on at least this share of its tokens."""
+    min_documents: int = 2
+    """Leave out codes covering fewer documents."""
+    label_field: str | None = None
+    """A label column of the documents: report each code's best label (precision, recall)."""
+    label: str | None = None
+    """Rank by how well codes single out this label (needs ``label_field``)."""
+    top: int = 20
+    """How many codes to show."""
+
+    def __post_init__(self) -> None:
+        if not self.store:
+            raise CodebookError("give --store DIR (see --help)")
+        if not (math.isfinite(self.min_share) and 0 < self.min_share <= 1):
+            raise CodebookError(f"--min_share must be in (0, 1], got {self.min_share}")
+        if self.min_documents < 1 or self.top < 1:
+            raise CodebookError("--min_documents and --top must be at least 1")
+
+
+@command("search", "search a code store: codes for a pattern, a token, or topics")
 def _search_command(parser: argparse.ArgumentParser) -> None:
     from codebook_features.configs import add_arguments
 
     sub = parser.add_subparsers(dest="search_command", metavar="QUERY", required=True)
-    regex = add_command(sub, "regex", "codes ranked by precision and recall for a regex")
-    add_arguments(regex, RegexSearch)
-    regex.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    queries = {
+        "regex": (RegexSearch, "codes ranked by precision and recall for a regex"),
+        "token": (TokenSearch, "codes ranked by precision and recall for a token"),
+        "topics": (TopicSearch, "codes that fire across whole documents"),
+    }
+    for name, (cls, help_text) in queries.items():
+        query_parser = add_command(sub, name, help_text)
+        add_arguments(query_parser, cls)
+        query_parser.add_argument("--json", action="store_true", help="print JSON, not a table")
+        query_parser.set_defaults(run=lambda args, cls=cls: _run(cls, args))
 
-    def run(args: argparse.Namespace) -> None:
-        from codebook_features.configs import from_dict, overrides_from_args
-        from codebook_features.search.regex import regex_codes
-        from codebook_features.store.reader import CodeStore
 
-        query = from_dict(RegexSearch, overrides_from_args(args, RegexSearch))
-        store = CodeStore(query.store)
-        ranked, positives = regex_codes(
+def _run(cls: type, args: argparse.Namespace) -> None:
+    from codebook_features.configs import from_dict, overrides_from_args
+    from codebook_features.search import regex_codes, token_codes, topic_codes
+    from codebook_features.store.reader import CodeStore
+
+    query = from_dict(cls, overrides_from_args(args, cls))
+    store = CodeStore(query.store)
+    sites = query.sites or None
+    if isinstance(query, TopicSearch):
+        found = topic_codes(
             store,
-            query.pattern,
-            query.sites or None,
-            sort=query.sort,
-            min_precision=query.min_precision,
-            min_recall=query.min_recall,
-            min_support=query.min_support,
+            sites,
+            min_share=query.min_share,
+            min_documents=query.min_documents,
+            label_field=query.label_field,
+            label=query.label,
             top=query.top,
-            examples=query.examples,
         )
         if args.json:
-            print(json.dumps({"tokens": positives, "codes": [s.to_dict() for s in ranked]}))
+            print(json.dumps({"codes": [t.to_dict() for t in found]}))
             return
-        print(f"{positives:,} tokens match {query.pattern!r}")
-        if ranked:
-            print(f"{'code':<32} {'precision':>9} {'recall':>7} {'support':>8}  example")
-        for score in ranked:
-            example = score.examples[0].context.replace("\n", " ") if score.examples else ""
-            print(
-                f"{score.code!s:<32} {score.precision:>9.3f} {score.recall:>7.3f} "
-                f"{score.support:>8,}  {example}"
-            )
-
-    regex.set_defaults(run=run)
+        print(f"{'code':<32} {'documents':>9} {'share':>6}  label (precision, recall)")
+        for t in found:
+            tail = f"{t.label} ({t.precision:.2f}, {t.recall:.2f})" if t.label else ""
+            print(f"{t.code!s:<32} {t.documents:>9,} {t.mean_share:>6.2f}  {tail}")
+        return
+    if isinstance(query, RegexSearch):
+        ranked, count = regex_codes(store, query.pattern, sites, **query.options())
+        what = f"match {query.pattern!r}"
+    else:
+        ranked, count = token_codes(store, query.token, sites, exact=query.exact, **query.options())
+        what = f"are the token {query.token!r}"
+    if args.json:
+        print(json.dumps({"tokens": count, "codes": [s.to_dict() for s in ranked]}))
+        return
+    print(f"{count:,} tokens {what}")
+    if ranked:
+        print(f"{'code':<32} {'precision':>9} {'recall':>7} {'support':>8}  example")
+    for score in ranked:
+        example = score.examples[0].context.replace("\n", " ") if score.examples else ""
+        print(
+            f"{score.code!s:<32} {score.precision:>9.3f} {score.recall:>7.3f} "
+            f"{score.support:>8,}  {example}"
+        )
