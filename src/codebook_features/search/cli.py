@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from codebook_features.cli import add_command, command
 from codebook_features.errors import CodebookError
@@ -111,6 +111,28 @@ class TopicSearch:
             raise CodebookError("--min_documents and --top must be at least 1")
 
 
+@dataclass
+class CodePageQuery:
+    """Everything about one code."""
+
+    store: str = ""
+    """The code store directory (written by ``codebook record``)."""
+    code: str = ""
+    """The code, as ``SITE/GROUP/CODE`` (e.g. ``layers.3.attn_heads/2/417``)."""
+    model: str | None = None
+    """The saved codebook model (adds similar codes and the direct logit effect)."""
+    top: int = 10
+    """How many tokens, codes and logits to list."""
+    examples: int = 8
+    """How many contexts to show (one per document first)."""
+
+    def __post_init__(self) -> None:
+        if not self.store or not self.code:
+            raise CodebookError("give --store DIR and --code SITE/GROUP/CODE (see --help)")
+        if self.top < 1 or self.examples < 0:
+            raise CodebookError("--top must be at least 1 and --examples at least 0")
+
+
 @command("search", "search a code store: codes for a pattern, a token, or topics")
 def _search_command(parser: argparse.ArgumentParser) -> None:
     from codebook_features.configs import add_arguments
@@ -120,6 +142,7 @@ def _search_command(parser: argparse.ArgumentParser) -> None:
         "regex": (RegexSearch, "codes ranked by precision and recall for a regex"),
         "token": (TokenSearch, "codes ranked by precision and recall for a token"),
         "topics": (TopicSearch, "codes that fire across whole documents"),
+        "code": (CodePageQuery, "one code's page: tokens, contexts, co-occurring codes, logits"),
     }
     for name, (cls, help_text) in queries.items():
         query_parser = add_command(sub, name, help_text)
@@ -135,6 +158,9 @@ def _run(cls: type, args: argparse.Namespace) -> None:
 
     query = from_dict(cls, overrides_from_args(args, cls))
     store = CodeStore(query.store)
+    if isinstance(query, CodePageQuery):
+        _print_page(store, query, args.json)
+        return
     sites = query.sites or None
     if isinstance(query, TopicSearch):
         found = topic_codes(
@@ -172,3 +198,41 @@ def _run(cls: type, args: argparse.Namespace) -> None:
             f"{score.code!s:<32} {score.precision:>9.3f} {score.recall:>7.3f} "
             f"{score.support:>8,}  {example}"
         )
+
+
+def _print_page(store: Any, query: CodePageQuery, as_json: bool) -> None:
+    from codebook_features.code_ref import CodeRef
+    from codebook_features.search.code_page import code_page
+
+    ref = CodeRef.parse(query.code)
+    model = tokenizer = None
+    if query.model:
+        from transformers import AutoTokenizer
+
+        from codebook_features.model import CodebookModel
+
+        model = CodebookModel.from_pretrained(query.model).eval()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(query.model)
+        except (OSError, ValueError):
+            tokenizer = None  # names come from the store's own tokens then
+    page = code_page(store, ref, model, tokenizer, top=query.top, examples=query.examples)
+    if as_json:
+        print(json.dumps(page.to_dict()))
+        return
+    print(
+        f"{ref}: fires on {page.frequency:,} tokens ({page.share:.2%}) in {page.documents:,} "
+        "documents"
+    )
+    print("top tokens: " + ", ".join(f"{t.text!r} {t.share:.0%}" for t in page.top_tokens))
+    for example in page.examples:
+        print(f"  doc {example.document}: {example.context}")
+    if page.cooccurring:
+        print("with: " + ", ".join(f"{c.code} {c.share:.0%}" for c in page.cooccurring))
+    if page.similar:
+        print("similar: " + ", ".join(f"{c.code} {c.share:.2f}" for c in page.similar))
+    if page.logit_effect:
+        print("raises: " + ", ".join(f"{t!r} {v:+.2f}" for t, v in page.logit_effect.up))
+        print("lowers: " + ", ".join(f"{t!r} {v:+.2f}" for t, v in page.logit_effect.down))
+    for note in page.notes:
+        print(f"({note})")

@@ -1,0 +1,99 @@
+"""A code's page: store facts against slow scans, similar codes, and the direct logit effect
+checked by running the model's own projection."""
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from codebook_features import CodebookModel, CodebookModelConfig
+from codebook_features.code_ref import CodeRef
+from codebook_features.search.code_page import code_page, residual_direction
+from codebook_features.store.reader import CodeStore
+
+from ..model_zoo import tiny_model
+from .synthetic import DRAGON, write_store
+
+
+@pytest.fixture
+def store(tmp_path) -> CodeStore:
+    return CodeStore(write_store(tmp_path / "store"))
+
+
+def synthetic_model() -> CodebookModel:
+    """A model with the synthetic store's sites and sizes (its vectors are random)."""
+    config = transformers.GPTNeoXConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        vocab_size=61,
+        max_position_embeddings=32,
+    )
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    settings = CodebookModelConfig(
+        sites=["mlp", "attn_heads"], num_codes=300, k=1, per_site={"mlp": {"num_codes": 50, "k": 2}}
+    )
+    return CodebookModel(model, settings)
+
+
+def test_store_facts_match_slow_scans(store) -> None:
+    ref = CodeRef("layers.0.mlp", 0, DRAGON)
+    page = code_page(store, ref, top=5, examples=4)
+    ids = np.asarray(store.ids("layers.0.mlp"))
+    rows = np.flatnonzero((ids[:, 0] == DRAGON).any(-1))
+    assert page.frequency == len(rows) and page.share == len(rows) / store.num_tokens
+    assert page.documents == len(set(np.asarray(store.document)[rows].tolist()))
+    assert page.top_tokens[0].text.strip() == "dragon" and page.top_tokens[0].share == 1.0
+    assert len({e.document for e in page.examples}) == len(page.examples) == 4
+    other = np.asarray(store.ids("layers.1.attn_heads"))[rows]
+    best = page.cooccurring[0]
+    assert best.code.site == "layers.1.attn_heads"
+    assert best.count == int((other[:, best.code.group] == best.code.code).any(-1).sum())
+    assert all(c.count <= best.count for c in page.cooccurring)
+    assert page.similar is None and page.notes
+    assert page.to_dict()["code"] == str(ref)
+
+
+def test_similar_codes_and_logit_effect(store) -> None:
+    cbm = synthetic_model()
+    ref = CodeRef("layers.0.mlp", 0, DRAGON)
+    page = code_page(store, ref, cbm, top=3)
+    vectors = cbm.codebook(ref.site).vectors[0].detach()
+    cosine = torch.nn.functional.cosine_similarity(vectors, vectors[DRAGON][None], dim=-1)
+    cosine[DRAGON] = -2
+    assert [c.code.code for c in page.similar] == cosine.topk(3).indices.tolist()
+    unembed = cbm.model.get_output_embeddings().weight.detach()
+    logits = unembed @ (vectors[DRAGON] / 2)  # mean of k = 2 codes
+    assert page.logit_effect.up[0][1] == pytest.approx(float(logits.max()), rel=1e-5)
+    assert page.logit_effect.down[0][1] == pytest.approx(float(logits.min()), rel=1e-5)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "llama"])
+def test_attention_head_direction_is_what_the_projection_writes(family: str) -> None:
+    model = tiny_model(family)
+    cbm = CodebookModel(model, CodebookModelConfig(sites=["attn_heads"], num_codes=16, k=2))
+    ref = CodeRef("layers.1.attn_heads", 2, 5)
+    direction, _ = residual_direction(cbm, ref)
+    codebook = cbm.codebook(ref.site)
+    head = torch.zeros(1, codebook.config.dim)
+    width = codebook.config.group_dim
+    head[0, 2 * width : 3 * width] = codebook.vectors[2, 5].detach() / 2
+    projection = cbm.sites[ref.site].module
+    with torch.no_grad(), cbm.disabled():  # the projection alone, not its codebook
+        written = projection(head) - projection(torch.zeros_like(head))
+    torch.testing.assert_close(direction[None], written, atol=1e-5, rtol=1e-5)
+
+
+def test_code_command(store, capsys) -> None:
+    import json
+
+    from codebook_features.cli import main
+
+    code = f"layers.0.mlp/0/{DRAGON}"
+    assert main(["search", "code", "--store", str(store.path), "--code", code, "--json"]) == 0
+    page = json.loads(capsys.readouterr().out)
+    assert page["code"] == code and page["top_tokens"][0]["share"] == 1.0
+    assert main(["search", "code", "--store", str(store.path), "--code", "layers.0.mlp/0"]) == 2
+    assert "SITE/GROUP/CODE" in capsys.readouterr().err
