@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from codebook_features.cli import add_command, command
 from codebook_features.errors import CodebookError
+from codebook_features.search.baselines_cli import BaselinesSearch, run_baselines
 
 
 @dataclass
@@ -143,12 +144,16 @@ def _search_command(parser: argparse.ArgumentParser) -> None:
         "token": (TokenSearch, "codes ranked by precision and recall for a token"),
         "topics": (TopicSearch, "codes that fire across whole documents"),
         "code": (CodePageQuery, "one code's page: tokens, contexts, co-occurring codes, logits"),
+        "baselines": (BaselinesSearch, "codes vs neurons vs SAE latents on regex features"),
     }
     for name, (cls, help_text) in queries.items():
         query_parser = add_command(sub, name, help_text)
         add_arguments(query_parser, cls)
         query_parser.add_argument("--json", action="store_true", help="print JSON, not a table")
-        query_parser.set_defaults(run=lambda args, cls=cls: _run(cls, args))
+        if cls is BaselinesSearch:
+            query_parser.set_defaults(run=run_baselines)
+        else:
+            query_parser.set_defaults(run=lambda args, cls=cls: _run(cls, args))
 
 
 def _run(cls: type, args: argparse.Namespace) -> None:

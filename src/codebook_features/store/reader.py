@@ -21,7 +21,7 @@ from codebook_features.errors import CodebookError
 from codebook_features.saved import read_saved
 from codebook_features.sites import match_sites
 from codebook_features.store import index as idx
-from codebook_features.store.schema import MANIFEST, SCHEMA_VERSION, SHARDS_DIR
+from codebook_features.store.schema import ACTIVATIONS_DIR, MANIFEST, SCHEMA_VERSION, SHARDS_DIR
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,46 @@ class CodeStore:
             )
         return self.sites[site]
 
+    # ------------------------------------------------------------------ activations
+    @cached_property
+    def activation_sites(self) -> list[str]:
+        """Sites whose dense inputs were recorded (``codebook record --activation_sites``)."""
+        return list((self.manifest.get("activations") or {}).get("sites") or {})
+
+    @cached_property
+    def activation_rows(self) -> np.ndarray:
+        """``(rows,)`` the token rows (ascending) that :meth:`activations` covers: the first
+        rows of the shards that kept activations (the first ``max_activation_tokens`` tokens
+        of each recording process)."""
+        info = self.manifest.get("activations") or {}
+        counts = [int(s["tokens_count"]) for s in self.manifest["shards"]]
+        firsts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        parts = [
+            firsts[int(f["shard"])] + np.arange(int(f["rows"]), dtype=np.int64)
+            for f in info.get("files") or []
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def activations(self, site: str) -> np.ndarray:
+        """``(rows, width)`` float16 inputs of ``site``'s codebook for the token rows
+        :attr:`activation_rows` (read-only; memory mapped when one file holds them all)."""
+        if site not in self.activation_sites:
+            recorded = ", ".join(self.activation_sites) or "none"
+            raise CodebookError(
+                f"the activations of {site!r} were not recorded in {self.path} (recorded: "
+                f"{recorded}); record the store again with --activation_sites {site}"
+            )
+        parts = [
+            _safetensors_array(self.path / ACTIVATIONS_DIR / f["file"], site, int(f["rows"]))
+            for f in self.manifest["activations"]["files"]
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        width = parts[0].shape[1] if parts else 0
+        joined = np.concatenate(parts) if parts else np.zeros((0, width), np.float16)
+        joined.flags.writeable = False
+        return joined
+
     # ------------------------------------------------------------------ SQL
     def sql(self, query: str) -> Any:
         """Run SQL through DuckDB, with the views ``documents`` and ``tokens`` over the shards
@@ -179,6 +219,30 @@ class CodeStore:
             return connection.sql(query)
         except duckdb.Error as error:
             raise CodebookError(f"the query failed: {str(error).splitlines()[0]}") from error
+
+
+def _safetensors_array(path: Path, name: str, rows: int) -> np.ndarray:
+    """The float16 tensor ``name`` of a safetensors file, memory mapped (its layout: an
+    8-byte little-endian header size, a JSON header, then the raw tensors)."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+        entry = header[name]
+        begin, end = (int(x) for x in entry["data_offsets"])
+        shape = tuple(int(x) for x in entry["shape"])
+        if entry["dtype"] != "F16" or len(shape) != 2 or shape[0] != rows:
+            raise ValueError(f"{name} is {entry['dtype']} {list(shape)}, not F16 [{rows}, width]")
+        if end - begin != shape[0] * shape[1] * 2:
+            raise ValueError("its data size does not match its shape")
+        if not shape[0] * shape[1]:
+            return np.zeros(shape, np.float16)
+        return np.memmap(path, np.float16, "r", offset=8 + size + begin, shape=shape)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CodebookError(
+            f"the activations file {path} could not be read ({error}): the store is "
+            "damaged; record it again"
+        ) from error
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
