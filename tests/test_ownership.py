@@ -106,3 +106,20 @@ def test_output_files(tmp_path) -> None:
             check_output_file(tmp_path / name)
     with pytest.raises(CodebookError, match="is a directory"):
         check_output_file(tmp_path)
+
+
+def test_temporary_files_left_by_a_kill_are_its_own(tmp_path) -> None:
+    from codebook_features.ownership import STORE
+
+    run = a_run(tmp_path / "run")
+    (run / ".metrics.jsonl.k2j3x.tmp").write_text("half")
+    assert check_output_dir(run, RUN, overwrite=True) == "ours"
+    (run / ".notes.txt.k2j3x.tmp").write_text("not ours: no such entry")
+    with pytest.raises(CodebookError, match=r"\.notes\.txt\.k2j3x\.tmp"):
+        check_output_dir(run, RUN, overwrite=True)
+    store = tmp_path / "store"
+    mark(store, STORE)
+    (store / ".index.abc123.tmp").mkdir()
+    (store / ".index.abc123.tmp" / "x.npy").write_bytes(b"")
+    (store / ".manifest.json.q1w2.tmp").write_text("{")
+    assert check_output_dir(store, STORE, overwrite=True) == "ours"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -119,7 +120,7 @@ class DirKind:
         found = []
         for entry in sorted(directory.iterdir()):
             rule = self.contents.get(entry.name)
-            if entry.name == self.marker:
+            if entry.name == self.marker or self._leftover(entry.name):
                 continue
             if rule is None:
                 if not (self.nests and _is_marked(entry)):
@@ -127,6 +128,15 @@ class DirKind:
                 continue
             found += [f"{entry.name}/{inner}".rstrip("/.") for inner in _foreign(entry, rule)]
         return found
+
+    def _leftover(self, name: str) -> bool:
+        """A temporary file or directory of ours that a kill left behind (``.<entry>.*.tmp``,
+        as the atomic writers name them)."""
+        match = _TEMPORARY.match(name)
+        return bool(match) and match["entry"] in {self.marker, *self.contents}
+
+
+_TEMPORARY = re.compile(r"^\.(?P<entry>.+)\.[^./]+\.tmp$")
 
 
 def _foreign(entry: Path, rule: Rule) -> list[str]:

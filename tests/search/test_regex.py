@@ -131,3 +131,49 @@ def test_search_command(tmp_path, capsys) -> None:
     assert table[2].startswith(f"layers.0.mlp/0/{DRAGON} ") and len(table) == 4
     assert main(["search", "regex", "--store", str(tmp_path), "--pattern", "x"]) == 2
     assert "not a finished code store" in capsys.readouterr().err
+
+
+def test_index_with_tiny_chunks_equals_one_pass(tmp_path, monkeypatch) -> None:
+    from codebook_features.store import index
+
+    one_pass = CodeStore(write_store(tmp_path / "a"))
+    monkeypatch.setattr(index, "CHUNK_ROWS", 7)  # chunk boundaries inside documents and codes
+    chunked = CodeStore(write_store(tmp_path / "b"))
+    for site in SITES:
+        assert np.array_equal(np.asarray(chunked.ids(site)), np.asarray(one_pass.ids(site)))
+        for name in (index.indptr_file(site), index.rows_file(site)):
+            assert np.array_equal(
+                np.load(tmp_path / "a" / "index" / name), np.load(tmp_path / "b" / "index" / name)
+            )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m["counts"].pop("tokens"), "tokens"),
+        (lambda m: m["shards"][0].pop("tokens"), "tokens"),
+        (lambda m: m.__setitem__("shards", [1]), "damaged"),
+    ],
+)
+def test_manifests_missing_keys_are_refused(tmp_path, capsys, change, message) -> None:
+    import json
+
+    from codebook_features.cli import main
+
+    root = write_store(tmp_path / "s")
+    manifest = json.loads((root / "manifest.json").read_text())
+    change(manifest)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CodebookError, match=message):
+        CodeStore(root)
+    assert main(["search", "regex", "--store", str(root), "--pattern", "x"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_damaged_index_is_reported(tmp_path) -> None:
+    root = write_store(tmp_path / "s")
+    CodeStore(root)
+    rows = root / "index" / "layers.0.mlp.rows.npy"
+    rows.write_bytes(rows.read_bytes()[:20])
+    with pytest.raises(CodebookError, match=r"index file .* is damaged"):
+        CodeStore(root).occurrences("layers.0.mlp/0/7")

@@ -85,3 +85,13 @@ def test_token_and_topic_commands(tmp_path, capsys) -> None:
     assert "label_field" in capsys.readouterr().err
     assert main(["search", "token", "--store", root]) == 2
     assert "--token" in capsys.readouterr().err
+
+
+def test_document_shares_with_tiny_chunks(store, monkeypatch) -> None:
+    from codebook_features.search import topics
+
+    whole = document_shares(store, "layers.1.attn_heads", 0.3)
+    monkeypatch.setattr(topics, "CHUNK", 5)
+    split = document_shares(store, "layers.1.attn_heads", 0.3)
+    for a, b in zip(whole, split, strict=True):
+        assert np.array_equal(a, b)

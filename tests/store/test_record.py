@@ -552,3 +552,33 @@ def test_two_processes_record_one_store(world: Path, tmp_path: Path) -> None:
     assert both.equals(tables(single, "tokens"))
     assert manifest["counts"] == manifest_of(single)["counts"]
     assert manifest["activations"]["tokens"] == 400  # each process keeps its first 200
+
+
+def test_offsets_keep_leading_spaces_with_a_trimming_post_processor(
+    world: Path, tmp_path: Path
+) -> None:
+    """Tokenizers like Pythia's trim the leading space off offsets in their post-processor;
+    the store's offsets still cover each token's exact characters."""
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(world / "model")
+    tokenizer.backend_tokenizer.post_processor = processors.ByteLevel(trim_offsets=True)
+    tokenizer.save_pretrained(tmp_path / "trimming")
+    record(settings(world, tmp_path / "store", tokenizer=str(tmp_path / "trimming")))
+    texts = dict(
+        zip(
+            *(tables(tmp_path / "store", "documents")[c].to_pylist() for c in ("document", "text")),
+            strict=True,
+        )
+    )
+    table = tables(tmp_path / "store", "tokens")
+    spaced = 0
+    for document, token, start, end in zip(
+        *(table[c].to_pylist() for c in ("document", "token", "start", "end")), strict=True
+    ):
+        piece = tokenizer.decode([token], clean_up_tokenization_spaces=False)
+        if piece.startswith(" ") and "\ufffd" not in piece:
+            assert texts[document][start:end] == piece
+            spaced += 1
+    assert spaced > 0

@@ -70,7 +70,7 @@ def build_index(store: Path, manifest: dict[str, Any]) -> None:
         verify_checksums(files, lambda name: store / name, str(store), "record the store again")
     total = int(manifest["counts"]["tokens"])
     sites = manifest["sites"]
-    tmp = Path(tempfile.mkdtemp(prefix=".index.", dir=store))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{INDEX_DIR}.", suffix=".tmp", dir=store))
     try:
         columns = {
             name: np.lib.format.open_memmap(tmp / f"{name}.npy", "w+", dtype, (total,))

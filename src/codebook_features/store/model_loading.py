@@ -65,6 +65,10 @@ def load_model(config: RecordConfig, world: int) -> RecordingModel:
             f"the tokenizer {source!r} is a slow (Python) tokenizer, which gives no "
             "character offsets: give a fast one (a directory with tokenizer.json)"
         )
+    # Tokens are recorded without special tokens, so the post-processor has nothing to add; but
+    # a ByteLevel one with trim_offsets (Pythia, RoBERTa) would cut the leading space off every
+    # token's offsets. Without it, a token's offsets cover exactly its characters.
+    tokenizer.backend_tokenizer.post_processor = None
     if c.device == "cuda" and not torch.cuda.is_available():
         raise CodebookError("record: device is cuda, but torch sees no GPU")
     use_cuda = c.device == "cuda" or (c.device == "auto" and torch.cuda.is_available())

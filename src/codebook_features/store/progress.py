@@ -9,6 +9,7 @@ that was never interrupted; with other settings it is refused.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,13 +103,16 @@ def _clean_unfinished(root: Path, rank: int, shards: list[ShardInfo]) -> None:
     """Remove this process's temporary files and the files of shards it had not finished
     (a kill can leave them between the renames and the progress file)."""
     kept = {name for s in shards for name in (s.documents, s.tokens, s.activations) if name}
-    infix = f"-{rank:05d}-"
+    # only names this process writes: a shard of its rank, or a temporary file of one
+    ours = re.compile(
+        rf"^\.?(documents|tokens|activations)-{rank:05d}-\d{{5}}\.(parquet|safetensors)"
+        r"(\.[^.]+\.tmp)?$"
+    )
     for folder in (root / SHARDS_DIR, root / ACTIVATIONS_DIR):
         if not folder.is_dir():
             continue
         for path in folder.iterdir():
-            name = path.name.lstrip(".")
-            if infix in name and path.is_file() and path.name not in kept:
+            if ours.match(path.name) and path.is_file() and path.name not in kept:
                 path.unlink()
 
 

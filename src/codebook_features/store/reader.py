@@ -47,7 +47,13 @@ class CodeStore:
         self.num_tokens = int(self.manifest["counts"]["tokens"])
         self.num_documents = int(self.manifest["counts"]["documents"])
         if not idx.index_is_current(self.path):
-            idx.build_index(self.path, self.manifest)
+            try:
+                idx.build_index(self.path, self.manifest)
+            except OSError as error:
+                raise CodebookError(
+                    f"could not build the index of {self.path} ({error.strerror or error}): the "
+                    "first open writes it beside the shards, so open it once where it is writable"
+                ) from error
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> CodeStore:
@@ -55,7 +61,14 @@ class CodeStore:
 
     # ------------------------------------------------------------------ tokens and documents
     def _array(self, name: str) -> np.ndarray:
-        return np.load(self.path / idx.INDEX_DIR / name, mmap_mode="r")
+        path = self.path / idx.INDEX_DIR / name
+        try:
+            return np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as error:
+            raise CodebookError(
+                f"the index file {path} is damaged ({str(error).splitlines()[0]}): delete "
+                f"{self.path / idx.INDEX_DIR} and open the store again to rebuild it"
+            ) from error
 
     @cached_property
     def document(self) -> np.ndarray:
@@ -271,10 +284,16 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         for key in ("sites", "counts", "shards"):
             if key not in data:
                 raise ValueError(f"no {key}")
+        for key in ("documents", "tokens"):
+            int(data["counts"][key])
+        for shard in data["shards"]:
+            for key in ("documents", "tokens"):
+                if not isinstance(shard[key], str):
+                    raise ValueError(f"a shard has no {key} file")
         for info in data["sites"].values():
             for key in ("groups", "k", "num_codes", "dtype"):
                 if key not in info:
                     raise ValueError(f"a site has no {key}")
-    except (ValueError, TypeError, AttributeError) as error:
-        raise CodebookError(f"{file} is damaged ({error}); record the store again") from error
+    except (ValueError, TypeError, AttributeError, KeyError) as error:
+        raise CodebookError(f"{file} is damaged ({error!r}); record the store again") from error
     return data
