@@ -215,7 +215,14 @@ def _print_page(store: Any, query: CodePageQuery, as_json: bool) -> None:
         from transformers import AutoTokenizer
 
         from codebook_features.model import CodebookModel
+        from codebook_features.store.model_loading import fingerprint
 
+        recorded = store.manifest.get("model", {}).get("fingerprint")
+        if recorded and fingerprint(query.model) != recorded:
+            raise CodebookError(
+                f"{query.model} is not the model {query.store} was recorded with: give that "
+                "model, or leave --model out"
+            )
         model = CodebookModel.from_pretrained(query.model).eval()
         try:
             tokenizer = AutoTokenizer.from_pretrained(query.model)
