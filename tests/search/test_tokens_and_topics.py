@@ -81,6 +81,7 @@ def test_token_and_topic_commands(tmp_path, capsys) -> None:
         table[1].startswith(f"layers.1.attn_heads/1/{TOPIC} ")
         and "fantasy (1.00, 1.00)" in table[1]
     )
+    assert table[2].startswith("    doc ") and "dragon" in table[2]  # a covered document
     assert main(["search", "topics", "--store", root, "--label", "fantasy"]) == 2
     assert "label_field" in capsys.readouterr().err
     assert main(["search", "token", "--store", root]) == 2

@@ -184,6 +184,8 @@ def _run(cls: type, args: argparse.Namespace) -> None:
         for t in found:
             tail = f"{t.label} ({t.precision:.2f}, {t.recall:.2f})" if t.label else ""
             print(f"{t.code!s:<32} {t.documents:>9,} {t.mean_share:>6.2f}  {tail}")
+            for document in t.examples[:2]:
+                print(f"    doc {document}: {_snippet(store.texts[document])}")
         return
     if isinstance(query, RegexSearch):
         ranked, count = regex_codes(store, query.pattern, sites, **query.options())
@@ -248,3 +250,8 @@ def _print_page(store: Any, query: CodePageQuery, as_json: bool) -> None:
         print("lowers: " + ", ".join(f"{t!r} {v:+.2f}" for t, v in page.logit_effect.down))
     for note in page.notes:
         print(f"({note})")
+
+
+def _snippet(text: str, width: int = 90) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
