@@ -141,9 +141,7 @@ def _cooccurring(store: CodeStore, ref: CodeRef, rows: np.ndarray, top: int) -> 
     for site, info in store.sites.items():
         if site == ref.site:
             continue
-        ids = np.asarray(store.ids(site)[rows]).astype(np.int64)  # (R, G, k)
-        flat = ids + (np.arange(info.groups) * info.num_codes)[None, :, None]
-        counts = np.bincount(flat[ids >= 0], minlength=info.groups * info.num_codes)
+        counts = store.code_counts(site, rows)
         for code in np.argsort(-counts, kind="stable")[:top]:
             if counts[code]:
                 group, number = divmod(int(code), info.num_codes)

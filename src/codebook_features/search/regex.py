@@ -117,9 +117,7 @@ def score_codes(
         return scores
     for site in names:
         info = store.sites[site]
-        ids = np.asarray(store.ids(site)[positive]).astype(np.int64)  # (P, G, k)
-        flat = ids + (np.arange(info.groups) * info.num_codes)[None, :, None]
-        joint = np.bincount(flat[ids >= 0], minlength=info.groups * info.num_codes)
+        joint = store.code_counts(site, positive)
         fires = store.counts(site).reshape(-1)
         for code in np.flatnonzero(joint):
             support, hits = int(fires[code]), int(joint[code])

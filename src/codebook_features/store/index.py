@@ -135,10 +135,15 @@ def _token_batches(store: Path, manifest: dict[str, Any], columns: list[str]) ->
             reader = pq.ParquetFile(path)
             yield from reader.iter_batches(batch_size=CHUNK_ROWS, columns=columns)
         except (OSError, pa.ArrowException) as error:
-            raise CodebookError(
-                f"the shard {path} could not be read ({str(error).splitlines()[0]}): the store is "
-                "damaged; record it again"
-            ) from error
+            raise damaged(path, error) from error
+
+
+def damaged(path: Path, error: Exception, what: str = "shard") -> CodebookError:
+    """The one message for a store file that cannot be read."""
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return CodebookError(
+        f"the {what} {path} could not be read ({reason}): the store is damaged; record it again"
+    )
 
 
 def _write_csr(

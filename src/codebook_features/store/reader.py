@@ -106,10 +106,7 @@ class CodeStore:
             try:
                 parts.append(pq.read_table(path))
             except (OSError, pa.ArrowException) as error:
-                raise CodebookError(
-                    f"the shard {path} could not be read ({str(error).splitlines()[0]}): the "
-                    "store is damaged; record it again"
-                ) from error
+                raise idx.damaged(path, error) from error
         table = pa.concat_tables(parts) if parts else pa.table({"document": [], "text": []})
         return table.sort_by("document")
 
@@ -151,6 +148,14 @@ class CodeStore:
         """``(groups, num_codes)`` how many tokens each code fires on."""
         info = self._site(site)
         return np.diff(self._indptr(site)).reshape(info.groups, info.num_codes)
+
+    def code_counts(self, site: str, rows: np.ndarray) -> np.ndarray:
+        """How often each code of ``site`` fires on the token ``rows``, by flat code
+        (``group * num_codes + id``); reads only those rows."""
+        info = self._site(site)
+        ids = np.asarray(self.ids(site)[rows]).astype(np.int64)  # (R, G, k)
+        flat = ids + (np.arange(info.groups) * info.num_codes)[None, :, None]
+        return np.bincount(flat[ids >= 0], minlength=info.groups * info.num_codes)
 
     def occurrences(self, ref: CodeRef | str) -> np.ndarray:
         """Token rows where the code fires, ascending."""
@@ -252,10 +257,7 @@ def _safetensors_array(path: Path, name: str, rows: int) -> np.ndarray:
             return np.zeros(shape, np.float16)
         return np.memmap(path, np.float16, "r", offset=8 + size + begin, shape=shape)
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise CodebookError(
-            f"the activations file {path} could not be read ({error}): the store is "
-            "damaged; record it again"
-        ) from error
+        raise idx.damaged(path, error, "activations file") from error
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
