@@ -33,13 +33,7 @@ def _llama_like(config_class: type, **extra: object) -> transformers.PretrainedC
 
 CONFIGS = {
     "gpt2": lambda: transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=64),
-    "gpt_neox": lambda: transformers.GPTNeoXConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    ),
+    "gpt_neox": lambda: transformers.AutoConfig.for_model(**TINY_NEOX),
     "gpt_neo": lambda: transformers.GPTNeoConfig(
         hidden_size=32,
         num_layers=2,
@@ -66,6 +60,13 @@ def tiny_model(family: str, seed: int = 0, attn: str | None = None) -> torch.nn.
     kwargs = {"attn_implementation": attn} if attn else {}
     model = AutoModelForCausalLM.from_config(config, **kwargs)
     return model.eval()
+
+
+def neox_model(seed: int = 0, **sizes: object) -> torch.nn.Module:
+    """A random GPT-NeoX in eval mode: :data:`TINY_NEOX` with ``sizes`` changed."""
+    config = transformers.AutoConfig.for_model(**(TINY_NEOX | COMMON | sizes))
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config).eval()
 
 
 def value_heads(

@@ -9,7 +9,7 @@ import torch
 from codebook_features import CodebookError, CodebookModel, CodebookModelConfig
 from codebook_features.files import CODEBOOK_CONFIG
 
-from ..model_zoo import tiny_model
+from ..model_zoo import neox_model, tiny_model
 
 
 def neox(**overrides: object) -> CodebookModel:
@@ -151,16 +151,7 @@ def test_unknown_family_is_refused() -> None:
 
 def test_checkpoint_for_another_model_is_refused(tmp_path) -> None:
     neox().save(tmp_path / "small")
-    import transformers
-
-    bigger = transformers.GPTNeoXConfig(
-        hidden_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        vocab_size=61,
-    )
-    model = transformers.AutoModelForCausalLM.from_config(bigger)
+    model = neox_model(hidden_size=48)
     with pytest.raises(CodebookError, match=r"do not match this model at layers\.0\.attn_heads"):
         CodebookModel.load_codebooks(model, tmp_path / "small")
 

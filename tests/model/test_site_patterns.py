@@ -2,11 +2,12 @@
 
 import pytest
 import torch
-import transformers
 
 from codebook_features import CodebookError, CodebookModel, CodebookModelConfig
 from codebook_features.configs import from_dict
 from codebook_features.sites import SITE_KINDS, match_sites
+
+from ..model_zoo import neox_model
 
 NAMES = [f"layers.{i}.{kind}" for i in range(16) for kind in ("attn_heads", "mlp")]
 
@@ -38,16 +39,13 @@ def test_a_pattern_matching_nothing_lists_the_sites() -> None:
 
 
 def twelve_layers() -> torch.nn.Module:
-    config = transformers.GPTNeoXConfig(
+    return neox_model(
         hidden_size=16,
         num_hidden_layers=12,
         num_attention_heads=2,
         intermediate_size=32,
-        vocab_size=61,
         max_position_embeddings=32,
     )
-    torch.manual_seed(0)
-    return transformers.AutoModelForCausalLM.from_config(config).eval()
 
 
 def test_configs_and_yaml_accept_patterns() -> None:

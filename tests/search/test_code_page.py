@@ -4,14 +4,13 @@ checked by running the model's own projection."""
 import numpy as np
 import pytest
 import torch
-import transformers
 
 from codebook_features import CodebookModel, CodebookModelConfig
 from codebook_features.code_ref import CodeRef
 from codebook_features.search.code_page import code_page, residual_direction
 from codebook_features.store.reader import CodeStore
 
-from ..model_zoo import tiny_model
+from ..model_zoo import neox_model, tiny_model
 from .synthetic import DRAGON, write_store
 
 
@@ -22,16 +21,7 @@ def store(tmp_path) -> CodeStore:
 
 def synthetic_model() -> CodebookModel:
     """A model with the synthetic store's sites and sizes (its vectors are random)."""
-    config = transformers.GPTNeoXConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        vocab_size=61,
-        max_position_embeddings=32,
-    )
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    model = neox_model(num_attention_heads=2, max_position_embeddings=32)
     settings = CodebookModelConfig(
         sites=["mlp", "attn_heads"], num_codes=300, k=1, per_site={"mlp": {"num_codes": 50, "k": 2}}
     )
