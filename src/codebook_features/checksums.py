@@ -62,24 +62,3 @@ def write_model_checksums(directory: Path) -> None:
 
     files = directory_checksums(directory, exclude=[MODEL_CHECKSUMS])
     write_json(directory / MODEL_CHECKSUMS, stamp({"files": files}))
-
-
-def verify_model_dir(directory: str | Path) -> None:
-    """Check a local saved model (with or without codebooks) against the checksums saved with
-    it; a hub name, or a model saved without checksums, passes."""
-    import json
-
-    from codebook_features.files import CODEBOOK_CONFIG, MODEL_CHECKSUMS
-
-    root = Path(directory)
-    for manifest in (CODEBOOK_CONFIG, MODEL_CHECKSUMS):
-        path = root / manifest
-        if path.is_file():
-            try:
-                files = json.loads(path.read_text()).get("files") or {}
-            except (ValueError, AttributeError) as error:
-                raise CodebookError(f"{path} is damaged ({error}): save the model again") from error
-            verify_checksums(
-                files, lambda name: root / name, str(root), "save or copy the model again"
-            )
-            return

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from codebook_features._version import __version__
-from codebook_features.checksums import directory_checksums, verify_checksums
+from codebook_features.checksums import directory_checksums
 from codebook_features.codebook import Codebook, CodebookConfig, CodebookSettings
 from codebook_features.errors import CodebookError
 from codebook_features.files import (
@@ -41,6 +41,7 @@ from codebook_features.interventions import (
     Interventions,
     Positions,
 )
+from codebook_features.model_files import HUB_OPTIONS, fetch, read_description, verify_files
 from codebook_features.observation import Observation
 from codebook_features.ownership import SAVED_MODEL, check_output_dir
 from codebook_features.saved import VERSION_KEY, config_from_saved
@@ -60,8 +61,6 @@ SiteSpec = str | Sequence[str] | None
 glob (``layers.*.mlp``, ``layers.1[0-5].mlp``); ``None`` means all sites."""
 
 _SETTING_NAMES = {f.name for f in dataclasses.fields(CodebookSettings)}
-HUB_OPTIONS = ("revision", "subfolder", "token", "cache_dir", "force_download", "local_files_only")
-"""Options of ``from_pretrained`` that say where files are, for the codebook files too."""
 
 
 @dataclass(kw_only=True)
@@ -418,9 +417,9 @@ class CodebookModel(nn.Module):
         from transformers import AutoModelForCausalLM
 
         hub = {k: model_kwargs[k] for k in HUB_OPTIONS if k in model_kwargs}
-        description = _read_description(name_or_path, hub)  # fail early, before loading
+        description = read_description(name_or_path, hub)  # fail early, before loading
         if verify:
-            _verify_files(name_or_path, description, hub)
+            verify_files(name_or_path, description, hub)
         try:
             model = AutoModelForCausalLM.from_pretrained(name_or_path, **model_kwargs)
         except (OSError, ValueError, SafetensorError) as error:
@@ -436,7 +435,7 @@ class CodebookModel(nn.Module):
     ) -> CodebookModel:
         """Attach the codebooks saved at ``name_or_path`` to an already loaded ``model``;
         ``hub`` options (``revision``, ``subfolder``, ...) locate them on the hub."""
-        description = _read_description(name_or_path, hub)
+        description = read_description(name_or_path, hub)
         where = f"{CODEBOOK_CONFIG} in {name_or_path}"
         config = config_from_saved(
             CodebookModelConfig, description["config"], where, description.get(VERSION_KEY)
@@ -454,9 +453,9 @@ class CodebookModel(nn.Module):
                     f"(saved {saved_sites.get(name)}, model {mine}): load them onto the base "
                     "model they were trained with"
                 )
-        _verify_files(name_or_path, description, hub, only=CODEBOOK_WEIGHTS)
+        verify_files(name_or_path, description, hub, only=CODEBOOK_WEIGHTS)
         try:
-            weights = load_file(_fetch(name_or_path, CODEBOOK_WEIGHTS, hub))
+            weights = load_file(fetch(name_or_path, CODEBOOK_WEIGHTS, hub))
         except (SafetensorError, OSError) as error:
             raise CodebookError(
                 f"{CODEBOOK_WEIGHTS} in {name_or_path} is damaged ({str(error).splitlines()[0]})"
@@ -470,61 +469,3 @@ class CodebookModel(nn.Module):
                 f"{CODEBOOK_CONFIG}: the checkpoint is damaged ({str(error).splitlines()[0]})"
             ) from error
         return cbm
-
-
-def _fetch(name_or_path: str | os.PathLike, filename: str, hub: dict[str, Any]) -> str:
-    """A file of a local directory or hub repository (downloaded and cached by transformers)."""
-    from transformers.utils import cached_file
-
-    try:
-        path = cached_file(
-            str(name_or_path), filename, _raise_exceptions_for_missing_entries=False, **hub
-        )
-    except OSError as error:
-        raise CodebookError(f"could not read {filename} from {name_or_path}: {error}") from error
-    if path is None:
-        raise CodebookError(
-            f"{name_or_path} has no {filename}: it is not a saved codebook model "
-            "(attach new codebooks with CodebookModel(model, config))"
-        )
-    return path
-
-
-def _verify_files(
-    name_or_path: str | os.PathLike,
-    description: dict[str, Any],
-    hub: dict[str, Any],
-    only: str | None = None,
-) -> None:
-    """Check the files against the checksums saved with them (models saved before checksums
-    were recorded have none to check)."""
-    files = description.get("files", {})
-    if only is not None:
-        files = {only: files[only]} if isinstance(files, dict) and only in files else {}
-
-    def locate(name: str) -> str | Path:
-        try:
-            return _fetch(name_or_path, name, hub)
-        except CodebookError:
-            return Path(str(name_or_path)) / name  # not there: reported as missing
-
-    verify_checksums(
-        files,
-        locate,
-        str(name_or_path),
-        "save the model again, or copy it again from where it came from",
-    )
-
-
-def _read_description(name_or_path: str | os.PathLike, hub: dict[str, Any]) -> dict[str, Any]:
-    import json
-
-    try:
-        description = json.loads(Path(_fetch(name_or_path, CODEBOOK_CONFIG, hub)).read_text())
-        if not isinstance(description["config"], dict) or not description["sites"]:
-            raise ValueError("no codebook settings or sites")
-    except (ValueError, KeyError, TypeError) as error:
-        raise CodebookError(
-            f"{CODEBOOK_CONFIG} in {name_or_path} is damaged ({error}); re-save the model"
-        ) from error
-    return description

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from codebook_features.checksums import verify_model_dir
 from codebook_features.errors import CodebookError
 from codebook_features.files import (
     BASELINE_RUN,
@@ -31,6 +30,7 @@ from codebook_features.files import (
 )
 from codebook_features.fsm.data import FSMData, make_data
 from codebook_features.fsm.results import ModelAnalysis, SwapResults, TrainedModel
+from codebook_features.model_files import verify_model_dir
 from codebook_features.ownership import FSM_DEMO, RUN, check_output_dir, mark
 from codebook_features.rundir import RunDir
 from codebook_features.saved import Record, read_saved, stamp

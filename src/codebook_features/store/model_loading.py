@@ -118,11 +118,11 @@ def fingerprint(model: str) -> str:
     """sha256 over the model's ``codebook_config.json`` and then ``codebooks.safetensors``."""
     from codebook_features.checksums import CHUNK
     from codebook_features.files import CODEBOOK_CONFIG, CODEBOOK_WEIGHTS
-    from codebook_features.model import _fetch
+    from codebook_features.model_files import fetch
 
     digest = hashlib.sha256()
     for name in (CODEBOOK_CONFIG, CODEBOOK_WEIGHTS):
-        with open(_fetch(model, name, {}), "rb") as f:
+        with open(fetch(model, name, {}), "rb") as f:
             while block := f.read(CHUNK):
                 digest.update(block)
     return digest.hexdigest()

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from codebook_features.checksums import verify_model_dir, write_model_checksums
+from codebook_features.checksums import write_model_checksums
 from codebook_features.configs import flatten, save_yaml, to_dict
 from codebook_features.distributed import is_distributed
 from codebook_features.errors import CodebookError
@@ -44,6 +44,7 @@ from codebook_features.files import (
     write_text,
 )
 from codebook_features.model import CodebookModel
+from codebook_features.model_files import verify_model_dir
 from codebook_features.ownership import RUN, check_output_dir, clear_own, mark
 from codebook_features.rundir import RunDir
 from codebook_features.sources import MODEL_FILES, check_source
