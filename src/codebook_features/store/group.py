@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
+from codebook_features.distributed import is_distributed
 from codebook_features.errors import CodebookError
 
 
@@ -20,7 +21,7 @@ class ProcessGroup:
 
         self.dist = dist
         self.started = False
-        if dist.is_available() and dist.is_initialized():
+        if is_distributed():
             self.rank, self.world = dist.get_rank(), dist.get_world_size()
         elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
             if not dist.is_available():
