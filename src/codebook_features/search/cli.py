@@ -214,21 +214,14 @@ def _print_page(store: Any, query: CodePageQuery, as_json: bool) -> None:
     ref = CodeRef.parse(query.code)
     model = tokenizer = None
     if query.model:
-        from transformers import AutoTokenizer
+        from codebook_features.loading import load_model, load_tokenizer
+        from codebook_features.store.model_loading import check_recorded_with
 
-        from codebook_features.model import CodebookModel
-        from codebook_features.store.model_loading import fingerprint
-
-        recorded = store.manifest.get("model", {}).get("fingerprint")
-        if recorded and fingerprint(query.model) != recorded:
-            raise CodebookError(
-                f"{query.model} is not the model {query.store} was recorded with: give that "
-                "model, or leave --model out"
-            )
-        model = CodebookModel.from_pretrained(query.model).eval()
+        check_recorded_with(store, query.model)
+        model = load_model(query.model, what="search code")
         try:
-            tokenizer = AutoTokenizer.from_pretrained(query.model)
-        except (OSError, ValueError):
+            tokenizer = load_tokenizer(query.model)
+        except CodebookError:
             tokenizer = None  # names come from the store's own tokens then
     page = code_page(store, ref, model, tokenizer, top=query.top, examples=query.examples)
     if as_json:

@@ -104,21 +104,27 @@ def score_codes(
     min_precision: float = 0.0,
     min_recall: float = 0.0,
     min_support: int = 1,
-    top: int = 20,
+    top: int | None = 20,
     examples: int = 3,
+    rows: np.ndarray | None = None,
 ) -> list[CodeScore]:
     """Every code of ``sites`` as a classifier of the token rows ``positive`` (ascending),
-    ranked by ``sort``; codes below the thresholds are left out."""
+    ranked by ``sort``; codes below the thresholds are left out (``top=None``: keep all).
+    With ``rows`` (ascending), only those token rows count: support is counted over them and
+    ``positive`` is cut to them, so codes can be chosen on one part of a store and judged on
+    another."""
     if sort not in ("f1", "precision", "recall"):
         raise CodebookError(f"unknown sort {sort!r}: choose f1, precision or recall")
     names = store.select_sites(sites)
     scores: list[CodeScore] = []
+    if rows is not None:
+        positive = np.intersect1d(positive, rows)
     if not len(positive):
         return scores
     for site in names:
         info = store.sites[site]
         joint = store.code_counts(site, positive)
-        fires = store.counts(site).reshape(-1)
+        fires = store.counts(site).reshape(-1) if rows is None else store.code_counts(site, rows)
         for code in np.flatnonzero(joint):
             support, hits = int(fires[code]), int(joint[code])
             precision, recall = hits / support, hits / len(positive)
@@ -140,6 +146,8 @@ def score_codes(
 
 def _examples(store: CodeStore, ref: CodeRef, positive: np.ndarray, count: int) -> list[Example]:
     """Up to ``count`` tokens where the code fires on the feature, from different documents."""
+    if count <= 0:
+        return []
     rows = np.intersect1d(store.occurrences(ref), positive, assume_unique=True)
     chosen, seen = [], set()
     for row in rows.tolist():

@@ -28,7 +28,7 @@ from codebook_features.store.schema import MANIFEST, SHARDS_DIR, TOKEN_COLUMNS
 
 INDEX_DIR = "index"
 INDEX_INFO = "index.json"
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 TOKEN_ARRAYS = {
     "document": np.int64,
     "position": np.int32,
@@ -151,36 +151,44 @@ def _write_csr(
 ) -> None:
     """Per flat code (``group * num_codes + id``) its token rows, ascending: a counting sort
     over chunks of rows, so memory stays bounded by the chunk."""
-    total = ids.shape[0]
+    total, codes = ids.shape[0], groups * num_codes
     offsets = (np.arange(groups, dtype=np.int64) * num_codes).repeat(k)  # slot -> group offset
-    counts = np.zeros(groups * num_codes + 1, dtype=np.int64)
+    counts = np.zeros(codes, dtype=np.int64)
     for start in range(0, total, CHUNK_ROWS):
-        flat = _flat(ids[start : start + CHUNK_ROWS], offsets, num_codes)
-        counts[: groups * num_codes] += np.bincount(flat[flat >= 0], minlength=groups * num_codes)
-    indptr = np.zeros(groups * num_codes + 1, dtype=np.int64)
-    np.cumsum(counts[: groups * num_codes], out=indptr[1:])
-    rows = np.lib.format.open_memmap(
-        directory / rows_file(site), "w+", np.int64, (int(indptr[-1]),)
-    )
+        flat = _flat(ids[start : start + CHUNK_ROWS], offsets)
+        counts += np.bincount(flat[flat >= 0], minlength=codes)
+    indptr = np.zeros(codes + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    dtype = row_dtype(total)
+    rows = np.lib.format.open_memmap(directory / rows_file(site), "w+", dtype, (int(indptr[-1]),))
+    # numpy sorts 16-bit keys stably by radix sort, in linear time
+    key_type = np.uint16 if codes <= 1 << 16 else np.int64
     cursor = indptr[:-1].copy()
     for start in range(0, total, CHUNK_ROWS):
-        chunk = ids[start : start + CHUNK_ROWS]
-        flat = _flat(chunk, offsets, num_codes)
-        row_of = np.broadcast_to(
-            np.arange(start, start + chunk.shape[0], dtype=np.int64)[:, None], flat.shape
-        )
-        keep = flat >= 0
-        flat, row_of = flat[keep], row_of[keep]
-        order = np.argsort(flat, kind="stable")  # rows stay ascending within each code
-        flat, row_of = flat[order], row_of[order]
-        first = np.searchsorted(flat, flat, side="left")
-        rows[cursor[flat] + (np.arange(flat.size) - first)] = row_of
-        np.add.at(cursor, flat, 1)
+        flat = _flat(ids[start : start + CHUNK_ROWS], offsets)
+        row_of = np.repeat(np.arange(start, start + flat.shape[0], dtype=dtype), flat.shape[1])
+        flat = flat.reshape(-1)
+        if (flat < 0).any():
+            row_of, flat = row_of[flat >= 0], flat[flat >= 0]
+        order = np.argsort(flat.astype(key_type), kind="stable")  # rows stay ascending per code
+        here = np.bincount(flat, minlength=codes)
+        first_here = np.cumsum(here) - here  # where each code starts in the sorted chunk
+        code = flat[order]
+        rows[cursor[code] + np.arange(code.size) - first_here[code]] = row_of[order]
+        cursor += here
     rows.flush()
     np.save(directory / indptr_file(site), indptr)
 
 
-def _flat(ids: np.ndarray, offsets: np.ndarray, num_codes: int) -> np.ndarray:
-    """Flat code per slot, ``-1`` for empty slots."""
-    values = ids.astype(np.int64)
-    return np.where(values >= 0, values + offsets, -1)
+def row_dtype(tokens: int) -> type:
+    """The token-row type of the CSR arrays: int32 halves the index of any store under 2**31
+    tokens."""
+    return np.int32 if tokens < 2**31 else np.int64
+
+
+def _flat(ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """``(rows, slots)`` flat code per slot, ``-1`` for empty slots."""
+    values = ids.astype(np.int64) + offsets
+    if ids.dtype.kind == "i":  # unsigned ids have no empty slots
+        values[ids < 0] = -1
+    return values

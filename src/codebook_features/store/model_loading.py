@@ -46,20 +46,14 @@ class RecordingModel:
 def load_model(config: RecordConfig, world: int) -> RecordingModel:
     """Load and check ``config``'s tokenizer and model; with several processes each takes the
     GPU of its local rank."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from codebook_features.model import CodebookModel
-    from codebook_features.sources import MODEL_FILES, TOKENIZER_FILES, check_source
+    from codebook_features.loading import check_fits, load_tokenizer
+    from codebook_features.loading import load_model as load_codebook_model
+    from codebook_features.sources import MODEL_FILES, check_source
 
     c = config
     check_source(c.model, "model", MODEL_FILES)
     source = c.tokenizer or c.model
-    check_source(source, "tokenizer", TOKENIZER_FILES)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as error:
-        raise CodebookError(f"could not load the tokenizer {source!r}: {error}") from error
+    tokenizer = load_tokenizer(source)
     if not getattr(tokenizer, "is_fast", False):
         raise CodebookError(
             f"the tokenizer {source!r} is a slow (Python) tokenizer, which gives no "
@@ -69,23 +63,14 @@ def load_model(config: RecordConfig, world: int) -> RecordingModel:
     # a ByteLevel one with trim_offsets (Pythia, RoBERTa) would cut the leading space off every
     # token's offsets. Without it, a token's offsets cover exactly its characters.
     tokenizer.backend_tokenizer.post_processor = None
-    if c.device == "cuda" and not torch.cuda.is_available():
-        raise CodebookError("record: device is cuda, but torch sees no GPU")
-    use_cuda = c.device == "cuda" or (c.device == "auto" and torch.cuda.is_available())
     local = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else 0
-    device = torch.device(f"cuda:{local}" if use_cuda else "cpu")
-    cbm = CodebookModel.from_pretrained(c.model)
-    cbm.to(device).eval()
+    cbm = load_codebook_model(c.model, c.device, what="record", local_rank=local)
+    check_fits(tokenizer, cbm, source)
+    device = next(cbm.parameters()).device
     sites = cbm.select_sites(c.sites)
     activation_sites = cbm.select_sites(c.activation_sites) if c.activation_sites else []
     for site in cbm.sites:
         cbm.codebook(site).track_stats = False  # statistics are not needed here
-    vocab = cbm.model.get_input_embeddings().num_embeddings
-    if len(tokenizer) > vocab:
-        raise CodebookError(
-            f"the tokenizer {source!r} has {len(tokenizer)} tokens, but the model's "
-            f"vocabulary has {vocab}: use the tokenizer the model was trained with"
-        )
     context = context_length(cbm.model.config)
     if c.max_length is not None and context is not None and c.max_length > context:
         raise CodebookError(
@@ -126,3 +111,14 @@ def fingerprint(model: str) -> str:
             while block := f.read(CHUNK):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def check_recorded_with(store: Any, model: str) -> None:
+    """Refuse a saved model other than the one ``store`` was recorded with (the manifest's
+    fingerprint of its files)."""
+    recorded = (store.manifest.get("model") or {}).get("fingerprint")
+    if recorded and fingerprint(model) != recorded:
+        raise CodebookError(
+            f"{model} is not the model {store.path} was recorded with: give that model, or "
+            "record the store again with this one"
+        )

@@ -168,7 +168,8 @@ class CodeStore:
             )
         flat = ref.group * info.num_codes + ref.code
         indptr = self._indptr(ref.site)
-        return np.asarray(self._array(idx.rows_file(ref.site))[indptr[flat] : indptr[flat + 1]])
+        rows = self._array(idx.rows_file(ref.site))[indptr[flat] : indptr[flat + 1]]
+        return rows.astype(np.int64)
 
     def _indptr(self, site: str) -> np.ndarray:
         self._site(site)
