@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -145,6 +146,9 @@ def _load_commands() -> None:
     """Import the modules that register further sub-commands."""
     import codebook_features.fsm.cli
     import codebook_features.search.cli
+    import codebook_features.steering.concept_cli
+    import codebook_features.steering.evaluate_cli
+    import codebook_features.steering.steer_cli
     import codebook_features.store.cli  # noqa: F401
 
 
@@ -172,6 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_libraries()
     try:
         args.run(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader stopped early (`| head`): nothing is wrong, and nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except CodebookError as error:
         if args.verbose:
             raise
@@ -187,7 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             "interrupted; training continues from its last checkpoint with --training.resume "
             "true, `codebook record` from its last finished shard when run again with the same "
-            "settings, and `codebook fsm demo` continues where it stopped when run again",
+            "settings, `codebook fsm demo` and `codebook evaluate-steering` continue where they "
+            "stopped when run again",
             file=sys.stderr,
         )
         return 130

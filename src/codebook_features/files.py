@@ -132,6 +132,18 @@ CODES_VS_NEURONS_PLOT = "codes_vs_neurons.png"
 INTERVENTIONS_PLOT = "interventions.png"
 """Effect of swapping state codes, in ``plots/``."""
 
+# ---------------------------------------------------------------- steering evaluation
+STEERING_SETTINGS = "settings.json"
+"""The settings that decide an evaluation's generations (a continued one must match)."""
+STEERING_GENERATIONS_DIR = "generations"
+"""One JSON-lines file of generations per condition, kept so a killed evaluation goes on."""
+STEERING_RESULTS = "steering.json"
+"""Every condition's rates and fluency."""
+STEERING_REPORT = "steering.md"
+"""The Markdown tables."""
+STEERING_PLOT = "steering.png"
+"""On-topic rate against perplexity, in ``plots/``."""
+
 
 def _umask() -> int:
     mask = os.umask(0)

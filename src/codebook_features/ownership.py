@@ -47,6 +47,11 @@ from codebook_features.files import (
     REPORT_FILE,
     RESULTS_FILE,
     RUN_CONFIG,
+    STEERING_GENERATIONS_DIR,
+    STEERING_PLOT,
+    STEERING_REPORT,
+    STEERING_RESULTS,
+    STEERING_SETTINGS,
     SUMMARY_FILE,
     TOKENIZER_DIR,
     TRACKER_DIR,
@@ -222,7 +227,18 @@ STORE = DirKind(
         f".{STORE_INDEX_DIR}.old": "whole",
     },
 )
-KINDS = (RUN, FSM_DATA, FSM_DEMO, SAVED_MODEL, STORE)
+STEERING_EVAL = DirKind(
+    "steering-eval",
+    "steering evaluation",
+    {
+        STEERING_SETTINGS: "file",
+        STEERING_GENERATIONS_DIR: "whole",
+        STEERING_RESULTS: "file",
+        STEERING_REPORT: "file",
+        PLOTS_DIR: frozenset({STEERING_PLOT}),
+    },
+)
+KINDS = (RUN, FSM_DATA, FSM_DEMO, SAVED_MODEL, STORE, STEERING_EVAL)
 
 State = Literal["new", "ours"]
 

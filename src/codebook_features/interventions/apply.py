@@ -23,10 +23,43 @@ import torch
 from torch import Tensor
 
 from codebook_features.errors import CodebookError
-from codebook_features.interventions.spec import Ablate, Force, Intervention
+from codebook_features.interventions.spec import (
+    Ablate,
+    Force,
+    Intervention,
+    Positions,
+    _positions,
+)
 
 if TYPE_CHECKING:
     from codebook_features.model import CodebookModel
+
+
+class TokenPositions:
+    """Which tokens of each forward pass a :data:`Positions` value means for one model, shared
+    by everything that acts on some tokens only (specs here, activation addition in
+    ``steering``). ``new`` is relative to the first forward pass after :meth:`start`."""
+
+    def __init__(self, model: CodebookModel, positions: Positions) -> None:
+        self.model = model
+        self.positions = _positions(positions)
+        self._prompt_end: int | None = None
+
+    def start(self) -> None:
+        """Begin a new entry: the next forward pass is the prompt of ``new``."""
+        self._prompt_end = None
+
+    def mask(self, length: int, device: torch.device) -> Tensor | None:
+        """Which of the current call's ``length`` tokens are meant (``None``: all)."""
+        if self.positions == "all":
+            return None
+        absolute = self.model.positions(length, device)
+        if self.positions == "new":
+            if self._prompt_end is None:
+                self._prompt_end = int(absolute[-1]) + 1 if length else 0
+            return absolute >= self._prompt_end
+        wanted = torch.as_tensor(list(self.positions), device=device)
+        return torch.isin(absolute, wanted)
 
 
 class _Applied:
@@ -39,23 +72,15 @@ class _Applied:
         self.site = spec.site
         self.codebook = model.codebook(spec.site)
         self.positions = spec.positions
-        self._prompt_end: int | None = None
+        self.where = TokenPositions(model, spec.positions)
         self._handle: Any = None
 
     def _start(self) -> None:
-        self._prompt_end = None  # "new" is relative to the first forward pass of this entry
+        self.where.start()  # "new" is relative to the first forward pass of this entry
 
     def token_mask(self, length: int, device: torch.device) -> Tensor | None:
         """Which of the current call's ``length`` tokens are affected (``None``: all)."""
-        if self.positions == "all":
-            return None
-        absolute = self.model.positions(length, device)
-        if self.positions == "new":
-            if self._prompt_end is None:
-                self._prompt_end = int(absolute[-1]) + 1 if length else 0
-            return absolute >= self._prompt_end
-        wanted = torch.as_tensor(list(self.positions), device=device)
-        return torch.isin(absolute, wanted)
+        return self.where.mask(length, device)
 
     def _tokens(self, ids: Tensor) -> Tensor:
         """``(T, 1)`` bool: the tokens of this call that the intervention touches."""

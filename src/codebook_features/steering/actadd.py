@@ -1,0 +1,201 @@
+"""Activation addition: steering by adding a fixed vector at one site, the standard baseline
+that steering with codes is compared with.
+
+The vector is the mean activation over the tokens of texts with a concept minus the mean over
+texts without it (:func:`steering_vector`), taken where the rest of the network reads the site:
+the codebook's output when the site's codebook is enabled, the site's plain activation (the
+codebook's input) when it is disabled. :class:`AddActivation` adds ``alpha`` times the vector to
+that same activation, at the generated tokens (``new``) or at every token (``all``), in single
+forward passes and in cached generation alike.
+
+Where it acts: with the codebook enabled, a forward hook on the :class:`Codebook` module changes
+its output, so observers (which record after the codebook ran) see the steered output; with it
+disabled, a hook on the site's module placed before the model's own site hook changes the
+activation the (bypassed) codebook would receive, so observers see it in ``inputs``. Either way
+exactly one of the two acts in a forward pass, and the model's code is left as it is.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from codebook_features.errors import CodebookError
+from codebook_features.interventions.apply import TokenPositions
+from codebook_features.interventions.spec import Positions
+
+if TYPE_CHECKING:
+    from codebook_features.model import CodebookModel
+
+
+@torch.no_grad()
+def mean_activation(
+    cbm: CodebookModel, tokenizer: Any, site: str, texts: Sequence[str], *, batch_size: int = 8
+) -> Tensor:
+    """The mean, over every token of ``texts``, of the activation the network reads at ``site``
+    (codebook output if enabled, else its input): a float32 CPU vector of the site's width."""
+    from codebook_features.store.model_loading import context_length
+
+    width = cbm.codebook(site).config.dim  # refuses an unknown site
+    if isinstance(texts, str) or not texts:
+        raise CodebookError("give a list of texts (at least one), not a single string")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise CodebookError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    encoded = [tokenizer(text)["input_ids"] for text in texts]
+    context = context_length(cbm.model.config)
+    for text, ids in zip(texts, encoded, strict=True):
+        if not ids:
+            raise CodebookError(f"the text {text!r} has no tokens")
+        if context is not None and len(ids) > context:
+            raise CodebookError(
+                f"a text of {len(ids)} tokens is longer than the model's context ({context})"
+            )
+    part = "outputs" if site in cbm.enabled else "inputs"
+    device = next(cbm.parameters()).device
+    total = torch.zeros(width, dtype=torch.float64, device=device)
+    count = 0
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start : start + batch_size]
+        longest = max(len(ids) for ids in chunk)
+        # right padding: causal attention keeps the real tokens' activations unchanged
+        ids = torch.zeros(len(chunk), longest, dtype=torch.long, device=device)
+        mask = torch.zeros_like(ids)
+        for row, tokens in enumerate(chunk):
+            ids[row, : len(tokens)] = torch.as_tensor(tokens, device=device)
+            mask[row, : len(tokens)] = 1
+        watch = {"inputs": part == "inputs", "outputs": part == "outputs"}
+        with cbm.observe(site, ids=False, **watch) as seen:
+            cbm(input_ids=ids, attention_mask=mask, use_cache=False)
+        acts = seen.joined(part, site).reshape(*ids.shape, width)
+        total += acts[mask.bool()].double().sum(0)
+        count += int(mask.sum())
+    return (total / count).float().cpu()
+
+
+def steering_vector(
+    cbm: CodebookModel,
+    tokenizer: Any,
+    site: str,
+    concept_texts: Sequence[str],
+    contrast_texts: Sequence[str],
+    *,
+    batch_size: int = 8,
+) -> Tensor:
+    """Mean activation at ``site`` over the tokens of ``concept_texts`` minus the mean over the
+    tokens of ``contrast_texts`` (see :func:`mean_activation`)."""
+    concept = mean_activation(cbm, tokenizer, site, concept_texts, batch_size=batch_size)
+    contrast = mean_activation(cbm, tokenizer, site, contrast_texts, batch_size=batch_size)
+    return concept - contrast
+
+
+class AddActivation:
+    """Context manager adding ``alpha * vector`` to the activation the network reads at
+    ``site``, at positions ``new`` (tokens after the prompt), ``all``, or absolute ones.
+
+    ``alpha = 0`` changes nothing at all (the hooks return the activation untouched). It can be
+    entered again after leaving it (``new`` then starts over), and combined with interventions
+    on codes.
+    """
+
+    def __init__(
+        self,
+        model: CodebookModel,
+        site: str,
+        vector: Tensor | Sequence[float],
+        alpha: float = 1.0,
+        positions: Positions = "new",
+    ) -> None:
+        self.model = model
+        self.site = site
+        self.codebook = model.codebook(site)  # refuses an unknown site
+        width = self.codebook.config.dim
+        vector = torch.as_tensor(vector).detach()
+        if vector.shape != (width,) or not vector.is_floating_point():
+            raise CodebookError(
+                f"the vector for {site} must be {width} numbers (the site's width), got "
+                f"shape {tuple(vector.shape)} of {vector.dtype}"
+            )
+        if not bool(vector.isfinite().all()):
+            raise CodebookError(f"the vector for {site} holds NaN or inf")
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+            raise CodebookError(f"alpha must be a number, got {alpha!r}")
+        if not math.isfinite(alpha):
+            raise CodebookError(f"alpha must be finite, got {alpha}")
+        self.vector = vector.float().cpu()
+        self.alpha = float(alpha)
+        self.where = TokenPositions(model, positions)
+        self.positions = self.where.positions
+        self._added: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> AddActivation:
+        if self._handles:
+            raise CodebookError(f"activation addition at {self.site} is already active")
+        self.where.start()
+        location = self.model.sites[self.site]
+        self._handles.append(self.codebook.register_forward_hook(self._after_codebook))
+        if location.pre_hook:  # before the model's own pre-hook, which then sees the sum
+            hook = location.module.register_forward_pre_hook(self._before_site, prepend=True)
+        else:
+            hook = location.module.register_forward_hook(self._after_site, prepend=True)
+        self._handles.append(hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def add(self, x: Tensor) -> Tensor:
+        """``x`` (the site's activation in one forward pass) with the vector added at the
+        chosen tokens."""
+        if self.alpha == 0:
+            return x
+        lead = self.codebook.leading_shape(x)  # (..., T): the features may be split by group
+        key = (x.device, x.dtype)
+        if key not in self._added:
+            self._added[key] = (self.alpha * self.vector).to(x.device, x.dtype)
+        added = self._added[key].reshape(x.shape[len(lead) :])
+        tokens = self.where.mask(lead[-1] if lead else 1, x.device)
+        if tokens is None:
+            return x + added
+        tokens = tokens.view(-1, *([1] * added.ndim)) if lead else tokens[0]
+        return torch.where(tokens, x + added, x)
+
+    def _after_codebook(self, module: Any, args: tuple, out: Any) -> Any:
+        return out._replace(output=self.add(out.output))
+
+    def _before_site(self, module: Any, args: tuple) -> tuple | None:
+        if self.site in self.model.enabled:
+            return None  # the codebook runs: its hook adds
+        return (self.add(args[0]), *args[1:])
+
+    def _after_site(self, module: Any, args: tuple, output: Any) -> Any:
+        if self.site in self.model.enabled:
+            return None
+        if isinstance(output, tuple):
+            return (self.add(output[0]), *output[1:])
+        return self.add(output)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What it does, for reports (the vector itself only by its norm)."""
+        return {
+            "kind": "add_activation",
+            "site": self.site,
+            "alpha": self.alpha,
+            "positions": (
+                self.positions if isinstance(self.positions, str) else list(self.positions)
+            ),
+            "vector_norm": float(self.vector.norm()),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"AddActivation(site={self.site!r}, alpha={self.alpha}, "
+            f"positions={self.positions!r}, |vector|={float(self.vector.norm()):.4g})"
+        )

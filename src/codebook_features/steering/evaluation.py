@@ -1,0 +1,466 @@
+"""The steering evaluation: does forcing a concept's codes make the model write about it, at
+what cost in fluency, and how does it compare with activation addition?
+
+The paper's protocol is the default (4 prompts x 10 samples, 200 new tokens, temperature 1, the
+topic codes forced at every token in all slots), with what reviewers asked for:
+
+- **held-out selection**: the store's documents are split once (seeded); codes and steering
+  vectors are chosen on one part, the topic classifier is trained on the other;
+- **two on-topic measures**, each a rate with a 95% Wilson interval: the concept's regex (the
+  paper's measure, matched without regard to case) and a bag-of-words classifier that does not
+  use the model under test;
+- **fluency**: perplexity of the generated tokens under the unsteered model, and distinct-1/2;
+- **a strength sweep**: number of codes forced x slots (mode) x positions;
+- **the baseline**: activation addition (the mean activation of the concept's documents minus
+  that of the others, at the concept's sites, added with scale alpha), swept over alpha;
+- every sample has its own seed, shared by all conditions, so a rerun gives the same table.
+
+Stages run in order: set up (model, store, split, classifier, concepts, vectors), then every
+condition's generations (cached one file per condition, so a killed evaluation goes on where it
+stopped), then the metrics and the report (:mod:`~.report`: ``steering.json``, ``steering.md``,
+``plots/steering.png``).
+
+Raises:
+    CodebookError: for settings that cannot work (unknown label, an empty side of the split,
+        a store of another model, an output directory that holds files of others).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from codebook_features.errors import CodebookError
+from codebook_features.files import STEERING_GENERATIONS_DIR, STEERING_SETTINGS
+from codebook_features.steering.results import ConditionResult, SteeringReport
+
+log = logging.getLogger(__name__)
+
+PAPER_PROMPTS = ["Once upon a time,", "Once there was a", "A long time ago,", "It was"]
+"""The prompts of the paper's steering notebook, but for its empty prompt (which needs a
+beginning-of-text token that not every tokenizer has)."""
+
+
+@dataclass
+class SteeringEvalConfig:
+    """What to evaluate: a codebook model, a labelled store recorded from it, and concepts."""
+
+    model: str = ""
+    """The saved codebook model (directory or hub name)."""
+    store: str = ""
+    """A code store recorded from this model, with a label column (``codebook record``)."""
+    label_field: str = "label"
+    """The documents' label column: a concept is the documents of one label."""
+    concepts: list[str] = field(default_factory=list)
+    """Concepts as ``LABEL`` or ``LABEL=REGEX`` (the regex gives the paper's on-topic measure;
+    without one, only the classifier judges)."""
+    concepts_dir: str | None = None
+    """Use the concept file ``<LABEL>.json`` from here when there is one, instead of choosing
+    codes from the selection half of the store."""
+    output_dir: str = ""
+    """Where the report goes (new, empty, or an earlier evaluation to continue)."""
+    overwrite: bool = False
+    """Start again in ``output_dir`` (only an evaluation's own files are removed)."""
+    selection_fraction: float = 0.5
+    """Share of the store's documents that codes and steering vectors are chosen on; the
+    classifier learns from the rest."""
+    split_seed: int = 0
+    sites: list[str] | None = None
+    """Sites the codes may come from (names, kinds or globs; default: every recorded site)."""
+    per_group: int = 1
+    """At most this many codes per site and group (head)."""
+    max_codes: int = 8
+    """Codes per concept."""
+    min_support: int = 5
+    """Leave out codes that fire on fewer tokens of the selection half."""
+    prompts: list[str] = field(default_factory=lambda: list(PAPER_PROMPTS))
+    samples: int = 10
+    """Samples per prompt and condition."""
+    max_new_tokens: int = 200
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    strengths: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    """Numbers of codes forced (the concept's best first)."""
+    modes: list[Literal["least", "all", "add"]] = field(default_factory=lambda: ["least", "all"])
+    """Slots: ``least`` replaces the least similar code of each group (the paper's "one
+    code"), ``all`` fills every slot (its "all codes"), ``add`` adds a slot."""
+    positions: list[Literal["all", "new"]] = field(default_factory=lambda: ["all"])
+    """Tokens forced: ``all`` (prompt and generated, the paper's) or ``new`` (generated)."""
+    alphas: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
+    """Scales of the activation-addition baseline (0 is the unsteered model), which adds at
+    the first of ``positions``."""
+    vector_documents: int = 200
+    """Documents per side (concept, contrast) that steering vectors are averaged over."""
+    batch_size: int = 8
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("model", "store", "output_dir"):
+            if not getattr(self, name):
+                raise CodebookError(f"evaluate-steering: give --{name}")
+        if not self.concepts:
+            raise CodebookError("evaluate-steering: give --concepts LABEL or LABEL=REGEX")
+        for name in ("strengths", "modes", "positions", "prompts"):
+            if not getattr(self, name):
+                raise CodebookError(f"evaluate-steering: {name} is empty")
+        for name, least in (("samples", 1), ("max_new_tokens", 1), ("vector_documents", 1)):
+            if getattr(self, name) < least:
+                raise CodebookError(f"evaluate-steering: {name} must be at least {least}")
+        if any(n < 1 for n in self.strengths):
+            raise CodebookError("evaluate-steering: strengths are numbers of codes (>= 1)")
+        if any(not np.isfinite(a) for a in self.alphas):
+            raise CodebookError("evaluate-steering: alphas must be finite numbers")
+        labels = [parse_concept(c)[0] for c in self.concepts]
+        if len(set(labels)) != len(labels):
+            raise CodebookError("evaluate-steering: a label is named twice in --concepts")
+
+    def content(self) -> dict[str, Any]:
+        """The settings that decide the generations (a continued evaluation must match)."""
+        data = asdict(self)
+        for name in ("output_dir", "overwrite", "progress", "device", "batch_size"):
+            data.pop(name)
+        return data
+
+
+def parse_concept(entry: str) -> tuple[str, str | None]:
+    """``LABEL`` or ``LABEL=REGEX`` -> (label, regex or None), the regex checked."""
+    label, _, regex = entry.partition("=")
+    if not label:
+        raise CodebookError(f"--concepts {entry!r}: write LABEL or LABEL=REGEX")
+    if regex:
+        try:
+            re.compile(regex)
+        except re.error as error:
+            raise CodebookError(f"--concepts {entry!r}: bad regex ({error})") from error
+    return label, regex or None
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One way of generating: unsteered, codes forced, or activation added."""
+
+    method: Literal["none", "codes", "actadd"]
+    concept: str | None = None
+    top: int | None = None
+    mode: str | None = None
+    positions: str | None = None
+    alpha: float | None = None
+
+    @property
+    def key(self) -> str:
+        if self.method == "none":
+            return "unsteered"
+        if self.method == "codes":
+            return f"codes-{self.concept}-{self.top}-{self.mode}-{self.positions}"
+        return f"actadd-{self.concept}-{self.alpha:g}"
+
+
+def evaluate_steering(config: SteeringEvalConfig) -> SteeringReport:
+    """Run the evaluation described in the module's docstring and write its report."""
+    from tqdm.auto import tqdm
+
+    from codebook_features.steering.report import write_report
+
+    setup = _setup(config)
+    conditions = _conditions(config, setup)
+    rows: list[ConditionResult] = []
+    total = 1 + sum(len(c) for c in conditions.values())
+    with tqdm(
+        total=total, desc="steering", unit="condition", disable=None if config.progress else True
+    ) as bar:
+        unsteered = setup.generate(Condition("none"))
+        bar.update()
+        for name in setup.concepts:
+            rows.append(setup.score(Condition("none", name), unsteered))
+            for condition in conditions[name]:
+                bar.set_postfix_str(condition.key)
+                rows.append(setup.score(condition, setup.generate(condition)))
+                bar.update()
+    report = SteeringReport(
+        model=config.model,
+        store=config.store,
+        settings=config.content(),
+        classifier=setup.classifier_report,
+        concepts={name: concept.to_dict() for name, concept in setup.concepts.items()},
+        rows=rows,
+    )
+    write_report(Path(config.output_dir), report)
+    return report
+
+
+class _Setup:
+    """Everything the conditions share: model, tokenizer, concepts, vectors, classifier."""
+
+    config: SteeringEvalConfig
+    out: Path
+    cbm: Any
+    tokenizer: Any
+    concepts: dict[str, Any]
+    regexes: dict[str, re.Pattern[str] | None]
+    vectors: dict[str, dict[str, Any]]
+    labels: dict[str, str]
+    classifier: Any
+    classifier_report: dict[str, Any]
+    settings: Any
+
+    def interventions(self, condition: Condition) -> list[Any]:
+        from codebook_features.steering.actadd import AddActivation
+
+        if condition.method == "none":
+            return []
+        if condition.method == "codes":
+            return self.concepts[condition.concept].force_specs(
+                top=condition.top, mode=condition.mode, positions=condition.positions
+            )
+        return [
+            AddActivation(self.cbm, site, vector, condition.alpha, positions=condition.positions)
+            for site, vector in self.vectors[condition.concept].items()
+        ]
+
+    def generate(self, condition: Condition) -> list[Any]:
+        """The condition's generations, from the cache when an earlier run made them."""
+        from codebook_features.files import write_text
+        from codebook_features.steering.generate import Generation, generate_texts
+
+        path = self.out / STEERING_GENERATIONS_DIR / f"{condition.key}.jsonl"
+        if path.is_file():
+            return [Generation(**_generation(line)) for line in path.read_text().splitlines()]
+        log.info("generating: %s", condition.key)
+        found = generate_texts(
+            self.cbm,
+            self.tokenizer,
+            self.config.prompts,
+            self.settings,
+            interventions=self.interventions(condition),
+            batch_size=self.config.batch_size,
+        )
+        write_text(path, "".join(json.dumps(g.to_dict()) + "\n" for g in found))
+        return found
+
+    def score(self, condition: Condition, generations: list[Any]) -> ConditionResult:
+        from codebook_features.steering.metrics import distinct_n, perplexity, regex_rate
+
+        name = condition.concept
+        assert name is not None
+        texts = [g.text for g in generations]
+        regex = self.regexes[name]
+        fluency = perplexity(
+            self.cbm,
+            self.tokenizer,
+            [g.prompt for g in generations],
+            [list(g.token_ids) for g in generations],
+            batch_size=self.config.batch_size,
+        )
+        return ConditionResult(
+            concept=name,
+            method=condition.method,
+            codes=condition.top,
+            mode=condition.mode,
+            positions=condition.positions,
+            alpha=condition.alpha,
+            regex=None if regex is None else regex_rate(texts, regex),
+            classifier=self.classifier.on_topic_rate(texts, self.labels[name]),
+            perplexity=fluency.value,
+            distinct_1=distinct_n(texts, 1),
+            distinct_2=distinct_n(texts, 2),
+            samples=len(texts),
+            examples=texts[:3],
+        )
+
+
+def _setup(config: SteeringEvalConfig) -> _Setup:
+    from codebook_features.loading import load_model_and_tokenizer
+    from codebook_features.ownership import STEERING_EVAL, check_output_dir, clear_own, mark
+    from codebook_features.steering.classifier import TopicClassifier
+    from codebook_features.steering.generate import GenerationSettings
+    from codebook_features.steering.selection import check_store, split_documents
+    from codebook_features.store.reader import CodeStore
+
+    setup = _Setup()
+    setup.config = config
+    setup.out = out = Path(config.output_dir)
+    state = check_output_dir(out, STEERING_EVAL, overwrite=config.overwrite, option="--output_dir")
+    settings_path = out / STEERING_SETTINGS
+    content = config.content()
+    if state == "ours" and not config.overwrite and settings_path.is_file():
+        earlier = json.loads(settings_path.read_text())
+        if earlier != json.loads(json.dumps(content)):
+            changed = sorted(k for k in content if earlier.get(k) != content[k])
+            raise CodebookError(
+                f"{out} holds an evaluation with other settings ({', '.join(changed)}): give "
+                "another --output_dir, or --overwrite to start again"
+            )
+    setup.cbm, setup.tokenizer = load_model_and_tokenizer(config.model, config.device)
+    for site in setup.cbm.sites:  # generation must not change the codebooks' statistics
+        setup.cbm.codebook(site).track_stats = False
+    store = CodeStore(config.store)
+    check_store(store, setup.cbm)
+    documents = store.documents
+    if config.label_field not in documents.column_names:
+        raise CodebookError(
+            f"the store {config.store} has no column {config.label_field!r}: its documents "
+            f"have {', '.join(documents.column_names)}"
+        )
+    ids = np.asarray(documents.column("document").to_numpy())
+    texts = documents.column("text").to_pylist()
+    labels = [str(v) for v in documents.column(config.label_field).to_pylist()]
+    selection, _ = split_documents(store, config.selection_fraction, config.split_seed)
+    chosen = np.isin(ids, selection)
+    setup.labels = {}
+    setup.regexes = {}
+    for entry in config.concepts:
+        label, regex = parse_concept(entry)
+        if label not in set(labels):
+            raise CodebookError(
+                f"no document of the store has {config.label_field} = {label!r}; labels: "
+                + ", ".join(sorted(set(labels)))
+            )
+        setup.labels[label] = label
+        setup.regexes[label] = None if regex is None else re.compile(regex, re.IGNORECASE)
+    # the classifier learns from the held-out half and is judged on the selection half
+    train = [i for i in range(len(ids)) if not chosen[i]]
+    test = [i for i in range(len(ids)) if chosen[i]]
+    setup.classifier = TopicClassifier.fit(
+        [texts[i] for i in train], [labels[i] for i in train], seed=config.seed
+    )
+    setup.classifier_report = setup.classifier.evaluate(
+        [texts[i] for i in test], [labels[i] for i in test]
+    ).to_dict()
+    setup.concepts = {
+        label: _concept(config, store, setup.cbm, label, selection) for label in setup.labels
+    }
+    setup.vectors = {
+        label: _vectors(config, setup, concept, texts, labels, chosen, label)
+        for label, concept in setup.concepts.items()
+    }
+    setup.settings = GenerationSettings(
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        top_k=config.top_k,
+        top_p=config.top_p,
+        samples=config.samples,
+        seed=config.seed,
+    )
+    if state == "ours" and config.overwrite:
+        clear_own(out, STEERING_EVAL)
+    mark(out, STEERING_EVAL)
+    from codebook_features.files import write_json
+
+    write_json(settings_path, content)
+    return setup
+
+
+def _concept(
+    config: SteeringEvalConfig, store: Any, cbm: Any, label: str, selection: np.ndarray
+) -> Any:
+    from codebook_features.steering.concept import concept_file, load_concept
+    from codebook_features.steering.selection import SelectionRule, concept_from_label
+
+    if config.concepts_dir is not None:
+        path = concept_file(config.concepts_dir, label)
+        if path.is_file():
+            return load_concept(path, cbm)
+    rule = SelectionRule(
+        sites=tuple(config.sites) if config.sites else None,
+        per_group=config.per_group,
+        max_codes=config.max_codes,
+        min_support=config.min_support,
+    )
+    return concept_from_label(
+        store, cbm, _file_name(label), config.label_field, label, rule, documents=selection
+    )
+
+
+def _vectors(
+    config: SteeringEvalConfig,
+    setup: _Setup,
+    concept: Any,
+    texts: list[str],
+    labels: list[str],
+    chosen: np.ndarray,
+    label: str,
+) -> dict[str, Any]:
+    """Activation-addition vectors at the concept's sites, from the selection half."""
+    from codebook_features.steering.actadd import steering_vector
+
+    rng = np.random.default_rng(config.seed)
+    inside = [i for i in range(len(texts)) if chosen[i] and labels[i] == label]
+    outside = [i for i in range(len(texts)) if chosen[i] and labels[i] != label]
+    if not inside or not outside:
+        raise CodebookError(
+            f"the selection half of the store has no documents {'of' if not inside else 'but'} "
+            f"label {label!r}: use a larger store or another --selection_fraction"
+        )
+    pick = config.vector_documents
+    inside = sorted(rng.permutation(inside)[:pick].tolist())
+    outside = sorted(rng.permutation(outside)[:pick].tolist())
+    fit = _fit_context(setup)
+    sites = sorted({ref.site for ref in concept.codes})
+    return {
+        site: steering_vector(
+            setup.cbm,
+            setup.tokenizer,
+            site,
+            [fit(texts[i]) for i in inside],
+            [fit(texts[i]) for i in outside],
+            batch_size=config.batch_size,
+        )
+        for site in sites
+    }
+
+
+def _fit_context(setup: _Setup) -> Any:
+    """A text cut to the model's context (steering vectors average over whole documents)."""
+    from codebook_features.store.model_loading import context_length
+
+    context = context_length(setup.cbm.model.config)
+
+    def fit(text: str) -> str:
+        if context is None:
+            return text
+        encoded = setup.tokenizer(text, return_offsets_mapping=True)
+        if len(encoded["input_ids"]) <= context:
+            return text
+        return text[: encoded["offset_mapping"][context - 1][1]]
+
+    return fit
+
+
+def _file_name(label: str) -> str:
+    """A concept name from a label (concept names allow letters, digits, ``-_.``)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-.") or "concept"
+    if name != label:
+        name += "-" + hashlib.sha256(label.encode()).hexdigest()[:6]
+    return name
+
+
+def _conditions(config: SteeringEvalConfig, setup: _Setup) -> dict[str, list[Condition]]:
+    found: dict[str, list[Condition]] = {}
+    for name, concept in setup.concepts.items():
+        tops = sorted({min(n, len(concept.codes)) for n in config.strengths})
+        found[name] = [
+            Condition("codes", name, top=n, mode=mode, positions=where)
+            for where in config.positions
+            for mode in config.modes
+            for n in tops
+        ] + [
+            Condition("actadd", name, positions=config.positions[0], alpha=float(a))
+            for a in config.alphas
+        ]
+    return found
+
+
+def _generation(line: str) -> dict[str, Any]:
+    data = json.loads(line)
+    data["token_ids"] = tuple(data["token_ids"])
+    return data

@@ -1,0 +1,312 @@
+"""Text generation with and without steering, reproducible sample by sample.
+
+Every sample has its own seed, derived from the settings' seed, the prompt's index and the
+sample's index (:func:`sample_seed`). Sampling draws from a random generator of that seed alone
+(Gumbel-max over the same filtered distribution HF's sampling uses), so
+
+- the unsteered and the steered run of a sample use the same random numbers (common random
+  numbers: differences come from the steering, not from the dice),
+- a rerun gives the same text, and the text of a sample does not depend on the batch size or on
+  how many other samples or prompts are generated.
+
+To keep HF's generation loop (KV cache, stopping, logits processors from the model's generation
+config) the draw happens in a logits processor that leaves only the drawn token, and HF then
+decodes greedily. Temperature 0 is plain greedy decoding.
+
+Each prompt is generated on its own, its samples batched (``batch_size`` rows per call), so
+there is never padding: positions ``new`` of interventions (the tokens after the prompt) are the
+same for every row. Generation stops at the tokenizer's EOS token when it has one (the EOS then
+ends ``token_ids``); a tokenizer without one always gives ``max_new_tokens`` tokens, even when the
+model's own config names an EOS. The model should be in eval mode (dropout off).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import numbers
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+from transformers import LogitsProcessor, LogitsProcessorList
+from transformers.generation.logits_process import (
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from codebook_features.errors import CodebookError
+from codebook_features.interventions import Ablate, Force, applied
+
+if TYPE_CHECKING:
+    from codebook_features.model import CodebookModel
+
+Steering = Force | Ablate | AbstractContextManager
+"""An intervention spec, or a context manager that steers while entered (e.g.
+:class:`~codebook_features.steering.actadd.AddActivation`)."""
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How continuations are generated."""
+
+    max_new_tokens: int = 60
+    """Tokens to generate after the prompt (fewer when the EOS token comes first)."""
+    temperature: float = 1.0
+    """Sampling temperature; 0 means greedy decoding."""
+    top_k: int = 0
+    """Sample only among the k most likely tokens (0: no limit)."""
+    top_p: float = 1.0
+    """Sample only among the most likely tokens that together have this probability."""
+    samples: int = 1
+    """Continuations per prompt."""
+    seed: int = 0
+    """Seed from which every sample's own seed is derived."""
+
+    def __post_init__(self) -> None:
+        for name, least in (("max_new_tokens", 1), ("top_k", 0), ("samples", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+                raise CodebookError(f"{name} must be an integer >= {least}, got {value!r}")
+        for name in ("temperature", "top_p"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise CodebookError(f"{name} must be a number, got {value!r}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise CodebookError(f"temperature must be >= 0 (0: greedy), got {self.temperature}")
+        if not (0 < self.top_p <= 1):
+            raise CodebookError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> GenerationSettings:
+        """Settings from :meth:`to_dict`'s form; unknown keys are refused."""
+        if not isinstance(data, dict):
+            raise CodebookError(f"generation settings must be a mapping, got {data!r}")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CodebookError(
+                f"unknown generation setting(s) {', '.join(unknown)}; known: "
+                + ", ".join(sorted(known))
+            )
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One sampled continuation of one prompt."""
+
+    prompt: str
+    prompt_index: int
+    sample: int
+    seed: int
+    """This sample's own seed (see :func:`sample_seed`)."""
+    text: str
+    """The continuation alone, decoded without special tokens."""
+    token_ids: tuple[int, ...] = field(repr=False)
+    """The continuation's tokens (ending with the EOS token when generation stopped there)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"token_ids": list(self.token_ids)}
+
+
+@dataclass(frozen=True)
+class SteeringResult:
+    """The same samples of one prompt, without and with steering."""
+
+    prompt: str
+    unsteered: list[str]
+    steered: list[str]
+    seeds: list[int]
+    settings: GenerationSettings
+    interventions: list[dict[str, Any]]
+    """What steered, as JSON-ready descriptions (a spec's ``to_dict()``)."""
+    unsteered_generations: list[Generation] = field(default_factory=list, repr=False)
+    steered_generations: list[Generation] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt,
+            "settings": self.settings.to_dict(),
+            "interventions": self.interventions,
+            "seeds": self.seeds,
+            "unsteered": self.unsteered,
+            "steered": self.steered,
+        }
+
+
+def sample_seed(seed: int, prompt_index: int, sample: int) -> int:
+    """The seed of one sample: a hash of the three numbers, so samples are independent."""
+    digest = hashlib.sha256(f"{seed}/{prompt_index}/{sample}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def describe(steering: Iterable[Steering]) -> list[dict[str, Any]]:
+    """JSON-ready descriptions of specs and steering context managers: their ``to_dict()``,
+    or that of the specs they apply (``cbm.force_codes(...)``, ``cbm.intervene(...)``)."""
+    found: list[dict[str, Any]] = []
+    for item in steering:
+        if callable(getattr(item, "to_dict", None)):
+            found.append(item.to_dict())  # type: ignore[union-attr]
+        elif hasattr(item, "spec"):
+            found.append(item.spec.to_dict())
+        elif hasattr(item, "specs"):
+            found += [spec.to_dict() for spec in item.specs]
+        else:
+            found.append({"kind": type(item).__name__})
+    return found
+
+
+class SeededSampler(LogitsProcessor):
+    """Draws each row's next token with that row's own random generator and leaves only it.
+
+    Temperature, top-k and top-p filter the logits as in HF's sampling; the draw is Gumbel-max
+    (argmax of logits plus Gumbel noise), an exact sample of the softmax. The noise is drawn on
+    the CPU, so a seed gives the same numbers on every device.
+    """
+
+    def __init__(self, seeds: Sequence[int], settings: GenerationSettings) -> None:
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.warpers: list[LogitsProcessor] = []
+        if settings.temperature != 1.0:
+            self.warpers.append(TemperatureLogitsWarper(settings.temperature))
+        if settings.top_k:
+            self.warpers.append(TopKLogitsWarper(settings.top_k))
+        if settings.top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(settings.top_p))
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        if scores.shape[0] != len(self.generators):
+            raise CodebookError(
+                f"the sampler has {len(self.generators)} seeds for {scores.shape[0]} rows"
+            )
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        uniform = torch.stack(
+            [
+                torch.rand(scores.shape[-1], generator=g, dtype=torch.float64)
+                for g in self.generators
+            ]
+        )
+        gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-300)))
+        chosen = (scores.double() + gumbel.to(scores.device)).argmax(-1, keepdim=True)
+        only = torch.full_like(scores, -math.inf)
+        return only.scatter_(-1, chosen, 0.0)
+
+
+def generate_texts(
+    cbm: CodebookModel,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    settings: GenerationSettings,
+    *,
+    interventions: Iterable[Steering] = (),
+    batch_size: int = 8,
+) -> list[Generation]:
+    """``settings.samples`` continuations of every prompt, prompt by prompt, each sample from
+    its own seed, with ``interventions`` (specs or context managers) entered, in order, around
+    every generate call (so ``new`` positions start after each prompt); a context manager must
+    therefore be one that can be entered again (as the ones of this library can)."""
+    if isinstance(prompts, str):
+        raise CodebookError("prompts must be a list of strings, not one string")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise CodebookError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    steering = [applied(cbm, s) if isinstance(s, (Force, Ablate)) else s for s in interventions]
+    for item in steering:
+        if not (hasattr(item, "__enter__") and hasattr(item, "__exit__")):
+            raise CodebookError(f"not a spec or a context manager: {item!r}")
+    device = next(cbm.parameters()).device
+    eos = tokenizer.eos_token_id
+    pad = next((t for t in (tokenizer.pad_token_id, eos) if t is not None), 0)
+    results = []
+    for p, prompt in enumerate(prompts):
+        ids = _encode(tokenizer, prompt, cbm, settings).to(device)
+        seeds = [sample_seed(settings.seed, p, s) for s in range(settings.samples)]
+        for start in range(0, len(seeds), batch_size):
+            chunk = seeds[start : start + batch_size]
+            rows = ids.expand(len(chunk), -1)
+            processors = LogitsProcessorList(
+                [] if settings.greedy else [SeededSampler(chunk, settings)]
+            )
+            with torch.no_grad(), ExitStack() as stack:
+                for item in steering:
+                    stack.enter_context(item)
+                out = cbm.generate(
+                    input_ids=rows,
+                    attention_mask=torch.ones_like(rows),
+                    max_new_tokens=settings.max_new_tokens,
+                    do_sample=False,
+                    num_beams=1,
+                    logits_processor=processors,
+                    eos_token_id=eos,
+                    pad_token_id=pad,
+                    use_cache=True,
+                )
+            for i, row in enumerate(out[:, ids.shape[1] :].tolist()):
+                if eos is not None and eos in row:
+                    row = row[: row.index(eos) + 1]
+                text = tokenizer.decode(row, skip_special_tokens=True)
+                results.append(Generation(prompt, p, start + i, chunk[i], text, tuple(row)))
+    return results
+
+
+def steer(
+    cbm: CodebookModel,
+    tokenizer: Any,
+    prompt: str,
+    interventions: Sequence[Steering],
+    settings: GenerationSettings,
+    *,
+    batch_size: int = 8,
+) -> SteeringResult:
+    """The same samples of ``prompt`` without and with ``interventions``, seed for seed."""
+    if isinstance(interventions, (Force, Ablate)) or hasattr(interventions, "__enter__"):
+        interventions = [interventions]  # type: ignore[list-item]
+    interventions = list(interventions)
+    if not interventions:
+        raise CodebookError("steer: nothing to steer with; give at least one intervention")
+    steered = generate_texts(
+        cbm, tokenizer, [prompt], settings, interventions=interventions, batch_size=batch_size
+    )  # first, so a spec that does not fit the model is refused before any generation
+    plain = generate_texts(cbm, tokenizer, [prompt], settings, batch_size=batch_size)
+    return SteeringResult(
+        prompt=prompt,
+        unsteered=[g.text for g in plain],
+        steered=[g.text for g in steered],
+        seeds=[g.seed for g in plain],
+        settings=settings,
+        interventions=describe(interventions),
+        unsteered_generations=plain,
+        steered_generations=steered,
+    )
+
+
+def _encode(
+    tokenizer: Any, prompt: str, cbm: CodebookModel, settings: GenerationSettings
+) -> Tensor:
+    """The prompt's token ids ``(1, T)``, refused when empty or too long for the model."""
+    from codebook_features.store.model_loading import context_length
+
+    if not isinstance(prompt, str):
+        raise CodebookError(f"a prompt must be a string, got {prompt!r}")
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    if ids.shape[1] == 0:
+        raise CodebookError(f"the prompt {prompt!r} has no tokens: give some text to continue")
+    context = context_length(cbm.model.config)
+    if context is not None and ids.shape[1] + settings.max_new_tokens > context:
+        raise CodebookError(
+            f"a prompt of {ids.shape[1]} tokens plus max_new_tokens {settings.max_new_tokens} "
+            f"is longer than the model's context ({context} tokens): shorten one of them"
+        )
+    return ids

@@ -1,0 +1,144 @@
+"""The steering evaluation's report: ``steering.json``, a Markdown table and a plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from codebook_features.files import (
+    PLOTS_DIR,
+    STEERING_PLOT,
+    STEERING_REPORT,
+    STEERING_RESULTS,
+    write_json,
+    write_text,
+)
+from codebook_features.steering.metrics import Rate
+from codebook_features.steering.results import ConditionResult, SteeringReport
+
+
+def write_report(out: Path, report: SteeringReport) -> None:
+    write_json(out / STEERING_RESULTS, report.to_dict())
+    write_text(out / STEERING_REPORT, markdown(report))
+    plot(report, out / PLOTS_DIR / STEERING_PLOT)
+
+
+def load_report(out: Path) -> SteeringReport:
+    return SteeringReport.from_dict(json.loads((out / STEERING_RESULTS).read_text()))
+
+
+def _rate(rate: Rate | None) -> str:
+    if rate is None:
+        return "-"
+    return f"{rate.rate:.0%} [{rate.low:.0%}, {rate.high:.0%}]"
+
+
+def _number(value: float, digits: int = 2) -> str:
+    return "-" if value != value else f"{value:.{digits}f}"
+
+
+def markdown(report: SteeringReport) -> str:
+    settings = report.settings
+    accuracy = Rate.from_dict(report.classifier["accuracy"])
+    lines = [
+        "# Steering evaluation",
+        "",
+        f"Model `{report.model}`, store `{report.store}`. {len(settings['prompts'])} prompts x "
+        f"{settings['samples']} samples per condition, {settings['max_new_tokens']} new tokens, "
+        f"temperature {settings['temperature']}, seed {settings['seed']}. Codes and steering "
+        f"vectors were chosen on {settings['selection_fraction']:.0%} of the store's documents; "
+        "the topic classifier (bag of words) learned from the others and labels "
+        f"{_rate(accuracy)} of the selection documents right.",
+        "",
+        "On-topic rates are shares of generations with a 95% Wilson interval; perplexity is that "
+        "of the generated tokens under the unsteered model.",
+        "",
+    ]
+    for concept in report.concepts:
+        codes = ", ".join(c["code"] for c in report.concepts[concept]["codes"])
+        lines += [
+            f"## {concept}",
+            "",
+            f"Codes, best first: {codes}",
+            "",
+            "| condition | on topic (regex) | on topic (classifier) | perplexity | distinct-1 "
+            "| distinct-2 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in report.rows_of(concept):
+            lines.append(
+                f"| {row.strength} | {_rate(row.regex)} | {_rate(row.classifier)} | "
+                f"{_number(row.perplexity, 1)} | {_number(row.distinct_1)} | "
+                f"{_number(row.distinct_2)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def summary_lines(report: SteeringReport) -> list[str]:
+    """One line per concept: unsteered against the strongest code and activation-addition
+    conditions (classifier rates), for a terminal."""
+    lines = []
+    for concept in report.concepts:
+        base = report.rows_of(concept, "none")[0]
+        parts = [f"{concept}: unsteered {base.classifier.rate:.0%}"]
+        for method, name in (("codes", "codes"), ("actadd", "activation addition")):
+            rows = report.rows_of(concept, method)
+            if rows:
+                best = max(rows, key=lambda r: r.classifier.rate)
+                parts.append(
+                    f"{name} up to {best.classifier.rate:.0%} ({best.strength}; perplexity "
+                    f"{_number(best.perplexity, 1)} vs {_number(base.perplexity, 1)})"
+                )
+        lines.append(", ".join(parts))
+    return lines
+
+
+def plot(report: SteeringReport, path: Path) -> None:
+    """Per concept: on-topic rate against perplexity, for the code sweep (one line per slot
+    mode and positions) and the activation-addition sweep, from the unsteered point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from codebook_features.files import atomic_file
+
+    concepts = list(report.concepts)
+    fig, axes = plt.subplots(
+        1, len(concepts), figsize=(4.5 * len(concepts), 4), squeeze=False, sharey=True
+    )
+    for ax, concept in zip(axes[0], concepts, strict=True):
+        base = report.rows_of(concept, "none")[0]
+        series: dict[str, list[ConditionResult]] = {}
+        for row in report.rows_of(concept):
+            if row.method == "codes":
+                series.setdefault(f"codes ({row.mode}, {row.positions})", []).append(row)
+            elif row.method == "actadd":
+                series.setdefault(f"activation addition ({row.positions})", []).append(row)
+        for label, rows in series.items():
+            points = [base, *rows]
+            ax.plot(
+                [r.perplexity for r in points],
+                [r.classifier.rate for r in points],
+                marker="o",
+                label=label,
+            )
+            for r in rows:
+                if r.method == "actadd" and r.alpha == 0:
+                    continue  # the unsteered point
+                text = f"{r.codes}" if r.method == "codes" else f"a={r.alpha:g}"
+                ax.annotate(text, (r.perplexity, r.classifier.rate), fontsize=7)
+        ax.scatter([base.perplexity], [base.classifier.rate], color="black", zorder=5)
+        ax.set_title(concept)
+        ax.set_xlabel("perplexity under the unsteered model")
+        ax.set_xscale("log")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("on topic (classifier)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

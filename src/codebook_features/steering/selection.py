@@ -1,0 +1,432 @@
+"""Building concepts: choose codes by an explicit rule, from a store or from example texts.
+
+Three sources, one rule (:class:`SelectionRule`), saved in the concept with the source, so
+nobody has to hand-pick codes and every concept says how it was made:
+
+- a regex over a store's text (:func:`concept_from_regex`): codes ranked as classifiers of the
+  tokens the pattern matches (precision, recall, F1 as ``search.regex`` computes them);
+- a document label (:func:`concept_from_label`): the same token-level scores with the tokens of
+  the label's documents as the feature. Token-level rather than topic codes (codes covering
+  half of a document, ``search.topics``): a code that fires often in the label's documents and
+  rarely elsewhere is what forcing can write, and most such codes never cover half a document;
+- example and contrast texts run through the model (:func:`concept_from_texts`): codes ranked by
+  smoothed log-odds of firing in the examples rather than in the contrast.
+
+``documents`` restricts a store to some of its documents (:func:`split_documents`), so codes can
+be chosen on one part and evaluated on another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from codebook_features.code_ref import CodeRef
+from codebook_features.errors import CodebookError
+from codebook_features.search.regex import regex_token_rows, score_codes
+from codebook_features.search.topics import _labels
+from codebook_features.steering.concept import (
+    Concept,
+    check_name,
+    model_fingerprint,
+    site_shapes,
+)
+from codebook_features.store.model_loading import context_length
+
+if TYPE_CHECKING:
+    from codebook_features.model import CodebookModel
+    from codebook_features.store.reader import CodeStore
+
+RANKS = ("precision", "f1", "recall")
+Ranked = list[tuple[CodeRef, dict[str, Any]]]
+"""Candidate codes, best first, with their scores."""
+
+
+@dataclass(frozen=True)
+class SelectionRule:
+    """Which of the ranked codes a concept keeps."""
+
+    sites: tuple[str, ...] | None = None
+    """Sites by name, kind or glob (``attn_heads``, ``layers.1.*``); ``None``: every site."""
+    per_group: int = 1
+    """At most this many codes per (site, group): the best code of each of several heads is
+    what steers in practice, and modes ``least``/``all`` fit at most k codes in a group."""
+    max_codes: int = 8
+    """At most this many codes in all."""
+    min_precision: float = 0.0
+    """Leave out less precise codes (texts: share of a code's firings in the examples)."""
+    min_support: int = 5
+    """Leave out codes that fire on fewer tokens (texts: fewer tokens of the examples)."""
+    rank: str = "precision"
+    """Store concepts are ranked by ``precision`` (then recall): a forced code should mean the
+    feature, not also something else; ``f1`` or ``recall`` favour codes that cover more of it.
+    Text concepts are always ranked by log-odds."""
+    smoothing: float = 1.0
+    """Text concepts: alpha, added to every code's count in the log-odds."""
+
+    def __post_init__(self) -> None:
+        sites = self.sites
+        if isinstance(sites, str):
+            sites = (sites,)
+        if sites is not None:
+            if not isinstance(sites, (list, tuple)) or not all(
+                isinstance(s, str) and s for s in sites
+            ):
+                raise CodebookError(f"rule: sites must be a list of site names, got {sites!r}")
+            if not sites:
+                raise CodebookError("rule: sites is empty: name sites, or leave it out for all")
+            object.__setattr__(self, "sites", tuple(sites))
+        for name in ("per_group", "max_codes", "min_support"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise CodebookError(f"rule: {name} must be an integer >= 1, got {value!r}")
+        if not _number(self.min_precision) or not 0 <= self.min_precision <= 1:
+            raise CodebookError(f"rule: min_precision must be in [0, 1], got {self.min_precision}")
+        if self.rank not in RANKS:
+            raise CodebookError(f"rule: rank must be one of {', '.join(RANKS)}, got {self.rank!r}")
+        if not _number(self.smoothing) or self.smoothing <= 0:
+            raise CodebookError(f"rule: smoothing must be a number > 0, got {self.smoothing!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["sites"] = None if self.sites is None else list(self.sites)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SelectionRule:
+        """A rule from :meth:`to_dict`'s form; unknown keys are refused."""
+        if not isinstance(data, dict):
+            raise CodebookError(f"a selection rule must be a JSON object, got {data!r}")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CodebookError(
+                f"unknown rule setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**data)
+
+    def choose(self, ranked: Ranked) -> Ranked:
+        """The best codes within ``per_group`` and ``max_codes``."""
+        kept: Ranked = []
+        per: Counter[tuple[str, int]] = Counter()
+        for ref, score in ranked:
+            if per[(ref.site, ref.group)] < self.per_group:
+                per[(ref.site, ref.group)] += 1
+                kept.append((ref, score))
+                if len(kept) == self.max_codes:
+                    break
+        return kept
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# ---------------------------------------------------------------------- stores
+def check_store(store: CodeStore, model: CodebookModel) -> None:
+    """Refuse a store not recorded from ``model``: every recorded site must be one of the
+    model's, with the same groups, codes and k (the store's ids are the model's codes)."""
+    for site, info in store.sites.items():
+        if site not in model.sites:
+            mine = None
+        else:
+            c = model.codebook(site).config
+            mine = {"groups": c.groups, "num_codes": c.num_codes, "k": c.k}
+        recorded = {"groups": info.groups, "num_codes": info.num_codes, "k": info.k}
+        if mine != recorded:
+            raise CodebookError(
+                f"the store {store.path} was not recorded from this model: at {site} it holds "
+                f"{recorded}, the model has {mine or 'no codebook'}; give the model the store "
+                "was recorded from, or record the store again with this model"
+            )
+
+
+def document_token_rows(store: CodeStore, documents: Any) -> np.ndarray:
+    """The token rows (ascending) of some of the store's documents (ids)."""
+    wanted = np.asarray(documents)
+    if wanted.ndim != 1 or not wanted.size or not np.issubdtype(wanted.dtype, np.integer):
+        raise CodebookError("documents must be a non-empty list of document ids (integers)")
+    wanted = np.unique(wanted.astype(np.int64))
+    known = np.fromiter(store.texts, dtype=np.int64)
+    unknown = wanted[~np.isin(wanted, known)]
+    if unknown.size:
+        shown = ", ".join(map(str, unknown[:5].tolist())) + (", ..." if unknown.size > 5 else "")
+        raise CodebookError(
+            f"{unknown.size} document id(s) are not in the store {store.path}: {shown}"
+        )
+    ids, firsts = store.document_rows
+    chosen = np.flatnonzero(np.isin(ids, wanted))
+    starts, lengths = firsts[chosen], firsts[chosen + 1] - firsts[chosen]
+    offsets = np.repeat(starts - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
+    return offsets + np.arange(int(lengths.sum()), dtype=np.int64)
+
+
+def split_documents(
+    store: CodeStore, fraction: float = 0.5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(selection, held-out)`` document ids: a fixed, seeded split of the store's documents,
+    ``fraction`` of them (rounded) to choose codes on and the rest to evaluate them on."""
+    if not _number(fraction) or not 0 < fraction < 1:
+        raise CodebookError(f"fraction must be between 0 and 1, got {fraction!r}")
+    ids = np.array(sorted(store.texts), dtype=np.int64)
+    count = round(fraction * len(ids))
+    if not 0 < count < len(ids):
+        raise CodebookError(
+            f"a split of {len(ids)} document(s) at {fraction} leaves one side empty: "
+            "choose another fraction, or a larger store"
+        )
+    order = np.random.default_rng(seed).permutation(ids)
+    return np.sort(order[:count]), np.sort(order[count:])
+
+
+def _store_source(store: CodeStore, documents: Any) -> dict[str, Any]:
+    source: dict[str, Any] = {
+        "path": str(store.path),
+        "model": (store.manifest.get("model") or {}).get("fingerprint"),
+        "documents": "all",
+    }
+    if documents is not None:
+        ids = np.unique(np.asarray(documents, dtype=np.int64))
+        digest = hashlib.sha256(ids.astype("<i8").tobytes()).hexdigest()[:16]
+        source["documents"] = {"count": int(ids.size), "of": len(store.texts), "sha256": digest}
+    return source
+
+
+def concept_from_regex(
+    store: CodeStore,
+    model: CodebookModel,
+    name: str,
+    pattern: str,
+    rule: SelectionRule = SelectionRule(),
+    documents: Any = None,
+    *,
+    description: str = "",
+) -> Concept:
+    """Codes standing for the tokens ``pattern`` matches in ``store`` (in ``documents``)."""
+    check_name(name)
+    check_store(store, model)
+    positive = regex_token_rows(store, pattern)
+    selection = {"method": "regex", "pattern": pattern}
+    what = f"no token of {store.path} matches {pattern!r}"
+    return _from_store(store, model, name, positive, rule, documents, selection, description, what)
+
+
+def concept_from_label(
+    store: CodeStore,
+    model: CodebookModel,
+    name: str,
+    label_field: str,
+    label: Any,
+    rule: SelectionRule = SelectionRule(),
+    documents: Any = None,
+    *,
+    description: str = "",
+) -> Concept:
+    """Codes that fire on the tokens of the documents with ``label_field == label`` rather than
+    on other documents' tokens (precision and recall over tokens, as for a regex)."""
+    check_name(name)
+    check_store(store, model)
+    ids, _ = store.document_rows
+    labels = _labels(store, ids, label_field, str(label))  # refuses an unknown field or label
+    mine = ids[labels == str(label)] if labels is not None else ids[:0]
+    positive = document_token_rows(store, mine) if mine.size else np.zeros(0, np.int64)
+    selection = {"method": "label", "label_field": label_field, "label": str(label)}
+    what = f"no document with {label_field} = {str(label)!r} has tokens"
+    return _from_store(store, model, name, positive, rule, documents, selection, description, what)
+
+
+def _from_store(
+    store: CodeStore,
+    model: CodebookModel,
+    name: str,
+    positive: np.ndarray,
+    rule: SelectionRule,
+    documents: Any,
+    selection: dict[str, Any],
+    description: str,
+    what: str,
+) -> Concept:
+    """The concept of the codes that best classify the token rows ``positive``."""
+    rows = None if documents is None else document_token_rows(store, documents)
+    if rows is not None:
+        positive = np.intersect1d(positive, rows)
+        what += " among the chosen documents"
+    if not positive.size:
+        raise CodebookError(what)
+    found = score_codes(
+        store,
+        positive,
+        store.select_sites(rule.sites),
+        sort=rule.rank,  # type: ignore[arg-type]
+        min_precision=rule.min_precision,
+        min_support=rule.min_support,
+        top=None,
+        examples=0,
+        rows=rows,
+    )
+    keys = ("precision", "recall", "f1")
+    ranked = [(s.code, {k: round(getattr(s, k), 6) for k in keys} | _counts(s)) for s in found]
+    selection |= {"tokens": int(positive.size), "store": _store_source(store, documents)}
+    return _concept(model, name, ranked, rule, selection, description)
+
+
+def _counts(score: Any) -> dict[str, int]:
+    return {"support": score.support, "hits": score.hits}
+
+
+# ---------------------------------------------------------------------- texts
+def concept_from_texts(
+    model: CodebookModel,
+    tokenizer: Any,
+    name: str,
+    examples: Sequence[str],
+    contrast: Sequence[str],
+    rule: SelectionRule = SelectionRule(),
+    batch_size: int = 8,
+    *,
+    description: str = "",
+) -> Concept:
+    """Codes that fire more on ``examples`` than on ``contrast`` texts.
+
+    Per code, with ``a``/``b`` its firings on example/contrast tokens, ``A``/``B`` all firings
+    of its group there (k per token), ``V`` the group's number of codes and alpha the rule's
+    ``smoothing``: log-odds = log((a+alpha)/(A+alpha V)) - log((b+alpha)/(B+alpha V)). Codes
+    with positive log-odds, ``a >= min_support`` and ``a/(a+b) >= min_precision`` are ranked by
+    it (then by ``a``)."""
+    check_name(name)
+    sites = model.select_sites(rule.sites)
+    a_counts, a_tokens = count_codes(model, tokenizer, examples, sites, batch_size, "examples")
+    b_counts, b_tokens = count_codes(model, tokenizer, contrast, sites, batch_size, "contrast")
+    alpha = float(rule.smoothing)
+    candidates: list[tuple[float, int, CodeRef, dict[str, Any]]] = []
+    for site in sites:
+        a, b = a_counts[site].astype(np.float64), b_counts[site].astype(np.float64)
+        vocab = a.shape[1]
+        big_a, big_b = a.sum(axis=1, keepdims=True), b.sum(axis=1, keepdims=True)
+        odds = np.log((a + alpha) / (big_a + alpha * vocab)) - np.log(
+            (b + alpha) / (big_b + alpha * vocab)
+        )
+        precision = np.divide(a, a + b, out=np.zeros_like(a), where=(a + b) > 0)
+        keep = (odds > 0) & (a >= rule.min_support) & (precision >= rule.min_precision)
+        for group, code in zip(*np.nonzero(keep), strict=True):
+            score = {
+                "log_odds": round(float(odds[group, code]), 6),
+                "examples": int(a[group, code]),
+                "contrast": int(b[group, code]),
+                "precision": round(float(precision[group, code]), 6),
+            }
+            ref = CodeRef(site, int(group), int(code))
+            candidates.append((-float(odds[group, code]), -int(a[group, code]), ref, score))
+    candidates.sort(key=lambda c: (c[0], c[1], c[2].sort_key()))
+    ranked = [(ref, score) for _, _, ref, score in candidates]
+    selection = {
+        "method": "texts",
+        "examples": len(examples),
+        "contrast": len(contrast),
+        "example_tokens": a_tokens,
+        "contrast_tokens": b_tokens,
+        "texts_sha256": _texts_digest(examples, contrast),
+        "score": "log((a+alpha)/(A+alpha*V)) - log((b+alpha)/(B+alpha*V)), alpha = smoothing",
+    }
+    return _concept(model, name, ranked, rule, selection, description)
+
+
+@torch.no_grad()
+def count_codes(
+    model: CodebookModel,
+    tokenizer: Any,
+    texts: Sequence[str],
+    sites: Sequence[str],
+    batch_size: int = 8,
+    what: str = "texts",
+) -> tuple[dict[str, np.ndarray], int]:
+    """``({site: (groups, num_codes) firings}, tokens)`` of the model over ``texts``
+    (tokenized without special tokens, as a store records them; cut to the context length)."""
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise CodebookError(f"{what} must be a list of texts")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise CodebookError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    limit = context_length(model.model.config) or 1024
+    found = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+    encoded = [list(ids[:limit]) for ids in found if len(ids)]
+    if not encoded:
+        raise CodebookError(f"the {what} hold no tokens: give at least one non-empty text")
+    sizes = {
+        site: model.codebook(site).config.groups * model.codebook(site).config.num_codes
+        for site in sites
+    }
+    counts = {site: np.zeros(size, np.int64) for site, size in sizes.items()}
+    device = next(model.parameters()).device
+    training = model.training
+    model.eval()
+    try:
+        for first in range(0, len(encoded), batch_size):
+            batch = encoded[first : first + batch_size]
+            width = max(len(ids) for ids in batch)
+            ids = torch.zeros((len(batch), width), dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, tokens in enumerate(batch):  # right padding: real tokens never see it
+                ids[row, : len(tokens)] = torch.tensor(tokens)
+                mask[row, : len(tokens)] = 1
+            _, seen = model.run_with_codes(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                sites=sites,
+                use_cache=False,
+            )
+            for site in sites:
+                codes = seen.ids[site].cpu().long()  # (B, T, G, k)
+                num_codes = model.codebook(site).config.num_codes
+                flat = codes + (torch.arange(codes.shape[2]) * num_codes)[None, None, :, None]
+                valid = mask.bool()[:, :, None, None] & (codes >= 0)
+                counts[site] += np.bincount(flat[valid].numpy(), minlength=counts[site].size)
+    finally:
+        model.train(training)
+    shaped = {site: c.reshape(model.codebook(site).config.groups, -1) for site, c in counts.items()}
+    return shaped, sum(len(ids) for ids in encoded)
+
+
+def _texts_digest(examples: Sequence[str], contrast: Sequence[str]) -> str:
+    digest = hashlib.sha256()
+    for part in (examples, contrast):
+        digest.update(str(len(part)).encode())
+        for text in part:
+            digest.update(text.encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------- the concept
+def _concept(
+    model: CodebookModel,
+    name: str,
+    ranked: Ranked,
+    rule: SelectionRule,
+    selection: dict[str, Any],
+    description: str,
+) -> Concept:
+    kept = rule.choose(ranked)
+    if not kept:
+        raise CodebookError(
+            f"no code passed the rule for concept {name!r} ({len(ranked)} candidate(s) before "
+            f"per_group and max_codes): lower min_precision ({rule.min_precision}) or "
+            f"min_support ({rule.min_support}), or choose other sites"
+        )
+    refs = tuple(ref for ref, _ in kept)
+    concept = Concept(
+        name=name,
+        codes=refs,
+        model=model_fingerprint(model),
+        sites=site_shapes(model, [r.site for r in refs]),
+        selection=selection | {"rule": rule.to_dict()},
+        scores=tuple(score for _, score in kept),
+        description=description,
+    )
+    concept.check_codes(model)
+    return concept

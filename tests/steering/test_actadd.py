@@ -1,0 +1,168 @@
+"""Activation addition: the steering vector is the difference of two token means of what the
+network reads at the site, and adding it moves exactly that activation by ``alpha * v`` at the
+chosen tokens only, in forward passes and cached generation, with the codebook on or off."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from codebook_features import CodebookError, CodebookModel, CodebookModelConfig
+from codebook_features.steering.actadd import AddActivation, mean_activation, steering_vector
+from codebook_features.steering.generate import GenerationSettings, generate_texts
+
+from ..model_zoo import neox_model
+from ..text_fixtures import write_corpus, write_tokenizer
+
+CONCEPT = ["the red dragon sees the cat", "the dragon", "a small red dragon finds the river ."]
+CONTRAST = ["the old king hears the ship by the sea", "the child"]
+SITES = ["layers.0.attn_heads", "layers.1.mlp"]  # a pre-hook site and a post-hook site
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from transformers import AutoTokenizer
+
+    root = tmp_path_factory.mktemp("tokenizer")
+    corpus = write_corpus(root / "corpus.txt", lines=60)
+    return AutoTokenizer.from_pretrained(write_tokenizer(root / "tok", corpus), eos_token=None)
+
+
+@pytest.fixture(scope="module")
+def cbm(tok: Any) -> CodebookModel:
+    """Double precision, so 'exactly alpha * v' is checked to 1e-10."""
+    config = CodebookModelConfig(num_codes=16, k=2, sites=["attn_heads", "mlp"])
+    return CodebookModel(neox_model(vocab_size=len(tok)).double(), config).eval()
+
+
+def read(seen: Any, cbm: CodebookModel, site: str) -> torch.Tensor:
+    """What the network reads at ``site``: the codebook's output, or its input when off."""
+    return seen.outputs[site] if site in cbm.enabled else seen.inputs[site]
+
+
+def run(cbm: CodebookModel, site: str, ids: torch.Tensor, *steering: Any) -> tuple:
+    with torch.no_grad(), cbm.observe(site, ids=False, inputs=True, outputs=True) as seen:
+        for item in steering:
+            item.__enter__()
+        try:
+            logits = cbm(input_ids=ids).logits
+        finally:
+            for item in reversed(steering):
+                item.__exit__(None, None, None)
+    return logits, read(seen, cbm, site)
+
+
+def tokens(tok: Any, text: str) -> torch.Tensor:
+    return tok(text, return_tensors="pt")["input_ids"]
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["codebook-on", "codebook-off"])
+@pytest.mark.parametrize("site", SITES)
+def test_steering_vector_is_the_difference_of_token_means(cbm, tok, site, enabled) -> None:
+    off = [] if enabled else [site]
+    with cbm.disabled(off):
+        vector = steering_vector(cbm, tok, site, CONCEPT, CONTRAST, batch_size=2)
+        by_hand = [
+            torch.cat([run(cbm, site, tokens(tok, t))[1][0] for t in texts]).mean(0)
+            for texts in (CONCEPT, CONTRAST)
+        ]
+        one_by_one = mean_activation(cbm, tok, site, CONCEPT, batch_size=1)
+        padded = mean_activation(cbm, tok, site, CONCEPT, batch_size=3)
+    assert vector.shape == (32,) and vector.dtype == torch.float32
+    torch.testing.assert_close(one_by_one, padded)  # padding leaves the real tokens alone
+    torch.testing.assert_close(vector, (by_hand[0] - by_hand[1]).float(), atol=1e-6, rtol=1e-5)
+
+
+def test_alpha_zero_is_no_steering(cbm, tok) -> None:
+    ids = tokens(tok, CONCEPT[2])
+    vector = torch.randn(32)
+    plain, _ = run(cbm, "layers.1.mlp", ids)
+    for positions in ("all", "new"):
+        zero = AddActivation(cbm, "layers.0.attn_heads", vector, alpha=0.0, positions=positions)
+        assert torch.equal(run(cbm, "layers.1.mlp", ids, zero)[0], plain)
+    settings = GenerationSettings(max_new_tokens=10, samples=3, seed=7)
+    zero = AddActivation(cbm, "layers.0.attn_heads", vector, alpha=0.0)
+    steered = generate_texts(cbm, tok, CONCEPT, settings, interventions=[zero])
+    unsteered = generate_texts(cbm, tok, CONCEPT, settings)
+    assert [g.token_ids for g in steered] == [g.token_ids for g in unsteered]
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["codebook-on", "codebook-off"])
+@pytest.mark.parametrize("site", SITES)
+def test_forward_adds_alpha_v_at_the_chosen_tokens_only(cbm, tok, site, enabled) -> None:
+    ids = tokens(tok, CONCEPT[2]).repeat(2, 1)  # 8 tokens, 2 rows
+    vector = torch.randn(32)
+    with cbm.disabled([] if enabled else [site]):
+        plain_logits, plain = run(cbm, site, ids)
+        for positions, chosen in (("all", list(range(8))), ([1, 5], [1, 5])):
+            add = AddActivation(cbm, site, vector, alpha=3.0, positions=positions)
+            logits, steered = run(cbm, site, ids, add)
+            others = [i for i in range(8) if i not in chosen]
+            assert torch.equal(steered[:, others], plain[:, others])
+            expected = (3.0 * vector).double().expand(2, len(chosen), 32)
+            torch.testing.assert_close(steered[:, chosen] - plain[:, chosen], expected)
+            assert not torch.allclose(logits[:, chosen[-1]], plain_logits[:, chosen[-1]])
+            assert torch.equal(logits[:, : chosen[0]], plain_logits[:, : chosen[0]])
+        # a single forward pass is all prompt: nothing is new
+        add = AddActivation(cbm, site, vector, alpha=3.0, positions="new")
+        assert torch.equal(run(cbm, site, ids, add)[1], plain)
+        # leaving the context removes the hooks
+        assert torch.equal(run(cbm, site, ids)[0], plain_logits)
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["codebook-on", "codebook-off"])
+@pytest.mark.parametrize("site", SITES)
+def test_cached_generation_adds_at_generated_tokens_only(cbm, tok, site, enabled) -> None:
+    prompt = CONCEPT[1]
+    length = tokens(tok, prompt).shape[1]
+    vector = torch.randn(32)
+    settings = GenerationSettings(max_new_tokens=6, samples=2, seed=1)
+    add = AddActivation(cbm, site, vector, alpha=-2.0, positions="new")
+    with cbm.disabled([] if enabled else [site]):
+        with cbm.observe(site, ids=False, inputs=True, outputs=True) as seen:
+            found = generate_texts(cbm, tok, [prompt], settings, interventions=[add])
+        steered = read(seen, cbm, site)
+        rows = torch.stack(
+            [torch.cat([tokens(tok, prompt)[0], torch.tensor(g.token_ids[:-1])]) for g in found]
+        )
+        _, plain = run(cbm, site, rows)  # the same tokens, without steering, in one pass
+    assert steered.shape == plain.shape == (2, length + 5, 32)
+    torch.testing.assert_close(steered[:, :length], plain[:, :length], rtol=0, atol=1e-10)
+    expected = (-2.0 * vector).double().expand(2, 5, 32)
+    torch.testing.assert_close(steered[:, length:] - plain[:, length:], expected)
+
+
+def test_description_and_mistakes(cbm) -> None:
+    vector = torch.ones(32)
+    add = AddActivation(cbm, "layers.1.mlp", vector, alpha=2, positions=[3, 4])
+    assert add.to_dict() == {
+        "kind": "add_activation",
+        "site": "layers.1.mlp",
+        "alpha": 2.0,
+        "positions": [3, 4],
+        "vector_norm": pytest.approx(32**0.5),
+    }
+    assert "layers.1.mlp" in repr(add)
+    with add, pytest.raises(CodebookError, match="already active"):
+        add.__enter__()
+    with pytest.raises(CodebookError, match="no codebook at site"):
+        AddActivation(cbm, "layers.5.mlp", vector)
+    with pytest.raises(CodebookError, match="must be 32 numbers"):
+        AddActivation(cbm, "layers.1.mlp", torch.ones(31))
+    with pytest.raises(CodebookError, match="NaN or inf"):
+        AddActivation(cbm, "layers.1.mlp", torch.full((32,), torch.nan))
+    with pytest.raises(CodebookError, match="alpha must be finite"):
+        AddActivation(cbm, "layers.1.mlp", vector, alpha=float("inf"))
+    with pytest.raises(CodebookError, match="positions must be"):
+        AddActivation(cbm, "layers.1.mlp", vector, positions="prompt")
+    with pytest.raises(CodebookError, match="not a single string"):
+        steering_vector(cbm, None, "layers.1.mlp", "the cat", ["the dog"])
+
+
+def test_steering_vector_refuses_empty_texts(cbm, tok) -> None:
+    with pytest.raises(CodebookError, match="no tokens"):
+        steering_vector(cbm, tok, "layers.1.mlp", [""], CONTRAST)
+    with pytest.raises(CodebookError, match="at least one"):
+        steering_vector(cbm, tok, "layers.1.mlp", CONCEPT, [])

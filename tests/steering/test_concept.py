@@ -1,0 +1,321 @@
+"""Concepts: the fingerprint, JSON and files (readable, editable by hand, strict), the refusal
+of another model's concept, forcing a concept's codes, and ``codebook concept``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from codebook_features import CodebookError, CodebookModel
+from codebook_features.cli import main
+from codebook_features.code_ref import CodeRef
+from codebook_features.interventions import Force
+from codebook_features.saved import VERSION_KEY, SavedFileWarning
+from codebook_features.steering.concept import (
+    Concept,
+    find_concept,
+    list_concepts,
+    load_concept,
+    model_fingerprint,
+    save_concept,
+    site_shapes,
+)
+from codebook_features.store.reader import CodeStore
+
+from .recorded import World, save_model, world
+
+CODES = ("layers.0.attn_heads/1/3", "layers.0.attn_heads/2/7", "layers.1.mlp/0/5")
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return world(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def cbm(recorded: World) -> CodebookModel:
+    return CodebookModel.from_pretrained(recorded.model).eval()
+
+
+@pytest.fixture(scope="module")
+def other(recorded: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same architecture and codebook sizes, another seed, saved."""
+    from transformers import AutoTokenizer
+
+    path = tmp_path_factory.mktemp("other") / "model"
+    save_model(path, AutoTokenizer.from_pretrained(recorded.model), seed=1)
+    return path
+
+
+def make(cbm: CodebookModel, codes=CODES, name: str = "demo", **extra) -> Concept:
+    refs = tuple(CodeRef.parse(c) for c in codes)
+    return Concept(
+        name,
+        refs,
+        model_fingerprint(cbm),
+        site_shapes(cbm, [r.site for r in refs]),
+        selection={"method": "by hand"},
+        scores=tuple({"precision": 0.5 + i / 10, "support": 10 - i} for i in range(len(refs))),
+        **extra,
+    )
+
+
+# ---------------------------------------------------------------------------- fingerprint
+def test_fingerprint_survives_save_and_load_and_tells_models_apart(cbm, recorded, other, tmp_path):
+    cbm.save(tmp_path / "copy")
+    again = CodebookModel.from_pretrained(tmp_path / "copy")
+    assert model_fingerprint(again) == model_fingerprint(cbm)
+    assert len(model_fingerprint(cbm)) == 64
+    assert model_fingerprint(CodebookModel.from_pretrained(other)) != model_fingerprint(cbm)
+
+
+# ---------------------------------------------------------------------------- JSON and files
+def test_round_trip_through_json_and_a_readable_file(cbm, tmp_path):
+    concept = make(cbm, description="dragons", mode="least", positions=[3, 4])
+    assert Concept.from_json(concept.to_json(), cbm) == concept
+    path = save_concept(concept, tmp_path / "demo.json")
+    text = path.read_text()
+    assert text.startswith('{\n  "kind": "concept",\n')
+    code_lines = [line for line in text.splitlines() if '"code":' in line]
+    assert len(code_lines) == 3 and '"layers.0.attn_heads/1/3"' in code_lines[0]
+    data = json.loads(text)
+    assert data["codes"][2]["code"] == "layers.1.mlp/0/5" and data[VERSION_KEY]
+    loaded = load_concept(path, cbm)
+    assert loaded == concept and loaded.positions == (3, 4)
+
+
+def test_removing_a_code_by_hand_loads(cbm, tmp_path):
+    path = save_concept(make(cbm), tmp_path / "demo.json")
+    lines = [line for line in path.read_text().splitlines() if CODES[1] not in line]
+    path.write_text("\n".join(lines))
+    loaded = load_concept(path, cbm)
+    assert [str(c) for c in loaded.codes] == [CODES[0], CODES[2]]
+    assert [s["support"] for s in loaded.scores] == [10, 8]
+    data = json.loads(path.read_text()) | {"codes": [CODES[2]]}  # plain strings load too
+    loaded = Concept.from_json(json.dumps(data), cbm)
+    assert loaded.codes == (CodeRef.parse(CODES[2]),) and loaded.scores == ({},)
+
+
+def test_a_concept_for_another_model_is_refused(cbm, other, tmp_path):
+    path = save_concept(make(cbm), tmp_path / "demo.json")
+    with pytest.raises(CodebookError, match="concept 'demo' was made for another model") as info:
+        load_concept(path, CodebookModel.from_pretrained(other))
+    assert "build it again for this model" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def edit(data: dict, **changes) -> dict:
+    return {k: v for k, v in (data | changes).items() if v is not None}
+
+
+MISTAKES = {
+    "unknown-key": (lambda d: edit(d, colour="red"), "unknown key(s) colour"),
+    "bad-code": (lambda d: edit(d, codes=["layers.0.mlp/0"]), "does not name a code"),
+    "code-type": (lambda d: edit(d, codes=[3]), "must be a SITE/GROUP/CODE string"),
+    "out-of-range": (lambda d: edit(d, codes=["layers.1.mlp/0/99"]), "out of range"),
+    "site-unlisted": (lambda d: edit(d, codes=["layers.0.mlp/0/1"]), "is not in sites"),
+    "bad-name": (lambda d: edit(d, name="two words"), "name may hold only"),
+    "name-type": (lambda d: edit(d, name=3), "name must be a string"),
+    "no-codes": (lambda d: edit(d, codes=[]), "has no codes"),
+    "repeat": (lambda d: edit(d, codes=[CODES[0], CODES[0]]), "more than once"),
+    "mode": (lambda d: edit(d, mode="sideways"), "unknown force mode"),
+    "positions": (lambda d: edit(d, positions="later"), "positions must be"),
+    "sites-shape": (lambda d: edit(d, sites={"layers.1.mlp": 16}), "must be {"),
+    "not-concept": (lambda d: edit(d, kind="force"), "is not a concept"),
+    "no-model": (lambda d: edit(d, model=None), "lacks model"),
+}
+
+
+@pytest.mark.parametrize("case", list(MISTAKES))
+def test_mistakes_in_a_file_are_refused_in_one_line(cbm, case):
+    change, message = MISTAKES[case]
+    data = change(make(cbm).to_dict())
+    with pytest.raises(CodebookError) as info:
+        Concept.from_json(json.dumps(data), cbm)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_invalid_json_and_codes_the_model_lacks(cbm):
+    with pytest.raises(CodebookError, match="not valid JSON"):
+        Concept.from_json("{", cbm)
+    sites = {"layers.1.mlp": {"groups": 1, "num_codes": 99}}  # as edited by hand
+    wide = Concept("wide", ("layers.1.mlp/0/50",), model_fingerprint(cbm), sites)
+    with pytest.raises(CodebookError, match=r"code 50 is out of range at layers\.1\.mlp"):
+        wide.check(cbm)
+
+
+def test_keys_of_a_newer_version_are_dropped_with_a_warning(cbm):
+    data = make(cbm).to_dict() | {"future": 1}
+    with pytest.raises(CodebookError, match="unknown key"):
+        Concept.from_json(json.dumps(data))
+    data["sites"]["layers.1.mlp"]["dim"] = 32
+    with pytest.warns(SavedFileWarning, match=r"sites\.layers\.1\.mlp\.dim, future"):
+        loaded = Concept.from_json(json.dumps(data | {VERSION_KEY: "99.0.0"}), cbm)
+    assert loaded == make(cbm)
+
+
+def test_overwriting_only_a_concept_and_only_when_asked(cbm, tmp_path):
+    path = save_concept(make(cbm), tmp_path / "demo.json")
+    with pytest.raises(CodebookError, match="already holds a concept"):
+        save_concept(make(cbm, codes=CODES[:1]), path)
+    save_concept(make(cbm, codes=CODES[:1]), path, overwrite=True)
+    assert len(load_concept(path).codes) == 1
+    foreign = tmp_path / "notes.json"
+    foreign.write_text('{"mine": true}')
+    with pytest.raises(CodebookError, match="not a concept file"):
+        save_concept(make(cbm), foreign, overwrite=True)
+    assert foreign.read_text() == '{"mine": true}'
+    with pytest.raises(CodebookError, match="is a directory"):
+        save_concept(make(cbm), tmp_path)
+
+
+def test_a_directory_of_concepts(cbm, tmp_path):
+    save_concept(make(cbm, name="b"), tmp_path / "b.json")
+    save_concept(make(cbm, name="a"), tmp_path / "a.json")
+    (tmp_path / "other.json").write_text("[1, 2]")
+    (tmp_path / "readme.txt").write_text("hello")
+    assert [c.name for c in list_concepts(tmp_path)] == ["a", "b"]
+    assert find_concept("a", tmp_path) == tmp_path / "a.json"
+    assert find_concept(tmp_path / "b.json") == tmp_path / "b.json"
+    with pytest.raises(CodebookError, match="no concept 'c'"):
+        find_concept("c", tmp_path)
+
+
+# ---------------------------------------------------------------------------- forcing
+def test_force_specs_take_the_first_codes_by_site_and_group(cbm):
+    concept = make(cbm)
+    assert concept.force_specs() == [
+        Force("layers.0.attn_heads", {1: [3], 2: [7]}, mode="all", positions="new"),
+        Force("layers.1.mlp", {0: [5]}, mode="all", positions="new"),
+    ]
+    assert concept.force_specs(top=1, mode="least", positions="all") == [
+        Force("layers.0.attn_heads", {1: [3]}, mode="least", positions="all")
+    ]
+    assert concept.force_specs(top=10) == concept.force_specs()
+    with pytest.raises(CodebookError, match="top must be"):
+        concept.force_specs(top=0)
+
+
+def test_applying_the_specs_forces_the_codes(cbm):
+    concept = make(cbm)
+    tokens = torch.randint(3, 30, (2, 6))
+    with cbm.intervene(concept.force_specs(positions="all")):
+        _, seen = cbm.run_with_codes(input_ids=tokens)
+    heads = seen.ids["layers.0.attn_heads"]  # (batch, seq, groups, k): every slot forced
+    assert (heads[:, :, 1] == 3).all() and (heads[:, :, 2] == 7).all()
+    assert (seen.ids["layers.1.mlp"][:, :, 0] == 5).all()
+    assert not (heads[:, :, 0] == 3).all()
+    with cbm.intervene(concept.force_specs(top=1)):  # "new": a prompt's own pass is left alone
+        _, seen = cbm.run_with_codes(input_ids=tokens)
+    assert not (seen.ids["layers.0.attn_heads"][:, :, 1] == 3).all()
+
+
+# ---------------------------------------------------------------------------- the command
+def test_concept_commands(recorded, tmp_path, capsys):
+    out = tmp_path / "concepts"
+    base = ["concept", "new", "--model", str(recorded.model), "--out", str(out)]
+    store = ["--store", str(recorded.store)]
+    argv = [*base, *store, "--name", "dragon", "--pattern", "dragon", "--min_precision", "0.3"]
+    assert main(argv) == 0
+    assert "saved concept dragon" in capsys.readouterr().out
+    (tmp_path / "ex.txt").write_text("the dragon sees the dragon\n\nthe red dragon\n")
+    (tmp_path / "co.jsonl").write_text('"the cat sees the king"\n{"text": "the old ship"}\n')
+    texts = ["--examples", str(tmp_path / "ex.txt"), "--contrast", str(tmp_path / "co.jsonl")]
+    assert main([*base, "--name", "texts", *texts, "--min_support", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["selection"]["method"] == "texts"
+    label = ["--label_field", "topic", "--label", "dragon", "--mode", "least", "--max_codes", "2"]
+    assert main([*base, *store, "--name", "topic", *label]) == 0
+    capsys.readouterr()
+
+    assert (
+        main(["concept", "show", "topic", "--dir", str(out), "--model", str(recorded.model)]) == 0
+    )
+    shown = capsys.readouterr().out
+    assert "topic: 2 codes, mode least" in shown and "label topic = 'dragon'" in shown
+    assert main(["concept", "show", str(out / "dragon.json"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["selection"]["pattern"] == "dragon"
+    assert main(["concept", "list", str(out)]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listed[1:]] == ["dragon", "texts", "topic"]
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+COMMAND_MISTAKES = [
+    ("no-way", "new --model {model} --name x --store {store}", "choose the codes one way"),
+    (
+        "two-ways",
+        "new --model {model} --name x --store {store} --pattern a --examples {ex} --contrast {ex}",
+        "choose the codes one way",
+    ),
+    ("no-store", "new --model {model} --name x --pattern dragon", "give --store"),
+    ("half-label", "new --model {model} --name x --store {store} --label dragon", "together"),
+    ("bad-name", "new --model {model} --name a/b --store {store} --pattern dragon", "name may"),
+    (
+        "bad-rule",
+        "new --model {model} --name x --store {store} --pattern a --per_group 0",
+        "per_group",
+    ),
+    ("exists", "new --model {model} --name kept --store {store} --pattern dragon", "--overwrite"),
+    (
+        "foreign",
+        "new --model {model} --name notes --store {store} --pattern dragon",
+        "not a concept file",
+    ),
+    (
+        "other-store",
+        "new --model {other} --name x --store {store} --pattern dragon",
+        "is not the model",
+    ),
+    (
+        "no-examples",
+        "new --model {model} --name x --examples {root}/none.txt --contrast {ex}",
+        "no text file",
+    ),
+    (
+        "nothing-passes",
+        "new --model {model} --name x --store {store} --pattern dragon --min_support 100000",
+        "no code passed",
+    ),
+    ("show-missing", "show nothing --dir {concepts}", "no concept 'nothing'"),
+    ("show-other", "show kept --dir {concepts} --model {other}", "made for another model"),
+    ("list-missing", "list {root}/none", "not a directory of concepts"),
+]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"), [c[1:] for c in COMMAND_MISTAKES], ids=[c[0] for c in COMMAND_MISTAKES]
+)
+def test_command_mistakes_get_one_line_and_change_nothing(
+    recorded, other, tmp_path, capsys, line, message
+):
+    concepts = tmp_path / "concepts"
+    CodeStore(recorded.store)  # its index exists before the snapshot
+    kept = ["--name", "kept", "--store", str(recorded.store), "--pattern", "dragon"]
+    assert (
+        main(["concept", "new", "--model", str(recorded.model), "--out", str(concepts), *kept]) == 0
+    )
+    (concepts / "notes.json").write_text("{}")
+    (tmp_path / "ex.txt").write_text("the dragon\n")
+    before = snapshot(tmp_path), snapshot(recorded.root)
+    capsys.readouterr()
+    fields = {"model": recorded.model, "store": recorded.store, "other": other, "root": tmp_path}
+    argv = ["concept", *line.format(**fields, ex=tmp_path / "ex.txt", concepts=concepts).split()]
+    try:
+        code = main([*argv, "--out", str(concepts)] if argv[1] == "new" else argv)
+    except SystemExit as stop:
+        code = stop.code
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    assert message in err[0], err[0]
+    assert (snapshot(tmp_path), snapshot(recorded.root)) == before

@@ -1,0 +1,138 @@
+"""The steering evaluation on a tiny model trained with a planted concept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from codebook_features.errors import CodebookError
+from codebook_features.steering.evaluation import SteeringEvalConfig, evaluate_steering
+from codebook_features.steering.report import load_report
+
+from .planted import DRAGON_REGEX, planted
+
+
+def settings(world, out: Path, **changes: object) -> SteeringEvalConfig:
+    values = {
+        "model": str(world.model),
+        "store": str(world.store),
+        "concepts": [f"dragon={DRAGON_REGEX}", "sea"],
+        "output_dir": str(out),
+        "prompts": ["the", "the old"],
+        "samples": 20,
+        "max_new_tokens": 16,
+        "strengths": [2, 8],
+        "modes": ["all"],
+        "positions": ["new"],
+        "alphas": [0.0, 4.0],
+        "progress": False,
+    } | changes
+    return SteeringEvalConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    world = planted(tmp_path_factory)
+    out = tmp_path_factory.mktemp("evaluation") / "eval"
+    return world, out, evaluate_steering(settings(world, out))
+
+
+def test_forcing_the_concepts_codes_raises_its_rates(evaluated) -> None:
+    _, _, report = evaluated
+    rows = {(r.method, r.codes, r.alpha): r for r in report.rows_of("dragon")}
+    base, strong = rows[("none", None, None)], rows[("codes", 8, None)]
+    # the planted topic is a minority: rarely written unsteered, mostly written when forced
+    assert base.regex.rate < 0.4
+    assert strong.regex.low > base.regex.high
+    assert strong.classifier.low > base.classifier.high
+    # the codes were chosen on the selection half and are the best of distinct heads
+    codes = report.concepts["dragon"]["codes"]
+    heads = {tuple(c["code"].split("/")[:2]) for c in codes}
+    assert len(heads) == len(codes)
+    assert report.concepts["dragon"]["selection"]["store"]["documents"]["count"] == 150
+
+
+def test_activation_addition_with_alpha_zero_equals_no_steering(evaluated) -> None:
+    _, out, report = evaluated
+    rows = {(r.method, r.alpha): r for r in report.rows_of("dragon")}
+    zero, base = rows[("actadd", 0.0)], rows[("none", None)]
+    assert (zero.regex, zero.classifier, zero.perplexity) == (
+        base.regex,
+        base.classifier,
+        base.perplexity,
+    )
+    generations = out / "generations"
+    plain = (generations / "unsteered.jsonl").read_text()
+    assert (generations / "actadd-dragon-0.jsonl").read_text() == plain
+
+
+def test_report_files_and_rerun_gives_the_same_table(evaluated) -> None:
+    world, out, report = evaluated
+    assert (out / "plots" / "steering.png").stat().st_size > 0
+    table = (out / "steering.md").read_text()
+    assert "## dragon" in table and "8 code(s), all, new" in table
+    assert load_report(out).to_dict() == report.to_dict()
+    # a second run finds every condition's generations and gives the same numbers
+    again = evaluate_steering(settings(world, out))
+    assert json.dumps(again.to_dict()) == json.dumps(report.to_dict())
+
+
+def test_settings_of_another_evaluation_are_refused(evaluated) -> None:
+    world, out, _ = evaluated
+    before = (out / "steering.json").read_text()
+    with pytest.raises(CodebookError, match="other settings"):
+        evaluate_steering(settings(world, out, samples=3))
+    assert (out / "steering.json").read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"concepts": ["unicorn"]}, "no document of the store has label = 'unicorn'"),
+        ({"concepts": ["dragon=("]}, "bad regex"),
+        ({"label_field": "topic"}, "has no column 'topic'"),
+        ({"strengths": [0]}, "strengths"),
+    ],
+)
+def test_mistakes(tmp_path_factory, tmp_path, changes, message) -> None:
+    world = planted(tmp_path_factory)
+    with pytest.raises(CodebookError, match=message):
+        evaluate_steering(settings(world, tmp_path / "eval", **changes))
+
+
+def test_command_line(tmp_path_factory, tmp_path, capsys) -> None:
+    from codebook_features.cli import main
+
+    world = planted(tmp_path_factory)
+    out = tmp_path / "cli"
+    argv = [
+        "evaluate-steering",
+        "--model", str(world.model),
+        "--store", str(world.store),
+        "--concepts", f"dragon={DRAGON_REGEX}",
+        "--output_dir", str(out),
+        "--prompts", "the",
+        "--samples", "4",
+        "--max_new_tokens", "4",
+        "--strengths", "1",
+        "--modes", "least",
+        "--alphas", "2",
+    ]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert printed.startswith("dragon: unsteered ")
+    assert "activation addition up to" in printed and str(out / "steering.md") in printed
+    rows = json.loads((out / "steering.json").read_text())["rows"]
+    assert [(r["method"], r["codes"], r["mode"], r["alpha"]) for r in rows] == [
+        ("none", None, None, None),
+        ("codes", 1, "least", None),
+        ("actadd", None, None, 2.0),
+    ]
+    # a mistake is one line, and the finished evaluation is untouched
+    before = (out / "steering.json").read_text()
+    assert main([*argv[:-2], "--alphas", "nan"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "alphas must be finite" in err and "\n" not in err
+    assert (out / "steering.json").read_text() == before
