@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import random
@@ -314,6 +313,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 4_000_000])
     parser.add_argument("--repeats", type=int, default=5, help="runs per query (median)")
     parser.add_argument("--workdir", help="keep stores here for reruns (default: a temp dir)")
+    parser.add_argument(
+        "--only", choices=["recording", "queries"], help="run one part (the table needs both)"
+    )
     args = parser.parse_args()
     import torch
 
@@ -321,11 +323,12 @@ def main() -> None:
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-store-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        print(f"recording {args.record_tokens:,} tokens, {args.rounds} round(s) ...")
-        recording = bench_recording(work, args.record_tokens, args.rounds)
-        print(json.dumps(recording))
-        queries = []
-        for size in args.sizes:
+        recording, queries = None, []
+        if args.only != "queries":
+            print(f"recording {args.record_tokens:,} tokens, {args.rounds} round(s) ...")
+            recording = bench_recording(work, args.record_tokens, args.rounds)
+            print(json.dumps(recording))
+        for size in args.sizes if args.only != "recording" else []:
             print(f"queries on a store of {size:,} tokens ...")
             queries.append(bench_queries(work, size, args.repeats))
             print(json.dumps(queries[-1]))
@@ -341,13 +344,14 @@ def main() -> None:
         "recording": recording,
         "queries": queries,
     }
+    if recording is None or not queries:
+        return  # a partial run: printed only
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "store_cpu.json"
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
     os.replace(tmp, out)
-    if math.isfinite(recording["overhead"]):
-        write_readme(results)
+    write_readme(results)
     print(f"wrote {out} and the table in {README}")
 
 

@@ -71,6 +71,29 @@ def test_thresholds_sort_and_site_filter(store) -> None:
         regex_codes(store, "dragon", sites="layers.9.*")
 
 
+@pytest.mark.parametrize("sort", ["f1", "precision", "recall"])
+def test_ranking_equals_a_slow_scan_of_every_code(store, sort) -> None:
+    from codebook_features.search import score_codes
+
+    positive = regex_token_rows(store, r"\b(dragon|town)\b")
+    ranked = score_codes(store, positive, sort=sort, top=None, examples=0, min_support=2)
+    slow = []
+    for site, (groups, _, num_codes) in SITES.items():
+        ids = np.asarray(store.ids(site))
+        for group in range(groups):
+            for code in range(num_codes):
+                fires = np.flatnonzero((ids[:, group] == code).any(-1))
+                hits = len(np.intersect1d(fires, positive))
+                if hits and len(fires) >= 2:
+                    p, r = hits / len(fires), hits / len(positive)
+                    f1 = 2 * p * r / (p + r)
+                    key = {"f1": (f1, p, r), "precision": (p, r), "recall": (r, p)}[sort]
+                    slow.append(((*(-v for v in key), site, group, code), (p, r, len(fires))))
+    slow.sort(key=lambda entry: entry[0])
+    assert [(s.code.site, s.code.group, s.code.code) for s in ranked] == [e[0][-3:] for e in slow]
+    assert [(s.precision, s.recall, s.support) for s in ranked] == [e[1] for e in slow]
+
+
 def test_sql_over_the_shards(store) -> None:
     rows = store.sql("select count(*) from tokens").fetchall()[0][0]
     assert rows == store.num_tokens
@@ -141,7 +164,7 @@ def test_index_with_tiny_chunks_equals_one_pass(tmp_path, monkeypatch) -> None:
     chunked = CodeStore(write_store(tmp_path / "b"))
     for site in SITES:
         assert np.array_equal(np.asarray(chunked.ids(site)), np.asarray(one_pass.ids(site)))
-        for name in (index.indptr_file(site), index.rows_file(site)):
+        for name in (index.indptr_file(site), index.rows_file(site), *index.pairs_files(site)):
             assert np.array_equal(
                 np.load(tmp_path / "a" / "index" / name), np.load(tmp_path / "b" / "index" / name)
             )

@@ -49,6 +49,23 @@ def test_document_shares_match_a_slow_count(store) -> None:
     assert got == expected
 
 
+def test_document_counts_match_a_slow_count(store) -> None:
+    for site, (groups, _, num_codes) in SITES.items():
+        indptr, documents, counts = store.document_counts(site)
+        ids = np.asarray(store.ids(site))
+        _, firsts = store.document_rows
+        for flat in {*range(12), (groups - 1) * num_codes + TOPIC, groups * num_codes - 1}:
+            group, code = divmod(flat, num_codes)
+            fires = (ids[:, group] == code).any(-1)
+            expected = [
+                (d, int(fires[firsts[d] : firsts[d + 1]].sum()))
+                for d in range(len(firsts) - 1)
+                if fires[firsts[d] : firsts[d + 1]].any()
+            ]
+            lo, hi = indptr[flat], indptr[flat + 1]
+            assert list(zip(documents[lo:hi].tolist(), counts[lo:hi].tolist())) == expected
+
+
 def test_topic_codes_find_the_planted_topic(store) -> None:
     found = topic_codes(store, min_share=0.9)
     topic = CodeRef("layers.1.attn_heads", 1, TOPIC)

@@ -12,6 +12,7 @@ counts come from the index), so a query costs the number of matches, not the siz
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -20,6 +21,7 @@ import numpy as np
 
 from codebook_features.code_ref import CodeRef
 from codebook_features.errors import CodebookError
+from codebook_features.sites import natural_key
 from codebook_features.store.reader import CodeStore
 
 SortKey = Literal["f1", "precision", "recall"]
@@ -115,33 +117,37 @@ def score_codes(
     another."""
     if sort not in ("f1", "precision", "recall"):
         raise CodebookError(f"unknown sort {sort!r}: choose f1, precision or recall")
-    names = store.select_sites(sites)
-    scores: list[CodeScore] = []
+    names = sorted(store.select_sites(sites), key=natural_key)  # ties go in natural order
     if rows is not None:
         positive = np.intersect1d(positive, rows)
     if not len(positive):
-        return scores
-    for site in names:
-        info = store.sites[site]
+        return []
+    found: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # site, code, hits, support
+    for number, site in enumerate(names):
         joint = store.code_counts(site, positive)
         fires = store.counts(site).reshape(-1) if rows is None else store.code_counts(site, rows)
-        for code in np.flatnonzero(joint):
-            support, hits = int(fires[code]), int(joint[code])
-            precision, recall = hits / support, hits / len(positive)
-            if support < min_support or precision < min_precision or recall < min_recall:
-                continue
-            group, number = divmod(int(code), info.num_codes)
-            scores.append(CodeScore(CodeRef(site, group, number), precision, recall, support, hits))
-    key = {
-        "f1": lambda s: (s.f1, s.precision, s.recall),
-        "precision": lambda s: (s.precision, s.recall),
-        "recall": lambda s: (s.recall, s.precision),
-    }[sort]
-    ranked = sorted(scores, key=lambda s: (*(-v for v in key(s)), s.code.sort_key()))[:top]
-    return [
-        CodeScore(**{**s.__dict__, "examples": _examples(store, s.code, positive, examples)})
-        for s in ranked
-    ]
+        code = np.flatnonzero(joint)
+        found.append((number, code, joint[code], fires[code]))
+    site_of = np.concatenate([np.full(len(f[1]), f[0]) for f in found])
+    code, hits, support = (np.concatenate([f[i] for f in found]) for i in (1, 2, 3))
+    precision, recall = hits / support, hits / len(positive)
+    keep = (support >= min_support) & (precision >= min_precision) & (recall >= min_recall)
+    site_of, code, hits, support = site_of[keep], code[keep], hits[keep], support[keep]
+    precision, recall = precision[keep], recall[keep]
+    total = precision + recall
+    f1 = 2 * precision * recall / np.where(total > 0, total, 1.0)  # as CodeScore.f1 computes it
+    keys = {"f1": (f1, precision, recall), "precision": (precision, recall)}
+    keys["recall"] = (recall, precision)
+    # np.lexsort sorts by its last key first: best scores, then site (natural order), group, id
+    order = np.lexsort((code, site_of, *(-k for k in reversed(keys[sort]))))[:top]
+    ranked = []
+    for i in order.tolist():
+        site = names[int(site_of[i])]
+        ref = CodeRef(site, *divmod(int(code[i]), store.sites[site].num_codes))
+        examples_here = _examples(store, ref, positive, examples)
+        score = CodeScore(ref, float(precision[i]), float(recall[i]), int(support[i]), int(hits[i]))
+        ranked.append(dataclasses.replace(score, examples=examples_here))
+    return ranked
 
 
 def _examples(store: CodeStore, ref: CodeRef, positive: np.ndarray, count: int) -> list[Example]:

@@ -2,9 +2,9 @@
 codes), ranked by how many documents they cover; with labelled data, also by how well the
 documents they cover single out one label.
 
-Counts come from the index: a code's token rows are sorted and a document's rows are
-consecutive, so (code, document) pairs arrive sorted and are counted by run lengths, in chunks
-of codes so that memory stays bounded; nothing is sorted and no row is read twice.
+The index keeps, per code, the documents it fires in with the number of its tokens there
+(:meth:`CodeStore.document_counts`), so a query reads those pairs once, in chunks, and keeps the
+ones over the share: far fewer than the token rows, and no row is read.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ import numpy as np
 
 from codebook_features.code_ref import CodeRef
 from codebook_features.errors import CodebookError
-from codebook_features.store import index as idx
 from codebook_features.store.reader import CodeStore
 
 CHUNK = 1 << 22
-"""Token rows handled at once."""
+"""(code, document) pairs read at once."""
 
 
 @dataclass(frozen=True)
@@ -50,36 +49,22 @@ def document_shares(
     store: CodeStore, site: str, min_share: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(flat codes, document indices, shares)`` of every (code, document) pair where the
-    code fires on at least ``min_share`` of the document's tokens."""
-    info = store.sites[site]
-    _, firsts = store.document_rows
-    lengths = np.diff(firsts)
-    doc_of_row = np.repeat(np.arange(len(lengths)), lengths)
-    indptr = np.load(store.path / idx.INDEX_DIR / idx.indptr_file(site))
-    rows = np.load(store.path / idx.INDEX_DIR / idx.rows_file(site), mmap_mode="r")
+    code fires on at least ``min_share`` of the document's tokens, sorted by code then
+    document."""
+    indptr, documents, counts = store.document_counts(site)
+    lengths = np.diff(store.document_rows[1])
     codes_out, docs_out, shares_out = [], [], []
-    code = 0
-    total = info.groups * info.num_codes
-    while code < total:
-        last = int(np.searchsorted(indptr, indptr[code] + CHUNK, side="right")) - 1
-        last = min(max(last, code + 1), total)
-        lo, hi = int(indptr[code]), int(indptr[last])
-        if hi > lo:
-            owner = np.repeat(np.arange(code, last), np.diff(indptr[code : last + 1]))
-            docs = doc_of_row[np.asarray(rows[lo:hi])]
-            key = owner.astype(np.int64) * len(lengths) + docs  # sorted: rows ascend per code
-            starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-            counts = np.diff(np.r_[starts, key.size])
-            pair_code, pair_doc = owner[starts], docs[starts]
-            share = counts / lengths[pair_doc]
-            keep = share >= min_share
-            codes_out.append(pair_code[keep])
-            docs_out.append(pair_doc[keep])
-            shares_out.append(share[keep])
-        code = last
+    for lo in range(0, len(documents), CHUNK):
+        hi = min(lo + CHUNK, len(documents))
+        docs = np.asarray(documents[lo:hi])
+        share = np.asarray(counts[lo:hi]) / lengths[docs]
+        keep = np.flatnonzero(share >= min_share)
+        codes_out.append(np.searchsorted(indptr, keep + lo, side="right") - 1)
+        docs_out.append(docs[keep].astype(np.int64))
+        shares_out.append(share[keep])
     if not codes_out:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    return np.concatenate(codes_out), np.concatenate(docs_out), np.concatenate(shares_out)
+    return tuple(np.concatenate(x) for x in (codes_out, docs_out, shares_out))  # type: ignore[return-value]
 
 
 def topic_codes(
@@ -101,7 +86,7 @@ def topic_codes(
         raise CodebookError(f"min_share must be in (0, 1], got {min_share}")
     doc_ids, _ = store.document_rows
     labels = _labels(store, doc_ids, label_field, label)
-    found: list[TopicCode] = []
+    found: list[tuple[TopicCode, np.ndarray]] = []  # with the documents each covers
     for site in store.select_sites(sites):
         info = store.sites[site]
         codes, docs, shares = document_shares(store, site, min_share)
@@ -119,12 +104,13 @@ def topic_codes(
                 float(shares[a:b].mean()),
                 [int(d) for d in doc_ids[covered[:examples]]],
             )
-            found.append(_with_label(entry, labels, covered, label))
-    if label is not None:
-        found.sort(key=lambda t: (-_f1(t), -t.documents, t.code.sort_key()))
-    else:
-        found.sort(key=lambda t: (-t.documents, -t.mean_share, t.code.sort_key()))
-    return found[:top]
+            found.append((entry, covered))
+    if label is None:  # ranked without labels: only the shown codes need theirs
+        found.sort(key=lambda t: (-t[0].documents, -t[0].mean_share, t[0].code.sort_key()))
+        return [_with_label(entry, labels, covered, label) for entry, covered in found[:top]]
+    ranked = [_with_label(entry, labels, covered, label) for entry, covered in found]
+    ranked.sort(key=lambda t: (-_f1(t), -t.documents, t.code.sort_key()))
+    return ranked[:top]
 
 
 def _labels(

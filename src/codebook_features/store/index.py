@@ -28,7 +28,7 @@ from codebook_features.store.schema import MANIFEST, SHARDS_DIR, TOKEN_COLUMNS
 
 INDEX_DIR = "index"
 INDEX_INFO = "index.json"
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 TOKEN_ARRAYS = {
     "document": np.int64,
     "position": np.int32,
@@ -49,6 +49,11 @@ def indptr_file(site: str) -> str:
 
 def rows_file(site: str) -> str:
     return f"{site}.rows.npy"
+
+
+def pairs_files(site: str) -> tuple[str, str, str]:
+    """Per code, the documents it fires in and how often: ``(indptr, documents, counts)``."""
+    return f"{site}.doc_indptr.npy", f"{site}.doc_index.npy", f"{site}.doc_counts.npy"
 
 
 def index_is_current(store: Path) -> bool:
@@ -107,9 +112,13 @@ def build_index(store: Path, manifest: dict[str, Any]) -> None:
             )
         for array in [*columns.values(), *ids.values()]:
             array.flush()
+        document = columns["document"]
+        firsts = np.flatnonzero(np.r_[True, document[1:] != document[:-1]]) if total else []
+        lengths = np.diff(np.r_[firsts, total]).astype(np.int64)
         for site, info in sites.items():
             _write_csr(tmp, site, ids[site], info["groups"], info["k"], info["num_codes"])
-        del columns, ids
+            _write_document_counts(tmp, site, lengths)
+        del columns, ids, document
         write_json(
             tmp / INDEX_INFO,
             {"index_version": INDEX_VERSION, "manifest_sha256": file_sha256(store / MANIFEST)},
@@ -172,12 +181,71 @@ def _write_csr(
             row_of, flat = row_of[flat >= 0], flat[flat >= 0]
         order = np.argsort(flat.astype(key_type), kind="stable")  # rows stay ascending per code
         here = np.bincount(flat, minlength=codes)
-        first_here = np.cumsum(here) - here  # where each code starts in the sorted chunk
-        code = flat[order]
-        rows[cursor[code] + np.arange(code.size) - first_here[code]] = row_of[order]
+        ends = np.cumsum(here)
+        chunk = row_of[order]  # the chunk's rows, code after code
+        for code in np.flatnonzero(here).tolist():  # each code's rows go on where they ended
+            count = int(here[code])
+            rows[cursor[code] : cursor[code] + count] = chunk[ends[code] - count : ends[code]]
         cursor += here
     rows.flush()
     np.save(directory / indptr_file(site), indptr)
+
+
+def _write_document_counts(directory: Path, site: str, lengths: np.ndarray) -> None:
+    """Per code, the documents (indices in store order) it fires in, ascending, with the
+    number of its tokens there: what topic codes need, at a fraction of the rows' size. A
+    code's rows are sorted and a document's rows consecutive, so pairs are run lengths,
+    computed over chunks of codes."""
+    indptr = np.load(directory / indptr_file(site))
+    rows = np.load(directory / rows_file(site), mmap_mode="r")
+    doc_of_row = np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
+    pairs = np.zeros(len(indptr), dtype=np.int64)  # becomes the pairs' indptr
+    indptr_name, index_name, counts_name = pairs_files(site)
+    with _Appender(directory / index_name) as index, _Appender(directory / counts_name) as counts:
+        code, total = 0, len(indptr) - 1
+        while code < total:
+            last = int(np.searchsorted(indptr, indptr[code] + CHUNK_ROWS, side="right")) - 1
+            last = min(max(last, code + 1), total)
+            lo, hi = int(indptr[code]), int(indptr[last])
+            if hi > lo:
+                owner = np.repeat(np.arange(code, last), np.diff(indptr[code : last + 1]))
+                docs = doc_of_row[np.asarray(rows[lo:hi])]
+                key = owner * len(lengths) + docs  # ascending
+                starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+                index.append(docs[starts])
+                counts.append(np.diff(np.r_[starts, key.size]).astype(np.int32))
+                pairs[code + 1 : last + 1] = np.bincount(
+                    owner[starts] - code, minlength=last - code
+                )
+            code = last
+    np.save(directory / indptr_name, np.cumsum(pairs))
+
+
+class _Appender:
+    """An int32 ``.npy`` file written piece by piece, for arrays whose length is known only
+    at the end (memory stays bounded by a piece)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.raw = path.with_suffix(".raw")
+        self.file = self.raw.open("wb")
+        self.count = 0
+
+    def __enter__(self) -> _Appender:
+        return self
+
+    def append(self, values: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(values, dtype=np.int32).tobytes())
+        self.count += len(values)
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+        if exc[0] is None:
+            header = {"descr": "<i4", "fortran_order": False, "shape": (self.count,)}
+            with self.path.open("wb") as out, self.raw.open("rb") as data:
+                np.lib.format.write_array_header_1_0(out, header)
+                shutil.copyfileobj(data, out, 1 << 24)
+        self.raw.unlink()
 
 
 def row_dtype(tokens: int) -> type:
@@ -189,6 +257,6 @@ def row_dtype(tokens: int) -> type:
 def _flat(ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """``(rows, slots)`` flat code per slot, ``-1`` for empty slots."""
     values = ids.astype(np.int64) + offsets
-    if ids.dtype.kind == "i":  # unsigned ids have no empty slots
+    if ids.dtype.kind == "i" and ids.min(initial=0) < 0:  # unsigned ids have no empty slots
         values[ids < 0] = -1
     return values

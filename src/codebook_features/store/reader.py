@@ -171,6 +171,13 @@ class CodeStore:
         rows = self._array(idx.rows_file(ref.site))[indptr[flat] : indptr[flat + 1]]
         return rows.astype(np.int64)
 
+    def document_counts(self, site: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(indptr, documents, counts)``: flat code ``c`` fires in the documents (indices in
+        :attr:`document_rows` order) ``documents[indptr[c]:indptr[c + 1]]``, ascending, on
+        ``counts[...]`` of their tokens (memory mapped)."""
+        self._site(site)
+        return tuple(self._array(name) for name in idx.pairs_files(site))  # type: ignore[return-value]
+
     def _indptr(self, site: str) -> np.ndarray:
         self._site(site)
         return self._array(idx.indptr_file(site))
