@@ -63,7 +63,8 @@ def test_document_counts_match_a_slow_count(store) -> None:
                 if fires[firsts[d] : firsts[d + 1]].any()
             ]
             lo, hi = indptr[flat], indptr[flat + 1]
-            assert list(zip(documents[lo:hi].tolist(), counts[lo:hi].tolist())) == expected
+            found = zip(documents[lo:hi].tolist(), counts[lo:hi].tolist(), strict=True)
+            assert list(found) == expected
 
 
 def test_topic_codes_find_the_planted_topic(store) -> None:
