@@ -166,3 +166,18 @@ def test_steering_vector_refuses_empty_texts(cbm, tok) -> None:
         steering_vector(cbm, tok, "layers.1.mlp", [""], CONTRAST)
     with pytest.raises(CodebookError, match="at least one"):
         steering_vector(cbm, tok, "layers.1.mlp", CONCEPT, [])
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_a_text_longer_than_the_context_is_averaged_over_its_windows(tok, site) -> None:
+    config = CodebookModelConfig(num_codes=16, k=2, sites=["attn_heads", "mlp"])
+    short = CodebookModel(neox_model(vocab_size=len(tok), max_position_embeddings=3), config)
+    short = short.double().eval()
+    texts = [CONCEPT[2], CONCEPT[1]]  # 8 tokens: windows of 3, 3 and 2; 2 tokens: one window
+    ids = [tok(text, add_special_tokens=False)["input_ids"] for text in texts]
+    pieces = [ids[0][0:3], ids[0][3:6], ids[0][6:8], ids[1]]
+    assert [len(p) for p in pieces] == [3, 3, 2, 2]
+    by_hand = torch.cat([run(short, site, torch.tensor([p]))[1][0] for p in pieces]).mean(0)
+    for batch_size in (1, 3):
+        found = mean_activation(short, tok, site, texts, batch_size=batch_size)
+        torch.testing.assert_close(found, by_hand.float(), atol=1e-6, rtol=1e-5)

@@ -64,8 +64,9 @@ def test_activation_addition_with_alpha_zero_equals_no_steering(evaluated) -> No
         base.perplexity,
     )
     generations = out / "generations"
-    plain = (generations / "unsteered.jsonl").read_text()
-    assert (generations / "actadd-dragon-0.jsonl").read_text() == plain
+    (plain,) = generations.glob("unsteered-*.jsonl")
+    (zero_file,) = generations.glob("actadd-dragon-0.0-new-*.jsonl")
+    assert zero_file.read_text() == plain.read_text()
 
 
 def test_report_files_and_rerun_gives_the_same_table(evaluated) -> None:
@@ -75,8 +76,43 @@ def test_report_files_and_rerun_gives_the_same_table(evaluated) -> None:
     assert "## dragon" in table and "8 code(s), all, new" in table
     assert load_report(out).to_dict() == report.to_dict()
     # a second run finds every condition's generations and gives the same numbers
+    files = sorted((out / "generations").iterdir())
     again = evaluate_steering(settings(world, out))
     assert json.dumps(again.to_dict()) == json.dumps(report.to_dict())
+    assert sorted((out / "generations").iterdir()) == files
+
+
+def test_a_fresh_run_generates_the_same_table(evaluated, tmp_path) -> None:
+    world, _, report = evaluated
+    fresh = evaluate_steering(settings(world, tmp_path / "fresh", concepts=["sea"]))
+    assert [r.to_dict() for r in fresh.rows] == [r.to_dict() for r in report.rows_of("sea")]
+
+
+def test_a_changed_concept_file_is_generated_again(tmp_path_factory, tmp_path) -> None:
+    from codebook_features.loading import load_model
+    from codebook_features.steering.concept import save_concept
+    from codebook_features.steering.selection import SelectionRule, concept_from_label
+    from codebook_features.store.reader import CodeStore
+
+    world = planted(tmp_path_factory)
+    cbm, store = load_model(str(world.model)), CodeStore(world.store)
+    concepts = tmp_path / "concepts"
+
+    def run(codes: int) -> dict:
+        rule = SelectionRule(max_codes=codes)
+        concept = concept_from_label(store, cbm, "dragon", "label", "dragon", rule)
+        save_concept(concept, concepts / "dragon.json", overwrite=True)
+        small = {"samples": 4, "strengths": [8], "alphas": [], "concepts_dir": str(concepts)}
+        report = evaluate_steering(settings(world, tmp_path / "eval", **small))
+        return report.concepts["dragon"], report.rows_of("dragon", "codes")[0]
+
+    first, first_row = run(8)
+    second, second_row = run(1)
+    assert len(first["codes"]) == 8 and len(second["codes"]) == 1
+    assert first_row.codes == 8 and second_row.codes == 1
+    assert not second["held_out"]  # chosen on every document, and the report says so
+    assert "not held out" in (tmp_path / "eval" / "steering.md").read_text()
+    assert len(list((tmp_path / "eval" / "generations").glob("codes-dragon-*"))) == 2
 
 
 def test_settings_of_another_evaluation_are_refused(evaluated) -> None:
@@ -94,6 +130,8 @@ def test_settings_of_another_evaluation_are_refused(evaluated) -> None:
         ({"concepts": ["dragon=("]}, "bad regex"),
         ({"label_field": "topic"}, "has no column 'topic'"),
         ({"strengths": [0]}, "strengths"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"concepts_dir": "/nonexistent"}, "not a directory"),
     ],
 )
 def test_mistakes(tmp_path_factory, tmp_path, changes, message) -> None:

@@ -221,3 +221,26 @@ def test_mode_and_refusals(tokenizer: object) -> None:
         perplexity(model, tokenizer, ["the"], [[3, 61]])
     with pytest.raises(CodebookError, match="batch_size"):
         perplexity(model, tokenizer, ["the"], ["cat"], batch_size=0)
+
+
+class Certain(torch.nn.Module):
+    """A model sure of token 0 at every position: any other token costs about 1000 nats."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(1000.0))
+
+    def forward(self, input_ids: torch.Tensor, **_: object) -> object:
+        logits = torch.zeros(*input_ids.shape, 8)
+        logits[..., 0] = self.scale
+        return type("Output", (), {"logits": logits})()
+
+
+def test_an_overflowing_perplexity_is_inf() -> None:
+    result = perplexity(Certain(), None, [[1], [1]], [[2, 3], [0]])
+    assert result.tokens == 3
+    assert result.per_text[0] == math.inf  # exp(1000) overflows
+    assert result.per_text[1] == pytest.approx(1.0)
+    assert result.value == pytest.approx(math.exp(2000 / 3), rel=1e-3)  # no overflow here
+    alone = perplexity(Certain(), None, [[1]], [[2, 3]], batch_size=1)
+    assert alone.value == math.inf and alone.per_text == [math.inf]

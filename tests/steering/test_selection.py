@@ -18,6 +18,7 @@ from codebook_features.steering.selection import (
     concept_from_label,
     concept_from_regex,
     concept_from_texts,
+    count_codes,
     document_token_rows,
     split_documents,
 )
@@ -120,9 +121,14 @@ def test_a_label_concept_scores_the_labels_tokens(store, cbm):
 
 def count(cbm: CodebookModel, tokenizer, texts: list[str]) -> dict[CodeRef, int]:
     """Firings of every code over the texts, one text per forward pass (no padding)."""
+    return count_ids(cbm, [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts])
+
+
+def count_ids(cbm: CodebookModel, rows: list[list[int]]) -> dict[CodeRef, int]:
+    """Firings of every code over token id sequences, one per forward pass (no padding)."""
     found: Counter[CodeRef] = Counter()
-    for text in texts:
-        ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+    for row in rows:
+        ids = torch.tensor([row])
         with torch.no_grad():
             _, seen = cbm.run_with_codes(input_ids=ids)
         for site in cbm.sites:
@@ -191,3 +197,32 @@ def test_nothing_passing_the_rule_is_an_error(store, cbm):
         concept_from_regex(store, cbm, "x", "unicorn")
     with pytest.raises(CodebookError, match="only k=2 slots"):  # the default mode is "all"
         concept_from_regex(store, cbm, "x", "dragon", SelectionRule(sites=("mlp",), per_group=3))
+
+
+def test_texts_longer_than_the_context_are_counted_over_their_windows(tokenizer):
+    short = CodebookModel(
+        neox_model(0, vocab_size=len(tokenizer), max_position_embeddings=3),
+        CodebookModelConfig(**CODEBOOKS),
+    ).eval()
+    texts = ["the red dragon guards the castle .", "", "the dragon"]  # 7 tokens, none, 2
+    ids = tokenizer(texts[0], add_special_tokens=False)["input_ids"]
+    windows = [
+        ids[0:3],
+        ids[3:6],
+        ids[6:7],
+        tokenizer(texts[2], add_special_tokens=False)["input_ids"],
+    ]
+    assert [len(w) for w in windows] == [3, 3, 1, 2]
+    expected = count_ids(short, windows)
+    for batch_size in (1, 4):
+        counts, tokens = count_codes(short, tokenizer, texts, short.sites, batch_size)
+        assert tokens == 9
+        found = Counter(
+            {
+                CodeRef(site, group, code): int(n)
+                for site, grid in counts.items()
+                for (group, code), n in np.ndenumerate(grid)
+                if n
+            }
+        )
+        assert found == expected

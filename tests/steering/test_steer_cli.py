@@ -92,6 +92,21 @@ def test_a_concept_steers_with_its_first_codes(world, capsys) -> None:
     assert [spec["site"] for spec in both["interventions"]] == [*sites, "layers.1.mlp"]
 
 
+def test_a_concept_is_found_by_name_in_the_concepts_directory(world, capsys) -> None:
+    if not (world / "dragons.json").exists():
+        pytest.skip("codebook_features.steering.concept is not there yet")
+    options = ["--top", "2", "--json"]
+    by_name = json.loads(
+        steer(world, capsys, "--concept", "dragons", "--concepts_dir", str(world), *options)
+    )
+    by_file = json.loads(steer(world, capsys, "--concept", str(world / "dragons.json"), *options))
+    assert by_name == by_file
+    assert [spec["site"] for spec in by_name["interventions"]] == [
+        "layers.0.mlp",
+        "layers.1.attn_heads",
+    ]
+
+
 def test_text_is_side_by_side_when_wide_and_stacked_when_narrow() -> None:
     result = SteeringResult(
         prompt="the cat",
@@ -126,7 +141,8 @@ MISTAKES = [
     ("bad-top-p", "--codes layers.0.mlp/0/3 --top_p 2", "top_p must be"),
     ("bad-mode", "--codes layers.0.mlp/0/3 --mode most", "cannot read 'most'"),
     ("too-many-for-k", "--codes layers.0.mlp/0/3 layers.0.mlp/0/4 layers.0.mlp/0/5", "k=2"),
-    ("missing-concept", "--concept {root}/nowhere.json", "no concept file"),
+    ("missing-concept", "--concept {root}/nowhere.json", "no concept '"),
+    ("unknown-concept-name", "--concept nobody --concepts_dir {root}", "no concept 'nobody'"),
     ("too-long", "--codes layers.0.mlp/0/3 --max_new_tokens 500", "context"),
 ]
 

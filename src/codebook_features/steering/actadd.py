@@ -28,6 +28,7 @@ from torch import Tensor
 from codebook_features.errors import CodebookError
 from codebook_features.interventions.apply import TokenPositions
 from codebook_features.interventions.spec import Positions
+from codebook_features.steering.batches import check_batch_size, padded_batches, windows
 
 if TYPE_CHECKING:
     from codebook_features.model import CodebookModel
@@ -38,36 +39,28 @@ def mean_activation(
     cbm: CodebookModel, tokenizer: Any, site: str, texts: Sequence[str], *, batch_size: int = 8
 ) -> Tensor:
     """The mean, over every token of ``texts``, of the activation the network reads at ``site``
-    (codebook output if enabled, else its input): a float32 CPU vector of the site's width."""
+    (codebook output if enabled, else its input): a float32 CPU vector of the site's width.
+
+    Texts are tokenized without special tokens, as a code store records them; a text longer
+    than the model's context is cut into consecutive windows, so every token counts."""
     from codebook_features.store.model_loading import context_length
 
     width = cbm.codebook(site).config.dim  # refuses an unknown site
     if isinstance(texts, str) or not texts:
         raise CodebookError("give a list of texts (at least one), not a single string")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise CodebookError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    encoded = [tokenizer(text)["input_ids"] for text in texts]
+    check_batch_size(batch_size)
     context = context_length(cbm.model.config)
-    for text, ids in zip(texts, encoded, strict=True):
+    pieces: list[list[int]] = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if not ids:
             raise CodebookError(f"the text {text!r} has no tokens")
-        if context is not None and len(ids) > context:
-            raise CodebookError(
-                f"a text of {len(ids)} tokens is longer than the model's context ({context})"
-            )
+        pieces += windows(ids, context)
     part = "outputs" if site in cbm.enabled else "inputs"
     device = next(cbm.parameters()).device
     total = torch.zeros(width, dtype=torch.float64, device=device)
     count = 0
-    for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start : start + batch_size]
-        longest = max(len(ids) for ids in chunk)
-        # right padding: causal attention keeps the real tokens' activations unchanged
-        ids = torch.zeros(len(chunk), longest, dtype=torch.long, device=device)
-        mask = torch.zeros_like(ids)
-        for row, tokens in enumerate(chunk):
-            ids[row, : len(tokens)] = torch.as_tensor(tokens, device=device)
-            mask[row, : len(tokens)] = 1
+    for ids, mask, _ in padded_batches(pieces, batch_size, device):
         watch = {"inputs": part == "inputs", "outputs": part == "outputs"}
         with cbm.observe(site, ids=False, **watch) as seen:
             cbm(input_ids=ids, attention_mask=mask, use_cache=False)

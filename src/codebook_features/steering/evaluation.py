@@ -39,6 +39,7 @@ import numpy as np
 
 from codebook_features.errors import CodebookError
 from codebook_features.files import STEERING_GENERATIONS_DIR, STEERING_SETTINGS
+from codebook_features.steering.batches import check_batch_size
 from codebook_features.steering.results import ConditionResult, SteeringReport
 
 log = logging.getLogger(__name__)
@@ -113,16 +114,42 @@ class SteeringEvalConfig:
         for name in ("strengths", "modes", "positions", "prompts"):
             if not getattr(self, name):
                 raise CodebookError(f"evaluate-steering: {name} is empty")
-        for name, least in (("samples", 1), ("max_new_tokens", 1), ("vector_documents", 1)):
-            if getattr(self, name) < least:
-                raise CodebookError(f"evaluate-steering: {name} must be at least {least}")
+        if self.vector_documents < 1:
+            raise CodebookError("evaluate-steering: vector_documents must be at least 1")
+        check_batch_size(self.batch_size)
+        if not 0 < self.selection_fraction < 1:
+            raise CodebookError("evaluate-steering: selection_fraction must be between 0 and 1")
+        self.generation()  # refuses bad sampling settings before anything is loaded
+        self.rule()
         if any(n < 1 for n in self.strengths):
             raise CodebookError("evaluate-steering: strengths are numbers of codes (>= 1)")
         if any(not np.isfinite(a) for a in self.alphas):
             raise CodebookError("evaluate-steering: alphas must be finite numbers")
-        labels = [parse_concept(c)[0] for c in self.concepts]
-        if len(set(labels)) != len(labels):
+        names = [concept_name(parse_concept(c)[0]) for c in self.concepts]
+        if len(set(names)) != len(names):
             raise CodebookError("evaluate-steering: a label is named twice in --concepts")
+
+    def generation(self) -> Any:
+        from codebook_features.steering.generate import GenerationSettings
+
+        return GenerationSettings(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            samples=self.samples,
+            seed=self.seed,
+        )
+
+    def rule(self) -> Any:
+        from codebook_features.steering.selection import SelectionRule
+
+        return SelectionRule(
+            sites=tuple(self.sites) if self.sites else None,
+            per_group=self.per_group,
+            max_codes=self.max_codes,
+            min_support=self.min_support,
+        )
 
     def content(self) -> dict[str, Any]:
         """The settings that decide the generations (a continued evaluation must match)."""
@@ -160,9 +187,10 @@ class Condition:
     def key(self) -> str:
         if self.method == "none":
             return "unsteered"
+        name = concept_name(self.concept or "")
         if self.method == "codes":
-            return f"codes-{self.concept}-{self.top}-{self.mode}-{self.positions}"
-        return f"actadd-{self.concept}-{self.alpha:g}"
+            return f"codes-{name}-{self.top}-{self.mode}-{self.positions}"
+        return f"actadd-{name}-{self.alpha!r}-{self.positions}"
 
 
 def evaluate_steering(config: SteeringEvalConfig) -> SteeringReport:
@@ -191,7 +219,10 @@ def evaluate_steering(config: SteeringEvalConfig) -> SteeringReport:
         store=config.store,
         settings=config.content(),
         classifier=setup.classifier_report,
-        concepts={name: concept.to_dict() for name, concept in setup.concepts.items()},
+        concepts={
+            name: concept.to_dict() | {"held_out": setup.held_out[name]}
+            for name, concept in setup.concepts.items()
+        },
         rows=rows,
     )
     write_report(Path(config.output_dir), report)
@@ -212,6 +243,12 @@ class _Setup:
     classifier: Any
     classifier_report: dict[str, Any]
     settings: Any
+    identity: dict[str, Any]
+    """What the generations depend on besides the condition: model, prompts, sampling."""
+    held_out: dict[str, bool]
+    """Per concept: were its codes chosen on the selection half only?"""
+    fluency: dict[str, Any]
+    """Perplexity per generations file (the unsteered one is scored once)."""
 
     def interventions(self, condition: Condition) -> list[Any]:
         from codebook_features.steering.actadd import AddActivation
@@ -227,40 +264,63 @@ class _Setup:
             for site, vector in self.vectors[condition.concept].items()
         ]
 
-    def generate(self, condition: Condition) -> list[Any]:
-        """The condition's generations, from the cache when an earlier run made them."""
+    def generations_file(self, condition: Condition, interventions: list[Any]) -> Path:
+        """Where a condition's generations are kept: named by the condition and a digest of
+        everything they depend on (model, prompts, sampling, the codes or vectors), so a
+        changed concept or model is generated again, never read from an older file."""
+        from codebook_features.steering.generate import describe
+
+        vectors = [
+            hashlib.sha256(v.numpy().tobytes()).hexdigest()
+            for v in (getattr(i, "vector", None) for i in interventions)
+            if v is not None
+        ]
+        identity = self.identity | {"steering": describe(interventions), "vectors": vectors}
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        return self.out / STEERING_GENERATIONS_DIR / f"{condition.key}-{digest[:16]}.jsonl"
+
+    def generate(self, condition: Condition) -> tuple[Path, list[Any]]:
+        """The condition's generations, from its file when an earlier run made them."""
         from codebook_features.files import write_text
         from codebook_features.steering.generate import Generation, generate_texts
 
-        path = self.out / STEERING_GENERATIONS_DIR / f"{condition.key}.jsonl"
+        interventions = self.interventions(condition)
+        path = self.generations_file(condition, interventions)
         if path.is_file():
-            return [Generation(**_generation(line)) for line in path.read_text().splitlines()]
+            try:
+                lines = path.read_text().splitlines()
+                return path, [Generation(**_generation(line)) for line in lines]
+            except (ValueError, TypeError, KeyError):
+                log.warning("%s is damaged: generating it again", path)
         log.info("generating: %s", condition.key)
         found = generate_texts(
             self.cbm,
             self.tokenizer,
             self.config.prompts,
             self.settings,
-            interventions=self.interventions(condition),
+            interventions=interventions,
             batch_size=self.config.batch_size,
         )
         write_text(path, "".join(json.dumps(g.to_dict()) + "\n" for g in found))
-        return found
+        return path, found
 
-    def score(self, condition: Condition, generations: list[Any]) -> ConditionResult:
+    def score(self, condition: Condition, generated: tuple[Path, list[Any]]) -> ConditionResult:
         from codebook_features.steering.metrics import distinct_n, perplexity, regex_rate
 
         name = condition.concept
         assert name is not None
+        path, generations = generated
         texts = [g.text for g in generations]
         regex = self.regexes[name]
-        fluency = perplexity(
-            self.cbm,
-            self.tokenizer,
-            [g.prompt for g in generations],
-            [list(g.token_ids) for g in generations],
-            batch_size=self.config.batch_size,
-        )
+        if path not in self.fluency:  # under the unsteered model: nothing is entered here
+            self.fluency[path] = perplexity(
+                self.cbm,
+                self.tokenizer,
+                [g.prompt for g in generations],
+                [list(g.token_ids) for g in generations],
+                batch_size=self.config.batch_size,
+            )
+        fluency = self.fluency[path]
         return ConditionResult(
             concept=name,
             method=condition.method,
@@ -282,8 +342,9 @@ def _setup(config: SteeringEvalConfig) -> _Setup:
     from codebook_features.loading import load_model_and_tokenizer
     from codebook_features.ownership import STEERING_EVAL, check_output_dir, clear_own, mark
     from codebook_features.steering.classifier import TopicClassifier
-    from codebook_features.steering.generate import GenerationSettings
+    from codebook_features.steering.concept import model_fingerprint
     from codebook_features.steering.selection import check_store, split_documents
+    from codebook_features.store.model_loading import check_recorded_with
     from codebook_features.store.reader import CodeStore
 
     setup = _Setup()
@@ -300,11 +361,15 @@ def _setup(config: SteeringEvalConfig) -> _Setup:
                 f"{out} holds an evaluation with other settings ({', '.join(changed)}): give "
                 "another --output_dir, or --overwrite to start again"
             )
+    if config.concepts_dir is not None and not Path(config.concepts_dir).is_dir():
+        raise CodebookError(f"--concepts_dir {config.concepts_dir} is not a directory")
     setup.cbm, setup.tokenizer = load_model_and_tokenizer(config.model, config.device)
     for site in setup.cbm.sites:  # generation must not change the codebooks' statistics
         setup.cbm.codebook(site).track_stats = False
     store = CodeStore(config.store)
+    check_recorded_with(store, config.model)
     check_store(store, setup.cbm)
+    setup.fluency = {}
     documents = store.documents
     if config.label_field not in documents.column_names:
         raise CodebookError(
@@ -336,21 +401,21 @@ def _setup(config: SteeringEvalConfig) -> _Setup:
     setup.classifier_report = setup.classifier.evaluate(
         [texts[i] for i in test], [labels[i] for i in test]
     ).to_dict()
-    setup.concepts = {
-        label: _concept(config, store, setup.cbm, label, selection) for label in setup.labels
-    }
+    setup.concepts, setup.held_out = {}, {}
+    for label in setup.labels:
+        setup.concepts[label], setup.held_out[label] = _concept(
+            config, store, setup.cbm, label, selection
+        )
     setup.vectors = {
         label: _vectors(config, setup, concept, texts, labels, chosen, label)
         for label, concept in setup.concepts.items()
     }
-    setup.settings = GenerationSettings(
-        max_new_tokens=config.max_new_tokens,
-        temperature=config.temperature,
-        top_k=config.top_k,
-        top_p=config.top_p,
-        samples=config.samples,
-        seed=config.seed,
-    )
+    setup.settings = config.generation()
+    setup.identity = {
+        "model": model_fingerprint(setup.cbm),
+        "prompts": config.prompts,
+        "settings": setup.settings.to_dict(),
+    }
     if state == "ours" and config.overwrite:
         clear_own(out, STEERING_EVAL)
     mark(out, STEERING_EVAL)
@@ -362,23 +427,31 @@ def _setup(config: SteeringEvalConfig) -> _Setup:
 
 def _concept(
     config: SteeringEvalConfig, store: Any, cbm: Any, label: str, selection: np.ndarray
-) -> Any:
+) -> tuple[Any, bool]:
+    """The label's concept, and whether its codes were chosen on the selection half only: a
+    concept file from ``concepts_dir`` when there is one (it says which documents chose it),
+    else codes chosen now on the selection half by the configured rule."""
     from codebook_features.steering.concept import concept_file, load_concept
-    from codebook_features.steering.selection import SelectionRule, concept_from_label
+    from codebook_features.steering.selection import concept_from_label, store_source
 
+    held_out = store_source(store, selection)["documents"]
     if config.concepts_dir is not None:
-        path = concept_file(config.concepts_dir, label)
+        path = concept_file(config.concepts_dir, concept_name(label))
         if path.is_file():
-            return load_concept(path, cbm)
-    rule = SelectionRule(
-        sites=tuple(config.sites) if config.sites else None,
-        per_group=config.per_group,
-        max_codes=config.max_codes,
-        min_support=config.min_support,
+            concept = load_concept(path, cbm)
+            chosen_on = (concept.selection.get("store") or {}).get("documents")
+            if chosen_on != held_out:
+                log.warning(
+                    "the codes of %s were not chosen on the selection half of %s: the "
+                    "evaluation is not held out for them",
+                    path,
+                    store.path,
+                )
+            return concept, chosen_on == held_out
+    concept = concept_from_label(
+        store, cbm, concept_name(label), config.label_field, label, config.rule(), selection
     )
-    return concept_from_label(
-        store, cbm, _file_name(label), config.label_field, label, rule, documents=selection
-    )
+    return concept, True
 
 
 def _vectors(
@@ -404,39 +477,21 @@ def _vectors(
     pick = config.vector_documents
     inside = sorted(rng.permutation(inside)[:pick].tolist())
     outside = sorted(rng.permutation(outside)[:pick].tolist())
-    fit = _fit_context(setup)
     sites = sorted({ref.site for ref in concept.codes})
     return {
         site: steering_vector(
             setup.cbm,
             setup.tokenizer,
             site,
-            [fit(texts[i]) for i in inside],
-            [fit(texts[i]) for i in outside],
+            [texts[i] for i in inside],
+            [texts[i] for i in outside],
             batch_size=config.batch_size,
         )
         for site in sites
     }
 
 
-def _fit_context(setup: _Setup) -> Any:
-    """A text cut to the model's context (steering vectors average over whole documents)."""
-    from codebook_features.store.model_loading import context_length
-
-    context = context_length(setup.cbm.model.config)
-
-    def fit(text: str) -> str:
-        if context is None:
-            return text
-        encoded = setup.tokenizer(text, return_offsets_mapping=True)
-        if len(encoded["input_ids"]) <= context:
-            return text
-        return text[: encoded["offset_mapping"][context - 1][1]]
-
-    return fit
-
-
-def _file_name(label: str) -> str:
+def concept_name(label: str) -> str:
     """A concept name from a label (concept names allow letters, digits, ``-_.``)."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-.") or "concept"
     if name != label:

@@ -41,6 +41,7 @@ from transformers.generation.logits_process import (
 
 from codebook_features.errors import CodebookError
 from codebook_features.interventions import Ablate, Force, applied
+from codebook_features.steering.batches import check_batch_size
 
 if TYPE_CHECKING:
     from codebook_features.model import CodebookModel
@@ -220,8 +221,7 @@ def generate_texts(
     therefore be one that can be entered again (as the ones of this library can)."""
     if isinstance(prompts, str):
         raise CodebookError("prompts must be a list of strings, not one string")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise CodebookError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    check_batch_size(batch_size)
     steering = [applied(cbm, s) if isinstance(s, (Force, Ablate)) else s for s in interventions]
     for item in steering:
         if not (hasattr(item, "__enter__") and hasattr(item, "__exit__")):

@@ -140,17 +140,19 @@ class Perplexity:
     """Perplexity of continuations given their prompts."""
 
     value: float
-    """exp(total NLL / total scored tokens) over all texts; nan when no token was scored."""
+    """exp(total NLL / total scored tokens) over all texts; nan when no token was scored, inf
+    when the exponential overflows."""
     per_text: list[float]
-    """Each continuation's own perplexity; nan for one with no scored token."""
+    """Each continuation's own perplexity; nan for one with no scored token, inf where the
+    exponential overflows."""
     tokens: int
     """Continuation tokens scored."""
 
     def to_dict(self) -> dict[str, Any]:
-        """Like the fields, with None for nan (NaN is not JSON)."""
+        """Like the fields, with None for nan and inf (neither is JSON)."""
 
         def plain(x: float) -> float | None:
-            return None if math.isnan(x) else x
+            return None if not math.isfinite(x) else x
 
         return {
             "value": plain(self.value),
@@ -180,6 +182,7 @@ def perplexity(
     import torch
 
     from codebook_features.model import CodebookModel
+    from codebook_features.steering.batches import check_batch_size, padded_batches
     from codebook_features.store.model_loading import context_length
 
     if len(prompts) != len(continuations):
@@ -187,14 +190,14 @@ def perplexity(
             f"perplexity needs one prompt per continuation, got {len(prompts)} prompts and "
             f"{len(continuations)} continuations"
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise CodebookError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_batch_size(batch_size)
     hf = model.model if isinstance(model, CodebookModel) else model
     context = context_length(getattr(hf, "config", None))
     vocab = (
         hf.get_input_embeddings().num_embeddings if hasattr(hf, "get_input_embeddings") else None
     )
-    windows: list[tuple[list[int], int]] = []  # (ids, index of the first scored position)
+    windows: list[list[int]] = []
+    firsts: list[int] = []  # each window's first scored position
     for i, (prompt, continuation) in enumerate(zip(prompts, continuations, strict=True)):
         head = _ids(tokenizer, prompt, special=True, vocab=vocab, what=f"prompt {i}")
         tail = _ids(tokenizer, continuation, special=False, vocab=vocab, what=f"continuation {i}")
@@ -205,38 +208,40 @@ def perplexity(
             )
         ids = head + tail
         cut = max(0, len(ids) - context) if context else 0
-        windows.append((ids[cut:], max(len(head) - cut, 1)))
+        windows.append(ids[cut:])
+        firsts.append(max(len(head) - cut, 1))
 
     device = next(model.parameters()).device
     nll = [0.0] * len(windows)
-    counts = [len(ids) - first for ids, first in windows]
+    counts = [len(ids) - first for ids, first in zip(windows, firsts, strict=True)]
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            for start in range(0, len(windows), batch_size):
-                batch = windows[start : start + batch_size]
-                if all(len(ids) <= first for ids, first in batch):
+            for input_ids, mask, rows in padded_batches(windows, batch_size, device):
+                if not any(counts[i] for i in rows):
                     continue  # nothing to score: skip the forward pass
-                length = max(len(ids) for ids, _ in batch)
-                input_ids = torch.zeros((len(batch), length), dtype=torch.long)  # 0 pads
-                mask = torch.zeros((len(batch), length), dtype=torch.long)
-                for row, (ids, _) in enumerate(batch):
-                    input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-                    mask[row, : len(ids)] = 1
-                input_ids, mask = input_ids.to(device), mask.to(device)
                 logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
                 # position t's logits predict token t + 1
                 logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
                 picked = logprobs.gather(-1, input_ids[:, 1:, None])[..., 0].cpu()
-                for row, (ids, first) in enumerate(batch):
-                    nll[start + row] = -picked[row, first - 1 : len(ids) - 1].double().sum().item()
+                for row, i in enumerate(rows):
+                    scored = picked[row, firsts[i] - 1 : len(windows[i]) - 1]
+                    nll[i] = -scored.double().sum().item()
     finally:
         model.train(was_training)
     tokens = sum(counts)
-    per_text = [math.exp(x / c) if c else math.nan for x, c in zip(nll, counts, strict=True)]
-    value = math.exp(sum(nll) / tokens) if tokens else math.nan
+    per_text = [_exp(x / c) if c else math.nan for x, c in zip(nll, counts, strict=True)]
+    value = _exp(sum(nll) / tokens) if tokens else math.nan
     return Perplexity(value=value, per_text=per_text, tokens=tokens)
+
+
+def _exp(x: float) -> float:
+    """``math.exp(x)``, but inf where that overflows (a mean loss above ~709.78)."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
 
 
 def _ids(tokenizer: Any, text: Any, *, special: bool, vocab: int | None, what: str) -> list[int]:

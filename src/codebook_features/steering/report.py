@@ -55,11 +55,17 @@ def markdown(report: SteeringReport) -> str:
         "",
     ]
     for concept in report.concepts:
-        codes = ", ".join(c["code"] for c in report.concepts[concept]["codes"])
+        saved = report.concepts[concept]
+        codes = ", ".join(c["code"] for c in saved["codes"])
+        chosen = (
+            "chosen on the selection half (held out from the classifier)"
+            if saved.get("held_out", True)
+            else "from a concept file chosen on other documents: **not held out**"
+        )
         lines += [
             f"## {concept}",
             "",
-            f"Codes, best first: {codes}",
+            f"Codes, best first ({chosen}): {codes}",
             "",
             "| condition | on topic (regex) | on topic (classifier) | perplexity | distinct-1 "
             "| distinct-2 |",
@@ -95,8 +101,9 @@ def summary_lines(report: SteeringReport) -> list[str]:
 
 
 def plot(report: SteeringReport, path: Path) -> None:
-    """Per concept: on-topic rate against perplexity, for the code sweep (one line per slot
-    mode and positions) and the activation-addition sweep, from the unsteered point."""
+    """Per concept: on-topic rate against perplexity, by the classifier (top row) and by the
+    regex (bottom row, when concepts have one), for the code sweep (one line per slot mode
+    and positions) and the activation-addition sweep, each from the unsteered point."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,10 +112,17 @@ def plot(report: SteeringReport, path: Path) -> None:
     from codebook_features.files import atomic_file
 
     concepts = list(report.concepts)
+    measures = [("classifier", "on topic (classifier)")]
+    if any(r.regex is not None for r in report.rows):
+        measures.append(("regex", "on topic (regex)"))
     fig, axes = plt.subplots(
-        1, len(concepts), figsize=(4.5 * len(concepts), 4), squeeze=False, sharey=True
+        len(measures),
+        len(concepts),
+        figsize=(4.5 * len(concepts), 3.8 * len(measures)),
+        squeeze=False,
+        sharey=True,
     )
-    for ax, concept in zip(axes[0], concepts, strict=True):
+    for column, concept in enumerate(concepts):
         base = report.rows_of(concept, "none")[0]
         series: dict[str, list[ConditionResult]] = {}
         for row in report.rows_of(concept):
@@ -116,26 +130,33 @@ def plot(report: SteeringReport, path: Path) -> None:
                 series.setdefault(f"codes ({row.mode}, {row.positions})", []).append(row)
             elif row.method == "actadd":
                 series.setdefault(f"activation addition ({row.positions})", []).append(row)
-        for label, rows in series.items():
-            points = [base, *rows]
-            ax.plot(
-                [r.perplexity for r in points],
-                [r.classifier.rate for r in points],
-                marker="o",
-                label=label,
-            )
-            for r in rows:
-                if r.method == "actadd" and r.alpha == 0:
-                    continue  # the unsteered point
-                text = f"{r.codes}" if r.method == "codes" else f"a={r.alpha:g}"
-                ax.annotate(text, (r.perplexity, r.classifier.rate), fontsize=7)
-        ax.scatter([base.perplexity], [base.classifier.rate], color="black", zorder=5)
-        ax.set_title(concept)
-        ax.set_xlabel("perplexity under the unsteered model")
-        ax.set_xscale("log")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("on topic (classifier)")
+        for line, (measure, axis_label) in enumerate(measures):
+            ax = axes[line][column]
+            if getattr(base, measure) is None:
+                ax.set_axis_off()
+                continue
+
+            def rate(r: ConditionResult, measure: str = measure) -> float:
+                return getattr(r, measure).rate
+
+            for label, rows in series.items():
+                points = [base, *rows]
+                ax.plot(
+                    [r.perplexity for r in points], [rate(r) for r in points], "o-", label=label
+                )
+                for r in rows:
+                    if r.method == "actadd" and r.alpha == 0:
+                        continue  # the unsteered point
+                    text = f"{r.codes}" if r.method == "codes" else f"a={r.alpha:g}"
+                    ax.annotate(text, (r.perplexity, rate(r)), fontsize=7)
+            ax.scatter([base.perplexity], [rate(base)], color="black", zorder=5)
+            ax.set_title(concept)
+            ax.set_xlabel("perplexity under the unsteered model")
+            ax.set_xscale("log")
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+            if column == 0:
+                ax.set_ylabel(axis_label)
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ from codebook_features.code_ref import CodeRef
 from codebook_features.errors import CodebookError
 from codebook_features.search.regex import regex_token_rows, score_codes
 from codebook_features.search.topics import _labels
+from codebook_features.steering.batches import check_batch_size, padded_batches, windows
 from codebook_features.steering.concept import (
     Concept,
     check_name,
@@ -186,7 +187,7 @@ def split_documents(
     return np.sort(order[:count]), np.sort(order[count:])
 
 
-def _store_source(store: CodeStore, documents: Any) -> dict[str, Any]:
+def store_source(store: CodeStore, documents: Any) -> dict[str, Any]:
     source: dict[str, Any] = {
         "path": str(store.path),
         "model": (store.manifest.get("model") or {}).get("fingerprint"),
@@ -273,7 +274,7 @@ def _from_store(
     )
     keys = ("precision", "recall", "f1")
     ranked = [(s.code, {k: round(getattr(s, k), 6) for k in keys} | _counts(s)) for s in found]
-    selection |= {"tokens": int(positive.size), "store": _store_source(store, documents)}
+    selection |= {"tokens": int(positive.size), "store": store_source(store, documents)}
     return _concept(model, name, ranked, rule, selection, description)
 
 
@@ -348,15 +349,16 @@ def count_codes(
     what: str = "texts",
 ) -> tuple[dict[str, np.ndarray], int]:
     """``({site: (groups, num_codes) firings}, tokens)`` of the model over ``texts``
-    (tokenized without special tokens, as a store records them; cut to the context length)."""
+    (tokenized without special tokens, as a store records them; a text longer than the model's
+    context is cut into consecutive windows, so every token counts). Texts without tokens are
+    left out; ``texts`` with no token at all are refused."""
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise CodebookError(f"{what} must be a list of texts")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise CodebookError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    limit = context_length(model.model.config) or 1024
+    check_batch_size(batch_size)
+    context = context_length(model.model.config)
     found = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
-    encoded = [list(ids[:limit]) for ids in found if len(ids)]
-    if not encoded:
+    pieces = [piece for ids in found for piece in windows(ids, context)]
+    if not pieces:
         raise CodebookError(f"the {what} hold no tokens: give at least one non-empty text")
     sizes = {
         site: model.codebook(site).config.groups * model.codebook(site).config.num_codes
@@ -367,30 +369,21 @@ def count_codes(
     training = model.training
     model.eval()
     try:
-        for first in range(0, len(encoded), batch_size):
-            batch = encoded[first : first + batch_size]
-            width = max(len(ids) for ids in batch)
-            ids = torch.zeros((len(batch), width), dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, tokens in enumerate(batch):  # right padding: real tokens never see it
-                ids[row, : len(tokens)] = torch.tensor(tokens)
-                mask[row, : len(tokens)] = 1
+        for ids, mask, _ in padded_batches(pieces, batch_size, device):
             _, seen = model.run_with_codes(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                sites=sites,
-                use_cache=False,
+                input_ids=ids, attention_mask=mask, sites=sites, use_cache=False
             )
+            real = mask.bool().cpu()[:, :, None, None]
             for site in sites:
                 codes = seen.ids[site].cpu().long()  # (B, T, G, k)
                 num_codes = model.codebook(site).config.num_codes
                 flat = codes + (torch.arange(codes.shape[2]) * num_codes)[None, None, :, None]
-                valid = mask.bool()[:, :, None, None] & (codes >= 0)
+                valid = real & (codes >= 0)
                 counts[site] += np.bincount(flat[valid].numpy(), minlength=counts[site].size)
     finally:
         model.train(training)
     shaped = {site: c.reshape(model.codebook(site).config.groups, -1) for site, c in counts.items()}
-    return shaped, sum(len(ids) for ids in encoded)
+    return shaped, sum(len(ids) for ids in pieces)
 
 
 def _texts_digest(examples: Sequence[str], contrast: Sequence[str]) -> str:

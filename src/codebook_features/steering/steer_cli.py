@@ -31,7 +31,10 @@ class SteerConfig:
     codes: list[str] = field(default_factory=list)
     """Codes to force, as ``SITE/GROUP/CODE`` (e.g. ``layers.1.mlp/0/17``); several allowed."""
     concept: str | None = None
-    """A concept file (JSON, written by ``codebook concept``) whose codes to force."""
+    """The concept whose codes to force: a concept file (JSON, written by ``codebook
+    concept``), or the name of one in ``concepts_dir``."""
+    concepts_dir: str = "concepts"
+    """The concepts directory in which a ``--concept`` given by name is found."""
     mode: Literal["least", "all", "add"] | None = None
     """How codes are forced: into the least similar slot, into every slot, or as extra slots
     (default: the concept's own mode, else all)."""
@@ -63,7 +66,9 @@ class SteerConfig:
         if not self.prompt.strip():
             raise CodebookError("give --prompt TEXT, the text to continue")
         if not self.codes and not self.concept:
-            raise CodebookError("give --codes SITE/GROUP/CODE ... or --concept FILE to steer with")
+            raise CodebookError(
+                "give --codes SITE/GROUP/CODE ... or --concept NAME_OR_FILE to steer with"
+            )
         for code in self.codes:
             CodeRef.parse(code)
         if self.top is not None:
@@ -92,8 +97,8 @@ def _steer_command(parser: argparse.ArgumentParser) -> None:
 
     parser.description = (
         "Generate continuations of a prompt twice, without and with codes forced (given with "
-        "--codes and/or a concept file), each sample from the same seed both times, and show "
-        "them side by side."
+        "--codes and/or a concept, by file or by name in --concepts_dir), each sample from the "
+        "same seed both times, and show them side by side."
     )
     add_arguments(parser, SteerConfig)
     parser.add_argument("--json", action="store_true", help="print JSON, not text")
@@ -128,9 +133,9 @@ def force_specs(config: SteerConfig, cbm: Any) -> list[Any]:
 
     specs = []
     if config.concept:
-        from codebook_features.steering.concept import load_concept
+        from codebook_features.steering.concept import find_concept, load_concept
 
-        concept = load_concept(config.concept, cbm)
+        concept = load_concept(find_concept(config.concept, config.concepts_dir), cbm)
         specs += concept.force_specs(top=config.top, mode=config.mode, positions=config.positions)
     if config.codes:
         refs = [CodeRef.parse(code).check(cbm) for code in config.codes]
