@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -38,6 +37,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from machine import cpu_name
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -336,7 +337,7 @@ def main() -> None:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
     results = {
-        "machine": f"{_cpu_name()}, {torch.get_num_threads()} threads",
+        "machine": f"{cpu_name()}, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "device": "cpu",
         "model": f"GPT-NeoX {LAYERS} layers x {HEADS} heads, attn_heads codebooks "
@@ -353,16 +354,6 @@ def main() -> None:
     os.replace(tmp, out)
     write_readme(results)
     print(f"wrote {out} and the table in {README}")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

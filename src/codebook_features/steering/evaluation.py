@@ -132,14 +132,7 @@ class SteeringEvalConfig:
     def generation(self) -> Any:
         from codebook_features.steering.generate import GenerationSettings
 
-        return GenerationSettings(
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            samples=self.samples,
-            seed=self.seed,
-        )
+        return GenerationSettings.of(self)
 
     def rule(self) -> Any:
         from codebook_features.steering.selection import SelectionRule

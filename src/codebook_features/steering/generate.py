@@ -92,16 +92,14 @@ class GenerationSettings:
     @classmethod
     def from_dict(cls, data: Any) -> GenerationSettings:
         """Settings from :meth:`to_dict`'s form; unknown keys are refused."""
-        if not isinstance(data, dict):
-            raise CodebookError(f"generation settings must be a mapping, got {data!r}")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise CodebookError(
-                f"unknown generation setting(s) {', '.join(unknown)}; known: "
-                + ", ".join(sorted(known))
-            )
-        return cls(**data)
+        from codebook_features.configs import from_dict
+
+        return from_dict(cls, data, "generation settings")
+
+    @classmethod
+    def of(cls, config: Any) -> GenerationSettings:
+        """The settings of a command's config, which has fields of the same names."""
+        return cls(**{name: getattr(config, name) for name in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)

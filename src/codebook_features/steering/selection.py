@@ -103,15 +103,9 @@ class SelectionRule:
     @classmethod
     def from_dict(cls, data: Any) -> SelectionRule:
         """A rule from :meth:`to_dict`'s form; unknown keys are refused."""
-        if not isinstance(data, dict):
-            raise CodebookError(f"a selection rule must be a JSON object, got {data!r}")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise CodebookError(
-                f"unknown rule setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        return cls(**data)
+        from codebook_features.configs import from_dict
+
+        return from_dict(cls, data, "rule")
 
     def choose(self, ranked: Ranked) -> Ranked:
         """The best codes within ``per_group`` and ``max_codes``."""

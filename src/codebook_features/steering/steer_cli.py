@@ -81,14 +81,7 @@ class SteerConfig:
     def settings(self) -> GenerationSettings:
         from codebook_features.steering.generate import GenerationSettings
 
-        return GenerationSettings(
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            samples=self.samples,
-            seed=self.seed,
-        )
+        return GenerationSettings.of(self)
 
 
 @command("steer", "continue a prompt without and with forced codes, side by side")
