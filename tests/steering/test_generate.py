@@ -137,7 +137,7 @@ def test_steered_and_unsteered_share_their_seeds(cbm, tok) -> None:
 def test_settings_round_trip_and_refuse_nonsense() -> None:
     settings = GenerationSettings(max_new_tokens=5, temperature=0.5, top_k=3, top_p=0.9, seed=4)
     assert GenerationSettings.from_dict(settings.to_dict()) == settings
-    with pytest.raises(CodebookError, match="unknown generation setting"):
+    with pytest.raises(CodebookError, match=r"unknown setting\(s\) generation.temp"):
         GenerationSettings.from_dict({"temp": 1})
     bad = [
         {"max_new_tokens": 0},

@@ -186,7 +186,7 @@ def test_the_rule_is_validated_and_round_trips():
     ]:
         with pytest.raises(CodebookError, match=message):
             SelectionRule(**bad)
-    with pytest.raises(CodebookError, match="unknown rule setting"):
+    with pytest.raises(CodebookError, match=r"unknown setting\(s\) rule.colour"):
         SelectionRule.from_dict({"colour": 1})
 
 

@@ -94,7 +94,7 @@ class GenerationSettings:
         """Settings from :meth:`to_dict`'s form; unknown keys are refused."""
         from codebook_features.configs import from_dict
 
-        return from_dict(cls, data, "generation settings")
+        return from_dict(cls, data, "generation")
 
     @classmethod
     def of(cls, config: Any) -> GenerationSettings:
