@@ -200,3 +200,32 @@ def test_a_damaged_index_is_reported(tmp_path) -> None:
     rows.write_bytes(rows.read_bytes()[:20])
     with pytest.raises(CodebookError, match=r"index file .* is damaged"):
         CodeStore(root).occurrences("layers.0.mlp/0/7")
+
+
+def _open_and_count(path: str) -> int:
+    store = CodeStore(path)
+    return int(store.counts("layers.0.mlp")[0, DRAGON])
+
+
+def test_processes_opening_a_new_store_together_build_one_index(tmp_path, monkeypatch) -> None:
+    import multiprocessing
+    import os
+
+    from codebook_features.store import index
+
+    root = write_store(tmp_path / "store")
+    builds = tmp_path / "builds"
+    builds.mkdir()
+    real_build = index.build_index
+
+    def counted_build(*args):  # the forked processes inherit this
+        (builds / str(os.getpid())).touch()
+        return real_build(*args)
+
+    monkeypatch.setattr(index, "build_index", counted_build)
+    with multiprocessing.get_context("fork").Pool(3) as pool:
+        counts = pool.map(_open_and_count, [str(root)] * 3)
+    assert counts[0] > 0 and len(set(counts)) == 1
+    assert len(list(builds.iterdir())) == 1  # the others waited and found it built
+    assert index.index_is_current(root)
+    assert not list(root.glob(".index.*.tmp"))

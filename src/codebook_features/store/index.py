@@ -28,6 +28,8 @@ from codebook_features.store.schema import MANIFEST, SHARDS_DIR, TOKEN_COLUMNS
 
 INDEX_DIR = "index"
 INDEX_INFO = "index.json"
+INDEX_LOCK = ".index.lock"
+"""Taken while the index is built (see :func:`ensure_index`)."""
 INDEX_VERSION = 3
 TOKEN_ARRAYS = {
     "document": np.int64,
@@ -65,6 +67,23 @@ def index_is_current(store: Path) -> bool:
     return data.get("index_version") == INDEX_VERSION and data.get(
         "manifest_sha256"
     ) == file_sha256(store / MANIFEST)
+
+
+def ensure_index(store: Path, manifest: dict[str, Any]) -> None:
+    """Build the index unless a current one is there. Processes opening a new store at the
+    same time wait for the first one's build (a lock file beside the index) instead of
+    replacing each other's index while it is being read."""
+    if index_is_current(store):
+        return
+    with open(store / INDEX_LOCK, "a") as lock:
+        try:
+            import fcntl
+        except ImportError:  # no POSIX locks here: build without waiting
+            fcntl = None  # type: ignore[assignment]
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if not index_is_current(store):
+            build_index(store, manifest)
 
 
 def build_index(store: Path, manifest: dict[str, Any]) -> None:

@@ -48,7 +48,7 @@ class CodeStore:
         self.num_documents = int(self.manifest["counts"]["documents"])
         if not idx.index_is_current(self.path):
             try:
-                idx.build_index(self.path, self.manifest)
+                idx.ensure_index(self.path, self.manifest)
             except OSError as error:
                 raise CodebookError(
                     f"could not build the index of {self.path} ({error.strerror or error}): the "
@@ -153,9 +153,13 @@ class CodeStore:
         """How often each code of ``site`` fires on the token ``rows``, by flat code
         (``group * num_codes + id``); reads only those rows."""
         info = self._site(site)
-        ids = np.asarray(self.ids(site)[rows]).astype(np.int64)  # (R, G, k)
-        flat = ids + (np.arange(info.groups) * info.num_codes)[None, :, None]
-        return np.bincount(flat[ids >= 0], minlength=info.groups * info.num_codes)
+        offsets = (np.arange(info.groups) * info.num_codes)[None, :, None]
+        counts = np.zeros(info.groups * info.num_codes, dtype=np.int64)
+        for start in range(0, len(rows), idx.CHUNK_ROWS):  # memory bounded by a chunk
+            ids = np.asarray(self.ids(site)[rows[start : start + idx.CHUNK_ROWS]])
+            flat = ids.astype(np.int64) + offsets
+            counts += np.bincount(flat[ids >= 0], minlength=counts.size)
+        return counts
 
     def occurrences(self, ref: CodeRef | str) -> np.ndarray:
         """Token rows where the code fires, ascending."""
