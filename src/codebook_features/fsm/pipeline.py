@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,20 +18,18 @@ from safetensors import SafetensorError
 from codebook_features.errors import CodebookError
 from codebook_features.files import (
     BASELINE_RUN,
-    CHECKPOINT_DIR,
     CODEBOOK_CONFIG,
     CODEBOOK_WEIGHTS,
     DATA_DIR,
     FINAL_DIR,
     FSM_FILE,
     RESULTS_FILE,
-    write_json,
 )
 from codebook_features.fsm.data import FSMData, make_data
 from codebook_features.fsm.results import ModelAnalysis, SwapResults, TrainedModel
 from codebook_features.model_files import verify_model_dir
-from codebook_features.ownership import FSM_DEMO, RUN, check_output_dir, mark
-from codebook_features.rundir import RunDir
+from codebook_features.ownership import FSM_DEMO, check_output_dir, mark
+from codebook_features.pipeline import Stages, resume_results, train_or_reuse
 from codebook_features.saved import Record, read_saved, stamp
 
 logger = logging.getLogger(__name__)
@@ -173,15 +170,10 @@ def train_run(
     progress: bool,
 ) -> Path:
     """Train the baseline (``variant`` None) or a codebook variant; resumes an unfinished run,
-    and reuses a finished one made with the same settings."""
+    and reuses a finished one made with the same settings (see :func:`train_or_reuse`)."""
     from codebook_features.model import CodebookModelConfig
     from codebook_features.training import DataConfig, ModelConfig, RunConfig, TrainingConfig
-    from codebook_features.training import train as run_training
-    from codebook_features.training.checkpoint import changed_settings
 
-    state = check_output_dir(out, RUN)  # refuses a directory that is not a run of ours
-    run = RunDir(out)
-    resume = state == "ours" and (out / CHECKPOINT_DIR).exists()
     model = (
         ModelConfig(name_or_path=str(start_from))
         if start_from
@@ -210,23 +202,10 @@ def train_run(
             save_every=max(1, steps // 5),
             kmeans_init=variant is not None,
             seed=seed,
-            resume=resume,
-            overwrite=state == "ours" and not resume,  # it stopped before a checkpoint
             progress=progress,
         ),
     )
-    if state == "ours" and run.finished():
-        changes = changed_settings(run.config(), config)
-        if changes:
-            raise CodebookError(
-                f"{out} holds a finished run with other settings ({'; '.join(changes[:3])}); "
-                "choose another --out"
-            )
-        return out / FINAL_DIR
-    result = run_training(config)
-    if result.model_dir is None:
-        raise CodebookError(f"training in {out} stopped early; run the pipeline again")
-    return result.model_dir
+    return train_or_reuse(config, out)
 
 
 def load_for_eval(model_dir: Path) -> Any:
@@ -278,39 +257,29 @@ def run_pipeline(
     check_output_dir(out, FSM_DEMO)  # continuing our own demo is the point; nothing else
     mark(out, FSM_DEMO)
     results_file = out / RESULTS_FILE
-    if results_file.exists():
-        results = PipelineResults.load(results_file)
-        if results.settings != preset or results.seed != seed:
-            raise CodebookError(
-                f"{out} holds a pipeline with other settings or another seed; choose another --out"
-            )
-        results.preset = preset_name
-    else:
+    results = resume_results(
+        results_file,
+        PipelineResults.load,
+        lambda saved: saved.settings == preset and saved.seed == seed,
+    )
+    if results is None:
         results = PipelineResults(preset_name, seed, preset)
-    timings = results.seconds
-
-    def stage(name: str) -> float:
-        say(f"[{name}]")
-        return time.perf_counter()
-
-    def done(name: str, start: float) -> None:
-        timings[name] = round(timings.get(name, 0) + time.perf_counter() - start, 1)
-        write_json(results_file, results.to_dict())
+    results.preset = preset_name
+    stages = Stages(results_file, results, say)
 
     data_dir = out / DATA_DIR
     if not (data_dir / FSM_FILE).exists():
-        t = stage("data")
-        make_data(
-            data_dir,
-            preset.num_states,
-            preset.num_edges,
-            preset.base,
-            seed,
-            preset.train_sequences,
-            preset.val_sequences,
-            preset.states_per_sequence,
-        )
-        done("data", t)
+        with stages.stage("data"):
+            make_data(
+                data_dir,
+                preset.num_states,
+                preset.num_edges,
+                preset.base,
+                seed,
+                preset.train_sequences,
+                preset.val_sequences,
+                preset.states_per_sequence,
+            )
     data = FSMData(data_dir)
     fsm = data.fsm()
     validation = data.validation_tokens()
@@ -321,34 +290,32 @@ def run_pipeline(
     for name, variant in runs.items():
         run_dir = out / (BASELINE_RUN if variant is None else _slug(name))
         if name not in table:
-            t = stage(f"train {name}")
-            start_from = model_dirs.get(BASELINE) if variant else None
-            model_dirs[name] = train_run(data, run_dir, preset, seed, variant, start_from, progress)
-            done(f"train {name}", t)
-            t = stage(f"evaluate {name}")
-            model = load_for_eval(model_dirs[name])
-            metrics = evaluate_model(model, fsm, validation, preset.eval_samples, seed)
-            table[name] = TrainedModel.of(metrics, str(run_dir.relative_to(out)))
-            done(f"evaluate {name}", t)
+            with stages.stage(f"train {name}"):
+                start_from = model_dirs.get(BASELINE) if variant else None
+                model_dirs[name] = train_run(
+                    data, run_dir, preset, seed, variant, start_from, progress
+                )
+            with stages.stage(f"evaluate {name}"):
+                model = load_for_eval(model_dirs[name])
+                metrics = evaluate_model(model, fsm, validation, preset.eval_samples, seed)
+                table[name] = TrainedModel.of(metrics, str(run_dir.relative_to(out)))
             say(f"  {name}: state accuracy {metrics.state_accuracy:.1%}, loss {metrics.loss:.4f}")
         else:
             model_dirs[name] = run_dir / FINAL_DIR
 
     if preset.analysed and (results.analysis is None or results.interventions is None):
         # the analysis also gives the state codes the interventions need: redo it if needed
-        t = stage(f"analyse codes of {preset.analysed}")
-        cbm = load_for_eval(model_dirs[preset.analysed])
-        tokens = torch.as_tensor(validation)
-        analysis = analyze(cbm, fsm, tokens)
-        results.analysis = ModelAnalysis(preset.analysed, analysis.summary, analysis.sites)
-        timings.pop("analysis", None)
-        done("analysis", t)
-        t = stage("state interventions")
-        results.interventions = state_swaps(
-            cbm, fsm, tokens, analysis.state_codes, preset.transitions, seed
-        )
-        timings.pop("interventions", None)
-        done("interventions", t)
-    write_json(results_file, results.to_dict())
+        results.seconds.pop("analysis", None)  # a stage done again is timed afresh
+        with stages.stage("analysis", f"analyse codes of {preset.analysed}"):
+            cbm = load_for_eval(model_dirs[preset.analysed])
+            tokens = torch.as_tensor(validation)
+            analysis = analyze(cbm, fsm, tokens)
+            results.analysis = ModelAnalysis(preset.analysed, analysis.summary, analysis.sites)
+        results.seconds.pop("interventions", None)
+        with stages.stage("interventions", "state interventions"):
+            results.interventions = state_swaps(
+                cbm, fsm, tokens, analysis.state_codes, preset.transitions, seed
+            )
+    stages.save()
     write_report(out, results, fsm)
     return results
