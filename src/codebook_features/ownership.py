@@ -38,6 +38,12 @@ from codebook_features.files import (
     FINAL_DIR,
     FSM_FILE,
     INTERVENTIONS_PLOT,
+    LM_CORPUS_FILE,
+    LM_DEMO_TOKENIZER,
+    LM_LICENSES_FILE,
+    LM_LOSS_PLOT,
+    LM_TRAIN_FILE,
+    LM_VALIDATION_FILE,
     LOSS_PLOT,
     METRICS_FILE,
     MODEL_CHECKSUMS,
@@ -185,6 +191,16 @@ FSM_DATA = DirKind(
     "TokFSM data",
     {FSM_FILE: "file", TOKENIZER_DIR: "whole", TRAIN_FILE: "file", VALIDATION_FILE: "file"},
 )
+LM_DATA = DirKind(
+    "lm-data",
+    "language corpus",
+    {
+        LM_TRAIN_FILE: "file",
+        LM_VALIDATION_FILE: "file",
+        LM_LICENSES_FILE: "file",
+        LM_CORPUS_FILE: "file",
+    },
+)
 FSM_DEMO = DirKind(
     "fsm-demo",
     "TokFSM demo",
@@ -195,6 +211,17 @@ FSM_DEMO = DirKind(
         PLOTS_DIR: frozenset({TRAINING_PLOT, CODES_VS_NEURONS_PLOT, INTERVENTIONS_PLOT}),
     },
     nests=True,  # its runs are marked runs; the demo itself only adds to its directory
+)
+LM_DEMO = DirKind(
+    "lm-demo",
+    "language demo",
+    {
+        LM_DEMO_TOKENIZER: "whole",
+        RESULTS_FILE: "file",
+        REPORT_FILE: "file",
+        PLOTS_DIR: frozenset({LM_LOSS_PLOT}),
+    },
+    nests=True,  # its corpus, runs, store and steering evaluation are marked directories
 )
 SAVED_MODEL = DirKind("model", "saved codebook model", marker=CODEBOOK_CONFIG, listing=_saved_model)
 
@@ -225,6 +252,7 @@ STORE = DirKind(
         PROGRESS_DIR: "whole",
         STORE_INDEX_DIR: "whole",
         f".{STORE_INDEX_DIR}.old": "whole",
+        f".{STORE_INDEX_DIR}.lock": "file",
     },
 )
 STEERING_EVAL = DirKind(
@@ -238,7 +266,7 @@ STEERING_EVAL = DirKind(
         PLOTS_DIR: frozenset({STEERING_PLOT}),
     },
 )
-KINDS = (RUN, FSM_DATA, FSM_DEMO, SAVED_MODEL, STORE, STEERING_EVAL)
+KINDS = (RUN, FSM_DATA, LM_DATA, FSM_DEMO, SAVED_MODEL, STORE, STEERING_EVAL, LM_DEMO)
 
 State = Literal["new", "ours"]
 

@@ -64,7 +64,7 @@ def record_codes(
     cbm.eval()
     try:
         steps = range(0, len(tokens), batch_size)
-        for start in tqdm(steps, desc="recording codes", disable=not progress):
+        for start in tqdm(steps, desc="recording codes", disable=None if progress else True):
             batch = tokens[start : start + batch_size].to(device)
             with cbm.observe(names, inputs=activations, device="cpu") as seen:
                 cbm(input_ids=batch, use_cache=False)

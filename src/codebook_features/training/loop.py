@@ -467,7 +467,8 @@ class Trainer:
             initial=self.step,
             desc="training",
             unit="step",
-            disable=not (self.main and self.config.training.progress),
+            # None: shown only when stderr is a terminal
+            disable=None if self.main and self.config.training.progress else True,
         )
 
 

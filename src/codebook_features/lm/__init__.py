@@ -1,0 +1,1 @@
+"""The offline language demo: its corpus (fetched from package registries), tokenizer, runs."""
