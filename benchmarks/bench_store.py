@@ -345,10 +345,12 @@ def main() -> None:
         "recording": recording,
         "queries": queries,
     }
-    if recording is None or not queries:
-        return  # a partial run: printed only
-    RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "store_cpu.json"
+    if recording is None and queries and out.is_file():  # new queries, earlier recording
+        results["recording"] = recording = json.loads(out.read_text())["recording"]
+    if recording is None or not queries:
+        return  # printed only: the table needs both parts
+    RESULTS.mkdir(exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
     os.replace(tmp, out)

@@ -45,6 +45,7 @@ def tiny_preset(**changes: object) -> LmPreset:
         "strengths": [2],
         "alphas": [2.0],
         "max_codes": 2,
+        "min_support": 1,
     } | changes
     return LmPreset(**values)
 

@@ -63,9 +63,9 @@ class LmPreset:
     model: dict[str, Any] = field(default_factory=lambda: dict(GPT_NEOX_4x256))
     block_size: int = 128
     batch_size: int = 16
-    base_steps: int = 650
+    base_steps: int = 1500
     base_lr: float = 3e-3
-    variant_steps: int = 300
+    variant_steps: int = 400
     variant_lr: float = 1e-3
     variants: list[Variant] = field(
         default_factory=lambda: [
@@ -90,10 +90,16 @@ class LmPreset:
     )
     samples: int = 10
     max_new_tokens: int = 60
-    strengths: list[int] = field(default_factory=lambda: [8])
+    strengths: list[int] = field(default_factory=lambda: [4, 8, 16])
+    """Numbers of codes forced (best first), in all slots at every token (the paper's "all
+    codes" condition)."""
     modes: list[str] = field(default_factory=lambda: ["all"])
-    alphas: list[float] = field(default_factory=lambda: [2.0, 4.0, 8.0])
-    max_codes: int = 8
+    alphas: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
+    max_codes: int = 16
+    rank: str = "f1"
+    """How a label's codes are ranked: codes that fire on much of the label's text and
+    little else (F1) steer; the most precise codes are often rare ones that do not."""
+    min_support: int = 20
 
 
 PRESETS = {"default": LmPreset()}

@@ -232,6 +232,8 @@ class LmStages:
                     concepts=concepts,
                     output_dir=str(self.out / STEERING_DIR),
                     max_codes=p.max_codes,
+                    rank=p.rank,  # type: ignore[arg-type]
+                    min_support=p.min_support,
                     prompts=list(p.prompts),
                     samples=p.samples,
                     max_new_tokens=p.max_new_tokens,

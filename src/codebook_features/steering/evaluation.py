@@ -81,6 +81,12 @@ class SteeringEvalConfig:
     """Codes per concept."""
     min_support: int = 5
     """Leave out codes that fire on fewer tokens of the selection half."""
+    min_precision: float = 0.0
+    """Leave out codes less precise than this (share of their tokens in the label's
+    documents)."""
+    rank: Literal["precision", "f1", "recall"] = "precision"
+    """Rank a label's codes by precision (codes that mean the label and little else) or F1
+    (codes that also cover much of it)."""
     prompts: list[str] = field(default_factory=lambda: list(PAPER_PROMPTS))
     samples: int = 10
     """Samples per prompt and condition."""
@@ -142,6 +148,8 @@ class SteeringEvalConfig:
             per_group=self.per_group,
             max_codes=self.max_codes,
             min_support=self.min_support,
+            min_precision=self.min_precision,
+            rank=self.rank,
         )
 
     def content(self) -> dict[str, Any]:
