@@ -197,8 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             "interrupted; training continues from its last checkpoint with --training.resume "
             "true, `codebook record` from its last finished shard when run again with the same "
-            "settings, `codebook fsm demo` and `codebook evaluate-steering` continue where they "
-            "stopped when run again",
+            "settings, `codebook fsm demo`, `codebook lm demo` and `codebook evaluate-steering` "
+            "continue where they stopped when run again",
             file=sys.stderr,
         )
         return 130

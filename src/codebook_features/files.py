@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -158,6 +159,12 @@ LM_LOSS_PLOT = "models.png"
 LM_CORPUS_FILE = "corpus.json"
 """Written last: the corpus's settings, sources and counts (what lets a finished one be
 reused)."""
+
+
+def slug(text: str) -> str:
+    """A lower-case name fragment for files and directories: ``"Attn+MLP, k=1"`` ->
+    ``"attn-mlp-k-1"``."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def _umask() -> int:

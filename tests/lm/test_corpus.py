@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import pytest
 
 from codebook_features import __version__
-from codebook_features.cli import main
+from codebook_features.cli import main, one_line
 from codebook_features.errors import CodebookError
 from codebook_features.files import OWNER_FILE
-from codebook_features.lm.corpus import CorpusInfo, LmCorpusConfig, build_corpus
+from codebook_features.lm.corpus import (
+    CorpusInfo,
+    LmCorpusConfig,
+    build_corpus,
+    corpus_digest,
+    corpus_summary,
+)
 from codebook_features.lm.parsing import BROWN_GENRES
 
 from .helpers import make_cache
@@ -143,3 +150,129 @@ def test_cli_builds_and_summarises(tmp_path, cache, capsys) -> None:
 def test_default_sources_cover_every_brown_genre() -> None:
     assert LmCorpusConfig(out="x").sources == ["brown", "bible", "shakespeare", "austen"]
     assert len(set(BROWN_GENRES.values())) == 15
+
+
+def test_settings_differ_message_fits_data_and_demo(tmp_path, cache) -> None:
+    out = tmp_path / "corpus"
+    build_corpus(config(out, cache))
+    with pytest.raises(CodebookError) as error:
+        build_corpus(config(out, cache, seed=5))
+    assert str(error.value).endswith(
+        f"give another --out, or rebuild it with `codebook lm data --out {out} --overwrite true`"
+    )
+
+
+def test_summary_of_a_built_corpus(tmp_path, cache) -> None:
+    info = build_corpus(config(tmp_path / "corpus", cache))
+    summary = corpus_summary(tmp_path / "corpus")
+    assert set(summary) == {"path", "sources", "train", "validation"}
+    assert summary["path"] == str(tmp_path / "corpus")
+    assert summary["sources"] == info.sources
+    assert summary["sources"]["bible"]["licence"] == "text public domain; program GPL-2+"
+    assert summary["sources"]["austen"]["version"] == "unknown (provided by hand)"
+    for split in ("train", "validation"):
+        rows = read_jsonl(tmp_path / "corpus" / f"{split}.jsonl")
+        assert summary[split] == {label: asdict(c) for label, c in info.counts[split].items()}
+        assert sum(c["documents"] for c in summary[split].values()) == len(rows)
+        assert sum(c["words"] for c in summary[split].values()) == sum(
+            len(r["text"].split()) for r in rows
+        )
+
+
+def write_lines(path, lines: list[str]) -> None:
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def test_summary_of_a_corpus_made_by_hand(tmp_path) -> None:
+    out = tmp_path / "hand"
+    out.mkdir()
+    write_lines(
+        out / "train.jsonl",
+        [
+            json.dumps({"text": "one two three", "label": "poetry", "source": "mine"}),
+            json.dumps({"text": "four five", "label": "poetry"}),
+            "",  # a blank line is skipped
+            json.dumps({"text": "six", "label": "news", "extra": 1}),
+        ],
+    )
+    write_lines(out / "validation.jsonl", [json.dumps({"text": "a b", "label": "news"})])
+    summary = corpus_summary(out)
+    assert summary["train"] == {
+        "news": {"documents": 1, "words": 1},
+        "poetry": {"documents": 2, "words": 5},
+    }
+    assert summary["validation"] == {"news": {"documents": 1, "words": 2}}
+    assert list(summary["sources"]) == ["mine"]
+    mine = summary["sources"]["mine"]
+    assert mine["version"] == mine["licence"] == "unknown (made by hand)"
+    assert (mine["labels"], mine["documents"], mine["words"]) == (["poetry"], 1, 3)
+
+
+def test_summary_counts_a_built_corpus_changed_since(tmp_path, cache, caplog) -> None:
+    out = tmp_path / "corpus"
+    build_corpus(config(out, cache))
+    write_lines(out / "train.jsonl", [json.dumps({"text": "edited by hand", "label": "x"})])
+    summary = corpus_summary(out)
+    assert summary["train"] == {"x": {"documents": 1, "words": 3}}
+    validation = read_jsonl(out / "validation.jsonl")  # unchanged: its lines name sources
+    assert sum(c["documents"] for c in summary["validation"].values()) == len(validation)
+    assert set(summary["sources"]) == {r["source"] for r in validation}
+    assert summary["sources"]["bible"]["version"] == "unknown (made by hand)"
+    assert "changed since" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "not json",
+        json.dumps(["text", "label"]),
+        json.dumps({"text": "no label"}),
+        json.dumps({"text": 3, "label": "x"}),
+        json.dumps({"text": "t", "label": ""}),
+        json.dumps({"text": "t", "label": 1}),
+    ],
+)
+def test_bad_line_of_a_corpus_made_by_hand(tmp_path, line) -> None:
+    out = tmp_path / "hand"
+    out.mkdir()
+    good = json.dumps({"text": "fine", "label": "x"})
+    write_lines(out / "train.jsonl", [good])
+    write_lines(out / "validation.jsonl", [good, good, line, good])
+    with pytest.raises(CodebookError) as error:
+        corpus_summary(out)
+    message = str(error.value)
+    assert message.startswith(f"{out / 'validation.jsonl'}, line 3: not a JSON object")
+    assert message == one_line(message)
+
+
+def test_missing_or_empty_files_are_refused(tmp_path) -> None:
+    out = tmp_path / "hand"
+    out.mkdir()
+    write_lines(out / "train.jsonl", [json.dumps({"text": "fine", "label": "x"})])
+    with pytest.raises(CodebookError, match=r"holds no validation.jsonl.*codebook lm data"):
+        corpus_summary(out)
+    with pytest.raises(CodebookError, match=r"holds no validation\.jsonl"):
+        corpus_digest(out)
+    (out / "validation.jsonl").write_text("\n")
+    with pytest.raises(CodebookError, match=r"validation\.jsonl holds no documents"):
+        corpus_summary(out)
+
+
+def test_digest_follows_the_documents_only(tmp_path, cache) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    build_corpus(config(one, cache))
+    build_corpus(config(two, cache))
+    digest = corpus_digest(one)
+    assert len(digest) == 64 and digest == corpus_digest(two)
+    (two / "LICENSES.md").write_text("other")  # not a document
+    assert corpus_digest(two) == digest
+    hand = tmp_path / "hand"
+    hand.mkdir()
+    for name in ("train.jsonl", "validation.jsonl"):
+        (hand / name).write_bytes((one / name).read_bytes())
+    assert corpus_digest(hand) == digest
+    (hand / "validation.jsonl").write_bytes((one / "train.jsonl").read_bytes())
+    assert corpus_digest(hand) != digest
+    # the two files' roles matter, not only their contents
+    (hand / "train.jsonl").write_bytes((one / "validation.jsonl").read_bytes())
+    assert corpus_digest(hand) != digest

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
+import re
 import struct
 import zlib
 
 import pytest
 
 from codebook_features.errors import CodebookError
+from codebook_features.lm import rdata
 from codebook_features.lm.parsing import (
     parse_bible,
     parse_brown,
@@ -135,3 +138,47 @@ def test_austen_damaged_files_are_refused() -> None:
 
 def test_novel_without_chapters_gives_nothing() -> None:
     assert parse_novel(["A TITLE", "", "Some front matter."]) == []
+
+
+def _serialized(kind: int, *ints: int) -> bytes:
+    """An XDR R serialization (format 3) of an object of type ``kind``, then ``ints``."""
+    header = [b"X\n", *(struct.pack(">i", v) for v in (3, 0x040201, 0x030500, 5)), b"UTF-8"]
+    return b"".join([*header, *(struct.pack(">i", v) for v in (kind, *ints))])
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"), [(19, "list (or data frame)"), (238, "ALTREP vector"), (99, "unknown type")]
+)
+def test_objects_that_may_hold_text_are_refused_not_skipped(tmp_path, kind, name) -> None:
+    data = rdb([serialize_strings(EMMA), _serialized(kind, 0)])
+    with pytest.raises(CodebookError, match=rf"holds an R {re.escape(name)} \(type code {kind}\)"):
+        rdb_character_vectors(data)
+    path = tmp_path / "Rdata.rdb"
+    path.write_bytes(data)
+    with pytest.raises(CodebookError) as error:
+        read_austen(path)
+    message = str(error.value)
+    assert message.startswith(f"austen: {path} (object at byte ")
+    assert f"delete {path} to fetch it again" in message and "--sources" in message
+
+
+def test_objects_that_cannot_hold_text_are_skipped() -> None:
+    others = [_serialized(kind, 0) for kind in (10, 13, 14, 15, 24)] + [_serialized(254)]
+    assert rdb_character_vectors(rdb([*others, serialize_strings(["a"])])) == [["a"]]
+
+
+def test_large_objects_read_across_blocks() -> None:
+    """Objects whose compressed streams span several of the reader's blocks, back to back."""
+    rng = random.Random(0)
+    novels = [[rng.randbytes(30_000).hex() for _ in range(4)] for _ in range(3)]
+    data = rdb([serialize_strings(novel) for novel in novels])
+    assert len(data) > 3 * rdata.BLOCK
+    assert rdb_character_vectors(data) == novels
+
+
+def test_object_length_that_disagrees_with_its_stream_is_refused() -> None:
+    good = serialize_strings(["a", "b"])
+    for size in (len(good) - 1, len(good) + 1):
+        damaged = struct.pack(">I", size) + zlib.compress(good)
+        with pytest.raises(CodebookError, match="object at byte 0 is truncated or damaged"):
+            rdb_character_vectors(damaged)

@@ -102,6 +102,32 @@ def test_a_second_run_skips_every_stage(demo) -> None:
     assert again.to_dict() == results.to_dict()
 
 
+def test_a_demo_killed_midway_runs_only_what_is_missing(demo) -> None:
+    out, corpus, results, _ = demo
+    saved = json.loads((out / "results.json").read_text())
+    del saved["models"]["MLP codebooks"]
+    saved["steering"] = None
+    (out / "results.json").write_text(json.dumps(saved))
+    lines: list[str] = []
+    again = run_lm_pipeline(out, tiny_preset(), corpus=corpus, progress=False, say=lines.append)
+    assert [s for s in lines if s.startswith("[")] == ["[train MLP codebooks]", "[steering]"]
+    assert again.models == results.models and again.steering == results.steering
+
+
+def test_another_corpus_is_refused(demo, tmp_path) -> None:
+    out, corpus, _, _ = demo
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("train.jsonl", "validation.jsonl"):
+        (other / name).write_text((corpus / name).read_text())
+    with (other / "validation.jsonl").open("a") as f:
+        f.write(json.dumps({"text": "the red dragon sees the cave .", "label": "dragon"}) + "\n")
+    before = (out / "results.json").read_text()
+    with pytest.raises(CodebookError, match="another corpus"):
+        run_lm_pipeline(out, tiny_preset(), corpus=other, progress=False)
+    assert (out / "results.json").read_text() == before
+
+
 def test_other_settings_and_a_foreign_directory_are_refused(demo, tmp_path) -> None:
     out, corpus, _, _ = demo
     with pytest.raises(CodebookError, match="other settings"):

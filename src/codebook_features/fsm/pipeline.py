@@ -24,6 +24,7 @@ from codebook_features.files import (
     FINAL_DIR,
     FSM_FILE,
     RESULTS_FILE,
+    slug,
 )
 from codebook_features.fsm.data import FSMData, make_data
 from codebook_features.fsm.results import ModelAnalysis, SwapResults, TrainedModel
@@ -156,10 +157,6 @@ class PipelineResults(Record):
             ) from error
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
-
-
 def train_run(
     data: FSMData,
     out: Path,
@@ -288,7 +285,7 @@ def run_pipeline(
     model_dirs: dict[str, Path] = {}
     table = results.models
     for name, variant in runs.items():
-        run_dir = out / (BASELINE_RUN if variant is None else _slug(name))
+        run_dir = out / (BASELINE_RUN if variant is None else slug(name))
         if name not in table:
             with stages.stage(f"train {name}"):
                 start_from = model_dirs.get(BASELINE) if variant else None

@@ -14,11 +14,13 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from codebook_features._version import __version__
+from codebook_features.checksums import file_sha256
 from codebook_features.errors import CodebookError
 from codebook_features.files import (
     LM_CORPUS_FILE,
@@ -29,7 +31,7 @@ from codebook_features.files import (
     write_json,
     write_text,
 )
-from codebook_features.lm.parsing import Document
+from codebook_features.lm.parsing import Document, words
 from codebook_features.lm.sources import SOURCES, LoadedSource, load_source
 from codebook_features.lm.split import SPLITS, split_documents
 from codebook_features.ownership import LM_DATA, check_output_dir, mark
@@ -165,17 +167,19 @@ def _finished(out: Path, settings: dict[str, Any]) -> bool | None:
         same = data["settings"] == settings
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return same and all(
-        (out / name).is_file() and _sha256(out / name) == digest for name, digest in files.items()
+    return same and _intact(out, files)
+
+
+def _intact(out: Path, files: Any) -> bool:
+    """Whether the files recorded in ``corpus.json`` (``name -> sha256``) are there, unchanged."""
+    return (
+        isinstance(files, dict)
+        and set(SPLIT_FILES.values()) <= set(files)
+        and all(
+            (out / name).is_file() and file_sha256(out / name) == digest
+            for name, digest in files.items()
+        )
     )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_jsonl(path: Path, documents: list[Document]) -> str:
@@ -234,8 +238,8 @@ def build_corpus(config: LmCorpusConfig) -> CorpusInfo:
             return CorpusInfo.read(out, reused=True)
         if finished is not None:
             raise CodebookError(
-                f"{out} holds a corpus built with other settings (or changed since): pass "
-                "--overwrite true to replace it, or choose another --out"
+                f"{out} holds a corpus built with other settings (or changed since): give another "
+                f"--out, or rebuild it with `codebook lm data --out {out} --overwrite true`"
             )
     cache = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
     loaded = [load_source(name, cache) for name in config.sources]
@@ -284,3 +288,127 @@ def build_corpus(config: LmCorpusConfig) -> CorpusInfo:
     logger.info("wrote %s", out)
     fetch_seconds = {s.source.name: round(s.fetch_seconds, 2) for s in loaded}
     return CorpusInfo(out, settings, sources, counts, fetch_seconds=fetch_seconds)
+
+
+# ---------------------------------------------------------------- reading a corpus
+def corpus_summary(directory: str | os.PathLike) -> dict[str, Any]:
+    """What a corpus directory holds, for a report: ``{"path", "sources", "train",
+    "validation"}``, each split ``{label: {"documents", "words"}}`` (labels sorted), each source
+    ``{"package", "version", "licence", "labels", "documents", "words"}``.
+
+    Read from ``corpus.json`` for a corpus :func:`build_corpus` made (its sources' counts are
+    before the split, as built); counted from ``train.jsonl`` and ``validation.jsonl`` for one
+    made by hand, or changed since it was built (its sources, by the lines' optional
+    ``source``, have unknown package, version and licence, and counts of the lines).
+    """
+    path = Path(directory)
+    built = _built_summary(path)
+    if built is not None:
+        return built
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    sources: dict[str, dict[str, Any]] = {}
+    for split in SPLITS:
+        counts[split] = {}
+        for row in _read_rows(path, SPLIT_FILES[split]):
+            size = words(row["text"])
+            entry = counts[split].setdefault(row["label"], {"documents": 0, "words": 0})
+            entry["documents"] += 1
+            entry["words"] += size
+            if isinstance(row.get("source"), str):
+                source = sources.setdefault(row["source"], _unknown_source())
+                source["labels"].add(row["label"])
+                source["documents"] += 1
+                source["words"] += size
+    for source in sources.values():
+        source["labels"] = sorted(source["labels"])
+    return {
+        "path": str(path),
+        "sources": dict(sorted(sources.items())),
+        **{split: dict(sorted(counts[split].items())) for split in SPLITS},
+    }
+
+
+def corpus_digest(directory: str | os.PathLike) -> str:
+    """One sha256 for a corpus's documents (over ``train.jsonl``'s and ``validation.jsonl``'s
+    sha256s), so that a demo can tell whether the corpus it used has changed since."""
+    path = Path(directory)
+    digest = hashlib.sha256()
+    for name in SPLIT_FILES.values():
+        _require(path, name)
+        digest.update(f"{name} {file_sha256(path / name)}\n".encode())
+    return digest.hexdigest()
+
+
+def _built_summary(path: Path) -> dict[str, Any] | None:
+    """The summary of ``corpus.json``, or ``None`` when there is none, it is damaged, or the
+    files changed since it was written (then they are counted)."""
+    manifest = path / LM_CORPUS_FILE
+    if not manifest.is_file():
+        return None
+    try:
+        data = json.loads(manifest.read_text())
+        if not _intact(path, data["files"]):
+            raise ValueError("the documents changed since it was written")
+        splits = {
+            split: {
+                label: {"documents": int(c["documents"]), "words": int(c["words"])}
+                for label, c in sorted(data["splits"][split]["labels"].items())
+            }
+            for split in SPLITS
+        }
+        sources = {name: dict(source) for name, source in data["sources"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        logger.warning("%s is not used (%s): counting the documents instead", manifest, error)
+        return None
+    return {"path": str(path), "sources": sources, **splits}
+
+
+def _unknown_source() -> dict[str, Any]:
+    unknown = "unknown (made by hand)"
+    return {
+        "package": unknown,
+        "version": unknown,
+        "licence": unknown,
+        "labels": set(),
+        "documents": 0,
+        "words": 0,
+    }
+
+
+def _require(path: Path, name: str) -> None:
+    if not (path / name).is_file():
+        raise CodebookError(
+            f"{path} holds no {name}: a corpus needs {LM_TRAIN_FILE} and {LM_VALIDATION_FILE} "
+            "(one JSON object with a string `text` and a `label` per line); build one with "
+            "`codebook lm data --out DIR`"
+        )
+
+
+def _read_rows(path: Path, name: str) -> Iterator[dict[str, Any]]:
+    """The lines of a corpus file, each checked to be ``{"text": str, "label": str, ...}``
+    (blank lines are skipped); the first bad line is one error naming the file and line."""
+    _require(path, name)
+    rows = 0
+    with (path / name).open(encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if not (
+                isinstance(row, dict)
+                and isinstance(row.get("text"), str)
+                and isinstance(row.get("label"), str)
+                and row["label"]
+            ):
+                raise CodebookError(
+                    f"{path / name}, line {number}: not a JSON object with a string `text` and a "
+                    "non-empty string `label`; fix or remove that line"
+                )
+            rows += 1
+            yield row
+    if not rows:
+        raise CodebookError(f"{path / name} holds no documents: a corpus needs some in both splits")
+    return rows

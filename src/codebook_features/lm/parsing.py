@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from codebook_features.errors import CodebookError
+from codebook_features.files import slug  # the package's one slug: ids here, names elsewhere
 
 BROWN_GENRES = {
     "a": "news",
@@ -55,11 +56,6 @@ class Document:
 def words(text: str) -> int:
     """Whitespace-separated words: how every count of this package measures text."""
     return len(text.split())
-
-
-def slug(text: str) -> str:
-    """A lower-case id fragment: ``"1 Samuel"`` -> ``"1-samuel"``."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def _paragraphs(lines: Iterable[str]) -> list[str]:

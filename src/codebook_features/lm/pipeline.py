@@ -101,6 +101,21 @@ class LmPreset:
     little else (F1) steer; the most precise codes are often rare ones that do not."""
     min_support: int = 20
 
+    def __post_init__(self) -> None:
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names) or "base" in names:
+            raise CodebookError(f"preset: variant names must be distinct and not 'base': {names}")
+        steered = [v for v in self.variants if v.name == self.steered]
+        if not steered or not steered[0].sites:
+            raise CodebookError(
+                f"preset: steered must name a variant with codebooks, got {self.steered!r}"
+            )
+
+    @property
+    def reference(self) -> str | None:
+        """The plain finetune that codebook models are compared with (no codebooks)."""
+        return next((v.name for v in self.variants if not v.sites), None)
+
 
 PRESETS = {"default": LmPreset()}
 
@@ -114,7 +129,8 @@ class LmResults(Record):
     settings: LmPreset
     seconds: dict[str, float] = field(default_factory=dict)
     corpus: dict[str, Any] | None = None
-    """Documents and words per label and split, and where the text came from."""
+    """Documents and words per label and split, where the text came from, and a digest of the
+    files (a demo continues only on the same corpus)."""
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per model of Table 2: its run directory and final validation metrics."""
     store: dict[str, Any] | None = None
@@ -124,19 +140,13 @@ class LmResults(Record):
     """The steering evaluation's summary rows (the full report is in ``steering/``)."""
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["settings"] = asdict(self.settings)
-        return stamp(data)
+        return stamp(asdict(self))
 
     @classmethod
     def load(cls, path: Path) -> LmResults:
         try:
-            data = read_saved(json.loads(path.read_text()), cls, str(path))
-            settings = data["settings"]
-            settings["variants"] = [Variant(**v) for v in settings["variants"]]
-            data["settings"] = LmPreset(**settings)
-            return cls(**data)
-        except (ValueError, KeyError, TypeError) as error:
+            return cls.from_dict(read_saved(json.loads(path.read_text()), cls, str(path)))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise CodebookError(
                 f"{path} is damaged ({error}); delete it to run every stage again"
             ) from error

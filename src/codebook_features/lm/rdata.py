@@ -5,8 +5,9 @@ An ``.rdb`` file is a sequence of objects, each ``[4-byte big-endian length][zli
 each stream is an R serialization in XDR (big-endian) form: ``X\\n``, the format version, two R
 versions, (version 3) the native encoding, then the object. A character vector (``STRSXP``) is
 its flags word, its length, then one ``CHARSXP`` per element: a flags word (type 9, the
-encoding in bits 12-27), a length (-1 for ``NA``) and the bytes. Only that is read; other
-objects are skipped.
+encoding in bits 12-27), a length (-1 for ``NA``) and the bytes. Only that is read. Objects
+that cannot hold text (numbers, logicals, raw bytes, ``NULL``) are skipped; any other kind (a
+list, a data frame, an ALTREP vector...) is refused, since a text in it would silently be lost.
 """
 
 from __future__ import annotations
@@ -22,6 +23,22 @@ CHARSXP = 9
 """R's type code of one string."""
 LATIN1 = 1 << (12 + 2)
 """The flags bit of a Latin-1 encoded string (R's ``LATIN1_MASK`` in the ``levels`` bits)."""
+NO_TEXT = frozenset({0, 254, 10, 13, 14, 15, 24})
+"""R's type codes of objects that cannot hold text, which are skipped: ``NULL`` (0, and 254 as
+serialized), logical, integer, double, complex and raw vectors."""
+TYPE_NAMES = {
+    2: "pairlist",
+    3: "function",
+    4: "environment",
+    6: "call",
+    19: "list (or data frame)",
+    20: "expression",
+    25: "S4 object",
+    238: "ALTREP vector",
+}
+"""Names of other R type codes, for messages."""
+BLOCK = 1 << 16
+"""Compressed bytes fed to zlib at a time (so that reading never copies the rest of the file)."""
 
 
 class _Reader:
@@ -45,7 +62,8 @@ class _Reader:
 
 def character_vector(serialized: bytes, where: str = "R data") -> list[str | None] | None:
     """The character vector an XDR R serialization holds (``None`` for ``NA`` elements), or
-    ``None`` when it holds another kind of object."""
+    ``None`` when it holds an object that cannot hold text; any other object is refused (a
+    novel in it would otherwise go missing without a word)."""
     if not serialized.startswith(b"X\n"):
         raise CodebookError(f"{where} is not an R serialization in XDR form (no 'X\\n' header)")
     reader = _Reader(serialized, where)
@@ -57,8 +75,15 @@ def character_vector(serialized: bytes, where: str = "R data") -> list[str | Non
     elif version != 2:
         raise CodebookError(f"{where} uses R serialization version {version} (known: 2, 3)")
     flags = reader.int()
-    if flags & 0xFF != STRSXP:
+    kind = flags & 0xFF
+    if kind in NO_TEXT:
         return None
+    if kind != STRSXP:
+        name = TYPE_NAMES.get(kind, "unknown type")
+        raise CodebookError(
+            f"{where} holds an R {name} (type code {kind}), which this reader cannot read (it "
+            "reads character vectors only), so a text in it would be lost"
+        )
     length = reader.int()
     if length == -1:  # a long vector: the length follows as two 32-bit halves
         length = (reader.int() << 32) + reader.int()
@@ -77,23 +102,36 @@ def character_vector(serialized: bytes, where: str = "R data") -> list[str | Non
 
 def rdb_character_vectors(data: bytes, where: str = "Rdata.rdb") -> list[list[str | None]]:
     """Every character vector of an ``.rdb`` file, in file order."""
-    vectors, pos = [], 0
+    vectors, pos, view = [], 0, memoryview(data)
     while pos < len(data):
         if len(data) - pos < 5:
             raise CodebookError(f"{where} ends with {len(data) - pos} stray bytes: it is damaged")
         (size,) = struct.unpack_from(">I", data, pos)
-        stream = zlib.decompressobj()
-        try:
-            serialized = stream.decompress(data[pos + 4 :])
-        except zlib.error as error:
-            raise CodebookError(
-                f"{where}: the object at byte {pos} is not zlib data ({error}); only zlib "
-                "compressed R databases can be read"
-            ) from error
-        if not stream.eof or len(serialized) != size:
-            raise CodebookError(f"{where}: the object at byte {pos} is truncated")
+        serialized, end = _inflate(view, pos + 4, size, f"{where}: the object at byte {pos}")
         vector = character_vector(serialized, f"{where} (object at byte {pos})")
         if vector is not None:
             vectors.append(vector)
-        pos = len(data) - len(stream.unused_data)
+        pos = end
     return vectors
+
+
+def _inflate(view: memoryview, start: int, size: int, what: str) -> tuple[bytes, int]:
+    """The zlib stream at ``start`` of ``view`` (``size`` bytes once inflated) and where it
+    ends. Fed a block at a time and stopped one byte past ``size``, so that neither the rest of
+    the file is copied nor a damaged length or stream inflates more than it should."""
+    stream, parts, out, at = zlib.decompressobj(), [], 0, start
+    try:
+        while not stream.eof and at < len(view):
+            block = view[at : at + BLOCK]
+            parts.append(stream.decompress(block, size + 1 - out))
+            out += len(parts[-1])
+            at += len(block) - len(stream.unconsumed_tail)
+            if out > size:
+                break
+    except zlib.error as error:
+        raise CodebookError(
+            f"{what} is not zlib data ({error}); only zlib compressed R databases can be read"
+        ) from error
+    if not stream.eof or out != size:
+        raise CodebookError(f"{what} is truncated or damaged")
+    return b"".join(parts), at - len(stream.unused_data)

@@ -48,6 +48,7 @@ def markdown(out: Path, results: LmResults) -> str:
     lines += _table2(results)
     lines += _search(results)
     lines += _table3(results)
+    lines += _timings(results)
     lines += [
         "## Files",
         "",
@@ -78,25 +79,42 @@ def _corpus(results: LmResults) -> list[str]:
 
 
 def _table2(results: LmResults) -> list[str]:
+    models = results.settings.reference
+    reference = results.models.get(models, {}).get("loss") if models else None
     models = results.models
-    reference = models.get("finetune", {}).get("loss")
     lines = [
         "## Table 2: what codebooks cost",
         "",
         "Validation loss (nats per token) and perplexity after the same number of steps from "
         f"the base model (paper, {PAPER_TABLE_2}).",
         "",
-        "| model | loss | perplexity | accuracy | loss vs finetune |",
+        "| model | loss | perplexity | accuracy | loss vs plain finetune |",
         "|---|---|---|---|---|",
     ]
+    compared = {v.name for v in results.settings.variants if v.sites}
     for name, row in models.items():
-        change = (
-            f"{row['loss'] / reference - 1:+.1%}" if reference and name not in ("base",) else "-"
-        )
+        change = f"{row['loss'] / reference - 1:+.1%}" if reference and name in compared else "-"
         lines.append(
             f"| {name} | {row['loss']:.3f} | {row['perplexity']:.1f} | {row['accuracy']:.3f} | "
             f"{change} |"
         )
+    steered = models.get(results.settings.steered)
+    if reference and steered:
+        cost = steered["loss"] / reference - 1
+        verdict = "within" if cost <= 0.08 else "not within"
+        lines += [
+            "",
+            f"Goal: attention codebooks within 8% of the plain finetune's loss: {verdict} "
+            f"({cost:+.1%}).",
+        ]
+    return [*lines, ""]
+
+
+def _timings(results: LmResults) -> list[str]:
+    seconds = results.seconds
+    lines = ["## Time", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {name} | {value:,.0f} |" for name, value in seconds.items()]
+    lines.append(f"| total | {sum(seconds.values()):,.0f} |")
     return [*lines, ""]
 
 
@@ -151,9 +169,11 @@ def _table3(results: LmResults) -> list[str]:
         "",
         "Share of generations on topic by the bag-of-words classifier (trained on other "
         "documents than those the codes were chosen on), and by the topic's regex, with 95% "
-        "intervals; perplexity of the generations under the unsteered model. Best code setting "
-        "and best activation-addition scale by the classifier rate; the full sweep is in "
-        "`steering/steering.md`.",
+        "intervals; perplexity of the generations under the unsteered model. The code setting "
+        "and the activation-addition scale shown are the best by classifier rate on these same "
+        "generations (so both are a little optimistic; codes had "
+        f"{len(results.settings.strengths) * len(results.settings.modes)} settings, activation "
+        f"addition {len(results.settings.alphas)}); the full sweep is in `steering/steering.md`.",
         "",
         "| topic | unsteered | codes | perplexity (unsteered -> codes) | activation addition "
         "| its perplexity | regex (unsteered -> codes) |",
@@ -220,10 +240,16 @@ def plot_models(out: Path, results: LmResults) -> None:
 def summary_lines(results: LmResults) -> list[str]:
     """A few lines for the terminal."""
     lines = []
-    reference = results.models.get("finetune", {}).get("loss")
-    for name, row in results.models.items():
-        extra = f" ({row['loss'] / reference - 1:+.1%} vs finetune)" if reference else ""
-        lines.append(f"{name}: validation loss {row['loss']:.3f}{extra}")
+    name = results.settings.reference
+    reference = results.models.get(name, {}).get("loss") if name else None
+    compared = {v.name for v in results.settings.variants if v.sites}
+    for model, row in results.models.items():
+        extra = (
+            f" ({row['loss'] / reference - 1:+.1%} vs {name})"
+            if reference and model in compared
+            else ""
+        )
+        lines.append(f"{model}: validation loss {row['loss']:.3f}{extra}")
     rows = (results.steering or {}).get("rows", [])
     for concept in dict.fromkeys(r["concept"] for r in rows):
         base = next(r for r in rows if r["concept"] == concept and r["method"] == "none")

