@@ -71,6 +71,14 @@ def command(name: str, help_text: str) -> Callable[[Callable], Callable]:
     return register
 
 
+def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """``--config FILE`` and one option per field of ``cls`` (which override the file)."""
+    from codebook_features.configs import add_arguments
+
+    parser.add_argument("--config", help="YAML or JSON file with the settings below")
+    add_arguments(parser, cls)
+
+
 def config_from_args(cls: type, args: argparse.Namespace) -> Any:
     """``cls`` built from ``--config FILE`` (optional) plus the dotted options given."""
     from codebook_features.configs import from_dict, load_file, merge, overrides_from_args

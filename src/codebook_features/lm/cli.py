@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from codebook_features.cli import add_command, command, config_from_args, integer
+from codebook_features.cli import (
+    add_command,
+    add_config_options,
+    command,
+    config_from_args,
+    integer,
+)
 
 if TYPE_CHECKING:
     from codebook_features.lm.corpus import CorpusInfo
@@ -38,7 +44,6 @@ def summary(info: CorpusInfo) -> str:
 
 
 def _data(parser: argparse.ArgumentParser) -> None:
-    from codebook_features.configs import add_arguments
     from codebook_features.lm.corpus import LmCorpusConfig
 
     parser.description = (
@@ -48,8 +53,7 @@ def _data(parser: argparse.ArgumentParser) -> None:
         "document, every label in both) as JSON lines, with the licences and a manifest. "
         "Run again with the same settings, it reuses the finished corpus."
     )
-    parser.add_argument("--config", help="YAML or JSON file with the settings below")
-    add_arguments(parser, LmCorpusConfig)
+    add_config_options(parser, LmCorpusConfig)
 
     def run(args: argparse.Namespace) -> None:
         from codebook_features.lm.corpus import build_corpus

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from codebook_features.cli import command, config_from_args
+from codebook_features.cli import add_config_options, command, config_from_args
 
 
 @command(
@@ -12,7 +12,6 @@ from codebook_features.cli import command, config_from_args
     "does forcing a concept's codes steer what the model writes? (with activation addition)",
 )
 def _evaluate_command(parser: argparse.ArgumentParser) -> None:
-    from codebook_features.configs import add_arguments
     from codebook_features.steering.evaluation import SteeringEvalConfig
 
     parser.description = (
@@ -24,8 +23,7 @@ def _evaluate_command(parser: argparse.ArgumentParser) -> None:
         "plots/steering.png. Settings come from --config (YAML or JSON) and the options below, "
         "which override it. An interrupted evaluation continues when run again."
     )
-    parser.add_argument("--config", help="YAML or JSON file with the settings below")
-    add_arguments(parser, SteeringEvalConfig)
+    add_config_options(parser, SteeringEvalConfig)
 
     def run(args: argparse.Namespace) -> None:
         from pathlib import Path

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 
-from codebook_features.cli import command, config_from_args
+from codebook_features.cli import add_config_options, command, config_from_args
 
 
 @command("record", "record which codes fire on which tokens of a text corpus (a code store)")
 def _record_command(parser: argparse.ArgumentParser) -> None:
-    from codebook_features.configs import add_arguments
     from codebook_features.store.record import RecordConfig
 
     parser.description = (
@@ -19,8 +18,7 @@ def _record_command(parser: argparse.ArgumentParser) -> None:
         "and a manifest. Settings come from --config (YAML or JSON) and the options below, "
         "which override it. An interrupted recording continues when run again."
     )
-    parser.add_argument("--config", help="YAML or JSON file with the settings below")
-    add_arguments(parser, RecordConfig)
+    add_config_options(parser, RecordConfig)
 
     def run(args: argparse.Namespace) -> None:
         from codebook_features.store.record import record
