@@ -309,7 +309,7 @@ def corpus_summary(directory: str | os.PathLike) -> dict[str, Any]:
     sources: dict[str, dict[str, Any]] = {}
     for split in SPLITS:
         counts[split] = {}
-        for row in _read_rows(path, SPLIT_FILES[split]):
+        for row in read_rows(path, SPLIT_FILES[split]):
             size = words(row["text"])
             entry = counts[split].setdefault(row["label"], {"documents": 0, "words": 0})
             entry["documents"] += 1
@@ -384,7 +384,7 @@ def _require(path: Path, name: str) -> None:
         )
 
 
-def _read_rows(path: Path, name: str) -> Iterator[dict[str, Any]]:
+def read_rows(path: Path, name: str) -> Iterator[dict[str, Any]]:
     """The lines of a corpus file, each checked to be ``{"text": str, "label": str, ...}``
     (blank lines are skipped); the first bad line is one error naming the file and line."""
     _require(path, name)

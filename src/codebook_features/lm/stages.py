@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from codebook_features.errors import CodebookError
 from codebook_features.files import (
@@ -94,12 +94,13 @@ class LmStages:
         return directory
 
     def tokenizer(self, data: Path) -> Path:
+        from codebook_features.lm.corpus import read_rows
         from codebook_features.lm.tokenizer import train_tokenizer
 
         directory = self.out / LM_DEMO_TOKENIZER
         if not (directory / "tokenizer.json").is_file():
             with self.stages.stage("tokenizer"):
-                texts = (row["text"] for row in read_jsonl(data / LM_TRAIN_FILE))
+                texts = (row["text"] for row in read_rows(data, LM_TRAIN_FILE))
                 train_tokenizer(texts, directory, vocab_size=self.preset.vocab_size)
         return directory
 
@@ -255,7 +256,3 @@ class LmStages:
                 "classifier": report.classifier,
                 "rows": [row.to_dict() for row in report.rows],
             }
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
