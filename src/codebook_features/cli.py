@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_commands() -> None:
     """Import the modules that register further sub-commands."""
+    import codebook_features.app.cli
     import codebook_features.fsm.cli
     import codebook_features.lm.cli
     import codebook_features.search.cli

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import regex as regex_module
 
 from codebook_features.code_ref import CodeRef
 from codebook_features.errors import CodebookError
@@ -36,6 +38,11 @@ class Example:
     token: str
     context: str
     """The text around the token, the token marked as ``[[token]]``."""
+    before: str = ""
+    """The text just before the token (``context`` without the markers is
+    ``before + token + after``)."""
+    after: str = ""
+    """The text just after the token."""
 
 
 @dataclass(frozen=True)
@@ -60,9 +67,14 @@ class CodeScore:
         return asdict(self) | {"code": str(self.code), "f1": self.f1}
 
 
-def regex_token_rows(store: CodeStore, pattern: str | re.Pattern[str]) -> np.ndarray:
-    """Token rows (ascending) that overlap a match of ``pattern`` (or of its first group)."""
+def regex_token_rows(
+    store: CodeStore, pattern: str | re.Pattern[str], *, time_limit: float | None = None
+) -> np.ndarray:
+    """Token rows (ascending) that overlap a match of ``pattern`` (or of its first group).
+    With ``time_limit`` (seconds), a search that takes longer is stopped and refused, so a
+    pattern that backtracks without end cannot hold a server's worker."""
     regex = _compile(pattern)
+    deadline = None if time_limit is None else time.monotonic() + time_limit
     documents, firsts = store.document_rows
     starts, ends = store.start, store.end
     texts = store.texts
@@ -71,7 +83,7 @@ def regex_token_rows(store: CodeStore, pattern: str | re.Pattern[str]) -> np.nda
         lo, hi = int(firsts[i]), int(firsts[i + 1])
         doc_starts, doc_ends = np.asarray(starts[lo:hi]), np.asarray(ends[lo:hi])
         spans = []
-        for match in regex.finditer(texts[document]):
+        for match in _matches(regex, texts[document], deadline, time_limit):
             begin, stop = match.span(1) if regex.groups else match.span()
             if begin >= 0 and stop > begin:
                 spans.append((begin, stop))
@@ -89,11 +101,13 @@ def regex_codes(
     store: CodeStore,
     pattern: str | re.Pattern[str],
     sites: Any = None,
+    *,
+    time_limit: float | None = None,
     **ranking: Any,
 ) -> tuple[list[CodeScore], int]:
     """The codes of ``sites`` (all by default) ranked as classifiers of the pattern's tokens
     (see :func:`score_codes` for the ranking options), and how many tokens match."""
-    positive = regex_token_rows(store, pattern)
+    positive = regex_token_rows(store, pattern, time_limit=time_limit)
     return score_codes(store, positive, sites, **ranking), len(positive)
 
 
@@ -178,13 +192,30 @@ def _example(store: CodeStore, row: int, width: int = 40) -> Example:
         + "]]"
         + text[stop : stop + width]
     )
-    return Example(document, int(store.position[row]), text[begin:stop], context)
+    before, after = text[max(0, begin - width) : begin], text[stop : stop + width]
+    return Example(
+        document, int(store.position[row]), text[begin:stop], context, before=before, after=after
+    )
 
 
-def _compile(pattern: str | re.Pattern[str]) -> re.Pattern[str]:
-    if isinstance(pattern, re.Pattern):
-        return pattern
+def _compile(pattern: str | re.Pattern[str]) -> Any:
+    """The pattern compiled by the ``regex`` library (Python's syntax, plus a time limit)."""
+    text, flags = (pattern.pattern, pattern.flags) if isinstance(pattern, re.Pattern) else (pattern, 0)
+    if not isinstance(text, str):
+        raise CodebookError(f"a pattern must be text, got {text!r}")
     try:
-        return re.compile(pattern)
-    except re.error as error:
-        raise CodebookError(f"{pattern!r} is not a valid regular expression: {error}") from error
+        return regex_module.compile(text, flags)
+    except (regex_module.error, ValueError, OverflowError, RecursionError) as error:
+        raise CodebookError(f"{text!r} is not a valid regular expression: {error}") from error
+
+
+def _matches(compiled: Any, text: str, deadline: float | None, limit: float | None) -> list[Any]:
+    if deadline is None:
+        return list(compiled.finditer(text))
+    try:
+        return list(compiled.finditer(text, timeout=max(deadline - time.monotonic(), 1e-3)))
+    except TimeoutError:
+        raise CodebookError(
+            f"the pattern {compiled.pattern!r} took longer than {limit:g} s to search: simplify "
+            "it (nested repeats such as (a+)+ can backtrack without end)"
+        ) from None

@@ -212,11 +212,14 @@ def generate_texts(
     *,
     interventions: Iterable[Steering] = (),
     batch_size: int = 8,
+    time_limit: float | None = None,
 ) -> list[Generation]:
     """``settings.samples`` continuations of every prompt, prompt by prompt, each sample from
     its own seed, with ``interventions`` (specs or context managers) entered, in order, around
     every generate call (so ``new`` positions start after each prompt); a context manager must
-    therefore be one that can be entered again (as the ones of this library can)."""
+    therefore be one that can be entered again (as the ones of this library can). With
+    ``time_limit`` (seconds), each generate call stops when it has run that long, so texts may
+    come back shorter (see :attr:`Generation.tokens`)."""
     if isinstance(prompts, str):
         raise CodebookError("prompts must be a list of strings, not one string")
     check_batch_size(batch_size)
@@ -250,6 +253,7 @@ def generate_texts(
                     eos_token_id=eos,
                     pad_token_id=pad,
                     use_cache=True,
+                    max_time=time_limit,
                 )
             for i, row in enumerate(out[:, ids.shape[1] :].tolist()):
                 if eos is not None and eos in row:
@@ -267,17 +271,28 @@ def steer(
     settings: GenerationSettings,
     *,
     batch_size: int = 8,
+    time_limit: float | None = None,
 ) -> SteeringResult:
-    """The same samples of ``prompt`` without and with ``interventions``, seed for seed."""
+    """The same samples of ``prompt`` without and with ``interventions``, seed for seed (with
+    ``time_limit``, half of it for each; see :func:`generate_texts`)."""
     if isinstance(interventions, (Force, Ablate)) or hasattr(interventions, "__enter__"):
         interventions = [interventions]  # type: ignore[list-item]
     interventions = list(interventions)
     if not interventions:
         raise CodebookError("steer: nothing to steer with; give at least one intervention")
+    each = None if time_limit is None else time_limit / 2
     steered = generate_texts(
-        cbm, tokenizer, [prompt], settings, interventions=interventions, batch_size=batch_size
+        cbm,
+        tokenizer,
+        [prompt],
+        settings,
+        interventions=interventions,
+        batch_size=batch_size,
+        time_limit=each,
     )  # first, so a spec that does not fit the model is refused before any generation
-    plain = generate_texts(cbm, tokenizer, [prompt], settings, batch_size=batch_size)
+    plain = generate_texts(
+        cbm, tokenizer, [prompt], settings, batch_size=batch_size, time_limit=each
+    )
     return SteeringResult(
         prompt=prompt,
         unsteered=[g.text for g in plain],

@@ -1,0 +1,395 @@
+"""What the code browser answers, computed from the store (and the model, when given): one
+method per page, returning the API's response objects. The JSON routes and the HTML pages both
+call these, so a page shows exactly what its endpoint returns.
+
+The store is only read. The concepts directory is the one place written, by concept name only:
+no request names a path. A regex search and a generation each run under a time limit, and one
+generation runs at a time (the model's hooks are shared), so no request holds a worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codebook_features.app import schemas as s
+from codebook_features.app.concepts import ConceptFolder
+from codebook_features.app.config import ServeConfig
+from codebook_features.app.errors import Busy, Conflict, NotFound, RequestError
+from codebook_features.app.urls import code_url, document_url
+from codebook_features.code_ref import CodeRef
+from codebook_features.errors import CodebookError
+from codebook_features.rundir import RunDir
+from codebook_features.search.regex import Example
+from codebook_features.store.reader import CodeStore
+
+MAX_TOP = 200
+"""The most rows any list query returns."""
+SNIPPET = 160
+"""Characters of a document shown beside a topic code."""
+
+
+class CodeBrowser:
+    """The browser's state: the opened store, the optional model, and its limits."""
+
+    def __init__(self, config: ServeConfig, model: Any = None, tokenizer: Any = None) -> None:
+        self.config = config
+        self.store = CodeStore(config.store)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.concepts_dir = Path(config.concepts_dir)
+        self._generating = threading.Lock()
+        self.run = self._find_run()
+        self.concepts = ConceptFolder(self.concepts_dir, model, self.fingerprint)
+
+    @classmethod
+    def load(cls, config: ServeConfig) -> CodeBrowser:
+        """Open the store, and load the model (checked to be the one the store was recorded
+        with) when the config names one."""
+        if config.model is None:
+            return cls(config)
+        from codebook_features.loading import load_model_and_tokenizer
+        from codebook_features.store.model_loading import check_recorded_with
+
+        check_recorded_with(CodeStore(config.store), config.model)
+        model, tokenizer = load_model_and_tokenizer(config.model, config.device, what="serve")
+        return cls(config, model, tokenizer)
+
+    def warm(self) -> None:
+        """Read what every query needs once, so the first requests are as fast as the rest."""
+        _ = self.store.texts, self.store.document_rows, self.store.start, self.store.end
+
+    # ------------------------------------------------------------------ overview
+    def _find_run(self) -> RunDir | None:
+        if self.config.run_dir:
+            run = RunDir(Path(self.config.run_dir))
+            if not run.exists():
+                raise CodebookError(f"{self.config.run_dir} is not a training run directory")
+            return run
+        model = self.config.model or (self.store.manifest.get("model") or {}).get("name")
+        if model and Path(model).is_dir() and RunDir(Path(model).parent).exists():
+            return RunDir(Path(model).parent)
+        return None
+
+    def overview(self) -> s.OverviewOut:
+        recorded = self.store.manifest.get("model") or {}
+        data = self.store.manifest.get("data") or {}
+        sites = [
+            s.SiteOut(name=name, groups=i.groups, k=i.k, num_codes=i.num_codes)
+            for name, i in self.store.sites.items()
+        ]
+        return s.OverviewOut(
+            store=self.store.path.name,
+            model=recorded.get("name"),
+            model_type=recorded.get("model_type"),
+            model_loaded=self.model is not None,
+            documents=self.store.num_documents,
+            tokens=self.store.num_tokens,
+            sites=sites,
+            label_fields=list(data.get("label_fields") or []),
+            run=self._run_out(),
+            limits={
+                "regex_time_limit": self.config.regex_time_limit,
+                "generation_time_limit": self.config.generation_time_limit,
+                "max_new_tokens": self.config.max_new_tokens,
+                "max_samples": self.config.max_samples,
+            },
+        )
+
+    def _run_out(self) -> s.RunOut | None:
+        if self.run is None:
+            return None
+        rows = self.run.val_rows()
+        return s.RunOut(
+            name=self.run.path.name,
+            summary=_finite(self.run.summary()),
+            last_metrics=_finite(rows[-1]) if rows else None,
+            plots=[p.name for p in self.run.plots()],
+        )
+
+    def plot(self, name: str) -> Path:
+        """A plot of the run, by name (only names the run lists are served)."""
+        for path in self.run.plots() if self.run else []:
+            if path.name == name:
+                return path
+        raise NotFound(f"no plot {name!r}: the overview lists the run's plots")
+
+    # ------------------------------------------------------------------ codes
+    def regex(
+        self,
+        pattern: str,
+        sites: str | None = None,
+        sort: str = "f1",
+        min_precision: float = 0.0,
+        min_recall: float = 0.0,
+        min_support: int = 1,
+        top: int = 20,
+        examples: int = 3,
+    ) -> s.RegexOut:
+        from codebook_features.search.regex import regex_codes
+
+        if not pattern:
+            raise RequestError("give a pattern to search for")
+        ranked, count = regex_codes(
+            self.store,
+            pattern,
+            _sites(sites),
+            time_limit=self.config.regex_time_limit,
+            sort=sort,
+            min_precision=min_precision,
+            min_recall=min_recall,
+            min_support=min_support,
+            top=min(top, MAX_TOP),
+            examples=examples,
+        )
+        codes = [
+            s.ScoredCode(
+                code=str(c.code),
+                url=code_url(c.code),
+                precision=c.precision,
+                recall=c.recall,
+                f1=c.f1,
+                support=c.support,
+                hits=c.hits,
+                examples=[_example(e) for e in c.examples],
+            )
+            for c in ranked
+        ]
+        return s.RegexOut(pattern=pattern, tokens=count, sort=sort, codes=codes)
+
+    def code_ref(self, site: str, group: int, code: int) -> CodeRef:
+        """The reference, refused (404) unless the store recorded that site, group and code."""
+        info = self.store.sites.get(site)
+        if info is None:
+            raise NotFound(f"the store has no site {site!r}; the overview lists its sites")
+        if not (0 <= group < info.groups and 0 <= code < info.num_codes):
+            raise NotFound(
+                f"{site} has {info.groups} group(s) of {info.num_codes} codes; "
+                f"{site}/{group}/{code} is not one of them"
+            )
+        return CodeRef(site, group, code)
+
+    def code(self, ref: CodeRef, top: int = 10, examples: int = 8) -> s.CodePageOut:
+        from codebook_features.search.code_page import code_page
+
+        page = code_page(
+            self.store, ref, self.model, self.tokenizer, top=min(top, MAX_TOP), examples=examples
+        )
+        effect = page.logit_effect
+        return s.CodePageOut(
+            code=str(ref),
+            url=code_url(ref),
+            site=ref.site,
+            group=ref.group,
+            id=ref.code,
+            frequency=page.frequency,
+            share=page.share,
+            documents=page.documents,
+            top_tokens=[s.TokenCountOut(**dataclasses.asdict(t)) for t in page.top_tokens],
+            examples=[_example(e) for e in page.examples],
+            cooccurring=[_related(c) for c in page.cooccurring],
+            similar=None if page.similar is None else [_related(c) for c in page.similar],
+            logit_effect=None
+            if effect is None
+            else s.LogitEffectOut(
+                up=[s.TokenValue(token=t, value=_number(v)) for t, v in effect.up],
+                down=[s.TokenValue(token=t, value=_number(v)) for t, v in effect.down],
+            ),
+            notes=page.notes,
+        )
+
+    # ------------------------------------------------------------------ topics, documents
+    def topics(
+        self,
+        sites: str | None = None,
+        min_share: float = 0.5,
+        min_documents: int = 2,
+        label_field: str | None = None,
+        label: str | None = None,
+        top: int = 20,
+    ) -> s.TopicsOut:
+        from codebook_features.search.topics import topic_codes
+
+        fields = self.overview().label_fields
+        if label_field is None and fields:
+            label_field = fields[0]
+        found = topic_codes(
+            self.store,
+            _sites(sites),
+            min_share=min_share,
+            min_documents=min_documents,
+            label_field=label_field or None,
+            label=label or None,
+            top=min(top, MAX_TOP),
+        )
+        labels = self._labels(label_field) if label_field else {}
+        codes = [
+            s.TopicCodeOut(
+                code=str(t.code),
+                url=code_url(t.code),
+                documents=t.documents,
+                mean_share=t.mean_share,
+                label=t.label,
+                precision=t.precision,
+                recall=t.recall,
+                examples=[self._document_ref(d, labels.get(d)) for d in t.examples],
+            )
+            for t in found
+        ]
+        return s.TopicsOut(
+            label_field=label_field or None,
+            label=label or None,
+            labels=sorted(set(labels.values())),
+            codes=codes,
+        )
+
+    def _labels(self, field: str) -> dict[int, str]:
+        table = self.store.documents
+        if field not in table.column_names:
+            raise RequestError(
+                f"the documents have no column {field!r}; they have: "
+                + ", ".join(table.column_names)
+            )
+        ids = table.column("document").to_pylist()
+        return {int(d): str(v) for d, v in zip(ids, table.column(field).to_pylist(), strict=True)}
+
+    def _document_ref(self, document: int, label: str | None) -> s.DocumentRef:
+        text = " ".join(self.store.texts[document].split())
+        snippet = text if len(text) <= SNIPPET else text[: SNIPPET - 1] + "…"
+        return s.DocumentRef(
+            document=document, url=document_url(document), snippet=snippet, label=label
+        )
+
+    def document(self, document: int) -> s.DocumentOut:
+        text = self.store.texts.get(document)
+        if text is None:
+            raise NotFound(f"the store has no document {document}")
+        table = self.store.documents
+        row = table.filter(_equals(table, document)).to_pylist()[0]
+        fields = {k: str(v) for k, v in row.items() if k not in ("document", "text")}
+        ids, firsts = self.store.document_rows
+        i = int(np.searchsorted(ids, document))
+        return s.DocumentOut(
+            document=document, text=text, tokens=int(firsts[i + 1] - firsts[i]), fields=fields
+        )
+
+    # ------------------------------------------------------------------ model facts
+    @cached_property
+    def fingerprint(self) -> str | None:
+        """The loaded model's codebook fingerprint, as concepts record it."""
+        if self.model is None:
+            return None
+        from codebook_features.steering.concept import model_fingerprint
+
+        return model_fingerprint(self.model)
+
+    def need_model(self, what: str) -> Any:
+        if self.model is None:
+            raise Conflict(
+                f"{what} needs the model: start the browser with --model DIR (the model the "
+                "store was recorded with)"
+            )
+        return self.model
+
+    # ------------------------------------------------------------------ steering
+    def steer(self, request: s.SteerIn) -> s.SteerOut:
+        from codebook_features.steering.generate import steer
+        from codebook_features.steering.steer_cli import SteerConfig, describe_intervention
+        from codebook_features.steering.steer_cli import force_specs as specs_of
+
+        model = self.need_model("steering")
+        if request.max_new_tokens > self.config.max_new_tokens:
+            raise RequestError(f"max_new_tokens may be at most {self.config.max_new_tokens} here")
+        if request.samples > self.config.max_samples:
+            raise RequestError(f"samples may be at most {self.config.max_samples} here")
+        concept = None
+        if request.concept:
+            concept = str(self.concepts.file(request.concept))  # by name only, never a path
+        settings = request.model_dump(exclude={"concept"})
+        config = SteerConfig(model="(loaded)", concept=concept, **settings)
+        specs = specs_of(config, model)
+        if not self._generating.acquire(blocking=False):
+            raise Busy("another steering request is running: try again when it has finished")
+        try:
+            started = time.monotonic()
+            result = steer(
+                model,
+                self.tokenizer,
+                request.prompt,
+                specs,
+                config.settings(),
+                time_limit=self.config.generation_time_limit,
+            )
+            seconds = time.monotonic() - started
+        finally:
+            self._generating.release()
+        eos = self.tokenizer.eos_token_id
+        generations = [*result.unsteered_generations, *result.steered_generations]
+        stopped_early = any(
+            len(g.token_ids) < request.max_new_tokens and g.token_ids[-1:] != (eos,)
+            for g in generations
+        )
+        samples = [
+            s.SampleOut(seed=seed, unsteered=plain, steered=steered)
+            for seed, plain, steered in zip(
+                result.seeds, result.unsteered, result.steered, strict=True
+            )
+        ]
+        return s.SteerOut(
+            prompt=request.prompt,
+            steering=[describe_intervention(d) for d in result.interventions],
+            samples=samples,
+            stopped_early=stopped_early,
+            seconds=round(seconds, 3),
+        )
+
+
+def _sites(text: str | None) -> list[str] | None:
+    """Sites given as one comma-separated string (names, kinds or globs)."""
+    if text is None or not text.strip():
+        return None
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _example(example: Example) -> s.ExampleOut:
+    return s.ExampleOut(
+        document=example.document,
+        position=example.position,
+        token=example.token,
+        before=example.before,
+        after=example.after,
+    )
+
+
+def _related(code: Any) -> s.RelatedCode:
+    return s.RelatedCode(
+        code=str(code.code), url=code_url(code.code), count=code.count, share=_number(code.share)
+    )
+
+
+def _number(value: float) -> float:
+    return float(value) if math.isfinite(value) else 0.0
+
+
+def _finite(data: Any) -> Any:
+    """JSON-ready data with NaN and infinities as null (JSON has neither)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {str(k): _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
+
+
+def _equals(table: Any, document: int) -> Any:
+    import pyarrow.compute as pc
+
+    return pc.equal(table.column("document"), document)

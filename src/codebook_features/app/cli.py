@@ -1,0 +1,45 @@
+"""``codebook serve STORE``: the code browser on this machine (127.0.0.1) unless told otherwise."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from codebook_features.app.config import ServeConfig
+from codebook_features.cli import command
+
+
+@command("serve", "browse a code store in a web browser: search, code pages, topics, steering")
+def _serve_command(parser: argparse.ArgumentParser) -> None:
+    from codebook_features.configs import add_arguments
+
+    parser.description = (
+        "Serve the code browser for a store (written by `codebook record`): regex search, code "
+        "pages, topic codes, concepts and, with --model, the steering playground. Pages and "
+        "their JSON API (described at /openapi.json) come from the same server."
+    )
+    parser.add_argument("store_dir", nargs="?", metavar="STORE", help="the code store directory")
+    add_arguments(parser, ServeConfig)
+    parser.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from codebook_features.app.server import create_app
+    from codebook_features.configs import from_dict, overrides_from_args
+
+    settings = overrides_from_args(args, ServeConfig)
+    if args.store_dir:
+        settings["store"] = args.store_dir
+    config = from_dict(ServeConfig, settings)
+    if config.exposed:
+        print(
+            f"warning: listening on {config.host}: anyone who can reach this machine can use "
+            "the browser (and its steering, which runs the model)",
+            file=sys.stderr,
+        )
+    app = create_app(config)
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    print(f"code browser on http://{host}:{config.port} (Ctrl-C stops it)", flush=True)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning")

@@ -1,0 +1,177 @@
+"""The browser's concepts: list, open, create, edit, add codes to, and delete the concept files
+of one directory, by name only. Every write is an atomic replace of a file that already says it
+is a concept (or of a new one), so nothing else in the directory is ever touched."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from codebook_features.app import schemas as s
+from codebook_features.app.errors import Conflict, NotFound, RequestError
+from codebook_features.app.urls import concept_url
+from codebook_features.code_ref import CodeRef
+from codebook_features.errors import CodebookError
+from codebook_features.steering.concept import (
+    SUFFIX,
+    Concept,
+    check_name,
+    concept_file,
+    is_concept_file,
+    load_concept,
+    save_concept,
+    site_shapes,
+)
+
+
+class ConceptFolder:
+    """The concepts of ``directory``; ``model`` (with its ``fingerprint``) allows creating
+    them and checks them."""
+
+    def __init__(self, directory: Path, model: Any = None, fingerprint: str | None = None) -> None:
+        self.directory = directory
+        self.model = model
+        self.fingerprint = fingerprint
+
+    def list(self) -> s.ConceptsOut:
+        found, problems = [], []
+        files = sorted(self.directory.glob(f"*{SUFFIX}")) if self.directory.is_dir() else []
+        for path in files:
+            if not is_concept_file(path):
+                continue
+            try:
+                concept = load_concept(path)
+            except CodebookError as error:
+                problems.append(f"{path.name}: {error}")
+                continue
+            found.append(
+                s.ConceptSummary(
+                    name=concept.name,
+                    url=concept_url(concept.name),
+                    description=concept.description,
+                    codes=len(concept.codes),
+                    first_codes=[str(c) for c in concept.codes[:5]],
+                    method=concept.selection.get("method"),
+                )
+            )
+        return s.ConceptsOut(concepts=found, writable=self.model is not None, problems=problems)
+
+    def get(self, name: str) -> s.ConceptOut:
+        return self._out(self._load(name))
+
+    def create(self, request: s.ConceptIn) -> s.ConceptOut:
+        path = self._path(request.name)
+        if path.exists():
+            raise Conflict(
+                f"a concept {request.name!r} exists: add codes to it, edit it, or choose "
+                "another name"
+            )
+        concept = self._new(request.name, request.codes, request.description)
+        concept = dataclasses.replace(concept, mode=request.mode, positions=request.positions)
+        self._save(concept, overwrite=False)
+        return self._out(concept)
+
+    def add_codes(self, name: str, request: s.CodesIn) -> s.ConceptOut:
+        """Add codes to the concept ``name`` (made when there is none), each once."""
+        if not self._path(name).exists():
+            return self._out(self._save(self._new(name, request.codes, request.description)))
+        concept = self._load(name)
+        new = [c for c in _refs(request.codes) if c not in concept.codes]
+        return self.edit(name, s.ConceptEdit(codes=[str(c) for c in (*concept.codes, *new)]))
+
+    def edit(self, name: str, request: s.ConceptEdit) -> s.ConceptOut:
+        concept = self._load(name)
+        changes: dict[str, Any] = request.model_dump(exclude_none=True)
+        if "codes" in changes:
+            codes = _refs(changes["codes"])
+            scores = dict(zip(concept.codes, concept.scores, strict=True))
+            changes["codes"] = codes
+            changes["scores"] = tuple(scores.get(c, {}) for c in codes)
+            sites = dict(concept.sites)
+            if self.model is not None:
+                for ref in codes:
+                    ref.check(self.model)
+                sites |= site_shapes(self.model, [c.site for c in codes])
+            used = {c.site for c in codes}
+            changes["sites"] = {site: shape for site, shape in sites.items() if site in used}
+        edited = dataclasses.replace(concept, **changes)  # validated as a new one
+        return self._out(self._save(edited, overwrite=True))
+
+    def delete(self, name: str) -> s.Deleted:
+        path = self._path(name)
+        if not is_concept_file(path):
+            raise NotFound(f"no concept {name!r} to delete")
+        path.unlink()
+        return s.Deleted(deleted=name)
+
+    # ------------------------------------------------------------------ helpers
+    def _path(self, name: str) -> Path:
+        try:
+            return concept_file(self.directory, check_name(name))
+        except CodebookError as error:
+            raise RequestError(str(error)) from None
+
+    def file(self, name: str) -> Path:
+        """The file of the concept ``name``, refused (404) when there is none."""
+        path = self._path(name)
+        if not is_concept_file(path):
+            raise NotFound(f"no concept {name!r}; the concepts page lists them")
+        return path
+
+    def _load(self, name: str) -> Concept:
+        return load_concept(self.file(name))
+
+    def _new(self, name: str, codes: list[str], description: str) -> Concept:
+        if self.model is None or self.fingerprint is None:
+            raise Conflict(
+                "saving a new concept needs the model: start the browser with --model DIR"
+            )
+        refs = _refs(codes)
+        for ref in refs:
+            ref.check(self.model)
+        return Concept(
+            name=check_name(name),
+            codes=refs,
+            model=self.fingerprint,
+            sites=site_shapes(self.model, [r.site for r in refs]),
+            selection={"method": "browser"},
+            description=description,
+        )
+
+    def _save(self, concept: Concept, overwrite: bool = False) -> Concept:
+        if self.model is not None:
+            if concept.model != self.fingerprint:
+                raise Conflict(
+                    f"concept {concept.name!r} was made for another model: it can be read "
+                    "here but not changed"
+                )
+            concept.check_codes(self.model)
+        save_concept(concept, self._path(concept.name), overwrite=overwrite)
+        return concept
+
+    def _out(self, concept: Concept) -> s.ConceptOut:
+        fits = None if self.fingerprint is None else concept.model == self.fingerprint
+        return s.ConceptOut(
+            name=concept.name,
+            url=concept_url(concept.name),
+            description=concept.description,
+            codes=[str(c) for c in concept.codes],
+            scores=list(concept.scores),
+            mode=concept.mode,
+            positions=concept.positions
+            if isinstance(concept.positions, str)
+            else list(concept.positions),
+            selection=concept.selection,
+            model=concept.model,
+            fits_model=fits,
+        )
+
+
+def _refs(codes: list[str]) -> tuple[CodeRef, ...]:
+    refs: list[CodeRef] = []
+    for code in codes:
+        ref = CodeRef.parse(code)
+        if ref not in refs:
+            refs.append(ref)
+    return tuple(refs)

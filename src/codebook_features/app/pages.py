@@ -1,0 +1,135 @@
+"""The HTML pages: server-rendered templates (autoescaped: token text is data, never markup)
+over the same objects the JSON API returns, plus one small script for sorting, saving concepts
+and steering. No build step: templates and assets ship in the package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from codebook_features.app.browser import MAX_TOP, CodeBrowser
+from codebook_features.app.errors import status_of
+from codebook_features.errors import CodebookError
+
+TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
+TEMPLATES.env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.1f}%"
+TEMPLATES.env.filters["num"] = lambda v: "" if v is None else f"{v:,}"
+TEMPLATES.env.filters["fixed"] = lambda v, d=3: "" if v is None else f"{v:.{d}f}"
+
+
+def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    browser: CodeBrowser = request.app.state.browser
+    context |= {"model_loaded": browser.model is not None, "store_name": browser.store.path.name}
+    return TEMPLATES.TemplateResponse(request, template, context, status_code=status)
+
+
+def error_page(request: Request, message: str, status: int) -> HTMLResponse:
+    return render(request, "error.html", status, message=message, status=status)
+
+
+def page_router() -> APIRouter:
+    router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
+
+    def app_of(request: Request) -> CodeBrowser:
+        return request.app.state.browser
+
+    @router.get("/")
+    def overview(request: Request) -> HTMLResponse:
+        return render(request, "overview.html", page="overview", o=app_of(request).overview())
+
+    @router.get("/search")
+    def search(
+        request: Request,
+        pattern: Annotated[str, Query(max_length=1000)] = "",
+        sites: Annotated[str, Query(max_length=1000)] = "",
+        sort: Literal["f1", "precision", "recall"] = "f1",
+        min_support: Annotated[int, Query(ge=1, le=2**62)] = 1,
+        min_precision: Annotated[float, Query(ge=0, le=1)] = 0.0,
+        top: Annotated[int, Query(ge=1, le=MAX_TOP)] = 20,
+    ) -> HTMLResponse:
+        form = {
+            "pattern": pattern,
+            "sites": sites,
+            "sort": sort,
+            "min_support": min_support,
+            "min_precision": min_precision,
+            "top": top,
+        }
+        result, error, status = None, None, 200
+        if pattern:
+            try:
+                result = app_of(request).regex(
+                    pattern, sites, sort, min_precision, 0.0, min_support, top
+                )
+            except CodebookError as e:
+                error, status = str(e), status_of(e)
+        return render(
+            request, "search.html", status, page="search", form=form, r=result, error=error
+        )
+
+    @router.get("/codes/{site}/{group}/{code}")
+    def code(
+        request: Request,
+        site: Annotated[str, PathParam(max_length=200)],
+        group: Annotated[int, PathParam(ge=0, le=2**31)],
+        code: Annotated[int, PathParam(ge=0, le=2**31)],
+    ) -> HTMLResponse:
+        app = app_of(request)
+        page = app.code(app.code_ref(site, group, code))
+        names = [c.name for c in app.concepts.list().concepts]
+        return render(request, "code.html", page="code", p=page, concept_names=names)
+
+    @router.get("/topics")
+    def topics(
+        request: Request,
+        sites: Annotated[str, Query(max_length=1000)] = "",
+        min_share: Annotated[float, Query(gt=0, le=1)] = 0.5,
+        min_documents: Annotated[int, Query(ge=1, le=2**62)] = 2,
+        label: Annotated[str, Query(max_length=1000)] = "",
+        top: Annotated[int, Query(ge=1, le=MAX_TOP)] = 20,
+    ) -> HTMLResponse:
+        form = {"sites": sites, "min_share": min_share, "min_documents": min_documents}
+        form |= {"label": label, "top": top}
+        result, error, status = None, None, 200
+        try:
+            result = app_of(request).topics(sites, min_share, min_documents, None, label, top)
+        except CodebookError as e:
+            error, status = str(e), status_of(e)
+        return render(
+            request, "topics.html", status, page="topics", form=form, r=result, error=error
+        )
+
+    @router.get("/documents/{document}")
+    def document(
+        request: Request, document: Annotated[int, PathParam(ge=0, le=2**62)]
+    ) -> HTMLResponse:
+        return render(request, "document.html", page="", d=app_of(request).document(document))
+
+    @router.get("/concepts")
+    def concepts(request: Request) -> HTMLResponse:
+        return render(request, "concepts.html", page="concepts", c=app_of(request).concepts.list())
+
+    @router.get("/concepts/{name}")
+    def concept(request: Request, name: Annotated[str, PathParam(max_length=100)]) -> HTMLResponse:
+        return render(
+            request, "concept.html", page="concepts", c=app_of(request).concepts.get(name)
+        )
+
+    @router.get("/steer")
+    def steer(
+        request: Request,
+        concept: Annotated[str, Query(max_length=100)] = "",
+        codes: Annotated[str, Query(max_length=10_000)] = "",
+    ) -> HTMLResponse:
+        app = app_of(request)
+        names = [c.name for c in app.concepts.list().concepts]
+        limits = app.overview().limits
+        form = {"concept": concept, "codes": codes}
+        return render(request, "steer.html", page="steer", form=form, concepts=names, limits=limits)
+
+    return router

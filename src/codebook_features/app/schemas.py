@@ -1,0 +1,254 @@
+"""The HTTP API's request and response bodies, kept apart from what computes them: the OpenAPI
+description is generated from these, and the pages render the same objects."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    """Request bodies refuse unknown keys, so a misspelt option is not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------------- overview
+class SiteOut(BaseModel):
+    name: str
+    groups: int
+    k: int
+    num_codes: int
+
+
+class RunOut(BaseModel):
+    name: str
+    """The run directory's name."""
+    summary: dict[str, Any] | None
+    """The run's final metrics (its ``summary.json``)."""
+    last_metrics: dict[str, Any] | None
+    """The last validation row of its metrics."""
+    plots: list[str]
+    """Plot names, served at ``/api/plots/{name}``."""
+
+
+class OverviewOut(BaseModel):
+    store: str
+    model: str | None
+    """The model the store was recorded with."""
+    model_type: str | None
+    model_loaded: bool
+    """Whether the app has the model (similar codes, logit effects, concepts, steering)."""
+    documents: int
+    tokens: int
+    sites: list[SiteOut]
+    label_fields: list[str]
+    run: RunOut | None
+    limits: dict[str, float | int]
+
+
+# ---------------------------------------------------------------------- codes
+class ExampleOut(BaseModel):
+    document: int
+    position: int
+    token: str
+    before: str
+    after: str
+
+
+class ScoredCode(BaseModel):
+    code: str
+    url: str
+    """The code's page."""
+    precision: float
+    recall: float
+    f1: float
+    support: int
+    """Tokens it fires on."""
+    hits: int
+    """Of those, tokens that match."""
+    examples: list[ExampleOut]
+
+
+class RegexOut(BaseModel):
+    pattern: str
+    tokens: int
+    """Tokens that match the pattern."""
+    sort: str
+    codes: list[ScoredCode]
+
+
+class TokenCountOut(BaseModel):
+    text: str
+    count: int
+    share: float
+
+
+class RelatedCode(BaseModel):
+    code: str
+    url: str
+    count: int
+    """Tokens fired on together with the page's code (0 for similar codes)."""
+    share: float
+    """Share of the page's code's tokens (co-occurring), or cosine similarity (similar)."""
+
+
+class TokenValue(BaseModel):
+    token: str
+    value: float
+
+
+class LogitEffectOut(BaseModel):
+    up: list[TokenValue]
+    down: list[TokenValue]
+
+
+class CodePageOut(BaseModel):
+    code: str
+    url: str
+    site: str
+    group: int
+    id: int
+    frequency: int
+    share: float
+    documents: int
+    top_tokens: list[TokenCountOut]
+    examples: list[ExampleOut]
+    cooccurring: list[RelatedCode]
+    similar: list[RelatedCode] | None
+    logit_effect: LogitEffectOut | None
+    notes: list[str]
+
+
+class DocumentRef(BaseModel):
+    document: int
+    url: str
+    snippet: str
+    label: str | None = None
+
+
+class TopicCodeOut(BaseModel):
+    code: str
+    url: str
+    documents: int
+    mean_share: float
+    label: str | None
+    precision: float | None
+    recall: float | None
+    examples: list[DocumentRef]
+
+
+class TopicsOut(BaseModel):
+    label_field: str | None
+    label: str | None
+    labels: list[str]
+    """The values of ``label_field``."""
+    codes: list[TopicCodeOut]
+
+
+class DocumentOut(BaseModel):
+    document: int
+    text: str
+    tokens: int
+    fields: dict[str, str]
+    """Its label and metadata columns."""
+
+
+# ---------------------------------------------------------------------- concepts
+Mode = Literal["least", "all", "add"]
+PositionsIn = Literal["new", "all"]
+
+
+class ConceptSummary(BaseModel):
+    name: str
+    url: str
+    description: str
+    codes: int
+    first_codes: list[str]
+    method: str | None
+
+
+class ConceptsOut(BaseModel):
+    concepts: list[ConceptSummary]
+    writable: bool
+    """Whether concepts can be saved here (it needs the model)."""
+    problems: list[str]
+    """Concept files that could not be read, and why."""
+
+
+class ConceptOut(BaseModel):
+    name: str
+    url: str
+    description: str
+    codes: list[str]
+    scores: list[dict[str, Any]]
+    mode: str
+    positions: Any
+    selection: dict[str, Any]
+    model: str
+    fits_model: bool | None
+    """Whether it was made for the loaded model (None: no model loaded)."""
+
+
+class ConceptIn(Strict):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
+    codes: list[str] = Field(min_length=1, max_length=1000)
+    description: str = Field(default="", max_length=10_000)
+    mode: Mode = "all"
+    positions: PositionsIn = "new"
+
+
+class ConceptEdit(Strict):
+    codes: list[str] | None = Field(default=None, min_length=1, max_length=1000)
+    description: str | None = Field(default=None, max_length=10_000)
+    mode: Mode | None = None
+    positions: PositionsIn | None = None
+
+
+class CodesIn(Strict):
+    codes: list[str] = Field(min_length=1, max_length=1000)
+    description: str = Field(default="", max_length=10_000)
+
+
+class Deleted(BaseModel):
+    deleted: str
+
+
+# ---------------------------------------------------------------------- steering
+class SteerIn(Strict):
+    prompt: str = Field(min_length=1, max_length=4000)
+    concept: str | None = Field(default=None, max_length=100)
+    """A saved concept's name."""
+    codes: list[str] = Field(default_factory=list, max_length=100)
+    """Codes to force, as ``SITE/GROUP/CODE``."""
+    top: int | None = Field(default=None, ge=1, le=1000)
+    """Force only the concept's first N codes."""
+    mode: Mode | None = None
+    positions: PositionsIn | None = None
+    max_new_tokens: int = Field(default=40, ge=1, le=10_000)
+    temperature: float = Field(default=1.0, ge=0, le=100)
+    top_k: int = Field(default=0, ge=0, le=1_000_000)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    samples: int = Field(default=1, ge=1, le=1000)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+
+
+class SampleOut(BaseModel):
+    seed: int
+    unsteered: str
+    steered: str
+
+
+class SteerOut(BaseModel):
+    prompt: str
+    steering: list[str]
+    """What was forced, one line per intervention."""
+    samples: list[SampleOut]
+    stopped_early: bool
+    """Whether the time limit cut a continuation short."""
+    seconds: float
+
+
+class ErrorOut(BaseModel):
+    detail: str

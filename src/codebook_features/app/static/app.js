@@ -1,0 +1,153 @@
+// The browser's only script: sortable tables, saving codes to a concept, editing and deleting
+// a concept, and the steering playground. Server text is always inserted as text, never HTML.
+"use strict";
+
+async function api(method, url, body) {
+  const response = await fetch(url, {
+    method,
+    headers: body === undefined ? {} : { "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const detail = typeof data.detail === "string" ? data.detail
+      : Array.isArray(data.detail) ? data.detail.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ")
+      : `HTTP ${response.status}`;
+    throw new Error(detail);
+  }
+  return data;
+}
+
+function say(output, text, bad) {
+  output.textContent = text;
+  output.classList.toggle("bad", Boolean(bad));
+}
+
+function lines(text) {
+  return text.split(/\r?\n/).map((s) => s.trim()).filter(Boolean);
+}
+
+function cellValue(row, index, numeric) {
+  const cell = row.cells[index];
+  const raw = cell.dataset.value ?? cell.textContent.trim();
+  return numeric ? parseFloat(raw.replace(/[,%]/g, "")) || 0 : raw.toLowerCase();
+}
+
+function makeSortable(table) {
+  const heads = Array.from(table.tHead.rows[0].cells);
+  heads.forEach((th, index) => {
+    th.addEventListener("click", () => {
+      const numeric = th.dataset.type === "num";
+      const descending = th.getAttribute("aria-sort") !== "descending";
+      heads.forEach((h) => h.removeAttribute("aria-sort"));
+      th.setAttribute("aria-sort", descending ? "descending" : "ascending");
+      const body = table.tBodies[0];
+      const rows = Array.from(body.rows);
+      rows.sort((a, b) => {
+        const x = cellValue(a, index, numeric), y = cellValue(b, index, numeric);
+        return (x < y ? -1 : x > y ? 1 : 0) * (descending ? -1 : 1);
+      });
+      rows.forEach((row) => body.appendChild(row));
+    });
+  });
+}
+
+function saveConcept(form) {
+  const output = document.getElementById("save-status");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = form.elements.name.value.trim();
+    try {
+      const concept = await api("POST", `/api/concepts/${encodeURIComponent(name)}/codes`, { codes: [form.dataset.code] });
+      output.textContent = "";
+      const link = document.createElement("a");
+      link.href = concept.url;
+      link.textContent = concept.name;
+      output.append("saved to ", link, ` (${concept.codes.length} codes)`);
+      output.classList.remove("bad");
+    } catch (error) {
+      say(output, error.message, true);
+    }
+  });
+}
+
+function editConcept(form) {
+  const output = document.getElementById("concept-status");
+  const name = form.dataset.name;
+  const url = `/api/concepts/${encodeURIComponent(name)}`;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const concept = await api("PUT", url, {
+        description: form.elements.description.value,
+        codes: lines(form.elements.codes.value),
+        mode: form.elements.mode.value,
+        positions: form.elements.positions.value,
+      });
+      say(output, `saved (${concept.codes.length} codes)`);
+    } catch (error) {
+      say(output, error.message, true);
+    }
+  });
+  document.getElementById("concept-delete").addEventListener("click", async () => {
+    if (!window.confirm(`Delete the concept ${name}?`)) return;
+    try {
+      await api("DELETE", url);
+      window.location.assign("/concepts");
+    } catch (error) {
+      say(output, error.message, true);
+    }
+  });
+}
+
+function steer(form) {
+  const output = document.getElementById("steer-status");
+  const section = document.getElementById("steer-output");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const f = form.elements;
+    const body = {
+      prompt: f.prompt.value,
+      codes: lines(f.codes.value),
+      max_new_tokens: parseInt(f.max_new_tokens.value, 10),
+      temperature: parseFloat(f.temperature.value),
+      top_k: parseInt(f.top_k.value, 10),
+      samples: parseInt(f.samples.value, 10),
+      seed: parseInt(f.seed.value, 10),
+    };
+    for (const key of ["concept", "mode", "positions"]) {
+      if (f[key].value) body[key] = f[key].value;
+    }
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    say(output, "generating…");
+    try {
+      const result = await api("POST", "/api/steer", body);
+      const rows = section.querySelector("tbody");
+      rows.replaceChildren();
+      for (const sample of result.samples) {
+        const row = rows.insertRow();
+        for (const text of [String(sample.seed), sample.unsteered, sample.steered]) {
+          row.insertCell().textContent = text;
+        }
+      }
+      document.getElementById("steer-what").textContent = `steering: ${result.steering.join("; ")}`;
+      section.hidden = false;
+      say(output, `done in ${result.seconds.toFixed(1)} s` + (result.stopped_early ? " (stopped by the time limit)" : ""));
+    } catch (error) {
+      say(output, error.message, true);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("table.sortable").forEach(makeSortable);
+  const save = document.getElementById("save-concept");
+  if (save) saveConcept(save);
+  const edit = document.getElementById("concept-edit");
+  if (edit) editConcept(edit);
+  const playground = document.getElementById("steer-form");
+  if (playground) steer(playground);
+});

@@ -1,0 +1,20 @@
+"""Stable URLs of the browser's pages, built from what they show (a code's ``SITE/GROUP/CODE``
+reference, a concept's name, a document's id), so a page can be shared."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from codebook_features.code_ref import CodeRef
+
+
+def code_url(ref: CodeRef | str) -> str:
+    return "/codes/" + quote(str(ref), safe="/")
+
+
+def concept_url(name: str) -> str:
+    return "/concepts/" + quote(name, safe="")
+
+
+def document_url(document: int) -> str:
+    return f"/documents/{document}"
