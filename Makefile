@@ -26,7 +26,10 @@ demo: $(STAMP)
 demo-lm: $(STAMP)
 	$(PY) -m codebook_features lm demo --out runs/demo-lm
 
+# The browser tests drive the system Chromium: installed here when missing and possible (apt-get
+# as root), else those tests are skipped with their reason; `make test` never fails over it.
 test: $(STAMP)
+	@bash .ci/ensure-chromium || true
 	$(PY) -m pytest
 
 bench: $(STAMP)

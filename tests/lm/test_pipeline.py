@@ -140,3 +140,21 @@ def test_other_settings_and_a_foreign_directory_are_refused(demo, tmp_path) -> N
     assert (foreign / "notes.txt").read_text() == "mine"
     with pytest.raises(CodebookError, match=r"has no train\.jsonl"):
         run_lm_pipeline(tmp_path / "new", tiny_preset(), corpus=tmp_path, progress=False)
+
+
+def test_the_printed_serve_command_opens_the_browser_on_the_demo(demo) -> None:
+    from fastapi.testclient import TestClient
+
+    from codebook_features.app import create_app
+    from codebook_features.app.cli import config_of
+    from codebook_features.cli import build_parser
+    from codebook_features.lm.cli import serve_command
+
+    out, _, results, _ = demo
+    command = serve_command(str(out), results).split()
+    assert command[:2] == ["codebook", "serve"]
+    config = config_of(build_parser().parse_args(command[1:]))
+    client = TestClient(create_app(config))
+    overview = client.get("/api/overview").json()
+    assert overview["model_loaded"] and overview["tokens"] == results.store["tokens"]
+    assert overview["run"]["name"] == "attention-codebooks"

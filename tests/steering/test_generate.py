@@ -93,6 +93,9 @@ def test_greedy_is_hf_greedy_and_top_1_sampling_is_greedy(cbm, tok) -> None:
         assert generation.text == tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
     top_1 = GenerationSettings(max_new_tokens=8, top_k=1, temperature=0.7, seed=3)
     assert texts(generate_texts(cbm, tok, PROMPTS, top_1)) == texts(found)
+    # a temperature near 0 tends to greedy; dividing by it must not overflow the logits
+    tiny = GenerationSettings(max_new_tokens=8, temperature=1e-300, seed=3)
+    assert texts(generate_texts(cbm, tok, PROMPTS, tiny)) == texts(found)
 
 
 def test_without_an_eos_token_every_sample_is_full_length(cbm, tok, no_eos) -> None:

@@ -30,15 +30,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cbm = CodebookModel(neox_model(vocab_size=len(tok)), config)
     cbm.save(root / "model", tokenizer=tok)
     (root / "afile.txt").write_text("not a model\n")
-    try:
-        from codebook_features.steering.concept import (
-            Concept,
-            model_fingerprint,
-            save_concept,
-            site_shapes,
-        )
-    except ImportError:  # written in parallel; the concept test is skipped without it
-        return root
+    from codebook_features.steering.concept import (
+        Concept,
+        model_fingerprint,
+        save_concept,
+        site_shapes,
+    )
+
     codes = ("layers.0.mlp/0/3", "layers.1.attn_heads/2/5", "layers.1.mlp/0/9")
     concept = Concept(
         name="dragons",
@@ -82,8 +80,6 @@ def test_json_is_complete_and_the_same_on_every_run(world, capsys) -> None:
 
 
 def test_a_concept_steers_with_its_first_codes(world, capsys) -> None:
-    if not (world / "dragons.json").exists():
-        pytest.skip("codebook_features.steering.concept is not there yet")
     options = ["--concept", str(world / "dragons.json"), "--top", "2", "--json"]
     data = json.loads(steer(world, capsys, *options))
     sites = [spec["site"] for spec in data["interventions"]]
@@ -93,8 +89,6 @@ def test_a_concept_steers_with_its_first_codes(world, capsys) -> None:
 
 
 def test_a_concept_is_found_by_name_in_the_concepts_directory(world, capsys) -> None:
-    if not (world / "dragons.json").exists():
-        pytest.skip("codebook_features.steering.concept is not there yet")
     options = ["--top", "2", "--json"]
     by_name = json.loads(
         steer(world, capsys, "--concept", "dragons", "--concepts_dir", str(world), *options)

@@ -14,6 +14,10 @@ from codebook_features.app.browser import MAX_TOP, CodeBrowser
 ERRORS = {
     400: {"model": s.ErrorOut, "description": "The request cannot be answered as asked."},
     404: {"model": s.ErrorOut, "description": "No such code, document, concept or plot."},
+    409: {
+        "model": s.ErrorOut,
+        "description": "It needs the model, which is not loaded, or clashes with what exists.",
+    },
 }
 Sites = Annotated[
     str | None,

@@ -32,6 +32,8 @@ from codebook_features.store.reader import CodeStore
 
 MAX_TOP = 200
 """The most rows any list query returns."""
+DEFAULT_NEW_TOKENS = 40
+"""Tokens a steering request generates when it does not say."""
 SNIPPET = 160
 """Characters of a document shown beside a topic code."""
 
@@ -80,7 +82,6 @@ class CodeBrowser:
 
     def overview(self) -> s.OverviewOut:
         recorded = self.store.manifest.get("model") or {}
-        data = self.store.manifest.get("data") or {}
         sites = [
             s.SiteOut(name=name, groups=i.groups, k=i.k, num_codes=i.num_codes)
             for name, i in self.store.sites.items()
@@ -93,15 +94,23 @@ class CodeBrowser:
             documents=self.store.num_documents,
             tokens=self.store.num_tokens,
             sites=sites,
-            label_fields=list(data.get("label_fields") or []),
+            label_fields=self.label_fields(),
             run=self._run_out(),
-            limits={
-                "regex_time_limit": self.config.regex_time_limit,
-                "generation_time_limit": self.config.generation_time_limit,
-                "max_new_tokens": self.config.max_new_tokens,
-                "max_samples": self.config.max_samples,
-            },
+            limits=self.limits(),
         )
+
+    def limits(self) -> dict[str, float | int]:
+        """What one request may ask for and take."""
+        return {
+            "regex_time_limit": self.config.regex_time_limit,
+            "generation_time_limit": self.config.generation_time_limit,
+            "max_new_tokens": self.config.max_new_tokens,
+            "max_samples": self.config.max_samples,
+        }
+
+    def label_fields(self) -> list[str]:
+        """The documents' label columns, as recorded."""
+        return list((self.store.manifest.get("data") or {}).get("label_fields") or [])
 
     def _run_out(self) -> s.RunOut | None:
         if self.run is None:
@@ -217,7 +226,7 @@ class CodeBrowser:
     ) -> s.TopicsOut:
         from codebook_features.search.topics import topic_codes
 
-        fields = self.overview().label_fields
+        fields = self.label_fields()
         if label_field is None and fields:
             label_field = fields[0]
         found = topic_codes(
@@ -305,10 +314,21 @@ class CodeBrowser:
         from codebook_features.steering.steer_cli import force_specs as specs_of
 
         model = self.need_model("steering")
+        if request.max_new_tokens is None:
+            request = request.model_copy(
+                update={"max_new_tokens": min(DEFAULT_NEW_TOKENS, self.config.max_new_tokens)}
+            )
         if request.max_new_tokens > self.config.max_new_tokens:
             raise RequestError(f"max_new_tokens may be at most {self.config.max_new_tokens} here")
         if request.samples > self.config.max_samples:
             raise RequestError(f"samples may be at most {self.config.max_samples} here")
+        # Refused here in the API's words (the command line's checks name its --options).
+        if not request.prompt.strip():
+            raise RequestError("give a prompt: the text to continue")
+        if not request.codes and not request.concept:
+            raise RequestError("give codes (SITE/GROUP/CODE) or a concept to steer with")
+        if request.top is not None and not request.concept:
+            raise RequestError("top chooses among a concept's codes: give a concept too")
         concept = None
         if request.concept:
             concept = str(self.concepts.file(request.concept))  # by name only, never a path

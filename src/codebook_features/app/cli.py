@@ -27,19 +27,25 @@ def _run(args: argparse.Namespace) -> None:
     import uvicorn
 
     from codebook_features.app.server import create_app
-    from codebook_features.configs import from_dict, overrides_from_args
 
-    settings = overrides_from_args(args, ServeConfig)
-    if args.store_dir:
-        settings["store"] = args.store_dir
-    config = from_dict(ServeConfig, settings)
+    config = config_of(args)
+    app = create_app(config)
     if config.exposed:
         print(
             f"warning: listening on {config.host}: anyone who can reach this machine can use "
             "the browser (and its steering, which runs the model)",
             file=sys.stderr,
         )
-    app = create_app(config)
     host = f"[{config.host}]" if ":" in config.host else config.host
     print(f"code browser on http://{host}:{config.port} (Ctrl-C stops it)", flush=True)
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+
+
+def config_of(args: argparse.Namespace) -> ServeConfig:
+    """The settings of ``codebook serve``'s options (STORE given by position or ``--store``)."""
+    from codebook_features.configs import from_dict, overrides_from_args
+
+    settings = overrides_from_args(args, ServeConfig)
+    if args.store_dir:
+        settings["store"] = args.store_dir
+    return from_dict(ServeConfig, settings)

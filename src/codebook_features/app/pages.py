@@ -22,10 +22,10 @@ TEMPLATES.env.filters["num"] = lambda v: "" if v is None else f"{v:,}"
 TEMPLATES.env.filters["fixed"] = lambda v, d=3: "" if v is None else f"{v:.{d}f}"
 
 
-def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     browser: CodeBrowser = request.app.state.browser
     context |= {"model_loaded": browser.model is not None, "store_name": browser.store.path.name}
-    return TEMPLATES.TemplateResponse(request, template, context, status_code=status)
+    return TEMPLATES.TemplateResponse(request, template, context, status_code=status_code)
 
 
 def error_page(request: Request, message: str, status: int) -> HTMLResponse:
@@ -128,7 +128,7 @@ def page_router() -> APIRouter:
     ) -> HTMLResponse:
         app = app_of(request)
         names = [c.name for c in app.concepts.list().concepts]
-        limits = app.overview().limits
+        limits = app.limits()
         form = {"concept": concept, "codes": codes}
         return render(request, "steer.html", page="steer", form=form, concepts=names, limits=limits)
 

@@ -226,7 +226,8 @@ class SteerIn(Strict):
     """Force only the concept's first N codes."""
     mode: Mode | None = None
     positions: PositionsIn | None = None
-    max_new_tokens: int = Field(default=40, ge=1, le=10_000)
+    max_new_tokens: int | None = Field(default=None, ge=1, le=10_000)
+    """Tokens to generate (default: 40, or the server's limit when lower)."""
     temperature: float = Field(default=1.0, ge=0, le=100)
     top_k: int = Field(default=0, ge=0, le=1_000_000)
     top_p: float = Field(default=1.0, gt=0, le=1)

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -59,6 +61,15 @@ def create_app(
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": str(error)}, status_code=status)
         return error_page(request, str(error), status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> Response:
+        if request.url.path.startswith("/api/"):
+            return await request_validation_exception_handler(request, error)
+        fields = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in error.errors()
+        )
+        return error_page(request, f"check the form: {fields}", 422)
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Any) -> Response:

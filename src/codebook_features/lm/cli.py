@@ -15,6 +15,7 @@ from codebook_features.cli import (
 
 if TYPE_CHECKING:
     from codebook_features.lm.corpus import CorpusInfo
+    from codebook_features.lm.pipeline import LmResults
 
 
 def summary(info: CorpusInfo) -> str:
@@ -87,9 +88,18 @@ def _demo(parser: argparse.ArgumentParser) -> None:
         for line in summary_lines(results):
             print(line)
         print(f"report: {out}/report.md")
-        print(f"browse its codes: codebook search topics --store {out}/store --label_field label")
+        print(f"browse its codes: {serve_command(out, results)}")
+        print("  (then open http://127.0.0.1:8000 in a web browser)")
 
     parser.set_defaults(run=run)
+
+
+def serve_command(out: str, results: LmResults) -> str:
+    """The command that opens the code browser on the demo's store and its steered model."""
+    from codebook_features.files import FINAL_DIR, slug
+
+    model = f"{out}/{slug(results.settings.steered)}/{FINAL_DIR}"
+    return f"codebook serve {out}/store --model {model} --concepts_dir {out}/concepts"
 
 
 STAGES = {

@@ -200,7 +200,9 @@ def _example(store: CodeStore, row: int, width: int = 40) -> Example:
 
 def _compile(pattern: str | re.Pattern[str]) -> Any:
     """The pattern compiled by the ``regex`` library (Python's syntax, plus a time limit)."""
-    text, flags = (pattern.pattern, pattern.flags) if isinstance(pattern, re.Pattern) else (pattern, 0)
+    text, flags = (
+        (pattern.pattern, pattern.flags) if isinstance(pattern, re.Pattern) else (pattern, 0)
+    )
     if not isinstance(text, str):
         raise CodebookError(f"a pattern must be text, got {text!r}")
     try:

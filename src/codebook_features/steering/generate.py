@@ -34,7 +34,6 @@ import torch
 from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import (
-    TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
@@ -177,9 +176,8 @@ class SeededSampler(LogitsProcessor):
 
     def __init__(self, seeds: Sequence[int], settings: GenerationSettings) -> None:
         self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.temperature = settings.temperature
         self.warpers: list[LogitsProcessor] = []
-        if settings.temperature != 1.0:
-            self.warpers.append(TemperatureLogitsWarper(settings.temperature))
         if settings.top_k:
             self.warpers.append(TopKLogitsWarper(settings.top_k))
         if settings.top_p < 1.0:
@@ -190,6 +188,9 @@ class SeededSampler(LogitsProcessor):
             raise CodebookError(
                 f"the sampler has {len(self.generators)} seeds for {scores.shape[0]} rows"
             )
+        logits, scores = scores, scores.double()
+        if self.temperature != 1.0:  # from the best logit down: a tiny temperature cannot overflow
+            scores = (scores - scores.amax(-1, keepdim=True)) / self.temperature
         for warper in self.warpers:
             scores = warper(input_ids, scores)
         uniform = torch.stack(
@@ -199,8 +200,8 @@ class SeededSampler(LogitsProcessor):
             ]
         )
         gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-300)))
-        chosen = (scores.double() + gumbel.to(scores.device)).argmax(-1, keepdim=True)
-        only = torch.full_like(scores, -math.inf)
+        chosen = (scores + gumbel.to(scores.device)).argmax(-1, keepdim=True)
+        only = torch.full_like(logits, -math.inf)
         return only.scatter_(-1, chosen, 0.0)
 
 

@@ -2,13 +2,25 @@
 // a concept, and the steering playground. Server text is always inserted as text, never HTML.
 "use strict";
 
+// Integers past 2**53 (a sample's 63-bit seed) keep their exact digits, as text, where the
+// browser gives a reviver the number's source.
+function parseJSON(text) {
+  try {
+    return JSON.parse(text, (key, value, context) =>
+      typeof value === "number" && !Number.isSafeInteger(value) && /^-?\d+$/.test(context?.source ?? "")
+        ? context.source : value);
+  } catch {
+    return {};
+  }
+}
+
 async function api(method, url, body) {
   const response = await fetch(url, {
     method,
     headers: body === undefined ? {} : { "Content-Type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
-  const data = await response.json().catch(() => ({}));
+  const data = parseJSON(await response.text().catch(() => ""));
   if (!response.ok) {
     const detail = typeof data.detail === "string" ? data.detail
       : Array.isArray(data.detail) ? data.detail.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ")

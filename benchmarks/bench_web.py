@@ -1,0 +1,170 @@
+"""Latency of the code browser (``codebook serve``) on a real store, over HTTP.
+
+The server runs as its own process (``python -m codebook_features serve STORE --model MODEL``),
+the client here sends one request at a time and times each answer in full: regex searches for a
+set of word patterns, then the pages of the codes those searches rank first (with the model
+loaded, so similar codes and the logit effect are computed), each as its JSON endpoint and as
+its HTML page, plus topic codes. One round warms up; the next ``--rounds`` are measured.
+
+Results go to ``benchmarks/results/web_<device>.json`` and the table in ``benchmarks/README.md``
+is rewritten from them.
+
+    python benchmarks/bench_web.py --store runs/demo-lm/store \
+        --model runs/demo-lm/attention-codebooks/final
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from machine import cpu_name
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+README = HERE / "README.md"
+PATTERNS = [
+    r"\bthe\b",
+    r"\bthou\b|\bthee\b",
+    r"\bking\b",
+    r"ing\b",
+    r"\bGod\b",
+    r"\d+",
+    r"\bshe\b",
+    r"\blove\w*",
+    r"\bwar\b",
+    r"Mr\.",
+    r"[A-Z][a-z]+ed\b",
+    r"\b(?:said|says)\b",
+]
+GOAL_MS = 200
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def start_server(store: str, model: str | None, port: int, concepts: Path) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "codebook_features", "serve", store, "--port", str(port)]
+    argv += ["--concepts_dir", str(concepts)] + (["--model", model] if model else [])
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    if not process.stdout.readline().startswith("code browser on"):
+        raise SystemExit("the server did not start (see its error above)")
+    return process
+
+
+def timed(client: httpx.Client, url: str, params: dict | None = None) -> tuple[float, dict | None]:
+    started = time.perf_counter()
+    response = client.get(url, params=params)
+    seconds = time.perf_counter() - started
+    response.raise_for_status()
+    is_json = response.headers["content-type"].startswith("application/json")
+    return seconds, response.json() if is_json else None
+
+
+def measure(base: str, rounds: int, codes_per_search: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {}
+    with httpx.Client(base_url=base, timeout=60) as client:
+        for _ in range(200):
+            try:
+                client.get("/api/overview")
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        for round_ in range(rounds + 1):
+            codes: list[str] = []
+            for pattern in PATTERNS:
+                seconds, data = timed(client, "/api/search/regex", {"pattern": pattern})
+                times.setdefault("regex search (JSON)", []).append(seconds)
+                codes += [c["code"] for c in data["codes"][:codes_per_search]]
+                seconds, _ = timed(client, "/search", {"pattern": pattern})
+                times.setdefault("regex search (page)", []).append(seconds)
+            for code in dict.fromkeys(codes):
+                times.setdefault("code page (JSON)", []).append(
+                    timed(client, f"/api/codes/{code}")[0]
+                )
+                times.setdefault("code page (page)", []).append(timed(client, f"/codes/{code}")[0])
+            times.setdefault("topic codes (JSON)", []).append(timed(client, "/api/topics")[0])
+            if round_ == 0:
+                times.clear()  # the warm-up round
+    return times
+
+
+def table(result: dict) -> str:
+    lines = [
+        f"Measured on {result['machine']}, store of {result['tokens']:,} tokens in "
+        f"{result['documents']:,} documents, {len(result['sites'])} sites "
+        f"({result['ids_per_token']} code ids per token), model loaded: {result['model_loaded']}:",
+        "",
+        "| request | n | median | p95 | goal (p95) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in result["latency_ms"].items():
+        goal = f"<= {GOAL_MS} ms" if "topic" not in name else ""
+        lines.append(
+            f"| {name} | {row['n']} | {row['median']:.1f} ms | {row['p95']:.1f} ms | {goal} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--model", help="the model the store was recorded with")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--codes-per-search", type=int, default=5)
+    parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README")
+    args = parser.parse_args()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    concepts = Path(tempfile.mkdtemp()) / "concepts"  # the browser may write only there
+    server = start_server(args.store, args.model, port, concepts)
+    try:
+        times = measure(f"http://127.0.0.1:{port}", args.rounds, args.codes_per_search)
+        overview = httpx.get(f"http://127.0.0.1:{port}/api/overview").json()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    import torch
+
+    result = {
+        "machine": f"{cpu_name()}, {torch.get_num_threads()} threads",
+        "tokens": overview["tokens"],
+        "documents": overview["documents"],
+        "sites": [s["name"] for s in overview["sites"]],
+        "ids_per_token": sum(s["groups"] * s["k"] for s in overview["sites"]),
+        "model_loaded": overview["model_loaded"],
+        "latency_ms": {
+            name: {
+                "n": len(values),
+                "median": 1000 * statistics.median(values),
+                "p95": 1000 * percentile(values, 0.95),
+            }
+            for name, values in times.items()
+        },
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "web_cpu.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result))
+    if not args.no_readme:
+        text = README.read_text()
+        start, end = "<!-- web-results:start -->", "<!-- web-results:end -->"
+        if start in text:
+            head, rest = text.split(start, 1)
+            text = head + start + "\n" + table(result) + "\n" + end + rest.split(end, 1)[1]
+            README.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""``codebook serve``: a real server process answering on 127.0.0.1, and mistakes that end in
+one line before anything is served."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from codebook_features.cli import main
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_starts_a_server_on_this_machine(web_world, tmp_path) -> None:
+    port = free_port()
+    argv = [sys.executable, "-m", "codebook_features", "serve", str(web_world.store)]
+    argv += ["--model", str(web_world.model), "--port", str(port), "--device", "cpu"]
+    argv += ["--concepts_dir", str(tmp_path / "concepts")]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()  # printed once the app is built
+        assert line.strip().startswith(f"code browser on http://127.0.0.1:{port}"), (
+            line + process.stderr.read()
+        )
+        for _ in range(200):
+            try:
+                overview = httpx.get(f"http://127.0.0.1:{port}/api/overview").json()
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        assert overview["model_loaded"] and overview["documents"] > 0
+        page = httpx.get(f"http://127.0.0.1:{port}/search", params={"pattern": "dragon"})
+        assert page.status_code == 200 and "tokens match" in page.text
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["serve"], "give the store directory"),
+        (["serve", "{missing}"], "missing"),
+        (["serve", "{store}", "--port", "70000"], "--port"),
+        (["serve", "{store}", "--model", "{missing}"], "missing"),
+        (["serve", "{store}", "--run_dir", "{store}"], "not a training run"),
+    ],
+)
+def test_mistakes_end_in_one_line(web_world, tmp_path, capsys, argv, words) -> None:
+    names = {"store": str(web_world.store), "missing": str(tmp_path / "missing")}
+    assert main([a.format(**names) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and words in err
