@@ -80,6 +80,12 @@ class CodeBrowser:
             return RunDir(Path(model).parent)
         return None
 
+    @property
+    def store_name(self) -> str:
+        """The store's directory with its parent (``demo-lm/store``), to tell stores apart."""
+        path = self.store.path.resolve()
+        return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
     def overview(self) -> s.OverviewOut:
         recorded = self.store.manifest.get("model") or {}
         sites = [
@@ -87,7 +93,7 @@ class CodeBrowser:
             for name, i in self.store.sites.items()
         ]
         return s.OverviewOut(
-            store=self.store.path.name,
+            store=self.store_name,
             model=recorded.get("name"),
             model_type=recorded.get("model_type"),
             model_loaded=self.model is not None,

@@ -24,7 +24,7 @@ TEMPLATES.env.filters["fixed"] = lambda v, d=3: "" if v is None else f"{v:.{d}f}
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     browser: CodeBrowser = request.app.state.browser
-    context |= {"model_loaded": browser.model is not None, "store_name": browser.store.path.name}
+    context |= {"model_loaded": browser.model is not None, "store_name": browser.store_name}
     return TEMPLATES.TemplateResponse(request, template, context, status_code=status_code)
 
 
