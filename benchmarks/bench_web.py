@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from codebook_features.files import write_text
 from machine import cpu_name
 
 HERE = Path(__file__).resolve().parent
@@ -154,16 +155,16 @@ def main() -> None:
             for name, values in times.items()
         },
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "web_cpu.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_text(RESULTS / "web_cpu.json", json.dumps(result, indent=2) + "\n")
     print(table(result))
     if not args.no_readme:
         text = README.read_text()
         start, end = "<!-- web-results:start -->", "<!-- web-results:end -->"
-        if start in text:
-            head, rest = text.split(start, 1)
-            text = head + start + "\n" + table(result) + "\n" + end + rest.split(end, 1)[1]
-            README.write_text(text)
+        if start not in text or end not in text:
+            raise SystemExit(f"{README} lacks the {start} ... {end} markers of the table")
+        head, rest = text.split(start, 1)
+        text = head + start + "\n" + table(result) + "\n" + end + rest.split(end, 1)[1]
+        write_text(README, text)
 
 
 if __name__ == "__main__":

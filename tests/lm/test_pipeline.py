@@ -4,6 +4,7 @@ at most."""
 from __future__ import annotations
 
 import json
+import shlex
 
 import pytest
 
@@ -151,10 +152,10 @@ def test_the_printed_serve_command_opens_the_browser_on_the_demo(demo) -> None:
     from codebook_features.lm.cli import serve_command
 
     out, _, results, _ = demo
-    command = serve_command(str(out), results).split()
+    command = shlex.split(serve_command(str(out), results))
     assert command[:2] == ["codebook", "serve"]
     config = config_of(build_parser().parse_args(command[1:]))
-    client = TestClient(create_app(config))
+    client = TestClient(create_app(config), base_url="http://127.0.0.1")
     overview = client.get("/api/overview").json()
     assert overview["model_loaded"] and overview["tokens"] == results.store["tokens"]
     assert overview["run"]["name"] == "attention-codebooks"

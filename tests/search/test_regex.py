@@ -229,3 +229,35 @@ def test_processes_opening_a_new_store_together_build_one_index(tmp_path, monkey
     assert len(list(builds.iterdir())) == 1  # the others waited and found it built
     assert index.index_is_current(root)
     assert not list(root.glob(".index.*.tmp"))
+
+
+def test_token_overlap_by_binary_search_equals_a_scan() -> None:
+    from codebook_features.search.regex import _overlapping
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        lengths = rng.integers(0, 4, size=30)  # some tokens cover no character
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        begins = rng.integers(0, ends[-1] + 2, size=rng.integers(1, 6))
+        spans = [(int(b), int(b + rng.integers(1, 8))) for b in begins]
+        slow = np.zeros(30, dtype=bool)
+        for begin, stop in spans:
+            slow |= (ends > begin) & (starts < stop) & (ends > starts)
+        assert np.array_equal(_overlapping(starts, ends, spans), slow)
+        shuffled = rng.permutation(30)  # offsets out of order take the plain scan
+        assert np.array_equal(_overlapping(starts[shuffled], ends[shuffled], spans), slow[shuffled])
+
+
+def test_compiled_patterns_keep_their_flags(store) -> None:
+    ascii_words = regex_token_rows(store, re.compile(r"\w+", re.ASCII))
+    assert np.array_equal(ascii_words, regex_token_rows(store, r"(?a)\w+"))
+    assert not np.array_equal(ascii_words, regex_token_rows(store, r"\w+"))  # café, 日本
+    loud = regex_token_rows(store, re.compile("DRAGON", re.IGNORECASE))
+    assert len(loud) and np.array_equal(loud, regex_token_rows(store, "dragon"))
+
+
+def test_a_search_past_its_time_limit_is_refused(store) -> None:
+    with pytest.raises(CodebookError, match="took longer than"):
+        regex_token_rows(store, r"\w", time_limit=1e-9)  # cheap, but everywhere
+    assert len(regex_token_rows(store, r"\w", time_limit=60))

@@ -175,3 +175,11 @@ def test_mistakes_are_refused_before_generating(cbm, tok) -> None:
         steer(cbm, tok, "the cat", [], settings)
     with pytest.raises(CodebookError, match="batch_size"):
         generate_texts(cbm, tok, PROMPTS, settings, batch_size=0)
+
+
+def test_the_time_limit_covers_every_batch(cbm, tok) -> None:
+    settings = GenerationSettings(max_new_tokens=12, samples=6)
+    cut = generate_texts(cbm, tok, PROMPTS[:1], settings, batch_size=2, time_limit=1e-9)
+    assert len(cut) == 6 and all(len(g.token_ids) == 1 for g in cut)  # later batches too
+    full = generate_texts(cbm, tok, PROMPTS[:1], settings, batch_size=2, time_limit=600)
+    assert [g.token_ids[:1] for g in full] == [g.token_ids for g in cut]

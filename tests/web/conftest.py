@@ -14,6 +14,9 @@ from codebook_features.loading import load_model_and_tokenizer
 
 from .world import World, world
 
+LOCAL = "http://127.0.0.1"
+"""In-process requests come as to this machine (the app answers only to its own names)."""
+
 
 @pytest.fixture(scope="session")
 def web_world(tmp_path_factory: pytest.TempPathFactory) -> World:
@@ -36,7 +39,7 @@ def make_client(
         **limits,
     )
     model, tokenizer = loaded or (None, None)
-    return TestClient(create_app(config, model, tokenizer))
+    return TestClient(create_app(config, model, tokenizer), base_url=LOCAL)
 
 
 @pytest.fixture

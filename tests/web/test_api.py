@@ -190,7 +190,7 @@ def test_concepts_are_made_edited_and_deleted_by_name(client, tmp_path, loaded) 
     assert again["codes"] == added["codes"]  # each code once
 
     edit = {"description": "wings", "codes": ["layers.1.mlp/0/2"], "mode": "least"}
-    edited = ok(client.put("/api/concepts/dragons", json=edit))
+    edited = ok(client.patch("/api/concepts/dragons", json=edit))
     assert (edited["description"], edited["codes"], edited["mode"]) == (
         "wings",
         ["layers.1.mlp/0/2"],
@@ -231,7 +231,7 @@ def test_files_that_are_not_concepts_are_never_touched(client, tmp_path) -> None
     refused(
         client.post("/api/concepts", json={"name": "notes", "codes": ["layers.0.mlp/0/1"]}), 409
     )
-    refused(client.put("/api/concepts/notes", json={"description": "x"}), 404)
+    refused(client.patch("/api/concepts/notes", json={"description": "x"}), 404)
     refused(client.delete("/api/concepts/notes"), 404)
     assert other.read_text() == '{"mine": true}\n'
     for name in ["..", ".", "a b", "x%2Fy"]:
@@ -333,3 +333,44 @@ def test_pages_answer_bad_form_values_with_a_page(client) -> None:
     assert "check the form: top:" in page.text
     api = client.get("/api/search/regex", params={"pattern": "cat", "top": "x"})
     assert api.status_code == 422 and api.json()["detail"][0]["loc"] == ["query", "top"]
+
+
+def test_only_local_names_and_json_bodies_are_answered(client, web_world, tmp_path) -> None:
+    assert client.get("/api/overview", headers={"Host": "evil.example"}).status_code == 400
+    assert client.get("/api/overview", headers={"Host": "localhost:8000"}).status_code == 200
+    form = client.post("/api/concepts", content=b"name=x", headers={"Content-Type": "text/plain"})
+    refused(form, 415, "JSON")
+    assert client.get("/docs").status_code == 404  # it would load its code from a CDN
+    exposed = make_client(web_world, tmp_path, None, host="0.0.0.0")
+    assert exposed.get("/api/overview", headers={"Host": "10.0.0.7:8000"}).status_code == 200
+
+
+def test_a_concept_file_must_bear_its_concept_name(client, tmp_path) -> None:
+    ok(client.post("/api/concepts/a/codes", json={"codes": ["layers.0.mlp/0/1"]}))
+    directory = tmp_path / "concepts"
+    (directory / "b.json").write_text((directory / "a.json").read_text())
+    detail = refused(client.patch("/api/concepts/b", json={"description": "x"}), 409, "b.json")
+    assert "holds the concept 'a'" in detail and str(directory) not in detail
+    assert load_concept(directory / "a.json").description == ""  # a.json was not touched
+    listing = ok(client.get("/api/concepts"))
+    assert [c["name"] for c in listing["concepts"]] == ["a"] and "b.json" in listing["problems"][0]
+
+
+def test_concurrent_saves_to_one_concept_keep_every_code(client, tmp_path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ok(client.post("/api/concepts/many/codes", json={"codes": ["layers.0.mlp/0/0"]}))
+    codes = [  # two codes per head (k = 2 fit a force in every slot)
+        f"layers.{layer}.attn_heads/{head}/{code}"
+        for layer in (0, 1)
+        for head in range(4)
+        for code in (1, 2)
+    ]
+
+    def save(code: str) -> int:
+        return client.post("/api/concepts/many/codes", json={"codes": [code]}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(save, codes)) == {200}
+    saved = load_concept(tmp_path / "concepts" / "many.json").codes
+    assert sorted(map(str, saved)) == sorted(["layers.0.mlp/0/0", *codes])

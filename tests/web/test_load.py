@@ -6,7 +6,6 @@ made alone: concurrency must not mix up the shared store, model or hooks."""
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -52,7 +51,6 @@ def steer_answer(data: dict[str, Any]) -> Any:
 
 
 def test_concurrent_clients_get_the_answers_of_one_at_a_time(live_server: Any) -> None:
-    started = time.monotonic()
     with httpx.Client(base_url=live_server.url, timeout=TIMEOUT) as client:
         concept = {"name": "load", "codes": ["layers.0.mlp/0/1", "layers.1.mlp/0/2"]}
         made = client.post("/api/concepts", json=concept)
@@ -121,4 +119,3 @@ def test_concurrent_clients_get_the_answers_of_one_at_a_time(live_server: Any) -
     assert 200 in steer_statuses
     changed = sorted({url for url, got in answers if got != alone[url]})
     assert not changed, f"answers under load differ from answers alone: {changed}"
-    assert time.monotonic() - started < 60

@@ -60,3 +60,27 @@ def test_mistakes_end_in_one_line(web_world, tmp_path, capsys, argv, words) -> N
     assert main([a.format(**names) for a in argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and words in err
+
+
+def test_a_port_in_use_is_one_line(web_world, capsys) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", str(web_world.store), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in err
+
+
+def test_exposing_the_server_warns(web_world, tmp_path) -> None:
+    argv = [sys.executable, "-m", "codebook_features", "serve", str(web_world.store)]
+    argv += ["--host", "0.0.0.0", "--port", str(free_port())]
+    argv += ["--concepts_dir", str(tmp_path / "concepts")]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        warning = process.stderr.readline()
+        assert warning.startswith("warning: listening on 0.0.0.0: anyone who can reach"), warning
+        assert process.stdout.readline().startswith("code browser on http://0.0.0.0:")
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -110,7 +110,7 @@ def api_router() -> APIRouter:
         """One saved concept."""
         return browser(request).concepts.get(name)
 
-    @router.put("/concepts/{name}", response_model=s.ConceptOut, tags=["concepts"])
+    @router.patch("/concepts/{name}", response_model=s.ConceptOut, tags=["concepts"])
     def edit_concept(request: Request, name: Name, body: s.ConceptEdit) -> s.ConceptOut:
         """Change a concept's codes, description, mode or positions."""
         return browser(request).concepts.edit(name, body)

@@ -210,7 +210,7 @@ class CodeBrowser:
             top_tokens=[s.TokenCountOut(**dataclasses.asdict(t)) for t in page.top_tokens],
             examples=[_example(e) for e in page.examples],
             cooccurring=[_related(c) for c in page.cooccurring],
-            similar=None if page.similar is None else [_related(c) for c in page.similar],
+            similar=None if page.similar is None else [_similar(c) for c in page.similar],
             logit_effect=None
             if effect is None
             else s.LogitEffectOut(
@@ -395,13 +395,16 @@ def _example(example: Example) -> s.ExampleOut:
 
 
 def _related(code: Any) -> s.RelatedCode:
-    return s.RelatedCode(
-        code=str(code.code), url=code_url(code.code), count=code.count, share=_number(code.share)
-    )
+    url = code_url(code.code)
+    return s.RelatedCode(code=str(code.code), url=url, count=code.count, share=code.share)
 
 
-def _number(value: float) -> float:
-    return float(value) if math.isfinite(value) else 0.0
+def _similar(code: Any) -> s.SimilarCode:
+    return s.SimilarCode(code=str(code.code), url=code_url(code.code), cosine=_number(code.share))
+
+
+def _number(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
 
 
 def _finite(data: Any) -> Any:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 
 from codebook_features.app.config import ServeConfig
 from codebook_features.cli import command
+from codebook_features.errors import CodebookError
 
 
 @command("serve", "browse a code store in a web browser: search, code pages, topics, steering")
@@ -30,6 +32,7 @@ def _run(args: argparse.Namespace) -> None:
 
     config = config_of(args)
     app = create_app(config)
+    listening = listen(config.host, config.port)
     if config.exposed:
         print(
             f"warning: listening on {config.host}: anyone who can reach this machine can use "
@@ -38,7 +41,23 @@ def _run(args: argparse.Namespace) -> None:
         )
     host = f"[{config.host}]" if ":" in config.host else config.host
     print(f"code browser on http://{host}:{config.port} (Ctrl-C stops it)", flush=True)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, so a port in use is one line before anything starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as error:
+        listening.close()
+        raise CodebookError(
+            f"cannot listen on {host}:{port} ({error.strerror or error}): choose another --port "
+            "or --host"
+        ) from None
+    return listening
 
 
 def config_of(args: argparse.Namespace) -> ServeConfig:

@@ -1,10 +1,12 @@
 """The browser's concepts: list, open, create, edit, add codes to, and delete the concept files
 of one directory, by name only. Every write is an atomic replace of a file that already says it
-is a concept (or of a new one), so nothing else in the directory is ever touched."""
+is a concept (or of a new one), so nothing else in the directory is ever touched; changes are
+made one at a time, so two saves at once cannot lose either."""
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +35,24 @@ class ConceptFolder:
         self.directory = directory
         self.model = model
         self.fingerprint = fingerprint
+        self._changing = threading.RLock()
+
+    def _files(self) -> list[Path]:
+        if not self.directory.is_dir():
+            return []
+        return [p for p in sorted(self.directory.glob(f"*{SUFFIX}")) if is_concept_file(p)]
+
+    def names(self) -> list[str]:
+        """The names of the concept files (without reading them)."""
+        return [p.stem for p in self._files()]
 
     def list(self) -> s.ConceptsOut:
         found, problems = [], []
-        files = sorted(self.directory.glob(f"*{SUFFIX}")) if self.directory.is_dir() else []
-        for path in files:
-            if not is_concept_file(path):
-                continue
+        for path in self._files():
             try:
-                concept = load_concept(path)
+                concept = self._read(path)
             except CodebookError as error:
-                problems.append(f"{path.name}: {error}")
+                problems.append(str(error))
                 continue
             found.append(
                 s.ConceptSummary(
@@ -61,6 +70,10 @@ class ConceptFolder:
         return self._out(self._load(name))
 
     def create(self, request: s.ConceptIn) -> s.ConceptOut:
+        with self._changing:
+            return self._create(request)
+
+    def _create(self, request: s.ConceptIn) -> s.ConceptOut:
         path = self._path(request.name)
         if path.exists():
             raise Conflict(
@@ -74,13 +87,22 @@ class ConceptFolder:
 
     def add_codes(self, name: str, request: s.CodesIn) -> s.ConceptOut:
         """Add codes to the concept ``name`` (made when there is none), each once."""
+        with self._changing:
+            return self._add_codes(name, request)
+
+    def _add_codes(self, name: str, request: s.CodesIn) -> s.ConceptOut:
         if not self._path(name).exists():
             return self._out(self._save(self._new(name, request.codes, request.description)))
         concept = self._load(name)
         new = [c for c in _refs(request.codes) if c not in concept.codes]
-        return self.edit(name, s.ConceptEdit(codes=[str(c) for c in (*concept.codes, *new)]))
+        return self._edit(name, s.ConceptEdit(codes=[str(c) for c in (*concept.codes, *new)]))
 
     def edit(self, name: str, request: s.ConceptEdit) -> s.ConceptOut:
+        """Change the fields ``request`` gives; the others stay."""
+        with self._changing:
+            return self._edit(name, request)
+
+    def _edit(self, name: str, request: s.ConceptEdit) -> s.ConceptOut:
         concept = self._load(name)
         changes: dict[str, Any] = request.model_dump(exclude_none=True)
         if "codes" in changes:
@@ -99,10 +121,11 @@ class ConceptFolder:
         return self._out(self._save(edited, overwrite=True))
 
     def delete(self, name: str) -> s.Deleted:
-        path = self._path(name)
-        if not is_concept_file(path):
-            raise NotFound(f"no concept {name!r} to delete")
-        path.unlink()
+        with self._changing:
+            path = self._path(name)
+            if not is_concept_file(path):
+                raise NotFound(f"no concept {name!r} to delete")
+            path.unlink()
         return s.Deleted(deleted=name)
 
     # ------------------------------------------------------------------ helpers
@@ -120,7 +143,22 @@ class ConceptFolder:
         return path
 
     def _load(self, name: str) -> Concept:
-        return load_concept(self.file(name))
+        return self._read(self.file(name))
+
+    def _read(self, path: Path) -> Concept:
+        """The concept in ``path``, refused (409, naming the file, not where it lives) when it
+        cannot be read or holds a concept of another name."""
+        try:
+            concept = load_concept(path)
+        except CodebookError as error:
+            reason = str(error).replace(str(path), path.name)
+            raise Conflict(f"the concept file {path.name} cannot be used: {reason}") from None
+        if concept.name != path.stem:
+            raise Conflict(
+                f"{path.name} holds the concept {concept.name!r}: a concept's file is named "
+                "after it, so rename the file or the concept"
+            )
+        return concept
 
     def _new(self, name: str, codes: list[str], description: str) -> Concept:
         if self.model is None or self.fingerprint is None:

@@ -14,12 +14,14 @@ from fastapi.templating import Jinja2Templates
 
 from codebook_features.app.browser import MAX_TOP, CodeBrowser
 from codebook_features.app.errors import status_of
+from codebook_features.app.urls import code_url
 from codebook_features.errors import CodebookError
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 TEMPLATES.env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.1f}%"
 TEMPLATES.env.filters["num"] = lambda v: "" if v is None else f"{v:,}"
 TEMPLATES.env.filters["fixed"] = lambda v, d=3: "" if v is None else f"{v:.{d}f}"
+TEMPLATES.env.globals["code_url"] = code_url
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -81,7 +83,7 @@ def page_router() -> APIRouter:
     ) -> HTMLResponse:
         app = app_of(request)
         page = app.code(app.code_ref(site, group, code))
-        names = [c.name for c in app.concepts.list().concepts]
+        names = app.concepts.names()
         return render(request, "code.html", page="code", p=page, concept_names=names)
 
     @router.get("/topics")
@@ -90,18 +92,28 @@ def page_router() -> APIRouter:
         sites: Annotated[str, Query(max_length=1000)] = "",
         min_share: Annotated[float, Query(gt=0, le=1)] = 0.5,
         min_documents: Annotated[int, Query(ge=1, le=2**62)] = 2,
+        label_field: Annotated[str, Query(max_length=200)] = "",
         label: Annotated[str, Query(max_length=1000)] = "",
         top: Annotated[int, Query(ge=1, le=MAX_TOP)] = 20,
     ) -> HTMLResponse:
         form = {"sites": sites, "min_share": min_share, "min_documents": min_documents}
-        form |= {"label": label, "top": top}
+        form |= {"label_field": label_field, "label": label, "top": top}
         result, error, status = None, None, 200
+        app = app_of(request)
         try:
-            result = app_of(request).topics(sites, min_share, min_documents, None, label, top)
+            field = label_field or None
+            result = app.topics(sites, min_share, min_documents, field, label, top)
         except CodebookError as e:
             error, status = str(e), status_of(e)
         return render(
-            request, "topics.html", status, page="topics", form=form, r=result, error=error
+            request,
+            "topics.html",
+            status,
+            page="topics",
+            form=form,
+            r=result,
+            error=error,
+            fields=app.label_fields(),
         )
 
     @router.get("/documents/{document}")
@@ -127,7 +139,7 @@ def page_router() -> APIRouter:
         codes: Annotated[str, Query(max_length=10_000)] = "",
     ) -> HTMLResponse:
         app = app_of(request)
-        names = [c.name for c in app.concepts.list().concepts]
+        names = app.concepts.names()
         limits = app.limits()
         form = {"concept": concept, "codes": codes}
         return render(request, "steer.html", page="steer", form=form, concepts=names, limits=limits)

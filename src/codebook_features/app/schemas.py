@@ -89,14 +89,22 @@ class RelatedCode(BaseModel):
     code: str
     url: str
     count: int
-    """Tokens fired on together with the page's code (0 for similar codes)."""
+    """Tokens fired on together with the page's code."""
     share: float
-    """Share of the page's code's tokens (co-occurring), or cosine similarity (similar)."""
+    """Share of the page's code's tokens."""
+
+
+class SimilarCode(BaseModel):
+    code: str
+    url: str
+    cosine: float | None
+    """Cosine similarity of the two code vectors (null when not finite)."""
 
 
 class TokenValue(BaseModel):
     token: str
-    value: float
+    value: float | None
+    """The logit change (null when not finite)."""
 
 
 class LogitEffectOut(BaseModel):
@@ -116,7 +124,7 @@ class CodePageOut(BaseModel):
     top_tokens: list[TokenCountOut]
     examples: list[ExampleOut]
     cooccurring: list[RelatedCode]
-    similar: list[RelatedCode] | None
+    similar: list[SimilarCode] | None
     logit_effect: LogitEffectOut | None
     notes: list[str]
 

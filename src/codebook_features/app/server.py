@@ -11,6 +11,7 @@ from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from codebook_features import __version__
 from codebook_features.app.api import api_router
@@ -27,6 +28,8 @@ PAGE_POLICY = (
 )
 """Pages run only our own script and styles: even text that slipped past escaping could not
 run."""
+LOCAL_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
+"""Host names a server bound to this machine answers to."""
 
 
 def create_app(
@@ -49,7 +52,11 @@ def create_app(
         version=__version__,
         description="Search the codes of a recorded store, read code pages, browse topics, "
         "keep concepts and steer generation with them.",
+        docs_url=None,  # Swagger UI and ReDoc load their code from a CDN: no network here
+        redoc_url=None,
     )
+    if not config.exposed:  # a page elsewhere cannot reach it by pointing its own name here
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=LOCAL_NAMES)
     app.state.browser = browser
     app.include_router(api_router())
     app.include_router(page_router())
@@ -73,11 +80,19 @@ def create_app(
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Any) -> Response:
+        if request.method in ("POST", "PUT", "PATCH") and not _is_json(request):
+            # a form on another site can post text/plain here, but not JSON (without asking)
+            detail = "send the request body as JSON (Content-Type: application/json)"
+            return JSONResponse({"detail": detail}, status_code=415)
         response = await call_next(request)
         response.headers["X-Content-Type-Options"] = "nosniff"
-        page = response.headers.get("content-type", "").startswith("text/html")
-        if page and not request.url.path.startswith(("/docs", "/redoc")):
+        if response.headers.get("content-type", "").startswith("text/html"):
             response.headers["Content-Security-Policy"] = PAGE_POLICY
         return response
 
     return app
+
+
+def _is_json(request: Request) -> bool:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind == "application/json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from typing import TYPE_CHECKING
 
 from codebook_features.cli import (
@@ -99,7 +100,8 @@ def serve_command(out: str, results: LmResults) -> str:
     from codebook_features.files import FINAL_DIR, slug
 
     model = f"{out}/{slug(results.settings.steered)}/{FINAL_DIR}"
-    return f"codebook serve {out}/store --model {model} --concepts_dir {out}/concepts"
+    argv = ["codebook", "serve", f"{out}/store", "--model", model]
+    return shlex.join([*argv, "--concepts_dir", f"{out}/concepts"])
 
 
 STAGES = {

@@ -16,7 +16,7 @@ import dataclasses
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import numpy as np
 import regex as regex_module
@@ -71,8 +71,9 @@ def regex_token_rows(
     store: CodeStore, pattern: str | re.Pattern[str], *, time_limit: float | None = None
 ) -> np.ndarray:
     """Token rows (ascending) that overlap a match of ``pattern`` (or of its first group).
-    With ``time_limit`` (seconds), a search that takes longer is stopped and refused, so a
-    pattern that backtracks without end cannot hold a server's worker."""
+    With ``time_limit`` (seconds), a search that takes longer is stopped and refused, so
+    neither a pattern that backtracks without end nor one that matches everywhere can hold a
+    server's worker."""
     regex = _compile(pattern)
     deadline = None if time_limit is None else time.monotonic() + time_limit
     documents, firsts = store.document_rows
@@ -80,21 +81,37 @@ def regex_token_rows(
     texts = store.texts
     found: list[np.ndarray] = []
     for i, document in enumerate(documents.tolist()):
+        if deadline is not None and time.monotonic() > deadline:
+            _too_slow(regex, time_limit)
         lo, hi = int(firsts[i]), int(firsts[i + 1])
-        doc_starts, doc_ends = np.asarray(starts[lo:hi]), np.asarray(ends[lo:hi])
-        spans = []
-        for match in _matches(regex, texts[document], deadline, time_limit):
-            begin, stop = match.span(1) if regex.groups else match.span()
-            if begin >= 0 and stop > begin:
-                spans.append((begin, stop))
-        if not spans:
-            continue
-        rows = np.zeros(hi - lo, dtype=bool)
-        for begin, stop in spans:
-            # tokens with end > begin and start < stop, that cover at least one character
-            rows |= (doc_ends > begin) & (doc_starts < stop) & (doc_ends > doc_starts)
-        found.append(np.flatnonzero(rows) + lo)
+        spans = [
+            match.span(1) if regex.groups else match.span()
+            for match in _matches(regex, texts[document], deadline, time_limit)
+        ]
+        spans = [(begin, stop) for begin, stop in spans if begin >= 0 and stop > begin]
+        if spans:
+            rows = _overlapping(np.asarray(starts[lo:hi]), np.asarray(ends[lo:hi]), spans)
+            found.append(np.flatnonzero(rows) + lo)
     return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+
+
+def _overlapping(starts: np.ndarray, ends: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+    """Which tokens overlap a span (end > begin and start < stop) and cover a character. Token
+    offsets run forward, so each span covers one run of tokens, found by binary search: the cost
+    is matches + tokens, not their product."""
+    begins, stops = np.array(spans, dtype=np.int64).T
+    if not (np.all(np.diff(starts) >= 0) and np.all(np.diff(ends) >= 0)):  # out of order
+        covered = np.zeros(len(starts), dtype=bool)
+        for begin, stop in spans:
+            covered |= (ends > begin) & (starts < stop)
+        return covered & (ends > starts)
+    first = np.searchsorted(ends, begins, side="right")  # first token ending after the begin
+    stop_at = np.searchsorted(starts, stops, side="left")  # tokens starting before the stop
+    keep = first < stop_at
+    edges = np.zeros(len(starts) + 1, dtype=np.int64)
+    np.add.at(edges, first[keep], 1)
+    np.add.at(edges, stop_at[keep], -1)
+    return (np.cumsum(edges[:-1]) > 0) & (ends > starts)
 
 
 def regex_codes(
@@ -185,24 +202,29 @@ def _example(store: CodeStore, row: int, width: int = 40) -> Example:
     document = int(store.document[row])
     text = store.texts[document]
     begin, stop = int(store.start[row]), int(store.end[row])
-    context = (
-        text[max(0, begin - width) : begin]
-        + "[["
-        + text[begin:stop]
-        + "]]"
-        + text[stop : stop + width]
-    )
-    before, after = text[max(0, begin - width) : begin], text[stop : stop + width]
-    return Example(
-        document, int(store.position[row]), text[begin:stop], context, before=before, after=after
-    )
+    before, token, after = text[max(0, begin - width) : begin], text[begin:stop], text[stop:]
+    after = after[:width]
+    context = f"{before}[[{token}]]{after}"
+    return Example(document, int(store.position[row]), token, context, before=before, after=after)
+
+
+_FLAGS = {
+    re.IGNORECASE: regex_module.IGNORECASE,
+    re.MULTILINE: regex_module.MULTILINE,
+    re.DOTALL: regex_module.DOTALL,
+    re.VERBOSE: regex_module.VERBOSE,
+    re.ASCII: regex_module.ASCII,
+}
+"""Python's flags and the ``regex`` library's: the same meaning, not always the same bits."""
 
 
 def _compile(pattern: str | re.Pattern[str]) -> Any:
     """The pattern compiled by the ``regex`` library (Python's syntax, plus a time limit)."""
-    text, flags = (
-        (pattern.pattern, pattern.flags) if isinstance(pattern, re.Pattern) else (pattern, 0)
-    )
+    if isinstance(pattern, re.Pattern):
+        text = pattern.pattern
+        flags = sum(ours for theirs, ours in _FLAGS.items() if pattern.flags & theirs)
+    else:
+        text, flags = pattern, 0
     if not isinstance(text, str):
         raise CodebookError(f"a pattern must be text, got {text!r}")
     try:
@@ -217,7 +239,11 @@ def _matches(compiled: Any, text: str, deadline: float | None, limit: float | No
     try:
         return list(compiled.finditer(text, timeout=max(deadline - time.monotonic(), 1e-3)))
     except TimeoutError:
-        raise CodebookError(
-            f"the pattern {compiled.pattern!r} took longer than {limit:g} s to search: simplify "
-            "it (nested repeats such as (a+)+ can backtrack without end)"
-        ) from None
+        _too_slow(compiled, limit)
+
+
+def _too_slow(compiled: Any, limit: float | None) -> NoReturn:
+    raise CodebookError(
+        f"searching for {compiled.pattern!r} took longer than {limit:g} s: give a more specific "
+        "pattern (nested repeats such as (a+)+ can also backtrack without end)"
+    )

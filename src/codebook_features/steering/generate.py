@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import math
 import numbers
+import time
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass, field
@@ -219,8 +220,9 @@ def generate_texts(
     its own seed, with ``interventions`` (specs or context managers) entered, in order, around
     every generate call (so ``new`` positions start after each prompt); a context manager must
     therefore be one that can be entered again (as the ones of this library can). With
-    ``time_limit`` (seconds), each generate call stops when it has run that long, so texts may
-    come back shorter (see :attr:`Generation.tokens`)."""
+    ``time_limit`` (seconds), generation stops when it has run that long in all (every batch
+    after that makes one token), so texts may come back shorter (see
+    :attr:`Generation.token_ids`)."""
     if isinstance(prompts, str):
         raise CodebookError("prompts must be a list of strings, not one string")
     check_batch_size(batch_size)
@@ -231,6 +233,7 @@ def generate_texts(
     device = next(cbm.parameters()).device
     eos = tokenizer.eos_token_id
     pad = next((t for t in (tokenizer.pad_token_id, eos) if t is not None), 0)
+    deadline = None if time_limit is None else time.monotonic() + time_limit
     results = []
     for p, prompt in enumerate(prompts):
         ids = _encode(tokenizer, prompt, cbm, settings).to(device)
@@ -254,7 +257,7 @@ def generate_texts(
                     eos_token_id=eos,
                     pad_token_id=pad,
                     use_cache=True,
-                    max_time=time_limit,
+                    max_time=None if deadline is None else max(deadline - time.monotonic(), 0.0),
                 )
             for i, row in enumerate(out[:, ids.shape[1] :].tolist()):
                 if eos is not None and eos in row:

@@ -90,7 +90,7 @@ function editConcept(form) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
-      const concept = await api("PUT", url, {
+      const concept = await api("PATCH", url, {
         description: form.elements.description.value,
         codes: lines(form.elements.codes.value),
         mode: form.elements.mode.value,
@@ -124,12 +124,14 @@ function steer(form) {
       max_new_tokens: parseInt(f.max_new_tokens.value, 10),
       temperature: parseFloat(f.temperature.value),
       top_k: parseInt(f.top_k.value, 10),
+      top_p: parseFloat(f.top_p.value),
       samples: parseInt(f.samples.value, 10),
       seed: parseInt(f.seed.value, 10),
     };
     for (const key of ["concept", "mode", "positions"]) {
       if (f[key].value) body[key] = f[key].value;
     }
+    if (f.top.value) body.top = parseInt(f.top.value, 10);
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
     say(output, "generating…");
