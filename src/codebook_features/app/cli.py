@@ -47,7 +47,9 @@ def _run(args: argparse.Namespace) -> None:
 def listen(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port``, so a port in use is one line before anything starts."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listening = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, so asyncio sets TCP_NODELAY on each connection (else a kept-alive client
+    # waits for a delayed ACK, about 40 ms, on every answer)
+    listening = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listening.bind((host, port))
