@@ -45,6 +45,7 @@ from codebook_features.model_files import HUB_OPTIONS, fetch, read_description, 
 from codebook_features.observation import Observation
 from codebook_features.ownership import SAVED_MODEL, check_output_dir
 from codebook_features.saved import VERSION_KEY, config_from_saved
+from codebook_features.site_checks import site_widths
 from codebook_features.sites import (
     SITE_KINDS,
     SiteLocation,
@@ -53,7 +54,6 @@ from codebook_features.sites import (
     match_sites,
     num_heads,
     resolve_sites,
-    site_widths,
 )
 
 SiteSpec = str | Sequence[str] | None
@@ -146,8 +146,8 @@ class CodebookModel(nn.Module):
         super().__init__()
         self.model = model
         self.codebook_config = config
-        locations = resolve_sites(model, config.sites, config.layers)
-        widths = site_widths(model, locations)
+        locations, plan = resolve_sites(model, config.sites, config.layers)
+        widths = site_widths(model, locations, plan.blocks, plan.family)
         heads = num_heads(model) if any(s.kind == "attn_heads" for s in locations) else 1
         param = next(model.parameters())  # dtype, and device for sites without parameters
         self.codebooks = nn.ModuleDict()
@@ -164,6 +164,7 @@ class CodebookModel(nn.Module):
         self._observers: list[Observation] = []
         self._losses: dict[str, Tensor] = {}
         self._position_offset = 0
+        self._tokens: tuple[int, int] | None = None  # (batch, seq) of the current pass
         # Hooks are partials of bound methods (not closures), so a deep copy of this object
         # gets hooks that call the copy.
         self._handles = [model.register_forward_pre_hook(self._before_forward, with_kwargs=True)]
@@ -219,9 +220,17 @@ class CodebookModel(nn.Module):
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         past = cache.get_seq_length() if hasattr(cache, "get_seq_length") else 0
         self._position_offset = int(past)
+        ids = kwargs.get("input_ids", kwargs.get("inputs_embeds", args[0] if args else None))
+        self._tokens = tuple(ids.shape[:2]) if isinstance(ids, Tensor) and ids.ndim >= 2 else None
 
     def _run(self, name: str, x: Tensor) -> Tensor | None:
-        """The site's new activation (``None``: unchanged), told to every observer."""
+        """The site's new activation (``None``: unchanged), told to every observer. Modules
+        that work on flattened tokens (``(batch * seq, features)``, as OPT's MLP does) are seen
+        as ``(batch, seq, features)``, so positions mean the same at every site."""
+        shape = self._tokens
+        if x.ndim == 2 and shape is not None and x.shape[0] == shape[0] * shape[1]:
+            new = self._run(name, x.view(*shape, x.shape[-1]))
+            return None if new is None else new.reshape(x.shape)
         if name not in self.enabled:
             for observer in self._observers:
                 observer.record(name, inputs=x)
@@ -239,9 +248,9 @@ class CodebookModel(nn.Module):
         return None if new is None else (new, *args[1:])
 
     def _site_post_hook(self, name: str, module: nn.Module, args: tuple, output: Any) -> Any:
-        if isinstance(output, tuple):
+        if isinstance(output, (tuple, list)):  # some modules (openai-gpt's) return lists
             new = self._run(name, output[0])
-            return None if new is None else (new, *output[1:])
+            return None if new is None else type(output)([new, *output[1:]])
         return self._run(name, output)
 
     # ------------------------------------------------------------------ observing

@@ -14,8 +14,10 @@ names such as ``layers.*.attn_heads`` or ``layers.1[0-5].mlp`` (:func:`match_sit
 in natural order (``layers.2`` before ``layers.10``).
 
 ``attn_heads`` and ``mlp_hidden`` are taken by a forward pre-hook on a projection, the others by a
-forward hook on a module; nothing of transformers' forward code is copied. Adding a family is one
-row in :data:`FAMILIES`; unknown families are discovered by module names when that is unambiguous.
+forward hook on a module; nothing of transformers' forward code is copied. Which module carries
+which site is in :mod:`codebook_features.families` (a table row per family, or discovery by
+module names), and :mod:`codebook_features.site_checks` checks at attach time that each site's
+tensor is what the site means.
 """
 
 from __future__ import annotations
@@ -26,47 +28,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 from codebook_features.errors import CodebookError
+from codebook_features.families import Plan, plan_sites
 
 SITE_KINDS: tuple[str, ...] = ("attn_heads", "attn", "mlp", "mlp_hidden", "block")
 PRE_HOOK_KINDS = frozenset({"attn_heads", "mlp_hidden"})
-
-
-@dataclass(frozen=True)
-class Family:
-    """Module paths of one model family. ``layers`` is from the model root; the rest are
-    relative to one decoder block."""
-
-    layers: str
-    attention: str
-    attention_out: str
-    mlp: str
-    mlp_out: str
-
-
-_LLAMA_LIKE = Family("model.layers", "self_attn", "self_attn.o_proj", "mlp", "mlp.down_proj")
-
-FAMILIES: dict[str, Family] = {
-    "gpt2": Family("transformer.h", "attn", "attn.c_proj", "mlp", "mlp.c_proj"),
-    "gpt_neox": Family(
-        "gpt_neox.layers", "attention", "attention.dense", "mlp", "mlp.dense_4h_to_h"
-    ),
-    "gpt_neo": Family("transformer.h", "attn", "attn.attention.out_proj", "mlp", "mlp.c_proj"),
-    "llama": _LLAMA_LIKE,
-    "mistral": _LLAMA_LIKE,
-    "qwen2": _LLAMA_LIKE,
-}
-"""``config.model_type`` -> module paths. Adding a family: one row here, one test."""
-
-_DISCOVER = {
-    "attention": ("self_attn", "attn", "attention", "self_attention"),
-    "attention_out": ("o_proj", "out_proj", "dense", "c_proj"),
-    "mlp": ("mlp", "feed_forward", "ffn"),
-    "mlp_out": ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "w2", "out_proj"),
-}
 
 
 @dataclass(frozen=True)
@@ -125,41 +93,26 @@ def describe_sites(names: Iterable[str]) -> str:
     return ", ".join(ordered) if ordered else "no sites"
 
 
-def family_of(model: nn.Module) -> Family:
-    """The table row for this model, or one discovered from its module names."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type in FAMILIES:
-        return FAMILIES[model_type]
-    return _discover(model, model_type)
-
-
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    return _get(model, family_of(model).layers)
-
-
 def resolve_sites(
     model: nn.Module, sites: Sequence[str], layers: str | list[int]
-) -> list[SiteLocation]:
-    """Every site the configuration asks for, in layer order.
+) -> tuple[list[SiteLocation], Plan]:
+    """Every site the configuration asks for, in layer order, and the model's site plan.
 
     ``sites`` holds kinds, which apply to the chosen ``layers``, and full names or globs
     (``layers.1[0-5].mlp``), which name sites of any layer. Within a layer, sites come in the
-    order of ``sites``.
+    order of ``sites``. A site that the model's family cannot carry in that layer is refused with
+    the reason (:mod:`codebook_features.families`).
     """
-    family = family_of(model)
-    blocks = _get(model, family.layers)
+    plan = plan_sites(model)
+    blocks = plan.blocks
     chosen = set(select_layers(layers, len(blocks)))
     patterns = [entry for entry in sites if entry not in SITE_KINDS]
     every = [site_name(layer, kind) for layer in range(len(blocks)) for kind in SITE_KINDS]
     match_sites(patterns, every)  # each pattern must name at least one site of this model
-    paths = {
-        "attn_heads": family.attention_out,
-        "attn": family.attention,
-        "mlp": family.mlp,
-        "mlp_hidden": family.mlp_out,
-    }
     found: dict[str, SiteLocation] = {}
+    refused: list[tuple[str, str]] = []
     for layer, block in enumerate(blocks):
+        where = plan.per_layer[layer]
         for entry in sites:
             if entry in SITE_KINDS:
                 kinds = [entry] if layer in chosen else []
@@ -167,10 +120,21 @@ def resolve_sites(
                 kinds = [k for k in SITE_KINDS if site_matches(entry, site_name(layer, k))]
             for kind in kinds:
                 name = site_name(layer, kind)
-                if name not in found:
-                    module = block if kind == "block" else _get(block, paths[kind])
-                    found[name] = SiteLocation(name, kind, layer, module, kind in PRE_HOOK_KINDS)
-    return list(found.values())
+                if name in found:
+                    continue
+                if kind in where.refused:
+                    refused.append((name, where.refused[kind]))
+                    continue
+                module = block if kind == "block" else block.get_submodule(where.paths[kind])
+                found[name] = SiteLocation(name, kind, layer, module, kind in PRE_HOOK_KINDS)
+    if refused:
+        name, reason = refused[0]
+        more = f" (and {len(refused) - 1} more site(s))" if len(refused) > 1 else ""
+        raise CodebookError(
+            f"model family {plan.family!r}: site {name}{more} is refused because {reason}; "
+            f"leave {name.rsplit('.', 1)[-1]} out of sites"
+        )
+    return list(found.values()), plan
 
 
 def select_layers(layers: str | list[int], count: int) -> list[int]:
@@ -190,33 +154,6 @@ def select_layers(layers: str | list[int], count: int) -> list[int]:
     return sorted(chosen)
 
 
-@torch.no_grad()
-def site_widths(model: nn.Module, sites: list[SiteLocation]) -> dict[str, int]:
-    """The feature width at every site, read off one tiny forward pass."""
-    widths: dict[str, int] = {}
-
-    def record(name: str, tensor: torch.Tensor) -> None:
-        widths.setdefault(name, tensor.shape[-1])  # returns None: the hook changes nothing
-
-    handles = []
-    for site in sites:
-        if site.pre_hook:
-            hook = lambda m, args, name=site.name: record(name, args[0])  # noqa: E731
-            handles.append(site.module.register_forward_pre_hook(hook))
-        else:
-            hook = lambda m, args, out, name=site.name: record(  # noqa: E731
-                name, out[0] if isinstance(out, tuple) else out
-            )
-            handles.append(site.module.register_forward_hook(hook))
-    device = next(model.parameters()).device
-    try:
-        model(input_ids=torch.zeros(1, 2, dtype=torch.long, device=device), use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return widths
-
-
 def num_heads(model: nn.Module) -> int:
     config = model.config
     heads = getattr(config, "num_attention_heads", None)
@@ -225,43 +162,3 @@ def num_heads(model: nn.Module) -> int:
             "the model config has no num_attention_heads; attn_heads codebooks need it"
         )
     return heads
-
-
-def _get(root: nn.Module, path: str) -> nn.Module:
-    try:
-        return root.get_submodule(path)
-    except AttributeError as error:
-        raise CodebookError(
-            f"module {path!r} not found in {type(root).__name__}: the family table in "
-            "codebook_features/sites.py does not match this model"
-        ) from error
-
-
-def _discover(model: nn.Module, model_type: str | None) -> Family:
-    """Find the family's paths from module names; refuse when anything is ambiguous."""
-    fail = (
-        f"unsupported model family {model_type!r}: its modules could not be matched safely; "
-        "add a row for it to FAMILIES in codebook_features/sites.py"
-    )
-    count = getattr(getattr(model, "config", None), "num_hidden_layers", None)
-    lists = [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, nn.ModuleList) and len(module) == count and name
-    ]
-    if len(lists) != 1:
-        raise CodebookError(fail)
-    block = model.get_submodule(lists[0])[0]
-    children = dict(block.named_children())
-
-    def unique(options: tuple[str, ...], names: dict[str, nn.Module]) -> str:
-        hits = [n for n in options if n in names]
-        if len(hits) != 1:
-            raise CodebookError(fail)
-        return hits[0]
-
-    attention = unique(_DISCOVER["attention"], children)
-    mlp = unique(_DISCOVER["mlp"], children)
-    attention_out = unique(_DISCOVER["attention_out"], dict(children[attention].named_children()))
-    mlp_out = unique(_DISCOVER["mlp_out"], dict(children[mlp].named_children()))
-    return Family(lists[0], attention, f"{attention}.{attention_out}", mlp, f"{mlp}.{mlp_out}")

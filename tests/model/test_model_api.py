@@ -145,7 +145,9 @@ def test_unknown_family_is_refused() -> None:
             self.config = type("Config", (), {"model_type": "odd", "num_hidden_layers": 2})()
             self.stack = torch.nn.ModuleList([torch.nn.Linear(4, 4) for _ in range(2)])
 
-    with pytest.raises(CodebookError, match="unsupported model family 'odd'"):
+    with pytest.raises(
+        CodebookError, match=r"model family 'odd'.*refused because no attention module"
+    ):
         CodebookModel(Odd(), CodebookModelConfig(num_codes=4))
 
 

@@ -1,0 +1,201 @@
+"""What a site's hook sees must be what the site means; checked on one forward pass at attach.
+
+Module names alone can mislead: Bloom's and MPT's MLP add the residual inside their forward,
+so a hook on them would quantise the residual stream rather than the MLP's output; a looped
+(recurrent-depth) model runs a block several times per token; some modules return lists or
+flattened tensors. One tiny forward pass records each site's tensor beside its block's input
+and output, and any site that is not what it means is refused with the reason, never silently
+placed somewhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from codebook_features.errors import CodebookError
+from codebook_features.sites import num_heads
+
+
+@dataclass
+class _Seen:
+    """What one hook saw during the pass: how often it ran, and its tensors."""
+
+    calls: int = 0
+    main: Tensor | None = None
+    """The site's tensor: the module's output, or its input for a pre-hook site."""
+    produced: Any = None
+    """The module's output (for pre-hook sites: the projection's output)."""
+    extra: list[Tensor] = field(default_factory=list)
+    """Tensors passed to the module besides its main input."""
+
+
+def first_tensor(value: Any) -> Any:
+    """The activation in a module's output: a tensor, or the first item of a tuple or list."""
+    return value[0] if isinstance(value, (tuple, list)) and value else value
+
+
+def _inputs(args: tuple, kwargs: dict) -> tuple[Any, list[Tensor]]:
+    """A module's main input (its first argument or ``hidden_states``) and its other tensors."""
+    if args:
+        main, rest = args[0], list(args[1:]) + list(kwargs.values())
+    else:
+        main = kwargs.get("hidden_states")
+        rest = [v for k, v in kwargs.items() if k != "hidden_states"]
+    return main, [t for t in rest if isinstance(t, Tensor)]
+
+
+@torch.no_grad()
+def site_widths(
+    model: nn.Module, sites: Sequence[Any], blocks: Sequence[nn.Module], family: str
+) -> dict[str, int]:
+    """The feature width at every site, read off one tiny forward pass that also checks each
+    site carries what its kind means; a site that does not is refused with the reason."""
+    ran = [_Seen() for _ in blocks]
+    seen = {site.name: _Seen() for site in sites}
+
+    def on_block(record: _Seen, module: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
+        record.calls += 1
+        if record.calls == 1:
+            record.main, _ = _inputs(args, kwargs)
+            record.produced = first_tensor(out)
+
+    def before(record: _Seen, pre: bool, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        record.calls += 1
+        if record.calls == 1:
+            main, record.extra = _inputs(args, kwargs)
+            if pre:
+                record.main = main
+
+    def after(record: _Seen, pre: bool, module: nn.Module, args: tuple, kw: dict, out: Any) -> None:
+        if record.calls == 1:
+            record.produced = first_tensor(out)
+            if not pre:
+                record.main = record.produced
+
+    handles = [
+        block.register_forward_hook(
+            lambda m, a, k, o, r=record: on_block(r, m, a, k, o), with_kwargs=True
+        )
+        for block, record in zip(blocks, ran, strict=True)
+    ]
+    for site in sites:
+        record, pre = seen[site.name], site.pre_hook
+        if site.kind == "block":
+            continue
+        handles.append(
+            site.module.register_forward_pre_hook(
+                lambda m, a, k, r=record, p=pre: before(r, p, m, a, k), with_kwargs=True
+            )
+        )
+        handles.append(
+            site.module.register_forward_hook(
+                lambda m, a, k, o, r=record, p=pre: after(r, p, m, a, k, o), with_kwargs=True
+            )
+        )
+    device = next(model.parameters()).device
+    ids = torch.zeros(2, 3, dtype=torch.long, device=device)
+    try:
+        model(input_ids=ids, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    _check_depth(ran, sites, family)
+    widths = {}
+    for site in sites:
+        record = ran[site.layer] if site.kind == "block" else seen[site.name]
+        widths[site.name] = _check_site(site, record, ran[site.layer], ids.shape, family, model)
+    return widths
+
+
+def _refuse(family: str, site: Any, reason: str) -> CodebookError:
+    return CodebookError(
+        f"model family {family!r}: site {site.name} is refused because {reason}; "
+        f"leave {site.kind} out of sites"
+    )
+
+
+def _check_depth(ran: list[_Seen], sites: Sequence[Any], family: str) -> None:
+    """Refuse looped models: a block that runs more than once per pass would have one codebook
+    for several depths, and the KV cache moves several times per token, so the positions of
+    interventions would drift in cached generation."""
+    looped = [(i, r.calls) for i, r in enumerate(ran) if r.calls > 1]
+    if looped and sites:
+        layer, calls = looped[0]
+        raise _refuse(
+            family,
+            sites[0],
+            f"layer {layer} runs {calls} times per forward pass (a looped, recurrent-depth "
+            "model), so a codebook there would serve several depths and cached positions drift",
+        )
+
+
+def _check_site(
+    site: Any, record: _Seen, block: _Seen, shape: torch.Size, family: str, model: nn.Module
+) -> int:
+    def refuse(reason: str) -> CodebookError:
+        return _refuse(family, site, reason)
+
+    if block.calls == 0:
+        raise refuse(f"layer {site.layer} did not run in a forward pass")
+    if record.calls != 1:
+        raise refuse(f"its module ran {record.calls} times in one pass of its layer")
+    x = record.main
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise refuse(f"its module gives a {type(x).__name__}, not an activation tensor")
+    if x.ndim == 2 and x.shape[0] == shape[0] * shape[1]:
+        x = x.view(*shape, x.shape[-1])  # flattened tokens, handled by CodebookModel._run
+    if x.ndim != 3 or tuple(x.shape[:2]) != tuple(shape):
+        raise refuse(
+            f"its tensor has shape {tuple(x.shape)}, not (batch, seq, features) = "
+            f"({shape[0]}, {shape[1]}, ...)"
+        )
+    hidden = block.produced
+    if site.kind == "block":
+        hidden = x
+    if not isinstance(hidden, Tensor) or hidden.ndim != 3:
+        raise refuse("its block does not give one (batch, seq, features) tensor")
+    if site.kind in ("attn", "mlp") and x.shape != hidden.shape:
+        raise refuse(
+            f"its output has {x.shape[-1]} features, not the residual stream's {hidden.shape[-1]}"
+        )
+    width = int(x.shape[-1])
+    if site.kind in ("attn", "mlp"):
+        if _same(x, hidden):
+            raise refuse(
+                "its output is the block's output: the module adds the residual stream inside"
+            )
+        if _same(x, block.main):
+            raise refuse("its output is the block's input (the residual stream)")
+        if any(t.shape[-1] == width and t.numel() == x.numel() for t in record.extra):
+            raise refuse(
+                "its module is given the residual stream besides its input and may add it "
+                "inside; name the projection that carries the site in FAMILIES"
+            )
+    if site.kind == "attn_heads":
+        heads = num_heads(model)
+        if width % heads:
+            raise refuse(f"its width {width} is not a multiple of the {heads} attention heads")
+    if site.kind in ("attn_heads", "mlp_hidden"):
+        out = record.produced
+        if not isinstance(out, Tensor) or not isinstance(hidden, Tensor):
+            raise refuse("its projection does not give an activation tensor")
+        if out.shape[-1] != hidden.shape[-1]:
+            raise refuse(
+                f"its projection gives {out.shape[-1]} features, not the residual stream's "
+                f"{hidden.shape[-1]}"
+            )
+    return width
+
+
+def _same(a: Any, b: Any) -> bool:
+    return (
+        isinstance(a, Tensor)
+        and isinstance(b, Tensor)
+        and a.shape == b.shape
+        and torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-6)
+    )
