@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -126,6 +127,24 @@ class CodebookModelConfig(CodebookSettings):
         return CodebookConfig(dim=width, groups=groups, **settings)
 
 
+def _cache_of(values: dict) -> Any:
+    """The KV cache or recurrent state among a forward pass's arguments or outputs."""
+    for key in ("cache", "past_key_values", "state"):
+        if values.get(key) is not None:
+            return values[key]
+    return None
+
+
+def _weak(cache: Any) -> weakref.ref | None:
+    """A weak reference identifying ``cache`` (a list of state tensors by its first one)."""
+    if isinstance(cache, (list, tuple)):
+        cache = cache[0] if cache else None
+    try:
+        return None if cache is None else weakref.ref(cache)
+    except TypeError:
+        return None
+
+
 def _only_settings(overrides: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in overrides.items() if k in _SETTING_NAMES}
 
@@ -165,9 +184,13 @@ class CodebookModel(nn.Module):
         self._losses: dict[str, Tensor] = {}
         self._position_offset = 0
         self._tokens: tuple[int, int] | None = None  # (batch, seq) of the current pass
+        self._cache_seen: tuple[weakref.ref, int] | None = None  # a cache, tokens through it
         # Hooks are partials of bound methods (not closures), so a deep copy of this object
         # gets hooks that call the copy.
-        self._handles = [model.register_forward_pre_hook(self._before_forward, with_kwargs=True)]
+        self._handles = [
+            model.register_forward_pre_hook(self._before_forward, with_kwargs=True),
+            model.register_forward_hook(self._after_forward, with_kwargs=True),
+        ]
         for site in locations:
             if site.pre_hook:
                 hook = functools.partial(self._site_pre_hook, site.name)
@@ -178,7 +201,8 @@ class CodebookModel(nn.Module):
 
     def __getstate__(self) -> dict[str, Any]:
         # the latest losses carry autograd history, which cannot be copied or pickled
-        return {**super().__getstate__(), "_losses": {}, "_observers": []}
+        state = super().__getstate__()
+        return {**state, "_losses": {}, "_observers": [], "_cache_seen": None}
 
     def detach(self) -> nn.Module:
         """Remove every hook and return the plain model (codebooks no longer apply)."""
@@ -217,11 +241,29 @@ class CodebookModel(nn.Module):
 
     def _before_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self._losses = {}
-        cache = kwargs.get("cache", kwargs.get("past_key_values"))
-        past = cache.get_seq_length() if hasattr(cache, "get_seq_length") else 0
-        self._position_offset = int(past)
+        cache = _cache_of(kwargs)
+        self._position_offset = self._past_length(cache)
         ids = kwargs.get("input_ids", kwargs.get("inputs_embeds", args[0] if args else None))
         self._tokens = tuple(ids.shape[:2]) if isinstance(ids, Tensor) and ids.ndim >= 2 else None
+
+    def _after_forward(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        """Remember the cache this pass filled and how many tokens it then holds."""
+        cache = _cache_of(kwargs) or _cache_of(output if isinstance(output, dict) else {})
+        key = _weak(cache)
+        if key is not None and self._tokens is not None:
+            self._cache_seen = (key, self._position_offset + self._tokens[1])
+
+    def _past_length(self, cache: Any) -> int:
+        """How many tokens ``cache`` holds. A cache of recurrent states only (Mamba-like, or
+        RWKV's ``state``) has no length of its own, so the tokens this model passed through
+        that cache are counted."""
+        if cache is None:
+            return 0
+        try:
+            return int(cache.get_seq_length())
+        except (AttributeError, ValueError):
+            seen, key = self._cache_seen, _weak(cache)
+            return seen[1] if seen is not None and key is not None and seen[0]() is key() else 0
 
     def _run(self, name: str, x: Tensor) -> Tensor | None:
         """The site's new activation (``None``: unchanged), told to every observer. Modules

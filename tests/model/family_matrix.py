@@ -1,0 +1,207 @@
+"""Every causal-LM type of the installed transformers, at every site kind: right or refused.
+
+For each type that builds tiny offline (:mod:`tests.family_zoo`), each site kind is attached
+alone; a refusal must be a ``CodebookError``. An attached site must then pass: disabled ==
+plain, the attn_heads layout (one group per head), a forced code visible in the codes and
+changing the logits, save/load giving identical logits, and cached generation equal to
+recomputation under an intervention. Any other outcome fails.
+
+``python -m tests.model.family_matrix`` writes the table into README.md between its markers;
+a test checks that the README holds exactly what this module renders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import transformers
+
+from codebook_features import CodebookModel, CodebookModelConfig
+from codebook_features.errors import CodebookError
+from codebook_features.sites import SITE_KINDS
+
+from ..family_zoo import MODEL_TYPES, build_tiny
+
+START = "<!-- family-matrix:start -->"
+END = "<!-- family-matrix:end -->"
+README = Path(__file__).resolve().parents[2] / "README.md"
+REASONS = {
+    "mixture-of-experts": "experts",
+    "adds the residual": "residual",
+    "given the residual": "residual",
+    "recurrent-depth": "looped",
+    "no attention module": "no module",
+    "no MLP module": "no module",
+    "output projection": "no module",
+    "ambiguous": "ambiguous",
+    "list of decoder blocks": "no blocks",
+    "not in this layer": "no module",
+    "shape": "shape",
+    "features": "width",
+    "multiple": "width",
+}
+"""Key phrases of refusal messages -> the short reason shown in the table."""
+
+
+@dataclass
+class Row:
+    """One model type: each site kind's outcome, ``"ok"`` or the refusal message."""
+
+    model_type: str
+    sites: dict[str, str] = field(default_factory=dict)
+
+
+def short(outcome: str) -> str:
+    if outcome == "ok":
+        return "✓"
+    return "✗ " + next((v for k, v in REASONS.items() if k in outcome), "other")
+
+
+def _settings(kinds: list[str]) -> CodebookModelConfig:
+    return CodebookModelConfig(num_codes=8, k=1, sites=kinds)
+
+
+def _check_site(model: torch.nn.Module, kind: str, ids: torch.Tensor, plain: torch.Tensor) -> None:
+    """Disabled == plain, the attn_heads layout, and a forced code seen and felt."""
+    cbm = CodebookModel(model, _settings([kind]))
+    try:
+        site = f"layers.0.{kind}"
+        with torch.no_grad():
+            with cbm.disabled():
+                assert torch.equal(cbm(ids).logits, plain), f"{site}: disabled differs from plain"
+            if kind == "attn_heads":
+                heads = model.config.num_attention_heads
+                config = cbm.codebook(site).config
+                assert config.groups == heads and config.dim % heads == 0, f"{site}: layout"
+            with cbm.capture([site]) as before:
+                on = cbm(ids).logits
+            code = next(c for c in range(8) if not (before[site][..., 0, :] == c).any())
+            with cbm.force_codes(site, code, groups=[0], mode="all"), cbm.capture([site]) as seen:
+                forced = cbm(ids).logits
+        assert (seen[site][..., 0, 0] == code).all(), f"{site}: forced code not in the codes"
+        assert not torch.equal(forced, on), f"{site}: forcing a code does not change the logits"
+    finally:
+        cbm.detach()
+
+
+def _check_together(model: torch.nn.Module, kinds: list[str], ids: torch.Tensor) -> None:
+    """Save/load gives identical logits, and cached generation equals recomputation under an
+    intervention at every site; all accepted kinds at once, to keep the matrix fast."""
+    cbm = CodebookModel(model, _settings(kinds))
+    try:
+        with torch.no_grad():
+            for param in cbm.codebooks.parameters():
+                param.add_(torch.randn_like(param) * 0.1)
+            expected = cbm(ids).logits
+        with tempfile.TemporaryDirectory() as tmp:
+            cbm.save(Path(tmp) / "saved")
+            loaded = CodebookModel.from_pretrained(Path(tmp) / "saved")
+        with torch.no_grad():
+            assert torch.equal(loaded.eval()(ids).logits, expected), "save/load changes logits"
+        settings = {"max_new_tokens": 3, "do_sample": False, "pad_token_id": 1}
+        forces = [cbm.force_codes(s, 3, groups=[0], positions="new") for s in cbm.sites]
+        runs = []
+        for use_cache in (True, False):
+            with torch.no_grad():
+                for force in forces:
+                    force.__enter__()
+                try:
+                    runs.append(cbm.generate(ids[:1], use_cache=use_cache, **settings))
+                finally:
+                    for force in reversed(forces):
+                        force.__exit__(None, None, None)
+        assert torch.equal(runs[0], runs[1]), "cached generation differs from recomputation"
+    finally:
+        cbm.detach()
+
+
+def check_type(model_type: str) -> Row | str:
+    """The row of one model type, or why it could not be built tiny."""
+    model, why = build_tiny(model_type)
+    if model is None:
+        return why
+    ids = torch.randint(2, 61, (2, 4), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        plain = model(ids).logits
+    row = Row(model_type)
+    for kind in SITE_KINDS:
+        try:
+            CodebookModel(model, _settings([kind])).detach()
+        except CodebookError as error:
+            row.sites[kind] = str(error)
+            continue
+        _check_site(model, kind, ids, plain)
+        row.sites[kind] = "ok"
+    accepted = [k for k, v in row.sites.items() if v == "ok"]
+    if accepted:
+        _check_together(model, accepted, ids)
+    return row
+
+
+def run_matrix(types: list[str] = MODEL_TYPES) -> tuple[list[Row], dict[str, str]]:
+    """Rows of every type that builds tiny, and the reasons of those that do not."""
+    rows, skipped = [], {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a busy machine
+        try:
+            for model_type in types:
+                result = check_type(model_type)
+                if isinstance(result, Row):
+                    rows.append(result)
+                else:
+                    skipped[model_type] = result
+        finally:
+            transformers.logging.set_verbosity(verbosity)
+            torch.set_num_threads(threads)
+    return rows, skipped
+
+
+def render(rows: list[Row], skipped: dict[str, str]) -> str:
+    """The README block: counts, the families x sites table, and the types not built."""
+    right = sum(v == "ok" for r in rows for v in r.sites.values())
+    cells = len(rows) * len(SITE_KINDS)
+    lines = [
+        f"Generated by `python -m tests.model.family_matrix` with transformers "
+        f"{transformers.__version__}: {len(rows)} of {len(MODEL_TYPES)} causal-LM types build "
+        f"tiny offline; {right} of {cells} sites are attached and pass every check, the other "
+        f"{cells - right} are refused with a reason (✗ and its short form).",
+        "",
+        "| model type | " + " | ".join(SITE_KINDS) + " |",
+        "|---|" + "---|" * len(SITE_KINDS),
+    ]
+    for row in rows:
+        cells_ = " | ".join(short(row.sites[k]) for k in SITE_KINDS)
+        lines.append(f"| {row.model_type} | {cells_} |")
+    lines += ["", f"Not built tiny with generic settings ({len(skipped)}): " + ", ".join(skipped)]
+    return "\n".join(lines)
+
+
+def readme_block(text: str) -> str:
+    """What README.md holds between the markers."""
+    return text.split(START, 1)[1].split(END, 1)[0].strip("\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readme", type=Path, default=README)
+    args = parser.parse_args()
+    rows, skipped = run_matrix()
+    block = render(rows, skipped)
+    text = args.readme.read_text()
+    before, rest = text.split(START, 1)
+    after = rest.split(END, 1)[1]
+    args.readme.write_text(f"{before}{START}\n{block}\n{END}{after}")
+    print(block)
+
+
+if __name__ == "__main__":
+    main()
