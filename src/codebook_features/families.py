@@ -98,7 +98,7 @@ _DISCOVER = {
     "attention": ("self_attn", "attn", "attention", "self_attention"),
     "attention_out": ("o_proj", "out_proj", "dense", "c_proj"),
     "mlp": ("mlp", "feed_forward", "ffn", "block_sparse_moe", "moe"),
-    "mlp_out": ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "w2", "out_proj"),
+    "mlp_out": ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "fc_out", "w2", "out_proj"),
 }
 _EXPERT_NAMES = ("experts", "expert")
 
@@ -109,6 +109,9 @@ class LayerPlan:
 
     paths: dict[str, str] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
+    projections: dict[str, str] = field(default_factory=dict)
+    """For attn and mlp: the output projection whose output the site's output must equal, so
+    a module that adds the residual stream or normalises after projecting is caught."""
 
 
 @dataclass
@@ -136,7 +139,7 @@ def plan_sites(model: nn.Module) -> Plan:
             f"model family {name!r}: {layers!r} is not a list of decoder blocks; add a row "
             "for the family to FAMILIES in codebook_features/families.py"
         )
-    per_layer = [_row_plan(row, block) if row else _discover(block) for block in blocks]
+    per_layer = [_pair(_row_plan(row, b) if row else _discover(b), b) for b in blocks]
     return Plan(name, layers, blocks, per_layer)
 
 
@@ -164,6 +167,28 @@ def _row_plan(row: Family, block: nn.Module) -> LayerPlan:
     return plan
 
 
+def _pair(plan: LayerPlan, block: nn.Module) -> LayerPlan:
+    """Tie attn and mlp to their output projections; without one (other than a
+    mixture-of-experts MLP, a sum of experts) what the module adds after it cannot be checked,
+    so the site is refused."""
+    for kind, partner in (("attn", "attn_heads"), ("mlp", "mlp_hidden")):
+        path = plan.paths.get(kind)
+        if path is None:
+            continue
+        projection = plan.paths.get(partner)
+        if projection is None:
+            if kind == "mlp" and _is_moe(block, path):
+                continue
+            del plan.paths[kind]
+            plan.refused[kind] = (
+                f"its output projection is unknown ({plan.refused[partner]}), so it cannot be "
+                "checked that its output leaves out the residual stream"
+            )
+        elif projection != path:
+            plan.projections[kind] = projection
+    return plan
+
+
 def _discover(block: nn.Module) -> LayerPlan:
     """Find the site modules of one block from its children's names; a kind whose module is
     missing or ambiguous is refused with the reason."""
@@ -180,6 +205,10 @@ def _discover(block: nn.Module) -> LayerPlan:
         else:
             plan.paths["attn_heads"] = f"{attention}.{out}"
     mlp, why = _unique("mlp", children)
+    if mlp is None and {"fc1", "fc2"} <= set(children):
+        # an MLP of bare projections in the block (OPT, BART-like decoders): fc2 carries both
+        plan.paths["mlp"] = plan.paths["mlp_hidden"] = "fc2"
+        return plan
     if mlp is None:
         plan.refused["mlp"] = plan.refused["mlp_hidden"] = why
         return plan

@@ -57,6 +57,7 @@ def site_widths(
     site carries what its kind means; a site that does not is refused with the reason."""
     ran = [_Seen() for _ in blocks]
     seen = {site.name: _Seen() for site in sites}
+    projected = {site.name: _Seen() for site in sites if site.projection is not None}
 
     def on_block(record: _Seen, module: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
         record.calls += 1
@@ -97,6 +98,14 @@ def site_widths(
                 lambda m, a, k, o, r=record, p=pre: after(r, p, m, a, k, o), with_kwargs=True
             )
         )
+    for site in sites:
+        if site.projection is not None:
+            record = projected[site.name]
+            handles.append(
+                site.projection.register_forward_hook(
+                    lambda m, a, k, o, r=record: on_block(r, m, a, k, o), with_kwargs=True
+                )
+            )
     device = next(model.parameters()).device
     ids = torch.zeros(2, 3, dtype=torch.long, device=device)
     try:
@@ -109,6 +118,8 @@ def site_widths(
     for site in sites:
         record = ran[site.layer] if site.kind == "block" else seen[site.name]
         widths[site.name] = _check_site(site, record, ran[site.layer], ids.shape, family, model)
+        if site.name in projected:
+            _check_projection(site, record, projected[site.name], family)
     return widths
 
 
@@ -190,6 +201,23 @@ def _check_site(
                 f"{hidden.shape[-1]}"
             )
     return width
+
+
+def _check_projection(site: Any, record: _Seen, projection: _Seen, family: str) -> None:
+    """An attn or mlp module's output must be its output projection's: a module that adds
+    the residual stream or normalises after projecting (BERT's) carries something else."""
+    out = projection.produced
+    if projection.calls != 1 or not isinstance(out, Tensor):
+        raise _refuse(family, site, f"its output projection ran {projection.calls} times")
+    if not _same(
+        record.main, out.reshape(record.main.shape) if out.numel() == record.main.numel() else out
+    ):
+        raise _refuse(
+            family,
+            site,
+            "its output is not its output projection's: the module changes it after "
+            "projecting (adds the residual stream or normalises)",
+        )
 
 
 def _same(a: Any, b: Any) -> bool:

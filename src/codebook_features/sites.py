@@ -46,6 +46,8 @@ class SiteLocation:
     layer: int
     module: nn.Module
     pre_hook: bool
+    projection: nn.Module | None = None
+    """attn and mlp: the output projection inside ``module`` whose output must be its output."""
 
 
 def site_name(layer: int, kind: str) -> str:
@@ -126,7 +128,15 @@ def resolve_sites(
                     refused.append((name, where.refused[kind]))
                     continue
                 module = block if kind == "block" else block.get_submodule(where.paths[kind])
-                found[name] = SiteLocation(name, kind, layer, module, kind in PRE_HOOK_KINDS)
+                projection = where.projections.get(kind)
+                found[name] = SiteLocation(
+                    name,
+                    kind,
+                    layer,
+                    module,
+                    kind in PRE_HOOK_KINDS,
+                    projection and block.get_submodule(projection),
+                )
     if refused:
         name, reason = refused[0]
         more = f" (and {len(refused) - 1} more site(s))" if len(refused) > 1 else ""

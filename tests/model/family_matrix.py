@@ -35,6 +35,8 @@ REASONS = {
     "adds the residual": "residual",
     "given the residual": "residual",
     "recurrent-depth": "looped",
+    "cannot be checked": "unchecked",
+    "after projecting": "changed after projection",
     "no attention module": "no module",
     "no MLP module": "no module",
     "output projection": "no module",

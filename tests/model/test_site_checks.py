@@ -1,0 +1,130 @@
+"""A site is what its kind means, or it is refused with the family, the site and the reason."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from codebook_features import CodebookModel, CodebookModelConfig
+from codebook_features.errors import CodebookError
+from codebook_features.families import FAMILIES, Family
+
+from ..family_zoo import build_tiny
+from ..model_zoo import tiny_model
+
+
+def attach(model: torch.nn.Module, sites: list[str], **extra: object) -> CodebookModel:
+    return CodebookModel(model, CodebookModelConfig(num_codes=8, k=1, sites=sites, **extra))
+
+
+def tiny(model_type: str) -> torch.nn.Module:
+    model, why = build_tiny(model_type)
+    assert model is not None, why
+    return model
+
+
+def outputs_of(module: torch.nn.Module, store: list) -> torch.utils.hooks.RemovableHandle:
+    def keep(m, args, out):
+        store.append(out[0] if isinstance(out, (tuple, list)) else out)
+
+    return module.register_forward_hook(keep)
+
+
+@pytest.mark.parametrize(
+    ("family", "attention", "mlp"),
+    [("bloom", "self_attention", "mlp"), ("mpt", "attn", "ffn")],
+)
+def test_mlp_site_leaves_out_the_residual_that_the_module_adds(family, attention, mlp) -> None:
+    """Bloom's attention and MLP (and MPT's MLP) add the residual inside: the sites carry the
+    projection's output, so site + residual = the module's output, and the site is not the
+    block's output."""
+    cbm = attach(tiny_model(family), ["attn", "mlp"])
+    block = cbm.model.get_submodule(
+        {"bloom": "transformer.h", "mpt": "transformer.blocks"}[family]
+    )[0]
+    module_out, block_out = [], []
+    handles = [outputs_of(block.get_submodule(mlp), module_out), outputs_of(block, block_out)]
+    ids = torch.randint(2, 61, (2, 5), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), cbm.disabled(), cbm.observe(ids=False, inputs=True) as seen:
+        cbm(ids)
+    for handle in handles:
+        handle.remove()
+    site = seen.calls("inputs", "layers.0.mlp")[0]
+    assert not torch.allclose(site, block_out[0], atol=1e-5)
+    if family == "bloom":  # BloomMLP returns the block's output: projection + residual
+        torch.testing.assert_close(module_out[0], block_out[0])
+    assert cbm.codebook("layers.0.attn").config.dim == site.shape[-1]
+
+
+def test_a_module_that_adds_the_residual_is_refused(monkeypatch) -> None:
+    """Hooking BloomMLP itself (what name-based placement would do) is refused, not accepted."""
+    naive = Family(
+        "transformer.h", "self_attention", "self_attention.dense", "mlp", "mlp.dense_4h_to_h"
+    )
+    monkeypatch.setitem(FAMILIES, "bloom", naive)
+    model = tiny_model("bloom")
+    with pytest.raises(CodebookError, match=r"'bloom': site layers\.0\.mlp .*residual"):
+        attach(model, ["mlp"])
+    with pytest.raises(CodebookError, match=r"'bloom': site layers\.0\.attn .*residual"):
+        attach(model, ["attn"])
+    attach(model, ["attn_heads", "mlp_hidden", "block"])  # the other sites stay available
+
+
+def test_an_mlp_that_changes_its_projection_is_refused() -> None:
+    model = tiny_model("llama")
+    mlp = model.model.layers[1].mlp
+    plain = mlp.forward
+    mlp.forward = lambda x: plain(x) + x  # adds its (normalised) input after projecting
+    with pytest.raises(CodebookError, match=r"site layers\.1\.mlp .*after projecting"):
+        attach(model, ["mlp"])
+    attach(model, ["mlp"], layers=[0])
+
+
+def test_list_outputs_are_quantised() -> None:
+    """openai-gpt's attention and blocks return lists."""
+    model = tiny_model("openai-gpt")
+    cbm = attach(model, ["attn", "block"])
+    ids = torch.randint(2, 61, (2, 5), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        on = cbm(ids).logits
+        with cbm.disabled():
+            off = cbm(ids).logits
+    assert not torch.equal(on, off)
+
+
+def test_a_family_without_an_mlp_keeps_its_other_sites() -> None:
+    model = tiny("bert")
+    with pytest.raises(CodebookError, match=r"model family 'bert': site layers\.0\.mlp .*no MLP"):
+        attach(model, ["mlp"])
+    with pytest.raises(CodebookError, match=r"site layers\.0\.attn .*cannot be checked"):
+        attach(model, ["attn"])
+    assert list(attach(model, ["block"]).sites) == ["layers.0.block", "layers.1.block"]
+
+
+def test_layers_are_planned_one_by_one() -> None:
+    """glm4_moe: a dense first layer, then mixture-of-experts layers."""
+    model = tiny("glm4_moe")
+    assert list(attach(model, ["mlp_hidden"], layers=[0]).sites) == ["layers.0.mlp_hidden"]
+    with pytest.raises(CodebookError, match=r"site layers\.1\.mlp_hidden .*mixture-of-experts"):
+        attach(model, ["mlp_hidden"])
+    assert len(attach(model, ["mlp", "attn_heads"]).sites) == 4
+
+
+def test_a_looped_model_is_refused() -> None:
+    """dory runs its recurrent layers several times per token."""
+    with pytest.raises(CodebookError, match=r"model family 'dory'.*recurrent-depth"):
+        attach(tiny("dory"), ["block"])
+
+
+def test_a_recurrent_state_cache_keeps_positions() -> None:
+    """Mamba's cache has no length; positions are counted, so forcing codes at new positions
+    only gives the same tokens with and without the cache."""
+    cbm = attach(tiny("mamba"), ["block"])
+    prompt = torch.randint(2, 61, (1, 4), generator=torch.Generator().manual_seed(0))
+    runs = []
+    for use_cache in (True, False):
+        with torch.no_grad(), cbm.force_codes("layers.0.block", 3, positions="new"):
+            runs.append(
+                cbm.generate(prompt, use_cache=use_cache, max_new_tokens=4, do_sample=False)
+            )
+    assert torch.equal(runs[0], runs[1])
