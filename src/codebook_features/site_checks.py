@@ -107,7 +107,7 @@ def site_widths(
                 )
             )
     device = next(model.parameters()).device
-    ids = torch.zeros(2, 3, dtype=torch.long, device=device)
+    ids = _probe_tokens(model).to(device)
     try:
         model(input_ids=ids, use_cache=False)
     finally:
@@ -121,6 +121,16 @@ def site_widths(
         if site.name in projected:
             _check_projection(site, record, projected[site.name], family)
     return widths
+
+
+def _probe_tokens(model: nn.Module) -> Tensor:
+    """Six distinct tokens, none of them special (a padding embedding may be all zeros, which
+    would make every activation alike)."""
+    config = getattr(model, "config", None)
+    vocab = getattr(config, "vocab_size", None) or 8
+    special = [getattr(config, f"{k}_token_id", None) for k in ("pad", "bos", "eos")]
+    usable = [i for i in range(min(vocab, 16)) if i not in special] or list(range(vocab))
+    return torch.tensor([usable[i % len(usable)] for i in range(6)]).reshape(2, 3)
 
 
 def _refuse(family: str, site: Any, reason: str) -> CodebookError:
@@ -225,5 +235,6 @@ def _same(a: Any, b: Any) -> bool:
         isinstance(a, Tensor)
         and isinstance(b, Tensor)
         and a.shape == b.shape
+        and bool(a.any())
         and torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-6)
     )
