@@ -77,7 +77,12 @@ def _config(model_type: str, **extra: object) -> transformers.PretrainedConfig:
     default = AutoConfig.for_model(model_type)
     wanted = TINY | EXTRA.get(model_type, {}) | extra
     return AutoConfig.for_model(
-        model_type, **{k: v for k, v in wanted.items() if hasattr(default, k)}
+        model_type,
+        **{
+            k: v
+            for k, v in wanted.items()
+            if hasattr(default, k) and not isinstance(getattr(type(default), k, None), property)
+        },
     )
 
 

@@ -154,6 +154,8 @@ def run_matrix(types: list[str] = MODEL_TYPES) -> tuple[list[Row], dict[str, str
         transformers.logging.set_verbosity_error()
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a busy machine
+        bars = transformers.utils.logging.is_progress_bar_enabled()
+        transformers.utils.logging.disable_progress_bar()
         try:
             for model_type in types:
                 result = check_type(model_type)
@@ -164,6 +166,8 @@ def run_matrix(types: list[str] = MODEL_TYPES) -> tuple[list[Row], dict[str, str
         finally:
             transformers.logging.set_verbosity(verbosity)
             torch.set_num_threads(threads)
+            if bars:
+                transformers.utils.logging.enable_progress_bar()
     return rows, skipped
 
 

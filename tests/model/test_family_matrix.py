@@ -1,0 +1,18 @@
+"""Every causal-LM type of the installed transformers is right or refused at every site, and
+the README's coverage table is what the matrix gives (generated, never hand-typed)."""
+
+import pytest
+
+from .family_matrix import README, readme_block, render, run_matrix
+
+
+@pytest.mark.slow
+def test_every_site_of_every_type_is_right_or_refused(capsys) -> None:
+    rows, skipped = run_matrix()  # raises on anything but a CodebookError refusal or a pass
+    block = render(rows, skipped)
+    with capsys.disabled():
+        print("\n" + block)
+    assert len(rows) > 100
+    assert readme_block(README.read_text()) == block, (
+        "README.md's model coverage is out of date: run python -m tests.model.family_matrix"
+    )
