@@ -124,6 +124,15 @@ class Plan:
     per_layer: list[LayerPlan]
 
 
+def refusal(family: str, site: str, reason: str, more: int = 0) -> CodebookError:
+    """The error refusing a site: the family, the site, why, and what to do."""
+    others = f" (and {more} more site(s))" if more else ""
+    return CodebookError(
+        f"model family {family!r}: site {site}{others} is refused because {reason}; "
+        f"leave {site.rsplit('.', 1)[-1]} out of sites"
+    )
+
+
 def model_type(model: nn.Module) -> str:
     return str(getattr(getattr(model, "config", None), "model_type", None))
 

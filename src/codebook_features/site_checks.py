@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from codebook_features.errors import CodebookError
-from codebook_features.sites import num_heads
+from codebook_features.families import refusal
+from codebook_features.sites import SiteLocation, num_heads
 
 
 @dataclass
@@ -51,7 +52,7 @@ def _inputs(args: tuple, kwargs: dict) -> tuple[Any, list[Tensor]]:
 
 @torch.no_grad()
 def site_widths(
-    model: nn.Module, sites: Sequence[Any], blocks: Sequence[nn.Module], family: str
+    model: nn.Module, sites: Sequence[SiteLocation], blocks: Sequence[nn.Module], family: str
 ) -> dict[str, int]:
     """The feature width at every site, read off one tiny forward pass that also checks each
     site carries what its kind means; a site that does not is refused with the reason."""
@@ -108,11 +109,15 @@ def site_widths(
             )
     device = next(model.parameters()).device
     ids = _probe_tokens(model).to(device)
+    modes = {module: module.training for module in model.modules()}
+    model.eval()  # dropout would make a module's output differ from its projection's
     try:
         model(input_ids=ids, use_cache=False)
     finally:
         for handle in handles:
             handle.remove()
+        for module, training in modes.items():
+            module.training = training
     _check_depth(ran, sites, family)
     widths = {}
     for site in sites:
@@ -133,14 +138,11 @@ def _probe_tokens(model: nn.Module) -> Tensor:
     return torch.tensor([usable[i % len(usable)] for i in range(6)]).reshape(2, 3)
 
 
-def _refuse(family: str, site: Any, reason: str) -> CodebookError:
-    return CodebookError(
-        f"model family {family!r}: site {site.name} is refused because {reason}; "
-        f"leave {site.kind} out of sites"
-    )
+def _refuse(family: str, site: SiteLocation, reason: str) -> CodebookError:
+    return refusal(family, site.name, reason)
 
 
-def _check_depth(ran: list[_Seen], sites: Sequence[Any], family: str) -> None:
+def _check_depth(ran: list[_Seen], sites: Sequence[SiteLocation], family: str) -> None:
     """Refuse looped models: a block that runs more than once per pass would have one codebook
     for several depths, and the KV cache moves several times per token, so the positions of
     interventions would drift in cached generation."""
@@ -156,7 +158,12 @@ def _check_depth(ran: list[_Seen], sites: Sequence[Any], family: str) -> None:
 
 
 def _check_site(
-    site: Any, record: _Seen, block: _Seen, shape: torch.Size, family: str, model: nn.Module
+    site: SiteLocation,
+    record: _Seen,
+    block: _Seen,
+    shape: torch.Size,
+    family: str,
+    model: nn.Module,
 ) -> int:
     def refuse(reason: str) -> CodebookError:
         return _refuse(family, site, reason)
@@ -195,7 +202,7 @@ def _check_site(
         if any(t.shape[-1] == width and t.numel() == x.numel() for t in record.extra):
             raise refuse(
                 "its module is given the residual stream besides its input and may add it "
-                "inside; name the projection that carries the site in FAMILIES"
+                "inside; name the projection that carries the site in codebook_features/families.py"
             )
     if site.kind == "attn_heads":
         heads = num_heads(model)
@@ -213,7 +220,7 @@ def _check_site(
     return width
 
 
-def _check_projection(site: Any, record: _Seen, projection: _Seen, family: str) -> None:
+def _check_projection(site: SiteLocation, record: _Seen, projection: _Seen, family: str) -> None:
     """An attn or mlp module's output must be its output projection's: a module that adds
     the residual stream or normalises after projecting (BERT's) carries something else."""
     out = projection.produced

@@ -31,7 +31,7 @@ from typing import Any
 from torch import nn
 
 from codebook_features.errors import CodebookError
-from codebook_features.families import Plan, plan_sites
+from codebook_features.families import Plan, plan_sites, refusal
 
 SITE_KINDS: tuple[str, ...] = ("attn_heads", "attn", "mlp", "mlp_hidden", "block")
 PRE_HOOK_KINDS = frozenset({"attn_heads", "mlp_hidden"})
@@ -139,11 +139,7 @@ def resolve_sites(
                 )
     if refused:
         name, reason = refused[0]
-        more = f" (and {len(refused) - 1} more site(s))" if len(refused) > 1 else ""
-        raise CodebookError(
-            f"model family {plan.family!r}: site {name}{more} is refused because {reason}; "
-            f"leave {name.rsplit('.', 1)[-1]} out of sites"
-        )
+        raise refusal(plan.family, name, reason, more=len(refused) - 1)
     return list(found.values()), plan
 
 
