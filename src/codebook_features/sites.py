@@ -5,7 +5,7 @@ A *site* is one place in one layer, named ``layers.<i>.<kind>``. Kinds:
 - ``attn_heads``: each head's output before the attention output projection (the input of that
   projection, one codebook group per head; the paper's main placement),
 - ``attn``: the attention module's output, after the projection,
-- ``mlp``: the MLP module's output,
+- ``mlp``: the MLP module's output (in a mixture-of-experts layer, the whole sparse block's),
 - ``mlp_hidden``: the MLP activation after the nonlinearity (the input of its output projection),
 - ``block``: the residual stream after the whole block.
 

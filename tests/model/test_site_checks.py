@@ -80,6 +80,14 @@ def test_an_mlp_that_changes_its_projection_is_refused() -> None:
     attach(model, ["mlp"], layers=[0])
 
 
+def test_a_model_in_training_mode_attaches() -> None:
+    """Dropout (GPT-2 drops 10% after its projections) is off during the attach pass only."""
+    model = tiny_model("gpt2").train()
+    cbm = attach(model, ["attn", "mlp", "attn_heads", "mlp_hidden", "block"])
+    assert len(cbm.sites) == 10
+    assert all(module.training for module in model.modules())
+
+
 def test_list_outputs_are_quantised() -> None:
     """openai-gpt's attention and blocks return lists."""
     model = tiny_model("openai-gpt")
