@@ -226,9 +226,9 @@ def _check_projection(site: SiteLocation, record: _Seen, projection: _Seen, fami
     out = projection.produced
     if projection.calls != 1 or not isinstance(out, Tensor):
         raise _refuse(family, site, f"its output projection ran {projection.calls} times")
-    if not _same(
-        record.main, out.reshape(record.main.shape) if out.numel() == record.main.numel() else out
-    ):
+    main = record.main
+    out = out.reshape(main.shape) if out.numel() == main.numel() else out
+    if _has_values(main) and _has_values(out) and not _same(main, out):
         raise _refuse(
             family,
             site,
@@ -238,10 +238,20 @@ def _check_projection(site: SiteLocation, record: _Seen, projection: _Seen, fami
 
 
 def _same(a: Any, b: Any) -> bool:
+    """Whether two activations are equal; tensors without values (meta or fake ones, used to
+    check a large model's sizes) only have their shapes checked."""
     return (
         isinstance(a, Tensor)
         and isinstance(b, Tensor)
         and a.shape == b.shape
+        and _has_values(a)
+        and _has_values(b)
         and bool(a.any())
         and torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-6)
     )
+
+
+def _has_values(tensor: Tensor) -> bool:
+    from torch._subclasses.fake_tensor import is_fake
+
+    return not tensor.is_meta and not is_fake(tensor)
