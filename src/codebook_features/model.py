@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ from codebook_features.sites import (
     num_heads,
     resolve_sites,
 )
+from codebook_features.token_positions import TokenPositions
 
 SiteSpec = str | Sequence[str] | None
 """Sites by full name (``layers.3.attn_heads``), by kind (``attn_heads``: every layer) or by
@@ -127,24 +127,6 @@ class CodebookModelConfig(CodebookSettings):
         return CodebookConfig(dim=width, groups=groups, **settings)
 
 
-def _cache_of(values: dict) -> Any:
-    """The KV cache or recurrent state among a forward pass's arguments or outputs."""
-    for key in ("cache", "past_key_values", "state"):
-        if values.get(key) is not None:
-            return values[key]
-    return None
-
-
-def _weak(cache: Any) -> weakref.ref | None:
-    """A weak reference identifying ``cache`` (a list of state tensors by its first one)."""
-    if isinstance(cache, (list, tuple)):
-        cache = cache[0] if cache else None
-    try:
-        return None if cache is None else weakref.ref(cache)
-    except TypeError:
-        return None
-
-
 def _only_settings(overrides: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in overrides.items() if k in _SETTING_NAMES}
 
@@ -182,9 +164,7 @@ class CodebookModel(nn.Module):
         self.enabled: set[str] = set(self.sites)
         self._observers: list[Observation] = []
         self._losses: dict[str, Tensor] = {}
-        self._position_offset = 0
-        self._tokens: tuple[int, int] | None = None  # (batch, seq) of the current pass
-        self._cache_seen: tuple[weakref.ref, int] | None = None  # a cache, tokens through it
+        self._tokens = TokenPositions()
         # Hooks are partials of bound methods (not closures), so a deep copy of this object
         # gets hooks that call the copy.
         self._handles = [
@@ -201,8 +181,7 @@ class CodebookModel(nn.Module):
 
     def __getstate__(self) -> dict[str, Any]:
         # the latest losses carry autograd history, which cannot be copied or pickled
-        state = super().__getstate__()
-        return {**state, "_losses": {}, "_observers": [], "_cache_seen": None}
+        return {**super().__getstate__(), "_losses": {}, "_observers": []}
 
     def detach(self) -> nn.Module:
         """Remove every hook and return the plain model (codebooks no longer apply)."""
@@ -237,41 +216,22 @@ class CodebookModel(nn.Module):
     def positions(self, length: int, device: torch.device) -> Tensor:
         """Absolute positions of the tokens the current forward pass is processing: with a KV
         cache during generation, the new tokens come after the cached ones."""
-        return torch.arange(self._position_offset, self._position_offset + length, device=device)
+        return self._tokens.positions(length, device)
 
     def _before_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self._losses = {}
-        cache = _cache_of(kwargs)
-        self._position_offset = self._past_length(cache)
-        ids = kwargs.get("input_ids", kwargs.get("inputs_embeds", args[0] if args else None))
-        self._tokens = tuple(ids.shape[:2]) if isinstance(ids, Tensor) and ids.ndim >= 2 else None
+        self._tokens.start(args, kwargs)
 
     def _after_forward(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        """Remember the cache this pass filled and how many tokens it then holds."""
-        cache = _cache_of(kwargs) or _cache_of(output if isinstance(output, dict) else {})
-        key = _weak(cache)
-        if key is not None and self._tokens is not None:
-            self._cache_seen = (key, self._position_offset + self._tokens[1])
-
-    def _past_length(self, cache: Any) -> int:
-        """How many tokens ``cache`` holds. A cache of recurrent states only (Mamba-like, or
-        RWKV's ``state``) has no length of its own, so the tokens this model passed through
-        that cache are counted."""
-        if cache is None:
-            return 0
-        try:
-            return int(cache.get_seq_length())
-        except (AttributeError, ValueError):
-            seen, key = self._cache_seen, _weak(cache)
-            return seen[1] if seen is not None and key is not None and seen[0]() is key() else 0
+        self._tokens.finish(kwargs, output)
 
     def _run(self, name: str, x: Tensor) -> Tensor | None:
         """The site's new activation (``None``: unchanged), told to every observer. Modules
         that work on flattened tokens (``(batch * seq, features)``, as OPT's MLP does) are seen
         as ``(batch, seq, features)``, so positions mean the same at every site."""
-        shape = self._tokens
-        if x.ndim == 2 and shape is not None and x.shape[0] == shape[0] * shape[1]:
-            new = self._run(name, x.view(*shape, x.shape[-1]))
+        tokens = self._tokens.unflatten(x)
+        if tokens is not None:
+            new = self._run(name, tokens)
             return None if new is None else new.reshape(x.shape)
         if name not in self.enabled:
             for observer in self._observers:

@@ -1,0 +1,80 @@
+"""Where the tokens of the current forward pass sit: their (batch, seq) shape and, under a cache,
+their absolute positions.
+
+Interventions name absolute positions, also during cached generation, where each pass sees only
+the new tokens. A KV cache says how many tokens it holds; a cache of recurrent states only
+(Mamba-like models, RWKV's ``state``) does not, so the tokens passed through it are counted.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class TokenPositions:
+    """Tracks one model's forward passes (fed by its pre- and post-forward hooks)."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+        """Tokens before the current pass's (those already in its cache)."""
+        self.shape: tuple[int, int] | None = None
+        """(batch, seq) of the current pass, when its input says so."""
+        self._seen: tuple[weakref.ref, int] | None = None  # a cache, and tokens through it
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_seen": None}  # a weak reference cannot be pickled
+
+    def start(self, args: tuple, kwargs: dict) -> None:
+        """A forward pass begins with these arguments."""
+        self.offset = self._past_length(_cache_of(kwargs))
+        ids = kwargs.get("input_ids", kwargs.get("inputs_embeds", args[0] if args else None))
+        self.shape = tuple(ids.shape[:2]) if isinstance(ids, Tensor) and ids.ndim >= 2 else None
+
+    def finish(self, kwargs: dict, output: Any) -> None:
+        """Remember the cache the pass filled and how many tokens it then holds."""
+        cache = _cache_of(kwargs) or _cache_of(output if isinstance(output, dict) else {})
+        key = _weak(cache)
+        if key is not None and self.shape is not None:
+            self._seen = (key, self.offset + self.shape[1])
+
+    def positions(self, length: int, device: torch.device) -> Tensor:
+        return torch.arange(self.offset, self.offset + length, device=device)
+
+    def unflatten(self, x: Tensor) -> Tensor | None:
+        """``x`` as ``(batch, seq, features)`` when a module flattened the tokens (``(batch *
+        seq, features)``, as OPT's MLP does); ``None`` when it is not flattened."""
+        shape = self.shape
+        if x.ndim == 2 and shape is not None and x.shape[0] == shape[0] * shape[1]:
+            return x.view(*shape, x.shape[-1])
+        return None
+
+    def _past_length(self, cache: Any) -> int:
+        if cache is None:
+            return 0
+        try:
+            return int(cache.get_seq_length())
+        except (AttributeError, ValueError):  # recurrent states only: no length of their own
+            seen, key = self._seen, _weak(cache)
+            return seen[1] if seen is not None and key is not None and seen[0]() is key() else 0
+
+
+def _cache_of(values: dict) -> Any:
+    """The KV cache or recurrent state among a forward pass's arguments or outputs."""
+    for key in ("cache", "past_key_values", "state"):
+        if values.get(key) is not None:
+            return values[key]
+    return None
+
+
+def _weak(cache: Any) -> weakref.ref | None:
+    """A weak reference identifying ``cache`` (a list of state tensors by its first one)."""
+    if isinstance(cache, (list, tuple)):
+        cache = cache[0] if cache else None
+    try:
+        return None if cache is None else weakref.ref(cache)
+    except TypeError:
+        return None
