@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from codebook_features.errors import CodebookError
 from codebook_features.families import refusal
-from codebook_features.sites import SiteLocation, num_heads
+from codebook_features.sites import SiteLocation
 
 
 @dataclass
@@ -205,7 +205,12 @@ def _check_site(
                 "inside; name the projection that carries the site in codebook_features/families.py"
             )
     if site.kind == "attn_heads":
-        heads = num_heads(model)
+        try:
+            heads = getattr(getattr(model, "config", None), "num_attention_heads", None)
+        except RuntimeError:  # transformers' per-layer configs refuse a global head count
+            raise refuse("its number of attention heads differs from layer to layer") from None
+        if not isinstance(heads, int) or heads < 1:
+            raise refuse("the model config has no num_attention_heads to split it by")
         if width % heads:
             raise refuse(f"its width {width} is not a multiple of the {heads} attention heads")
     if site.kind in ("attn_heads", "mlp_hidden"):
