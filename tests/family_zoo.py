@@ -65,6 +65,18 @@ MODEL_TYPES = sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
 
 EXTRA: dict[str, dict[str, object]] = {
     "gpt_neo": {"attention_types": [[["global", "local"], 1]]},
+    # hybrids: with two layers, one of each kind (their defaults would give no attention layer)
+    "jamba": {
+        "attn_layer_offset": 1,
+        "attn_layer_period": 2,
+        "expert_layer_offset": 1,
+        "expert_layer_period": 2,
+    },
+    **{
+        name: {"layer_types": ["linear_attention", "full_attention"]}
+        for name in ("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text", "qwen4_exp_text")
+    },
+    "lfm3": {"layer_types": ["conv", "full_attention"]},
     # its default Mamba sizes make a tiny model take half a minute on a CPU
     "falcon_h1": {"mamba_d_ssm": 32, "mamba_n_heads": 4, "mamba_d_state": 8, "mamba_chunk_size": 8},
 }

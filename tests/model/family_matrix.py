@@ -13,6 +13,7 @@ a test checks that the README holds exactly what this module renders.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -20,9 +21,11 @@ from pathlib import Path
 
 import torch
 import transformers
+from torch import Tensor, nn
 
 from codebook_features import CodebookModel, CodebookModelConfig
 from codebook_features.errors import CodebookError
+from codebook_features.families import plan_sites
 from codebook_features.sites import SITE_KINDS
 
 from ..family_zoo import MODEL_TYPES, build_tiny
@@ -59,24 +62,24 @@ class Row:
 
 
 def short(outcome: str) -> str:
-    if outcome == "ok":
-        return "✓"
+    if outcome.startswith("ok"):
+        return "✓" + (f" {outcome[3:]} layers" if outcome != "ok" else "")
     return "✗ " + next((v for k, v in REASONS.items() if k in outcome), "other")
 
 
-def _settings(kinds: list[str]) -> CodebookModelConfig:
-    return CodebookModelConfig(num_codes=8, k=1, sites=kinds)
+def _settings(sites: list[str]) -> CodebookModelConfig:
+    return CodebookModelConfig(num_codes=8, k=1, sites=sites)
 
 
-def _check_site(model: torch.nn.Module, kind: str, ids: torch.Tensor, plain: torch.Tensor) -> None:
+def _check_site(model: nn.Module, names: list[str], ids: Tensor, plain: Tensor) -> None:
     """Disabled == plain, the attn_heads layout, and a forced code seen and felt."""
-    cbm = CodebookModel(model, _settings([kind]))
+    cbm = CodebookModel(model, _settings(names))
+    site = names[0]
     try:
-        site = f"layers.0.{kind}"
         with torch.no_grad():
             with cbm.disabled():
                 assert torch.equal(cbm(ids).logits, plain), f"{site}: disabled differs from plain"
-            if kind == "attn_heads":
+            if site.endswith("attn_heads"):
                 heads = model.config.num_attention_heads
                 config = cbm.codebook(site).config
                 assert config.groups == heads and config.dim % heads == 0, f"{site}: layout"
@@ -91,10 +94,10 @@ def _check_site(model: torch.nn.Module, kind: str, ids: torch.Tensor, plain: tor
         cbm.detach()
 
 
-def _check_together(model: torch.nn.Module, kinds: list[str], ids: torch.Tensor) -> None:
+def _check_together(model: nn.Module, names: list[str], ids: Tensor) -> None:
     """Save/load gives identical logits, and cached generation equals recomputation under an
-    intervention at every site; all accepted kinds at once, to keep the matrix fast."""
-    cbm = CodebookModel(model, _settings(kinds))
+    intervention at every site; all accepted sites at once, to keep the matrix fast."""
+    cbm = CodebookModel(model, _settings(names))
     try:
         with torch.no_grad():
             for param in cbm.codebooks.parameters():
@@ -106,40 +109,48 @@ def _check_together(model: torch.nn.Module, kinds: list[str], ids: torch.Tensor)
         with torch.no_grad():
             assert torch.equal(loaded.eval()(ids).logits, expected), "save/load changes logits"
         settings = {"max_new_tokens": 3, "do_sample": False, "pad_token_id": 1}
-        forces = [cbm.force_codes(s, 3, groups=[0], positions="new") for s in cbm.sites]
         runs = []
         for use_cache in (True, False):
-            with torch.no_grad():
-                for force in forces:
-                    force.__enter__()
-                try:
-                    runs.append(cbm.generate(ids[:1], use_cache=use_cache, **settings))
-                finally:
-                    for force in reversed(forces):
-                        force.__exit__(None, None, None)
+            with torch.no_grad(), contextlib.ExitStack() as stack:
+                for site in cbm.sites:
+                    stack.enter_context(cbm.force_codes(site, 3, groups=[0], positions="new"))
+                runs.append(cbm.generate(ids[:1], use_cache=use_cache, **settings))
         assert torch.equal(runs[0], runs[1]), "cached generation differs from recomputation"
     finally:
         cbm.detach()
 
 
+def _planned(model: nn.Module, kind: str) -> list[str]:
+    """The sites of ``kind`` in the layers whose modules have one (a hybrid model's attention
+    layers, say); none when the model's blocks are not found."""
+    try:
+        plan = plan_sites(model)
+    except CodebookError:
+        return []
+    return [f"layers.{i}.{kind}" for i, p in enumerate(plan.per_layer) if kind not in p.refused]
+
+
 def check_type(model_type: str) -> Row | str:
-    """The row of one model type, or why it could not be built tiny."""
+    """The row of one model type, or why it could not be built tiny. Each kind is attached in
+    every layer that has it; a kind no layer has is refused."""
     model, why = build_tiny(model_type)
     if model is None:
         return why
     ids = torch.randint(2, 61, (2, 4), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         plain = model(ids).logits
-    row = Row(model_type)
+    row, accepted = Row(model_type), []
     for kind in SITE_KINDS:
+        names = _planned(model, kind)
         try:
-            CodebookModel(model, _settings([kind])).detach()
+            CodebookModel(model, _settings(names or [kind])).detach()
         except CodebookError as error:
             row.sites[kind] = str(error)
             continue
-        _check_site(model, kind, ids, plain)
-        row.sites[kind] = "ok"
-    accepted = [k for k, v in row.sites.items() if v == "ok"]
+        _check_site(model, names, ids, plain)
+        layers = len(plan_sites(model).blocks)
+        row.sites[kind] = "ok" if len(names) == layers else f"ok {len(names)}/{layers}"
+        accepted += names
     if accepted:
         _check_together(model, accepted, ids)
     return row
@@ -173,7 +184,7 @@ def run_matrix(types: list[str] = MODEL_TYPES) -> tuple[list[Row], dict[str, str
 
 def render(rows: list[Row], skipped: dict[str, str]) -> str:
     """The README block: counts, the families x sites table, and the types not built."""
-    right = sum(v == "ok" for r in rows for v in r.sites.values())
+    right = sum(v.startswith("ok") for r in rows for v in r.sites.values())
     cells = len(rows) * len(SITE_KINDS)
     lines = [
         f"Generated by `python -m tests.model.family_matrix` with transformers "
