@@ -203,6 +203,12 @@ def _discover(block: nn.Module) -> LayerPlan:
     missing or ambiguous is refused with the reason."""
     plan = LayerPlan()
     children = dict(block.named_children())
+    if _bert_like(block, children):
+        # each output module adds the residual and normalises after its dense projection, so
+        # the projections carry the sites
+        plan.paths = {"attn_heads": _BERT_ATTENTION, "attn": _BERT_ATTENTION}
+        plan.paths |= {"mlp": _BERT_MLP, "mlp_hidden": _BERT_MLP}
+        return plan
     attention, why = _unique("attention", children)
     if attention is None:
         plan.refused["attn"] = plan.refused["attn_heads"] = why
@@ -234,6 +240,24 @@ def _discover(block: nn.Module) -> LayerPlan:
     else:
         plan.paths["mlp_hidden"] = f"{mlp}.{out}"
     return plan
+
+
+_BERT_ATTENTION = "attention.output.dense"
+_BERT_MLP = "output.dense"
+
+
+def _bert_like(block: nn.Module, children: dict[str, nn.Module]) -> bool:
+    """BERT's layer layout: attention, intermediate and output, each output a dense projection
+    followed by dropout, the residual and a LayerNorm."""
+    if not {"attention", "intermediate", "output"} <= set(children):
+        return False
+    try:
+        return all(
+            isinstance(block.get_submodule(path), nn.Linear)
+            for path in (_BERT_ATTENTION, _BERT_MLP)
+        )
+    except AttributeError:
+        return False
 
 
 def _unique(role: str, children: dict[str, nn.Module]) -> tuple[str | None, str]:

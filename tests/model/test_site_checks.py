@@ -101,12 +101,35 @@ def test_list_outputs_are_quantised() -> None:
 
 
 def test_a_family_without_an_mlp_keeps_its_other_sites() -> None:
-    model = tiny("bert")
-    with pytest.raises(CodebookError, match=r"model family 'bert': site layers\.0\.mlp .*no MLP"):
+    model = tiny_model("helium")  # found by discovery
+    for block in model.model.layers:
+        block.feed_forward = torch.nn.Identity()  # a second MLP-like name: ambiguous
+    with pytest.raises(CodebookError, match=r"'helium': site layers\.0\.mlp .*ambiguous"):
         attach(model, ["mlp"])
-    with pytest.raises(CodebookError, match=r"site layers\.0\.attn .*cannot be checked"):
-        attach(model, ["attn"])
-    assert list(attach(model, ["block"]).sites) == ["layers.0.block", "layers.1.block"]
+    assert len(attach(model, ["attn_heads", "attn", "block"]).sites) == 6
+
+
+def test_an_attention_whose_projection_is_unknown_is_refused() -> None:
+    with pytest.raises(CodebookError, match=r"'rwkv': site layers\.0\.attn .*cannot be checked"):
+        attach(tiny("rwkv"), ["attn"])
+
+
+def test_bert_layout_sites_are_the_dense_projections() -> None:
+    """BERT's attention module adds the residual and normalises after its projection: the attn
+    site is the projection's output, not the module's."""
+    model = tiny("bert")
+    cbm = attach(model, ["attn", "mlp"])
+    layer = cbm.model.bert.encoder.layer[0]
+    attention_out = []
+    handle = outputs_of(layer.attention, attention_out)
+    ids = torch.randint(2, 61, (2, 5), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), cbm.disabled(), cbm.observe(ids=False, inputs=True) as seen:
+        cbm(ids)
+    handle.remove()
+    site = seen.calls("inputs", "layers.0.attn")[0]
+    dense = layer.attention.output.dense
+    assert cbm.sites["layers.0.attn"].module is dense
+    assert not torch.allclose(site, attention_out[0], atol=1e-4)
 
 
 def test_layers_are_planned_one_by_one() -> None:
