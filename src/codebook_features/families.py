@@ -101,6 +101,10 @@ _DISCOVER = {
     "mlp_out": ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "fc_out", "w2", "out_proj"),
 }
 _EXPERT_NAMES = ("experts", "expert")
+_MOE_REASON = (
+    "a mixture-of-experts MLP has no single hidden activation (each expert has its own; the mlp "
+    "site is the whole sparse block's output)"
+)
 
 
 @dataclass
@@ -124,12 +128,26 @@ class Plan:
     per_layer: list[LayerPlan]
 
 
-def refusal(family: str, site: str, reason: str, more: int = 0) -> CodebookError:
-    """The error refusing a site: the family, the site, why, and what to do."""
+def refusal(
+    family: str, site: str, reason: str, more: int = 0, elsewhere: list[int] | None = None
+) -> CodebookError:
+    """The error refusing a site: the family, the site, why, and what to do (``elsewhere``:
+    the layers that do have this kind of site)."""
+    kind = site.rsplit(".", 1)[-1]
     others = f" (and {more} more site(s))" if more else ""
+    todo = f"leave {kind} out of sites"
+    if elsewhere:
+        todo += f" or name only layers that have it ({_layer_glob(elsewhere, kind)})"
     return CodebookError(
-        f"model family {family!r}: site {site}{others} is refused because {reason}; "
-        f"leave {site.rsplit('.', 1)[-1]} out of sites"
+        f"model family {family!r}: site {site}{others} is refused because {reason}; {todo}"
+    )
+
+
+def _layer_glob(layers: list[int], kind: str) -> str:
+    if len(layers) == 1:
+        return f"layers.{layers[0]}.{kind}"
+    return ", ".join(f"layers.{i}.{kind}" for i in layers[:3]) + (
+        ", ..." if len(layers) > 3 else ""
     )
 
 
@@ -166,8 +184,7 @@ def _row_plan(row: Family, block: nn.Module) -> LayerPlan:
         except AttributeError:
             parent = path.rsplit(".", 1)[0]
             plan.refused[kind] = (
-                "the mixture-of-experts MLP has no single hidden activation (each expert has its "
-                "own); use the mlp site, the output of the whole sparse block"
+                _MOE_REASON
                 if kind == "mlp_hidden" and _is_moe(block, parent)
                 else f"its module {path!r} is not in this layer"
             )
@@ -229,10 +246,7 @@ def _discover(block: nn.Module) -> LayerPlan:
         return plan
     plan.paths["mlp"] = mlp
     if _is_moe(block, mlp):
-        plan.refused["mlp_hidden"] = (
-            "the mixture-of-experts MLP has no single hidden activation (each expert has its "
-            "own); use the mlp site, the output of the whole sparse block"
-        )
+        plan.refused["mlp_hidden"] = _MOE_REASON
         return plan
     out, why = _unique("mlp_out", dict(children[mlp].named_children()))
     if out is None:

@@ -139,7 +139,9 @@ def resolve_sites(
                 )
     if refused:
         name, reason = refused[0]
-        raise refusal(plan.family, name, reason, more=len(refused) - 1)
+        kind = name.rsplit(".", 1)[-1]
+        elsewhere = [i for i, p in enumerate(plan.per_layer) if kind in p.paths]
+        raise refusal(plan.family, name, reason, len(refused) - 1, elsewhere)
     return list(found.values()), plan
 
 
