@@ -16,9 +16,6 @@ from torch import nn
 
 from codebook_features.errors import CodebookError
 
-HOOKED_KINDS: tuple[str, ...] = ("attn_heads", "attn", "mlp", "mlp_hidden")
-"""Site kinds carried by a module inside the block (``block`` is the block itself)."""
-
 
 @dataclass(frozen=True)
 class Family:
@@ -137,13 +134,13 @@ def refusal(
     others = f" (and {more} more site(s))" if more else ""
     todo = f"leave {kind} out of sites"
     if elsewhere:
-        todo += f" or name only layers that have it ({_layer_glob(elsewhere, kind)})"
+        todo += f" or name only layers that have it ({_some_sites(elsewhere, kind)})"
     return CodebookError(
         f"model family {family!r}: site {site}{others} is refused because {reason}; {todo}"
     )
 
 
-def _layer_glob(layers: list[int], kind: str) -> str:
+def _some_sites(layers: list[int], kind: str) -> str:
     if len(layers) == 1:
         return f"layers.{layers[0]}.{kind}"
     return ", ".join(f"layers.{i}.{kind}" for i in layers[:3]) + (
