@@ -31,7 +31,8 @@ class TokenPositions:
     def start(self, args: tuple, kwargs: dict) -> None:
         """A forward pass begins with these arguments."""
         self.offset = self._past_length(_cache_of(kwargs))
-        ids = kwargs.get("input_ids", kwargs.get("inputs_embeds", args[0] if args else None))
+        given = (kwargs.get("input_ids"), kwargs.get("inputs_embeds"), *args[:1])
+        ids = next((x for x in given if isinstance(x, Tensor)), None)
         self.shape = tuple(ids.shape[:2]) if isinstance(ids, Tensor) and ids.ndim >= 2 else None
 
     def finish(self, kwargs: dict, output: Any) -> None:
