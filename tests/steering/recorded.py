@@ -50,17 +50,25 @@ def world(factory: pytest.TempPathFactory) -> World:
 
 
 def _build(root: Path) -> World:
+    text = write_corpus(root / "corpus.txt", lines=120, seed=0)
+    record_corpus(root, text, root / "model")
+    return World(root, root / "model", root / "store", root / "corpus.jsonl")
+
+
+def record_corpus(root: Path, text: Path, model: Path) -> None:
+    """From the lines of ``text``: a word-level tokenizer, ``corpus.jsonl`` labelled by topic
+    (dragon or other), a tiny codebook model saved to ``model``, and the store ``root/store``
+    recorded from it."""
     from transformers import AutoTokenizer
 
-    text = write_corpus(root / "corpus.txt", lines=120, seed=0)
     tokenizer = AutoTokenizer.from_pretrained(write_tokenizer(root / "tokenizer", text))
     with open(root / "corpus.jsonl", "w") as f:
         for line in text.read_text().splitlines():
             topic = "dragon" if "dragon" in line else "other"
             f.write(json.dumps({"text": line, "topic": topic}) + "\n")
-    save_model(root / "model", tokenizer)
+    save_model(model, tokenizer)
     config = RecordConfig(
-        model=str(root / "model"),
+        model=str(model),
         dataset=str(root / "corpus.jsonl"),
         output_dir=str(root / "store"),
         max_length=32,
@@ -69,4 +77,3 @@ def _build(root: Path) -> World:
         device="cpu",
     )
     record(config)
-    return World(root, root / "model", root / "store", root / "corpus.jsonl")

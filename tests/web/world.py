@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from codebook_features.store.record import RecordConfig, record
-
-from ..steering.recorded import save_model
-from ..text_fixtures import write_corpus, write_tokenizer
+from ..steering.recorded import record_corpus
+from ..text_fixtures import write_corpus
 
 MARKUP = [
     'the <script>alert("x")</script> dragon & the cat near the hill .',
@@ -44,33 +42,15 @@ def world(factory: pytest.TempPathFactory) -> World:
 
 
 def _build(root: Path) -> World:
-    from transformers import AutoTokenizer
-
     text = write_corpus(root / "corpus.txt", lines=100, seed=0)
     lines = text.read_text().splitlines()
     rng = random.Random(0)
     for line in MARKUP * 4:
         lines.insert(rng.randrange(len(lines)), line)
     text.write_text("\n".join(lines) + "\n")
-    tokenizer = AutoTokenizer.from_pretrained(write_tokenizer(root / "tokenizer", text))
-    with open(root / "corpus.jsonl", "w") as f:
-        for line in lines:
-            topic = "dragon" if "dragon" in line else "other"
-            f.write(json.dumps({"text": line, "topic": topic}) + "\n")
     run = root / "run"
-    save_model(run / "final", tokenizer)
+    record_corpus(root, text, run / "final")
     _write_run(run)
-    record(
-        RecordConfig(
-            model=str(run / "final"),
-            dataset=str(root / "corpus.jsonl"),
-            output_dir=str(root / "store"),
-            max_length=32,
-            batch_size=32,
-            progress=False,
-            device="cpu",
-        )
-    )
     return World(root, run, run / "final", root / "store")
 
 
