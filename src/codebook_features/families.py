@@ -11,6 +11,7 @@ forward pass (:mod:`codebook_features.site_checks`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
@@ -58,6 +59,8 @@ FAMILIES: dict[str, Family] = {
     # so does MptMLP
     "mpt": Family("transformer.blocks", "attn", "attn.out_proj", "ffn.down_proj", "ffn.down_proj"),
     "phi": _row("model.layers", "self_attn", "dense", "mlp", "fc2"),
+    # multimodal Gemma 3 (4B and up): the language model's layers beside a vision tower's
+    "gemma3": _row("model.language_model.layers", "self_attn", "o_proj", "mlp", "down_proj"),
     "starcoder2": _row("model.layers", "self_attn", "o_proj", "mlp", "c_proj"),
     **{
         name: _LLAMA_LIKE
@@ -146,6 +149,25 @@ def _some_sites(layers: list[int], kind: str) -> str:
     return ", ".join(f"layers.{i}.{kind}" for i in layers[:3]) + (
         ", ..." if len(layers) > 3 else ""
     )
+
+
+def text_config(model: nn.Module) -> Any:
+    """The config of the model's language part: a multimodal model's (Gemma 3's) keeps layer
+    and head counts in its text config."""
+    config = getattr(model, "config", None)
+    get = getattr(config, "get_text_config", None)
+    return get() if callable(get) else config
+
+
+def attention_heads(model: nn.Module) -> tuple[int | None, str]:
+    """The model's number of attention heads, or ``None`` and why there is no single one."""
+    try:
+        heads = getattr(text_config(model), "num_attention_heads", None)
+    except RuntimeError:  # transformers' per-layer configs refuse a global head count
+        return None, "its number of attention heads differs from layer to layer"
+    if not isinstance(heads, int) or heads < 1:
+        return None, "the model config has no num_attention_heads to split it by"
+    return heads, ""
 
 
 def model_type(model: nn.Module) -> str:
@@ -292,7 +314,7 @@ def _is_moe(block: nn.Module, path: str) -> bool:
 
 def _find_layers(model: nn.Module, name: str) -> str:
     """The path of the only module list as long as the model has layers (as sparsify does)."""
-    count = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    count = getattr(text_config(model), "num_hidden_layers", None)
     lists = [
         path
         for path, module in model.named_modules()

@@ -45,7 +45,7 @@ from codebook_features.model_files import HUB_OPTIONS, fetch, read_description, 
 from codebook_features.observation import Observation
 from codebook_features.ownership import SAVED_MODEL, check_output_dir
 from codebook_features.saved import VERSION_KEY, config_from_saved
-from codebook_features.site_checks import site_widths
+from codebook_features.site_checks import check_sites
 from codebook_features.sites import (
     SITE_KINDS,
     SiteLocation,
@@ -148,7 +148,10 @@ class CodebookModel(nn.Module):
         self.model = model
         self.codebook_config = config
         locations, plan = resolve_sites(model, config.sites, config.layers)
-        widths = site_widths(model, locations, plan.blocks, plan.family)
+        facts = check_sites(model, locations, plan.blocks, plan.family)
+        widths = facts.widths
+        # sites whose tensor the model changes in place: their hooks hand over copies
+        self._changed_in_place = facts.changed_in_place
         heads = num_heads(model) if any(s.kind == "attn_heads" for s in locations) else 1
         param = next(model.parameters())  # dtype, and device for sites without parameters
         self.codebooks = nn.ModuleDict()
@@ -233,9 +236,11 @@ class CodebookModel(nn.Module):
         if tokens is not None:
             new = self._run(name, tokens)
             return None if new is None else new.reshape(x.shape)
+        changed = name in self._changed_in_place
         if name not in self.enabled:
+            seen = x.clone() if changed and self._observers else x  # the model changes x later
             for observer in self._observers:
-                observer.record(name, inputs=x)
+                observer.record(name, inputs=seen)
             return None
         site = self.sites[name]
         out = self.codebooks[str(site.layer)][site.kind](x)
@@ -243,7 +248,9 @@ class CodebookModel(nn.Module):
         self._losses[name] = out.loss if previous is None else previous + out.loss
         for observer in self._observers:
             observer.record(name, inputs=x, ids=out.ids, outputs=out.output)
-        return out.output
+        # a codebook's output is a view made by an autograd function: one the model changes
+        # in place must be a tensor of its own
+        return out.output.clone() if changed else out.output
 
     def _site_pre_hook(self, name: str, module: nn.Module, args: tuple) -> tuple | None:
         new = self._run(name, args[0])

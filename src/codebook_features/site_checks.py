@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from codebook_features.errors import CodebookError
-from codebook_features.families import refusal
+from codebook_features.families import attention_heads, refusal
 from codebook_features.sites import SiteLocation
 
 
@@ -33,6 +33,22 @@ class _Seen:
     """The module's output (for pre-hook sites: the projection's output)."""
     extra: list[Tensor] = field(default_factory=list)
     """Tensors passed to the module besides its main input."""
+    kept: Tensor | None = None
+    """A copy of the site's tensor as the hook saw it, to tell whether the model changes it."""
+
+
+def _keep(value: Any) -> Tensor | None:
+    return value.clone() if isinstance(value, Tensor) and _has_values(value) else None
+
+
+@dataclass
+class SiteFacts:
+    """What the attach pass found: each site's feature width, and the sites whose tensor the
+    model changes in place after the hook has seen it (Falcon's parallel MLP output, to which
+    it adds the attention output), which the hooks must hand over as copies."""
+
+    widths: dict[str, int]
+    changed_in_place: frozenset[str]
 
 
 def first_tensor(value: Any) -> Any:
@@ -51,9 +67,9 @@ def _inputs(args: tuple, kwargs: dict) -> tuple[Any, list[Tensor]]:
 
 
 @torch.no_grad()
-def site_widths(
+def check_sites(
     model: nn.Module, sites: Sequence[SiteLocation], blocks: Sequence[nn.Module], family: str
-) -> dict[str, int]:
+) -> SiteFacts:
     """The feature width at every site, read off one tiny forward pass that also checks each
     site carries what its kind means; a site that does not is refused with the reason."""
     ran = [_Seen() for _ in blocks]
@@ -65,6 +81,7 @@ def site_widths(
         if record.calls == 1:
             record.main, _ = _inputs(args, kwargs)
             record.produced = first_tensor(out)
+            record.kept = _keep(record.produced)
 
     def before(record: _Seen, pre: bool, module: nn.Module, args: tuple, kwargs: dict) -> None:
         record.calls += 1
@@ -72,12 +89,14 @@ def site_widths(
             main, record.extra = _inputs(args, kwargs)
             if pre:
                 record.main = main
+                record.kept = _keep(main)
 
     def after(record: _Seen, pre: bool, module: nn.Module, args: tuple, kw: dict, out: Any) -> None:
         if record.calls == 1:
             record.produced = first_tensor(out)
             if not pre:
                 record.main = record.produced
+                record.kept = _keep(record.main)
 
     handles = [
         block.register_forward_hook(
@@ -119,13 +138,16 @@ def site_widths(
         for module, training in modes.items():
             module.training = training
     _check_depth(ran, sites, family)
-    widths = {}
+    widths, changed = {}, set()
     for site in sites:
         record = ran[site.layer] if site.kind == "block" else seen[site.name]
         widths[site.name] = _check_site(site, record, ran[site.layer], ids.shape, family, model)
         if site.name in projected:
             _check_projection(site, record, projected[site.name], family)
-    return widths
+        tensor = record.produced if site.kind == "block" else record.main
+        if record.kept is not None and not torch.equal(record.kept, tensor):
+            changed.add(site.name)
+    return SiteFacts(widths, frozenset(changed))
 
 
 def _probe_tokens(model: nn.Module) -> Tensor:
@@ -172,7 +194,10 @@ def _check_site(
         raise refuse(f"layer {site.layer} did not run in a forward pass")
     if record.calls != 1:
         raise refuse(f"its module ran {record.calls} times in one pass of its layer")
-    x = record.main
+    if site.kind == "block":
+        x = _before_change(block, block.produced)
+    else:
+        x = _before_change(record, record.main)
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise refuse(f"its module gives a {type(x).__name__}, not an activation tensor")
     if x.ndim == 2 and x.shape[0] == shape[0] * shape[1]:
@@ -182,11 +207,15 @@ def _check_site(
             f"its tensor has shape {tuple(x.shape)}, not (batch, seq, features) = "
             f"({shape[0]}, {shape[1]}, ...)"
         )
-    hidden = block.produced
-    if site.kind == "block":
-        hidden = x
+    hidden = x if site.kind == "block" else _before_change(block, block.produced)
     if not isinstance(hidden, Tensor) or hidden.ndim != 3:
         raise refuse("its block does not give one (batch, seq, features) tensor")
+    stream = block.main
+    if site.kind == "block" and isinstance(stream, Tensor) and stream.shape[-1] != x.shape[-1]:
+        raise refuse(
+            f"its block gives {x.shape[-1]} features, not the {stream.shape[-1]} of the residual "
+            "stream it is given"
+        )
     if site.kind in ("attn", "mlp") and x.shape != hidden.shape:
         raise refuse(
             f"its output has {x.shape[-1]} features, not the residual stream's {hidden.shape[-1]}"
@@ -205,12 +234,9 @@ def _check_site(
                 "inside; name the projection that carries the site in codebook_features/families.py"
             )
     if site.kind == "attn_heads":
-        try:
-            heads = getattr(getattr(model, "config", None), "num_attention_heads", None)
-        except RuntimeError:  # transformers' per-layer configs refuse a global head count
-            raise refuse("its number of attention heads differs from layer to layer") from None
-        if not isinstance(heads, int) or heads < 1:
-            raise refuse("the model config has no num_attention_heads to split it by")
+        heads, why = attention_heads(model)
+        if heads is None:
+            raise refuse(why)
         if width % heads:
             raise refuse(f"its width {width} is not a multiple of the {heads} attention heads")
     if site.kind in ("attn_heads", "mlp_hidden"):
@@ -225,15 +251,21 @@ def _check_site(
     return width
 
 
+def _before_change(record: _Seen, tensor: Any) -> Any:
+    """``tensor`` (the record's site tensor) as its hook saw it, before the model changed it
+    in place, if it did."""
+    return record.kept if record.kept is not None else tensor
+
+
 def _check_projection(site: SiteLocation, record: _Seen, projection: _Seen, family: str) -> None:
     """An attn or mlp module's output must be its output projection's: a module that adds
     the residual stream or normalises after projecting (BERT's) carries something else."""
-    out = projection.produced
+    out = _before_change(projection, projection.produced)
     if projection.calls != 1 or not isinstance(out, Tensor):
         raise _refuse(family, site, f"its output projection ran {projection.calls} times")
-    main = record.main
+    main = _before_change(record, record.main)
     out = out.reshape(main.shape) if out.numel() == main.numel() else out
-    if _has_values(main) and _has_values(out) and not _same(main, out):
+    if _has_values(main) and _has_values(out) and not _equal(main, out):
         raise _refuse(
             family,
             site,
@@ -243,15 +275,20 @@ def _check_projection(site: SiteLocation, record: _Seen, projection: _Seen, fami
 
 
 def _same(a: Any, b: Any) -> bool:
+    """Whether an activation is another one that is not all zeros (two zero tensors say
+    nothing about where a module's output comes from)."""
+    return _equal(a, b) and bool(a.any())
+
+
+def _equal(a: Any, b: Any) -> bool:
     """Whether two activations are equal; tensors without values (meta or fake ones, used to
-    check a large model's sizes) only have their shapes checked."""
+    check a large model's sizes) are never equal here."""
     return (
         isinstance(a, Tensor)
         and isinstance(b, Tensor)
         and a.shape == b.shape
         and _has_values(a)
         and _has_values(b)
-        and bool(a.any())
         and torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-6)
     )
 

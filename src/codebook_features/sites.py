@@ -31,7 +31,7 @@ from typing import Any
 from torch import nn
 
 from codebook_features.errors import CodebookError
-from codebook_features.families import Plan, plan_sites, refusal
+from codebook_features.families import Plan, attention_heads, plan_sites, refusal
 
 SITE_KINDS: tuple[str, ...] = ("attn_heads", "attn", "mlp", "mlp_hidden", "block")
 PRE_HOOK_KINDS = frozenset({"attn_heads", "mlp_hidden"})
@@ -163,10 +163,8 @@ def select_layers(layers: str | list[int], count: int) -> list[int]:
 
 
 def num_heads(model: nn.Module) -> int:
-    config = model.config
-    heads = getattr(config, "num_attention_heads", None)
-    if not isinstance(heads, int):
-        raise CodebookError(
-            "the model config has no num_attention_heads; attn_heads codebooks need it"
-        )
+    """The model's number of attention heads (the groups of an attn_heads codebook)."""
+    heads, why = attention_heads(model)
+    if heads is None:
+        raise CodebookError(f"{why}; attn_heads codebooks need one head count")
     return heads
