@@ -2,8 +2,10 @@
 their absolute positions.
 
 Interventions name absolute positions, also during cached generation, where each pass sees only
-the new tokens. A KV cache says how many tokens it holds; a cache of recurrent states only
-(Mamba-like models, RWKV's ``state``) does not, so the tokens passed through it are counted.
+the new tokens. ``cache_position``, when a pass is given it, says where its tokens start; else
+a KV cache says how many tokens it holds; a cache of recurrent states only (Mamba-like models'
+``cache_params``, RWKV's ``state``) does not, so the tokens passed through it are counted. A
+cache whose length is unknown and that this model did not fill is an error, not position 0.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from codebook_features.errors import CodebookError
 
 
 class TokenPositions:
@@ -30,7 +34,7 @@ class TokenPositions:
 
     def start(self, args: tuple, kwargs: dict) -> None:
         """A forward pass begins with these arguments."""
-        self.offset = self._past_length(_cache_of(kwargs))
+        self.offset = self._past_length(kwargs)
         given = (kwargs.get("input_ids"), kwargs.get("inputs_embeds"), *args[:1])
         ids = next((x for x in given if isinstance(x, Tensor)), None)
         self.shape = tuple(ids.shape[:2]) if isinstance(ids, Tensor) and ids.ndim >= 2 else None
@@ -53,22 +57,52 @@ class TokenPositions:
             return x.view(*shape, x.shape[-1])
         return None
 
-    def _past_length(self, cache: Any) -> int:
+    def _past_length(self, kwargs: dict) -> int:
+        start = kwargs.get("cache_position")
+        if isinstance(start, Tensor) and start.numel():
+            return int(start.reshape(-1)[0])
+        cache = _cache_of(kwargs)
         if cache is None:
             return 0
         try:
             return int(cache.get_seq_length())
-        except (AttributeError, ValueError):  # recurrent states only: no length of their own
+        except (AttributeError, ValueError, TypeError):  # recurrent states: no length of their own
             seen, key = self._seen, _weak(cache)
-            return seen[1] if seen is not None and key is not None and seen[0]() is key() else 0
+            if seen is not None and key is not None and seen[0]() is key():
+                return seen[1]
+            if _is_empty(cache):  # made for this generation, before its first pass
+                return 0
+        raise CodebookError(
+            f"a forward pass was given a cache ({type(cache).__name__}) whose length is unknown "
+            "and that no earlier pass of this model filled: pass cache_position with it, or "
+            "start from the prompt without a cache"
+        )
+
+
+CACHE_ARGUMENTS = ("cache", "past_key_values", "cache_params", "state")
+"""The names under which transformers' models take (and return) their caches."""
 
 
 def _cache_of(values: dict) -> Any:
     """The KV cache or recurrent state among a forward pass's arguments or outputs."""
-    for key in ("cache", "past_key_values", "state"):
+    for key in CACHE_ARGUMENTS:
         if values.get(key) is not None:
             return values[key]
     return None
+
+
+def _is_empty(cache: Any) -> bool:
+    """Whether a transformers cache holds nothing yet (none of its layers has a state)."""
+    layers = getattr(cache, "layers", None)
+    if not isinstance(layers, (list, tuple)) or not layers:
+        return False
+    for layer in layers:
+        if getattr(layer, "is_initialized", False):
+            return False
+        for flags in ("is_conv_states_initialized", "is_recurrent_states_initialized"):
+            if any(getattr(layer, flags, {}).values()):
+                return False
+    return True
 
 
 def _weak(cache: Any) -> weakref.ref | None:
