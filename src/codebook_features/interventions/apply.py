@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from codebook_features.model import CodebookModel
 
 
-class TokenPositions:
+class TokenSelection:
     """Which tokens of each forward pass a :data:`Positions` value means for one model, shared
     by everything that acts on some tokens only (specs here, activation addition in
     ``steering``). ``new`` is relative to the first forward pass after :meth:`start`."""
@@ -72,7 +72,7 @@ class _Applied:
         self.site = spec.site
         self.codebook = model.codebook(spec.site)
         self.positions = spec.positions
-        self.where = TokenPositions(model, spec.positions)
+        self.where = TokenSelection(model, spec.positions)
         self._handle: Any = None
 
     def _start(self) -> None:

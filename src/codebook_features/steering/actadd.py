@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from codebook_features.errors import CodebookError
-from codebook_features.interventions.apply import TokenPositions
+from codebook_features.interventions.apply import TokenSelection
 from codebook_features.interventions.spec import Positions
 from codebook_features.steering.batches import check_batch_size, padded_batches, windows
 
@@ -121,7 +121,7 @@ class AddActivation:
             raise CodebookError(f"alpha must be finite, got {alpha}")
         self.vector = vector.float().cpu()
         self.alpha = float(alpha)
-        self.where = TokenPositions(model, positions)
+        self.where = TokenSelection(model, positions)
         self.positions = self.where.positions
         self._added: dict[tuple[torch.device, torch.dtype], Tensor] = {}
         self._handles: list[Any] = []
