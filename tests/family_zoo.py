@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 import transformers
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -77,6 +78,18 @@ EXTRA: dict[str, dict[str, object]] = {
         for name in ("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text", "qwen4_exp_text")
     },
     "lfm3": {"layer_types": ["conv", "full_attention"]},
+    # multimodal: the generic settings go to the text model; a one-layer vision tower
+    "gemma3": {
+        "text_config": {k: TINY[k] for k in ("hidden_size", "intermediate_size", "vocab_size")}
+        | {"num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
+        | {"head_dim": 8, "max_position_embeddings": 64},
+        "vision_config": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1}
+        | {"num_attention_heads": 2, "image_size": 28, "patch_size": 14},
+        "mm_tokens_per_image": 4,
+        "image_token_index": 60,
+        "boi_token_index": 58,
+        "eoi_token_index": 59,
+    },
     # its default Mamba sizes make a tiny model take half a minute on a CPU
     "falcon_h1": {"mamba_d_ssm": 32, "mamba_n_heads": 4, "mamba_d_state": 8, "mamba_chunk_size": 8},
 }
@@ -128,3 +141,12 @@ def build_tiny(model_type: str, seed: int = 0) -> tuple[torch.nn.Module | None, 
                     else type(error).__name__
                 )
     return None, reason
+
+
+def tiny(model_type: str) -> torch.nn.Module:
+    """:func:`build_tiny` for a test: skipped when this transformers lacks the type."""
+    if model_type not in MODEL_TYPES:
+        pytest.skip(f"this transformers has no {model_type}")
+    model, why = build_tiny(model_type)
+    assert model is not None, why
+    return model

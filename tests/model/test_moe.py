@@ -10,20 +10,12 @@ import torch
 from codebook_features import CodebookModel, CodebookModelConfig
 from codebook_features.errors import CodebookError
 
-from ..family_zoo import MODEL_TYPES, build_tiny
+from ..family_zoo import tiny
 
 MOE = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v3", "gpt_oss"]
 """deepseek_v3 is DeepSeek-style: a dense first layer, then shared plus routed experts."""
 NO_AUX_LOSS = {"deepseek_v3"}
 """Balances its experts with a routing bias, without an auxiliary loss."""
-
-
-def tiny(model_type: str) -> torch.nn.Module:
-    if model_type not in MODEL_TYPES:
-        pytest.skip(f"this transformers has no {model_type}")
-    model, why = build_tiny(model_type)
-    assert model is not None, why
-    return model
 
 
 def attach(model: torch.nn.Module, **settings: object) -> CodebookModel:
@@ -65,6 +57,11 @@ def test_training_step_with_the_router_loss(family: str) -> None:
         out = cbm(input_ids=ids, labels=ids, use_cache=False)
         if family not in NO_AUX_LOSS:
             assert out.aux_loss is not None and torch.isfinite(out.aux_loss)
+            logits = out.logits[:, :-1].flatten(0, 1).float()
+            lm_loss = torch.nn.functional.cross_entropy(logits, ids[:, 1:].flatten())
+            router = model.config.router_aux_loss_coef * out.aux_loss
+            assert router.abs() > 0
+            torch.testing.assert_close(out.loss - lm_loss, router, rtol=1e-4, atol=1e-5)
         loss = out.loss + cbm.codebook_loss()  # out.loss includes the router's auxiliary loss
         loss.backward()
         assert cbm.codebook("layers.1.mlp").vectors.grad.abs().sum() > 0

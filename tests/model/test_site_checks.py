@@ -9,20 +9,12 @@ from codebook_features import CodebookModel, CodebookModelConfig
 from codebook_features.errors import CodebookError
 from codebook_features.families import FAMILIES, Family
 
-from ..family_zoo import MODEL_TYPES, build_tiny
+from ..family_zoo import tiny
 from ..model_zoo import tiny_model
 
 
 def attach(model: torch.nn.Module, sites: list[str], **extra: object) -> CodebookModel:
     return CodebookModel(model, CodebookModelConfig(num_codes=8, k=1, sites=sites, **extra))
-
-
-def tiny(model_type: str) -> torch.nn.Module:
-    if model_type not in MODEL_TYPES:
-        pytest.skip(f"this transformers has no {model_type}")
-    model, why = build_tiny(model_type)
-    assert model is not None, why
-    return model
 
 
 def outputs_of(module: torch.nn.Module, store: list) -> torch.utils.hooks.RemovableHandle:
@@ -161,3 +153,54 @@ def test_a_recurrent_state_cache_keeps_positions() -> None:
                 cbm.generate(prompt, use_cache=use_cache, max_new_tokens=4, do_sample=False)
             )
     assert torch.equal(runs[0], runs[1])
+
+
+def _wrap_block(block: torch.nn.Module, change) -> None:
+    plain = block.forward
+
+    def forward(*args, **kwargs):
+        out = plain(*args, **kwargs)
+        if isinstance(out, tuple):
+            return (change(out[0]), *out[1:])
+        return change(out)
+
+    block.forward = forward
+
+
+def test_a_block_whose_output_is_wider_is_refused() -> None:
+    model = tiny_model("llama")
+    _wrap_block(model.model.layers[1], lambda h: torch.cat([h, h], dim=-1))
+    model.model.norm = torch.nn.Identity()
+    model.lm_head = torch.nn.Linear(64, 61, bias=False)
+    with pytest.raises(CodebookError, match=r"site layers\.1\.block .*gives 64 features"):
+        attach(model, ["block"])
+    attach(model, ["block"], layers=[0])
+
+
+def test_a_block_whose_output_is_not_per_token_is_refused() -> None:
+    model = tiny_model("llama")
+    _wrap_block(model.model.layers[1], lambda h: torch.stack([h, h], dim=2))
+    with pytest.raises(CodebookError, match=r"site layers\.1\.block .*shape \(2, 3, 2, 32\)"):
+        attach(model, ["block"])
+
+
+def test_zero_attention_and_mlp_outputs_are_accepted() -> None:
+    """Zero-initialised output projections give all-zero attn and mlp outputs."""
+    model = tiny_model("llama")
+    layer = model.model.layers[0]
+    with torch.no_grad():
+        layer.self_attn.o_proj.weight.zero_()
+        layer.mlp.down_proj.weight.zero_()
+    assert len(attach(model, ["attn", "mlp"], layers=[0]).sites) == 2
+
+
+def test_multimodal_gemma3_gets_its_language_model_sites() -> None:
+    """Gemma 3 from 4B up is a vision-language model: its layer and head counts are in its
+    text config, its layers under model.language_model."""
+    model = tiny("gemma3")
+    assert type(model).__name__ == "Gemma3ForConditionalGeneration"
+    assert getattr(model.config, "num_hidden_layers", None) is None
+    cbm = attach(model, ["attn_heads", "attn", "mlp", "mlp_hidden", "block"])
+    assert len(cbm.sites) == 10
+    assert cbm.codebook("layers.0.attn_heads").config.groups == 4
+    assert cbm.sites["layers.1.mlp"].module is model.model.language_model.layers[1].mlp
