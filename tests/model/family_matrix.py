@@ -3,8 +3,10 @@
 For each type that builds tiny offline (:mod:`tests.family_zoo`), each site kind is attached
 alone; a refusal must be a ``CodebookError``. An attached site must then pass: disabled ==
 plain, the attn_heads layout (one group per head), a forced code visible in the codes and
-changing the logits, save/load giving identical logits, and cached generation equal to
-recomputation under an intervention. Any other outcome fails.
+changing the logits, a backward pass with finite gradients, save/load giving identical logits,
+the attention's output projection turning the attn_heads site into the attn site, and cached
+generation equal to recomputation under an intervention that changes it. Any other outcome
+fails.
 
 ``python -m tests.model.family_matrix`` writes the table into README.md between its markers;
 a test checks that the README holds exactly what this module renders.
@@ -25,7 +27,7 @@ from torch import Tensor, nn
 
 from codebook_features import CodebookModel, CodebookModelConfig
 from codebook_features.errors import CodebookError
-from codebook_features.families import plan_sites
+from codebook_features.families import attention_heads, plan_sites
 from codebook_features.sites import SITE_KINDS
 
 from ..family_zoo import MODEL_TYPES, build_tiny
@@ -42,6 +44,7 @@ REASONS = {
     "after projecting": "changed after projection",
     "no attention module": "no module",
     "no MLP module": "no module",
+    "projection ran": "projection reruns",
     "output projection": "no module",
     "ambiguous": "ambiguous",
     "list of decoder blocks": "no blocks",
@@ -72,7 +75,8 @@ def _settings(sites: list[str]) -> CodebookModelConfig:
 
 
 def _check_site(model: nn.Module, names: list[str], ids: Tensor, plain: Tensor) -> None:
-    """Disabled == plain, the attn_heads layout, and a forced code seen and felt."""
+    """Disabled == plain, the attn_heads layout, a forced code seen and felt, and a backward
+    pass (a model that changes a site's tensor in place would break it)."""
     cbm = CodebookModel(model, _settings(names))
     site = names[0]
     try:
@@ -80,7 +84,7 @@ def _check_site(model: nn.Module, names: list[str], ids: Tensor, plain: Tensor) 
             with cbm.disabled():
                 assert torch.equal(cbm(ids).logits, plain), f"{site}: disabled differs from plain"
             if site.endswith("attn_heads"):
-                heads = model.config.num_attention_heads
+                heads, _ = attention_heads(model)
                 config = cbm.codebook(site).config
                 assert config.groups == heads and config.dim % heads == 0, f"{site}: layout"
             with cbm.capture([site]) as before:
@@ -90,7 +94,12 @@ def _check_site(model: nn.Module, names: list[str], ids: Tensor, plain: Tensor) 
                 forced = cbm(ids).logits
         assert (seen[site][..., 0, 0] == code).all(), f"{site}: forced code not in the codes"
         assert not torch.equal(forced, on), f"{site}: forcing a code does not change the logits"
+        loss = cbm(ids, use_cache=False).logits.float().square().mean() + cbm.codebook_loss()
+        loss.backward()
+        grad = cbm.codebook(site).vectors.grad
+        assert grad is not None and bool(torch.isfinite(grad).all()), f"{site}: gradients"
     finally:
+        model.zero_grad(set_to_none=True)
         cbm.detach()
 
 
@@ -108,16 +117,50 @@ def _check_together(model: nn.Module, names: list[str], ids: Tensor) -> None:
             loaded = CodebookModel.from_pretrained(Path(tmp) / "saved")
         with torch.no_grad():
             assert torch.equal(loaded.eval()(ids).logits, expected), "save/load changes logits"
-        settings = {"max_new_tokens": 3, "do_sample": False, "pad_token_id": 1}
+        _check_heads_project_to_attn(cbm, ids)
+        settings = {"max_new_tokens": 3, "min_new_tokens": 3, "do_sample": False}
+        settings |= {"pad_token_id": 1, "output_scores": True, "return_dict_in_generate": True}
+        with torch.no_grad(), cbm.capture() as chosen:
+            plain = torch.stack(cbm.generate(ids[:1], **settings).scores)
+        # at each site a code the plain generation never chose (6 tokens, 8 codes), so that the
+        # intervention changes the scores of the new tokens (min_new_tokens: there are some)
+        unused = {
+            site: next(c for c in range(8) if not (chosen[site][..., 0, :] == c).any())
+            for site in cbm.sites
+        }
         runs = []
         for use_cache in (True, False):
             with torch.no_grad(), contextlib.ExitStack() as stack:
-                for site in cbm.sites:
-                    stack.enter_context(cbm.force_codes(site, 3, groups=[0], positions="new"))
+                for site, code in unused.items():
+                    stack.enter_context(cbm.force_codes(site, code, groups=[0], positions="new"))
                 runs.append(cbm.generate(ids[:1], use_cache=use_cache, **settings))
-        assert torch.equal(runs[0], runs[1]), "cached generation differs from recomputation"
+        assert torch.equal(runs[0].sequences, runs[1].sequences), (
+            "cached generation differs from recomputation"
+        )
+        assert not torch.equal(torch.stack(runs[0].scores), plain), (
+            "the intervention does not change cached generation"
+        )
     finally:
         cbm.detach()
+
+
+def _check_heads_project_to_attn(cbm: CodebookModel, ids: Tensor) -> None:
+    """In each layer with both sites, the attn_heads site (the output projection's input, what
+    its codebook gets) projected by that projection is the attn site."""
+    layers = [n.rsplit(".", 1)[0] for n in cbm.sites if n.endswith(".attn_heads")]
+    pairs = [(f"{p}.attn_heads", f"{p}.attn") for p in layers if f"{p}.attn" in cbm.sites]
+    if not pairs:
+        return
+    sites = [name for pair in pairs for name in pair]
+    with torch.no_grad(), cbm.disabled():
+        with cbm.observe(sites, ids=False, inputs=True) as seen:
+            cbm(ids)
+        for heads, attn in pairs:
+            projected = cbm.sites[heads].module(seen.inputs[heads])
+            projected = projected[0] if isinstance(projected, (tuple, list)) else projected
+            torch.testing.assert_close(
+                projected, seen.inputs[attn], rtol=1e-4, atol=1e-5, msg=f"{heads} -> {attn}"
+            )
 
 
 def _planned(model: nn.Module, kind: str) -> list[str]:
