@@ -64,6 +64,14 @@ MODEL_TYPES = sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
 """Every causal-LM model type of the installed transformers."""
 
 
+_GEMMA_TEXT = {k: TINY[k] for k in ("hidden_size", "intermediate_size", "vocab_size")} | {
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 8,
+    "max_position_embeddings": 64,
+}
+_PER_LAYER_INPUT = {"vocab_size_per_layer_input": 61, "hidden_size_per_layer_input": 8}
 EXTRA: dict[str, dict[str, object]] = {
     "gpt_neo": {"attention_types": [[["global", "local"], 1]]},
     # hybrids: with two layers, one of each kind (their defaults would give no attention layer)
@@ -78,11 +86,12 @@ EXTRA: dict[str, dict[str, object]] = {
         for name in ("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text", "qwen4_exp_text")
     },
     "lfm3": {"layer_types": ["conv", "full_attention"]},
+    # per-layer input embeddings: their default sizes make a tiny model large
+    "gemma4_text": _PER_LAYER_INPUT,
+    "gemma4": {"text_config": _GEMMA_TEXT | _PER_LAYER_INPUT},
     # multimodal: the generic settings go to the text model; a one-layer vision tower
     "gemma3": {
-        "text_config": {k: TINY[k] for k in ("hidden_size", "intermediate_size", "vocab_size")}
-        | {"num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
-        | {"head_dim": 8, "max_position_embeddings": 64},
+        "text_config": _GEMMA_TEXT,
         "vision_config": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1}
         | {"num_attention_heads": 2, "image_size": 28, "patch_size": 14},
         "mm_tokens_per_image": 4,
@@ -106,9 +115,18 @@ def _config(model_type: str, **extra: object) -> transformers.PretrainedConfig:
         **{
             k: v
             for k, v in wanted.items()
-            if hasattr(default, k) and not isinstance(getattr(type(default), k, None), property)
+            if _has(default, k) and not isinstance(getattr(type(default), k, None), property)
         },
     )
+
+
+def _has(config: transformers.PretrainedConfig, key: str) -> bool:
+    """Whether the config has ``key``; a per-layer setting (Gemma 4's head_dim) refuses to be
+    read globally, but is there to be set."""
+    try:
+        return hasattr(config, key)
+    except RuntimeError:
+        return True
 
 
 def build_tiny(model_type: str, seed: int = 0) -> tuple[torch.nn.Module | None, str]:

@@ -59,8 +59,12 @@ FAMILIES: dict[str, Family] = {
     # so does MptMLP
     "mpt": Family("transformer.blocks", "attn", "attn.out_proj", "ffn.down_proj", "ffn.down_proj"),
     "phi": _row("model.layers", "self_attn", "dense", "mlp", "fc2"),
-    # multimodal Gemma 3 (4B and up): the language model's layers beside a vision tower's
-    "gemma3": _row("model.language_model.layers", "self_attn", "o_proj", "mlp", "down_proj"),
+    # multimodal Gemma 3 (4B and up) and Gemma 4: the language model's layers beside a
+    # vision tower's
+    **{
+        name: _row("model.language_model.layers", "self_attn", "o_proj", "mlp", "down_proj")
+        for name in ("gemma3", "gemma4")
+    },
     "starcoder2": _row("model.layers", "self_attn", "o_proj", "mlp", "c_proj"),
     **{
         name: _LLAMA_LIKE
@@ -72,6 +76,7 @@ FAMILIES: dict[str, Family] = {
             "gemma",
             "gemma2",
             "gemma3_text",
+            "gemma4_text",
             "phi3",
             "olmo",
             "olmo2",

@@ -194,11 +194,12 @@ def test_zero_attention_and_mlp_outputs_are_accepted() -> None:
     assert len(attach(model, ["attn", "mlp"], layers=[0]).sites) == 2
 
 
-def test_multimodal_gemma3_gets_its_language_model_sites() -> None:
-    """Gemma 3 from 4B up is a vision-language model: its layer and head counts are in its
-    text config, its layers under model.language_model."""
-    model = tiny("gemma3")
-    assert type(model).__name__ == "Gemma3ForConditionalGeneration"
+@pytest.mark.parametrize("family", ["gemma3", "gemma4"])
+def test_multimodal_gemma_gets_its_language_model_sites(family: str) -> None:
+    """Gemma 3 from 4B up and Gemma 4 are multimodal models: their layer and head counts are
+    in the text config, their layers under model.language_model."""
+    model = tiny(family)
+    assert type(model).__name__.endswith("ForConditionalGeneration")
     assert getattr(model.config, "num_hidden_layers", None) is None
     cbm = attach(model, ["attn_heads", "attn", "mlp", "mlp_hidden", "block"])
     assert len(cbm.sites) == 10
