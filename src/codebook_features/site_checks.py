@@ -5,7 +5,8 @@ so a hook on them would quantise the residual stream rather than the MLP's outpu
 (recurrent-depth) model runs a block several times per token; some modules return lists or
 flattened tensors. One tiny forward pass records each site's tensor beside its block's input
 and output, and any site that is not what it means is refused with the reason, never silently
-placed somewhere else.
+placed somewhere else. A copy of each site's tensor, compared after the pass, shows which sites
+the model changes in place later (Falcon's parallel MLP output): their hooks hand over copies.
 """
 
 from __future__ import annotations
