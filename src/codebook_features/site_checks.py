@@ -5,8 +5,9 @@ so a hook on them would quantise the residual stream rather than the MLP's outpu
 (recurrent-depth) model runs a block several times per token; some modules return lists or
 flattened tensors. One tiny forward pass records each site's tensor beside its block's input
 and output, and any site that is not what it means is refused with the reason, never silently
-placed somewhere else. A copy of each site's tensor, compared after the pass, shows which sites
-the model changes in place later (Falcon's parallel MLP output): their hooks hand over copies.
+placed somewhere else. Each site tensor's in-place write counter, and a copy of its values,
+compared after the pass, show which sites the model changes in place later (Falcon's parallel
+MLP output, even where the added attention output is zero): their hooks hand over copies.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from codebook_features.errors import CodebookError
-from codebook_features.families import attention_heads, refusal
+from codebook_features.families import attention_heads, refusal, text_config
 from codebook_features.sites import SiteLocation
 
 
@@ -34,12 +35,34 @@ class _Seen:
     """The module's output (for pre-hook sites: the projection's output)."""
     extra: list[Tensor] = field(default_factory=list)
     """Tensors passed to the module besides its main input."""
-    kept: Tensor | None = None
-    """A copy of the site's tensor as the hook saw it, to tell whether the model changes it."""
+    kept: tuple[Tensor, int | None] | None = None
+    """A copy of the site's tensor as the hook saw it, and its version counter, to tell
+    whether the model changes it."""
 
 
-def _keep(value: Any) -> Tensor | None:
-    return value.clone() if isinstance(value, Tensor) and _has_values(value) else None
+def _keep(value: Any) -> tuple[Tensor, int | None] | None:
+    if not (isinstance(value, Tensor) and _has_values(value)):
+        return None
+    return value.clone(), _version(value)
+
+
+def _version(value: Tensor) -> int | None:
+    """The tensor's in-place write counter (every in-place op bumps it, even one that leaves
+    the values as they were, such as adding a zero attention output); inference tensors have
+    none."""
+    try:
+        return value._version
+    except RuntimeError:
+        return None
+
+
+def _changed(kept: tuple[Tensor, int | None] | None, now: Any) -> bool:
+    if kept is None:
+        return False
+    copy, version = kept
+    if version is not None and _version(now) != version:
+        return True
+    return not torch.equal(copy, now)
 
 
 @dataclass
@@ -146,7 +169,7 @@ def check_sites(
         if site.name in projected:
             _check_projection(site, record, projected[site.name], family)
         tensor = record.produced if site.kind == "block" else record.main
-        if record.kept is not None and not torch.equal(record.kept, tensor):
+        if _changed(record.kept, tensor):
             changed.add(site.name)
     return SiteFacts(widths, frozenset(changed))
 
@@ -154,7 +177,7 @@ def check_sites(
 def _probe_tokens(model: nn.Module) -> Tensor:
     """Six distinct tokens, none of them special (a padding embedding may be all zeros, which
     would make every activation alike)."""
-    config = getattr(model, "config", None)
+    config = text_config(model)
     vocab = getattr(config, "vocab_size", None) or 8
     special = [getattr(config, f"{k}_token_id", None) for k in ("pad", "bos", "eos")]
     usable = [i for i in range(min(vocab, 16)) if i not in special] or list(range(vocab))
@@ -255,7 +278,7 @@ def _check_site(
 def _before_change(record: _Seen, tensor: Any) -> Any:
     """``tensor`` (the record's site tensor) as its hook saw it, before the model changed it
     in place, if it did."""
-    return record.kept if record.kept is not None else tensor
+    return record.kept[0] if record.kept is not None else tensor
 
 
 def _check_projection(site: SiteLocation, record: _Seen, projection: _Seen, family: str) -> None:

@@ -5,7 +5,8 @@ Interventions name absolute positions, also during cached generation, where each
 the new tokens. ``cache_position``, when a pass is given it, says where its tokens start; else
 a KV cache says how many tokens it holds; a cache of recurrent states only (Mamba-like models'
 ``cache_params``, RWKV's ``state``) does not, so the tokens passed through it are counted. A
-cache whose length is unknown and that this model did not fill is an error, not position 0.
+cache whose length is unknown and that this model did not fill has no known positions: an
+intervention that needs them is an error then (not position 0), a pass without one runs as usual.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ class TokenPositions:
     """Tracks one model's forward passes (fed by its pre- and post-forward hooks)."""
 
     def __init__(self) -> None:
-        self.offset = 0
-        """Tokens before the current pass's (those already in its cache)."""
+        self.offset: int | None = 0
+        """Tokens before the current pass's (those already in its cache); ``None`` when a cache
+        of unknown length was given."""
+        self._unknown = ""  # why the offset is unknown
         self.shape: tuple[int, int] | None = None
         """(batch, seq) of the current pass, when its input says so."""
         self._seen: tuple[weakref.ref, int] | None = None  # a cache, and tokens through it
@@ -43,10 +46,13 @@ class TokenPositions:
         """Remember the cache the pass filled and how many tokens it then holds."""
         cache = _cache_of(kwargs) or _cache_of(output if isinstance(output, dict) else {})
         key = _weak(cache)
-        if key is not None and self.shape is not None:
+        if key is not None and self.shape is not None and self.offset is not None:
             self._seen = (key, self.offset + self.shape[1])
 
     def positions(self, length: int, device: torch.device) -> Tensor:
+        """The absolute positions of the current pass's tokens (for interventions)."""
+        if self.offset is None:
+            raise CodebookError(self._unknown)
         return torch.arange(self.offset, self.offset + length, device=device)
 
     def unflatten(self, x: Tensor) -> Tensor | None:
@@ -57,7 +63,7 @@ class TokenPositions:
             return x.view(*shape, x.shape[-1])
         return None
 
-    def _past_length(self, kwargs: dict) -> int:
+    def _past_length(self, kwargs: dict) -> int | None:
         start = kwargs.get("cache_position")
         if isinstance(start, Tensor) and start.numel():
             return int(start.reshape(-1)[0])
@@ -72,11 +78,13 @@ class TokenPositions:
                 return seen[1]
             if _is_empty(cache):  # made for this generation, before its first pass
                 return 0
-        raise CodebookError(
+        self._unknown = (
             f"a forward pass was given a cache ({type(cache).__name__}) whose length is unknown "
-            "and that no earlier pass of this model filled: pass cache_position with it, or "
-            "start from the prompt without a cache"
+            "and that no earlier pass of this model filled, so the positions an intervention "
+            "names cannot be found: pass cache_position with it, or start from the prompt "
+            "without a cache"
         )
+        return None
 
 
 CACHE_ARGUMENTS = ("cache", "past_key_values", "cache_params", "state")

@@ -35,6 +35,19 @@ def test_falcon_mlp_trains() -> None:
     assert grad is not None and grad.abs().sum() > 0
 
 
+def test_an_in_place_change_that_keeps_the_values_is_found() -> None:
+    """With a zeroed attention output, Falcon's ``mlp_output += attention_output`` leaves the
+    values as they were, but it still writes into the tensor (and breaks training on a view)."""
+    model = tiny_model("falcon").train()
+    with torch.no_grad():
+        model.transformer.h[0].self_attention.dense.weight.zero_()
+    cbm = attach(model, ["mlp"])
+    ids = tokens()
+    out = cbm(input_ids=ids, labels=ids, use_cache=False)
+    (out.loss + cbm.codebook_loss()).backward()
+    assert cbm.codebook("layers.0.mlp").vectors.grad is not None
+
+
 @pytest.mark.parametrize("enabled", [False, True])
 def test_falcon_observed_mlp_output_is_the_mlps(enabled: bool) -> None:
     """The MLP's real output is its projection's; the model's ``+=`` must not reach what the
