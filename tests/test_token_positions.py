@@ -52,8 +52,8 @@ def test_a_copied_recurrent_cache_runs_without_interventions() -> None:
     ids = torch.randint(3, 20, (1, 5))
     with torch.no_grad():
         out = cbm(input_ids=ids, use_cache=True)
-        reused = copy.deepcopy(out.cache_params)  # the prompt's cache, reused as HF shows
-        assert cbm(input_ids=ids[:, -1:], cache_params=reused).logits.isfinite().all()
+        reused = copy.deepcopy(out.cache)  # the prompt's cache, reused as HF shows
+        assert cbm(input_ids=ids[:, -1:], cache=reused).logits.isfinite().all()
         spec = Force("layers.0.block", {0: [1]}, positions=[5])
         with pytest.raises(CodebookError, match="cache_position"), cbm.intervene(spec):
-            cbm(input_ids=ids[:, -1:], cache_params=copy.deepcopy(out.cache_params))
+            cbm(input_ids=ids[:, -1:], cache=copy.deepcopy(out.cache))
