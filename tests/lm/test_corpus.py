@@ -24,10 +24,8 @@ from .helpers import make_cache
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    empty = tmp_path / "empty-path"
-    empty.mkdir()
-    monkeypatch.setenv("PATH", str(empty))  # proves that nothing is fetched
+def cache(tmp_path, no_tools):
+    """The sources, cached; with no program on PATH, which proves that nothing is fetched."""
     return make_cache(tmp_path / "cache")
 
 

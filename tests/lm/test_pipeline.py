@@ -11,22 +11,14 @@ import pytest
 from codebook_features.errors import CodebookError
 from codebook_features.lm.pipeline import LmPreset, Variant, run_lm_pipeline
 
+from ..model_zoo import TINY_NEOX
 from ..steering.planted import DRAGON_REGEX, write_corpus
-
-TINY = {
-    "model_type": "gpt_neox",
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "intermediate_size": 64,
-    "max_position_embeddings": 64,
-}
 
 
 def tiny_preset(**changes: object) -> LmPreset:
     values = {
         "vocab_size": 300,
-        "model": dict(TINY),
+        "model": dict(TINY_NEOX),
         "block_size": 32,
         "batch_size": 8,
         "base_steps": 30,

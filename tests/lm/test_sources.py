@@ -26,15 +26,6 @@ from codebook_features.lm.sources import (
 from .helpers import SAMPLES, make_cache
 
 
-@pytest.fixture
-def no_tools(tmp_path, monkeypatch):
-    """A PATH with no program on it."""
-    empty = tmp_path / "empty-path"
-    empty.mkdir()
-    monkeypatch.setenv("PATH", str(empty))
-    return empty
-
-
 def test_cached_sources_need_no_tool(tmp_path, no_tools) -> None:
     cache = make_cache(tmp_path / "cache")
     before = sorted(p.relative_to(cache) for p in cache.rglob("*"))
