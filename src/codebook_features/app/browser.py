@@ -41,15 +41,20 @@ SNIPPET = 160
 class CodeBrowser:
     """The browser's state: the opened store, the optional model, and its limits."""
 
-    def __init__(self, config: ServeConfig, model: Any = None, tokenizer: Any = None) -> None:
+    def __init__(
+        self,
+        config: ServeConfig,
+        model: Any = None,
+        tokenizer: Any = None,
+        store: CodeStore | None = None,
+    ) -> None:
         self.config = config
-        self.store = CodeStore(config.store)
+        self.store = store or CodeStore(config.store)
         self.model = model
         self.tokenizer = tokenizer
-        self.concepts_dir = Path(config.concepts_dir)
         self._generating = threading.Lock()
         self.run = self._find_run()
-        self.concepts = ConceptFolder(self.concepts_dir, model, self.fingerprint)
+        self.concepts = ConceptFolder(Path(config.concepts_dir), model, self.fingerprint)
 
     @classmethod
     def load(cls, config: ServeConfig) -> CodeBrowser:
@@ -60,9 +65,10 @@ class CodeBrowser:
         from codebook_features.loading import load_model_and_tokenizer
         from codebook_features.store.model_loading import check_recorded_with
 
-        check_recorded_with(CodeStore(config.store), config.model)
+        store = CodeStore(config.store)
+        check_recorded_with(store, config.model)
         model, tokenizer = load_model_and_tokenizer(config.model, config.device, what="serve")
-        return cls(config, model, tokenizer)
+        return cls(config, model, tokenizer, store)
 
     def warm(self) -> None:
         """Read what every query needs once, so the first requests are as fast as the rest."""
@@ -80,7 +86,7 @@ class CodeBrowser:
             return RunDir(Path(model).parent)
         return None
 
-    @property
+    @cached_property
     def store_name(self) -> str:
         """The store's directory with its parent (``demo-lm/store``), to tell stores apart."""
         path = self.store.path.resolve()
@@ -230,7 +236,7 @@ class CodeBrowser:
         label: str | None = None,
         top: int = 20,
     ) -> s.TopicsOut:
-        from codebook_features.search.topics import topic_codes
+        from codebook_features.search.topics import document_labels, topic_codes
 
         fields = self.label_fields()
         if label_field is None and fields:
@@ -244,7 +250,7 @@ class CodeBrowser:
             label=label or None,
             top=min(top, MAX_TOP),
         )
-        labels = self._labels(label_field) if label_field else {}
+        labels = document_labels(self.store, label_field) if label_field else {}
         codes = [
             s.TopicCodeOut(
                 code=str(t.code),
@@ -264,16 +270,6 @@ class CodeBrowser:
             labels=sorted(set(labels.values())),
             codes=codes,
         )
-
-    def _labels(self, field: str) -> dict[int, str]:
-        table = self.store.documents
-        if field not in table.column_names:
-            raise RequestError(
-                f"the documents have no column {field!r}; they have: "
-                + ", ".join(table.column_names)
-            )
-        ids = table.column("document").to_pylist()
-        return {int(d): str(v) for d, v in zip(ids, table.column(field).to_pylist(), strict=True)}
 
     def _document_ref(self, document: int, label: str | None) -> s.DocumentRef:
         text = " ".join(self.store.texts[document].split())

@@ -16,7 +16,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from codebook_features import __version__
 from codebook_features.app.api import api_router
 from codebook_features.app.browser import CodeBrowser
-from codebook_features.app.config import ServeConfig
+from codebook_features.app.config import LOCAL_HOSTS, ServeConfig
 from codebook_features.app.errors import status_of
 from codebook_features.app.pages import error_page, page_router
 from codebook_features.errors import CodebookError
@@ -28,7 +28,7 @@ PAGE_POLICY = (
 )
 """Pages run only our own script and styles: even text that slipped past escaping could not
 run."""
-LOCAL_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
+LOCAL_NAMES = [*LOCAL_HOSTS, "[::1]"]
 """Host names a server bound to this machine answers to."""
 
 

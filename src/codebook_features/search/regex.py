@@ -202,8 +202,8 @@ def _example(store: CodeStore, row: int, width: int = 40) -> Example:
     document = int(store.document[row])
     text = store.texts[document]
     begin, stop = int(store.start[row]), int(store.end[row])
-    before, token, after = text[max(0, begin - width) : begin], text[begin:stop], text[stop:]
-    after = after[:width]
+    before, token = text[max(0, begin - width) : begin], text[begin:stop]
+    after = text[stop : stop + width]
     context = f"{before}[[{token}]]{after}"
     return Example(document, int(store.position[row]), token, context, before=before, after=after)
 

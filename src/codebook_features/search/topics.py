@@ -120,18 +120,22 @@ def _labels(
         if label is not None:
             raise CodebookError("give the label's column (label_field) to rank by a label")
         return None
+    by_id = document_labels(store, field)
+    values = np.array([by_id[int(d)] for d in doc_ids], dtype=object)
+    if label is not None and label not in set(values.tolist()):
+        raise CodebookError(f"no document has {field} = {label!r}")
+    return values
+
+
+def document_labels(store: CodeStore, field: str) -> dict[int, str]:
+    """Each document's value in the label column ``field`` (as text)."""
     table = store.documents
     if field not in table.column_names:
         raise CodebookError(
             f"the documents have no column {field!r}; they have: {', '.join(table.column_names)}"
         )
-    by_id = dict(
-        zip(table.column("document").to_pylist(), table.column(field).to_pylist(), strict=True)
-    )
-    values = np.array([str(by_id[int(d)]) for d in doc_ids], dtype=object)
-    if label is not None and label not in set(values.tolist()):
-        raise CodebookError(f"no document has {field} = {label!r}")
-    return values
+    ids = table.column("document").to_pylist()
+    return {int(d): str(v) for d, v in zip(ids, table.column(field).to_pylist(), strict=True)}
 
 
 def _with_label(

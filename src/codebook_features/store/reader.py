@@ -46,14 +46,13 @@ class CodeStore:
         }
         self.num_tokens = int(self.manifest["counts"]["tokens"])
         self.num_documents = int(self.manifest["counts"]["documents"])
-        if not idx.index_is_current(self.path):
-            try:
-                idx.ensure_index(self.path, self.manifest)
-            except OSError as error:
-                raise CodebookError(
-                    f"could not build the index of {self.path} ({error.strerror or error}): the "
-                    "first open writes it beside the shards, so open it once where it is writable"
-                ) from error
+        try:
+            idx.ensure_index(self.path, self.manifest)  # returns at once when it is current
+        except OSError as error:
+            raise CodebookError(
+                f"could not build the index of {self.path} ({error.strerror or error}): the "
+                "first open writes it beside the shards, so open it once where it is writable"
+            ) from error
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> CodeStore:
