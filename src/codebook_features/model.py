@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,14 +228,30 @@ class CodebookModel(nn.Module):
     def _after_forward(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         self._tokens.finish(kwargs, output)
 
-    def _run(self, name: str, x: Tensor) -> Tensor | None:
-        """The site's new activation (``None``: unchanged), told to every observer. Modules
-        that work on flattened tokens (``(batch * seq, features)``, as OPT's MLP does) are seen
-        as ``(batch, seq, features)``, so positions mean the same at every site."""
+    def over_tokens(self, x: Tensor, change: Callable[[Tensor], Tensor | None]) -> Tensor | None:
+        """``change`` applied to a site's activation as ``(batch, seq, features)``, its result
+        shaped back: modules that work on flattened tokens (``(batch * seq, features)``, as
+        OPT's MLP does) are seen unflattened, so positions mean the same at every site."""
         tokens = self._tokens.unflatten(x)
-        if tokens is not None:
-            new = self._run(name, tokens)
-            return None if new is None else new.reshape(x.shape)
+        if tokens is None:
+            return change(x)
+        new = change(tokens)
+        return None if new is None else new.reshape(x.shape)
+
+    @staticmethod
+    def with_activation(output: Any, change: Callable[[Tensor], Tensor | None]) -> Any:
+        """A module's output with its activation (the tensor, or the first item of a tuple or
+        list, as openai-gpt's modules return) replaced by ``change``'s (``None``: unchanged)."""
+        if isinstance(output, (tuple, list)):
+            new = change(output[0])
+            return None if new is None else type(output)([new, *output[1:]])
+        return change(output)
+
+    def _run(self, name: str, x: Tensor) -> Tensor | None:
+        """The site's new activation (``None``: unchanged), told to every observer."""
+        return self.over_tokens(x, lambda tokens: self._run_tokens(name, tokens))
+
+    def _run_tokens(self, name: str, x: Tensor) -> Tensor | None:
         changed = name in self._changed_in_place
         if name not in self.enabled:
             seen = x.clone() if changed and self._observers else x  # the model changes x later
@@ -257,10 +273,7 @@ class CodebookModel(nn.Module):
         return None if new is None else (new, *args[1:])
 
     def _site_post_hook(self, name: str, module: nn.Module, args: tuple, output: Any) -> Any:
-        if isinstance(output, (tuple, list)):  # some modules (openai-gpt's) return lists
-            new = self._run(name, output[0])
-            return None if new is None else type(output)([new, *output[1:]])
-        return self._run(name, output)
+        return self.with_activation(output, lambda x: self._run(name, x))
 
     # ------------------------------------------------------------------ observing
     def observe(

@@ -181,3 +181,22 @@ def test_a_text_longer_than_the_context_is_averaged_over_its_windows(tok, site) 
     for batch_size in (1, 3):
         found = mean_activation(short, tok, site, texts, batch_size=batch_size)
         torch.testing.assert_close(found, by_hand.float(), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("family", "site"), [("openai-gpt", "layers.0.attn"), ("opt", "layers.0.mlp")]
+)
+def test_sites_with_lists_or_flattened_tokens_are_added_to_per_token(family, site) -> None:
+    """openai-gpt's modules return lists and OPT's MLP works on flattened tokens: addition at
+    the last position moves every row's last logits and no earlier ones."""
+    from ..model_zoo import tiny_model
+
+    cbm = CodebookModel(tiny_model(family), CodebookModelConfig(num_codes=8, k=1, sites=[site]))
+    ids = torch.randint(2, 61, (2, 5), generator=torch.Generator().manual_seed(0))
+    vector = torch.ones(cbm.codebook(site).config.dim)
+    with torch.no_grad(), cbm.disabled():
+        plain = cbm(ids).logits
+        with AddActivation(cbm, site, vector, alpha=5.0, positions=[4]):
+            added = cbm(ids).logits
+    torch.testing.assert_close(added[:, :4], plain[:, :4])
+    assert all(not torch.allclose(added[row, 4], plain[row, 4]) for row in range(2))

@@ -166,14 +166,12 @@ class AddActivation:
     def _before_site(self, module: Any, args: tuple) -> tuple | None:
         if self.site in self.model.enabled:
             return None  # the codebook runs: its hook adds
-        return (self.add(args[0]), *args[1:])
+        return (self.model.over_tokens(args[0], self.add), *args[1:])
 
     def _after_site(self, module: Any, args: tuple, output: Any) -> Any:
         if self.site in self.model.enabled:
             return None
-        if isinstance(output, tuple):
-            return (self.add(output[0]), *output[1:])
-        return self.add(output)
+        return self.model.with_activation(output, lambda x: self.model.over_tokens(x, self.add))
 
     def to_dict(self) -> dict[str, Any]:
         """What it does, for reports (the vector itself only by its norm)."""
