@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from machine import cpu_name
+from readme import replace_section
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -131,11 +132,7 @@ def write_readme_table(results: list[dict], info: dict) -> None:
     table = "\n".join(
         [f"Measured on {where}, torch {info['torch']} ({info['device']}):", "", *rows]
     )
-    text = README.read_text()
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    README.write_text(f"{head}{start}\n{table}\n{end}{tail}")
+    replace_section(README, "results", table)
 
 
 def main() -> None:

@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import random
-import re
 import shutil
 import statistics
 import tempfile
@@ -39,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from machine import cpu_name
+from readme import replace_section
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -298,13 +298,7 @@ def write_readme(results: dict) -> None:
         )
         lines += ["", f"From {a['tokens']:,} to {b['tokens']:,} tokens (x{scale:.1f}): {growth}."]
     table = "\n".join(lines)
-    text = README.read_text()
-    start, end = "<!-- store-results:start -->", "<!-- store-results:end -->"
-    if start in text:
-        text = re.sub(f"{start}.*?{end}", f"{start}\n{table}\n{end}", text, flags=re.S)
-    else:
-        text += f"\n{start}\n{table}\n{end}\n"
-    README.write_text(text)
+    replace_section(README, "store-results", table)
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ import httpx
 
 from codebook_features.files import write_text
 from machine import cpu_name
+from readme import replace_section
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -158,13 +159,7 @@ def main() -> None:
     write_text(RESULTS / "web_cpu.json", json.dumps(result, indent=2) + "\n")
     print(table(result))
     if not args.no_readme:
-        text = README.read_text()
-        start, end = "<!-- web-results:start -->", "<!-- web-results:end -->"
-        if start not in text or end not in text:
-            raise SystemExit(f"{README} lacks the {start} ... {end} markers of the table")
-        head, rest = text.split(start, 1)
-        text = head + start + "\n" + table(result) + "\n" + end + rest.split(end, 1)[1]
-        write_text(README, text)
+        replace_section(README, "web-results", table(result))
 
 
 if __name__ == "__main__":

@@ -128,7 +128,6 @@ class Plan:
     """Where every site of a model is, layer by layer."""
 
     family: str
-    layers: str
     blocks: nn.ModuleList
     per_layer: list[LayerPlan]
 
@@ -191,7 +190,7 @@ def plan_sites(model: nn.Module) -> Plan:
             "for the family to FAMILIES in codebook_features/families.py"
         )
     per_layer = [_pair(_row_plan(row, b) if row else _discover(b), b) for b in blocks]
-    return Plan(name, layers, blocks, per_layer)
+    return Plan(name, blocks, per_layer)
 
 
 def _row_plan(row: Family, block: nn.Module) -> LayerPlan:

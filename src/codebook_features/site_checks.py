@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from codebook_features.errors import CodebookError
 from codebook_features.families import attention_heads, refusal, text_config
 from codebook_features.sites import SiteLocation
+from codebook_features.token_positions import unflatten
 
 
 @dataclass
@@ -224,8 +225,8 @@ def _check_site(
         x = _before_change(record, record.main)
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise refuse(f"its module gives a {type(x).__name__}, not an activation tensor")
-    if x.ndim == 2 and x.shape[0] == shape[0] * shape[1]:
-        x = x.view(*shape, x.shape[-1])  # flattened tokens, handled by CodebookModel._run
+    tokens = unflatten(x, (shape[0], shape[1]))  # flattened tokens: CodebookModel.over_tokens
+    x = x if tokens is None else tokens
     if x.ndim != 3 or tuple(x.shape[:2]) != tuple(shape):
         raise refuse(
             f"its tensor has shape {tuple(x.shape)}, not (batch, seq, features) = "

@@ -56,12 +56,9 @@ class TokenPositions:
         return torch.arange(self.offset, self.offset + length, device=device)
 
     def unflatten(self, x: Tensor) -> Tensor | None:
-        """``x`` as ``(batch, seq, features)`` when a module flattened the tokens (``(batch *
-        seq, features)``, as OPT's MLP does); ``None`` when it is not flattened."""
-        shape = self.shape
-        if x.ndim == 2 and shape is not None and x.shape[0] == shape[0] * shape[1]:
-            return x.view(*shape, x.shape[-1])
-        return None
+        """``x`` as ``(batch, seq, features)`` when a module flattened the current pass's
+        tokens; ``None`` when it is not flattened."""
+        return None if self.shape is None else unflatten(x, self.shape)
 
     def _past_length(self, kwargs: dict) -> int | None:
         start = kwargs.get("cache_position")
@@ -85,6 +82,14 @@ class TokenPositions:
             "without a cache"
         )
         return None
+
+
+def unflatten(x: Tensor, shape: tuple[int, int]) -> Tensor | None:
+    """``x`` as ``(batch, seq, features)`` when a module flattened the ``(batch, seq)`` tokens
+    (``(batch * seq, features)``, as OPT's MLP does); ``None`` when it is not flattened."""
+    if x.ndim == 2 and x.shape[0] == shape[0] * shape[1]:
+        return x.view(*shape, x.shape[-1])
+    return None
 
 
 CACHE_ARGUMENTS = ("cache", "past_key_values", "cache_params", "state")

@@ -207,9 +207,5 @@ class ConceptFolder:
 
 
 def _refs(codes: list[str]) -> tuple[CodeRef, ...]:
-    refs: list[CodeRef] = []
-    for code in codes:
-        ref = CodeRef.parse(code)
-        if ref not in refs:
-            refs.append(ref)
-    return tuple(refs)
+    """The codes parsed, each once, in their first order."""
+    return tuple(dict.fromkeys(CodeRef.parse(code) for code in codes))
