@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from codebook_features import CodebookModel, CodebookModelConfig
 from codebook_features.errors import CodebookError
-from codebook_features.families import attention_heads, plan_sites
+from codebook_features.families import Plan, attention_heads, plan_sites
 from codebook_features.sites import SITE_KINDS
 
 from ..family_zoo import MODEL_TYPES, build_tiny
@@ -163,12 +163,18 @@ def _check_heads_project_to_attn(cbm: CodebookModel, ids: Tensor) -> None:
             )
 
 
-def _planned(model: nn.Module, kind: str) -> list[str]:
+def _plan(model: nn.Module) -> Plan | None:
+    """Where the model's sites are; ``None`` when its blocks are not found."""
+    try:
+        return plan_sites(model)
+    except CodebookError:
+        return None
+
+
+def _planned(plan: Plan | None, kind: str) -> list[str]:
     """The sites of ``kind`` in the layers whose modules have one (a hybrid model's attention
     layers, say); none when the model's blocks are not found."""
-    try:
-        plan = plan_sites(model)
-    except CodebookError:
+    if plan is None:
         return []
     return [f"layers.{i}.{kind}" for i, p in enumerate(plan.per_layer) if kind not in p.refused]
 
@@ -182,16 +188,16 @@ def check_type(model_type: str) -> Row | str:
     ids = torch.randint(2, 61, (2, 4), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         plain = model(ids).logits
-    row, accepted = Row(model_type), []
+    row, accepted, plan = Row(model_type), [], _plan(model)
     for kind in SITE_KINDS:
-        names = _planned(model, kind)
+        names = _planned(plan, kind)
         try:
             CodebookModel(model, _settings(names or [kind])).detach()
         except CodebookError as error:
             row.sites[kind] = str(error)
             continue
         _check_site(model, names, ids, plain)
-        layers = len(plan_sites(model).blocks)
+        layers = len(plan.blocks)  # an attached kind means the blocks were found
         row.sites[kind] = "ok" if len(names) == layers else f"ok {len(names)}/{layers}"
         accepted += names
     if accepted:
