@@ -95,7 +95,8 @@ class ConceptFolder:
             return self._out(self._save(self._new(name, request.codes, request.description)))
         concept = self._load(name)
         new = [c for c in _refs(request.codes) if c not in concept.codes]
-        return self._edit(name, s.ConceptEdit(codes=[str(c) for c in (*concept.codes, *new)]))
+        codes = [str(c) for c in (*concept.codes, *new)]
+        return self._change(concept, s.ConceptEdit(codes=codes))
 
     def edit(self, name: str, request: s.ConceptEdit) -> s.ConceptOut:
         """Change the fields ``request`` gives; the others stay."""
@@ -103,7 +104,9 @@ class ConceptFolder:
             return self._edit(name, request)
 
     def _edit(self, name: str, request: s.ConceptEdit) -> s.ConceptOut:
-        concept = self._load(name)
+        return self._change(self._load(name), request)
+
+    def _change(self, concept: Concept, request: s.ConceptEdit) -> s.ConceptOut:
         changes: dict[str, Any] = request.model_dump(exclude_none=True)
         if "codes" in changes:
             codes = _refs(changes["codes"])
