@@ -19,6 +19,8 @@ from codebook_features.files import CODEBOOK_CONFIG
 from .model_zoo import TINY_NEOX
 from .text_fixtures import write_corpus, write_tokenizer
 
+pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
+
 FSM_SMALL = ["--states", "6", "--edges", "2", "--train-sequences", "64", "--val-sequences", "8"]
 
 

@@ -11,6 +11,8 @@ import yaml
 from codebook_features import CodebookError
 from codebook_features.rundir import RunDir, read_metrics
 
+pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
+
 
 def make_run(root, steps=4, summary_steps=4, final=True):
     root.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,11 @@ def test_an_unknown_cache_is_an_error_only_where_positions_are_needed() -> None:
         tokens.positions(1, torch.device("cpu"))
 
 
-def test_a_copied_recurrent_cache_runs_without_interventions() -> None:
+def test_a_reused_recurrent_cache_is_read_where_it_knows_its_length() -> None:
+    """A prompt's cache reused for the next token (as HF's docs show): the pass always runs;
+    an intervention at an absolute position applies there when the cache says how many tokens
+    it holds (transformers 5.25's recurrent caches do), and is refused when it cannot say
+    (the older ``MambaCache``), never applied at a guessed position."""
     import copy
 
     from codebook_features import CodebookModel, CodebookModelConfig
@@ -52,8 +56,24 @@ def test_a_copied_recurrent_cache_runs_without_interventions() -> None:
     ids = torch.randint(3, 20, (1, 5))
     with torch.no_grad():
         out = cbm(input_ids=ids, use_cache=True)
-        reused = copy.deepcopy(out.cache)  # the prompt's cache, reused as HF shows
+        reused = copy.deepcopy(out.cache)
         assert cbm(input_ids=ids[:, -1:], cache=reused).logits.isfinite().all()
-        spec = Force("layers.0.block", {0: [1]}, positions=[5])
-        with pytest.raises(CodebookError, match="cache_position"), cbm.intervene(spec):
+        try:
+            length = int(out.cache.get_seq_length())
+        except (AttributeError, TypeError, ValueError):
+            length = None
+        with cbm.capture(["layers.0.block"]) as plain:
             cbm(input_ids=ids[:, -1:], cache=copy.deepcopy(out.cache))
+        original = int(plain["layers.0.block"][0, 0, 0, 0])
+        forced = (original + 1) % 8
+        at_next = Force("layers.0.block", {0: [forced]}, positions=[5])
+        if length is None:
+            with pytest.raises(CodebookError, match="cache_position"), cbm.intervene(at_next):
+                cbm(input_ids=ids[:, -1:], cache=copy.deepcopy(out.cache))
+            return
+        assert length == 5
+        elsewhere = Force("layers.0.block", {0: [forced]}, positions=[4])
+        for spec, expected in ((at_next, forced), (elsewhere, original)):
+            with cbm.intervene(spec), cbm.capture(["layers.0.block"]) as seen:
+                cbm(input_ids=ids[:, -1:], cache=copy.deepcopy(out.cache))
+            assert int(seen["layers.0.block"][0, 0, 0, 0]) == expected

@@ -10,6 +10,8 @@ import pytest
 from codebook_features.fsm.pipeline import PipelineResults, Preset, Variant, run_pipeline
 from codebook_features.saved import SavedFileWarning
 
+pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
+
 SMALL = Preset(
     num_states=12,
     num_edges=3,

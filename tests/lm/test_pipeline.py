@@ -14,6 +14,8 @@ from codebook_features.lm.pipeline import LmPreset, Variant, run_lm_pipeline
 from ..model_zoo import TINY_NEOX
 from ..steering.planted import DRAGON_REGEX, write_corpus
 
+pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
+
 
 def tiny_preset(**changes: object) -> LmPreset:
     values = {

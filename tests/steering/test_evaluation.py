@@ -13,6 +13,8 @@ from codebook_features.steering.report import load_report
 
 from .planted import DRAGON_REGEX, planted
 
+pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
+
 
 def settings(world, out: Path, **changes: object) -> SteeringEvalConfig:
     values = {

@@ -28,6 +28,8 @@ from codebook_features.store.schema import MANIFEST, SCHEMA_VERSION, id_dtype
 
 from ..model_zoo import TINY_NEOX
 
+pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
+
 WORDS = [
     "the", "of", "café", "naïve", "über", "straße", "日本語", "テキスト", "emoji", "😀", "👍🏽",
     "dragon", "king", "of the king", "über-café", "x🙂y", "crème", "brûlée", "mat", "sat", "on",

@@ -22,6 +22,8 @@ from codebook_features.training import DataConfig, ModelConfig, RunConfig, Train
 
 from ..model_zoo import TINY_NEOX
 
+pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
+
 SHORT = {"steps": 6, "eval_every": 3, "save_every": 3}
 TIMING = ("time", "elapsed_s", "tokens_per_s")
 

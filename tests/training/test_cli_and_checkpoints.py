@@ -16,6 +16,8 @@ from codebook_features.training import train
 from codebook_features.training.checkpoint import write_manifest
 from codebook_features.training.config import DataConfig, ModelConfig, TrainingConfig
 
+pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
+
 
 def test_help_documents_every_field(capsys) -> None:
     with pytest.raises(SystemExit):

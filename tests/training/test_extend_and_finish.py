@@ -12,6 +12,8 @@ from codebook_features import CodebookError
 from codebook_features.rundir import RunDir
 from codebook_features.training import train
 
+pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
+
 SHORT = {"steps": 6, "eval_every": 3, "save_every": 3}
 
 

@@ -10,6 +10,8 @@ from safetensors.torch import load_file
 from codebook_features import CodebookModel
 from codebook_features.training import train
 
+pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
+
 TIMING = ("time", "elapsed_s", "tokens_per_s")
 """Keys of training rows that depend on the clock."""
 

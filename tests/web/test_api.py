@@ -21,6 +21,8 @@ from codebook_features.store.reader import CodeStore
 
 from .conftest import make_client
 
+pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
+
 
 def ok(response) -> dict:
     assert response.status_code == 200, response.text

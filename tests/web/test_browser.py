@@ -20,6 +20,8 @@ import pytest
 
 from codebook_features.steering.generate import sample_seed
 
+pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
+
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install)")
 
 CHROMIUM_ARGS = [

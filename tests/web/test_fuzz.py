@@ -26,6 +26,8 @@ from schemathesis import GenerationMode, checks
 from .conftest import LOCAL, make_client
 from .world import World
 
+pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
+
 OPERATIONS = [
     "GET /api/overview",
     "GET /api/plots/{name}",

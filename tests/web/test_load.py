@@ -6,10 +6,16 @@ made alone: concurrency must not mix up the shared store, model or hooks."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import pytest
+
+from .conftest import LiveServer, make_client
+
+pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
 
 CLIENTS = 20
 REQUESTS_PER_CLIENT = 15
@@ -48,6 +54,16 @@ def answer(response: httpx.Response) -> Any:
 
 def steer_answer(data: dict[str, Any]) -> Any:
     return data["steering"], data["samples"], data["stopped_early"]
+
+
+@pytest.fixture
+def live_server(web_world: Any, loaded: tuple[Any, Any], tmp_path: Path) -> Any:
+    """The live server, with a regex time limit as long as the clients' timeout: on two busy
+    cores a broad pattern can take longer than the default 2 s, and this test is about the
+    answers under load, not their latency (a search cut short would be a 400)."""
+    client = make_client(web_world, tmp_path / "concepts", loaded, regex_time_limit=TIMEOUT)
+    with LiveServer(client.app) as server:
+        yield server
 
 
 def test_concurrent_clients_get_the_answers_of_one_at_a_time(live_server: Any) -> None:

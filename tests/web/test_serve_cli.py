@@ -13,6 +13,8 @@ import pytest
 
 from codebook_features.cli import main
 
+pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
+
 
 def free_port() -> int:
     with socket.socket() as s:
