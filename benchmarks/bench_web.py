@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from codebook_features.files import write_text
+from codebook_features.persist.files import write_text
 from machine import cpu_name
 from readme import replace_section
 

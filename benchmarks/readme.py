@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codebook_features.files import write_text
+from codebook_features.persist.files import write_text
 
 
 def replace_section(readme: Path, name: str, table: str) -> None:

@@ -14,10 +14,9 @@ import yaml
 
 from codebook_features import CodebookError
 from codebook_features.cli import main
-from codebook_features.files import CODEBOOK_CONFIG
-
-from .model_zoo import TINY_NEOX
-from .text_fixtures import write_corpus, write_tokenizer
+from codebook_features.persist.files import CODEBOOK_CONFIG
+from tests.model_zoo import TINY_NEOX
+from tests.text_fixtures import write_corpus, write_tokenizer
 
 pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
 

@@ -96,7 +96,7 @@ def attach(config: Any) -> Any:
     from torch._subclasses.fake_tensor import FakeTensorMode
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from codebook_features.model import CodebookModel
+    from codebook_features.attach.model import CodebookModel
 
     sizes = dict(ARCHITECTURES[config.model.name_or_path])
     model_config = AutoConfig.for_model(sizes.pop("model_type"), **sizes)

@@ -73,7 +73,7 @@ def command(name: str, help_text: str) -> Callable[[Callable], Callable]:
 
 def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
     """``--config FILE`` and one option per field of ``cls`` (which override the file)."""
-    from codebook_features.configs import add_arguments
+    from codebook_features.settings.configs import add_arguments
 
     parser.add_argument("--config", help="YAML or JSON file with the settings below")
     add_arguments(parser, cls)
@@ -81,7 +81,7 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
 
 def config_from_args(cls: type, args: argparse.Namespace) -> Any:
     """``cls`` built from ``--config FILE`` (optional) plus the dotted options given."""
-    from codebook_features.configs import from_dict, load_file, merge, overrides_from_args
+    from codebook_features.settings.configs import from_dict, load_file, merge, overrides_from_args
 
     base = load_file(args.config) if args.config else {}
     return from_dict(cls, merge(base, overrides_from_args(args, cls)))
@@ -89,7 +89,7 @@ def config_from_args(cls: type, args: argparse.Namespace) -> Any:
 
 @command("train", "train a model with codebooks (or a baseline without)")
 def _train_command(parser: argparse.ArgumentParser) -> None:
-    from codebook_features.configs import add_arguments
+    from codebook_features.settings.configs import add_arguments
     from codebook_features.training.config import RunConfig
 
     parser.description = (
@@ -105,8 +105,8 @@ def _train_command(parser: argparse.ArgumentParser) -> None:
     def run(args: argparse.Namespace) -> None:
         import yaml
 
-        from codebook_features.configs import to_dict
-        from codebook_features.files import METRICS_FILE
+        from codebook_features.persist.files import METRICS_FILE
+        from codebook_features.settings.configs import to_dict
         from codebook_features.training import train
 
         for section in ("model", "data"):
@@ -153,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_commands() -> None:
     """Import the modules that register further sub-commands."""
     import codebook_features.app.cli
-    import codebook_features.fsm.cli
-    import codebook_features.lm.cli
+    import codebook_features.demos.fsm.cli
+    import codebook_features.demos.lm.cli
     import codebook_features.search.cli
     import codebook_features.steering.concept_cli
     import codebook_features.steering.evaluate_cli

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from codebook_features import CodebookError
-
-from .helpers import make_codebook
+from tests.codebook.helpers import make_codebook
 
 
 def rewrite(fn):

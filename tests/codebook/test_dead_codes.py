@@ -2,7 +2,7 @@
 
 import torch
 
-from .helpers import make_codebook
+from tests.codebook.helpers import make_codebook
 
 
 def test_refresh_touches_only_dead_codes() -> None:

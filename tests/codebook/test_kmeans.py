@@ -5,8 +5,7 @@ import torch
 
 from codebook_features import CodebookError
 from codebook_features.codebook.kmeans import kmeans
-
-from .helpers import make_codebook
+from tests.codebook.helpers import make_codebook
 
 
 def clustered(groups: int, clusters: int, per_cluster: int, dim: int) -> torch.Tensor:

@@ -7,8 +7,7 @@ import torch
 
 from codebook_features.codebook import Codebook, CodebookConfig
 from codebook_features.codebook.reference import reference_forward
-
-from .helpers import make_codebook
+from tests.codebook.helpers import make_codebook
 
 OPTIONS = list(
     itertools.product(["inner_product", "cosine", "euclidean"], ["mean", "sum"], [True, False])

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from .helpers import make_codebook
+from tests.codebook.helpers import make_codebook
 
 VARIANTS = ["base", "aeloss", "fullaeloss", "vqvae"]
 # variant -> (reconstruction term, commitment term, task gradient reaches the codes)

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from .helpers import make_codebook
+from tests.codebook.helpers import make_codebook
 
 
 def test_statistics_match_a_hand_count() -> None:

@@ -13,8 +13,7 @@ import torch
 from safetensors.numpy import save_file
 
 from codebook_features import CodebookError
-from codebook_features.analysis.neurons import best_neurons
-from codebook_features.checksums import file_sha256
+from codebook_features.persist.checksums import file_sha256
 from codebook_features.search import baselines
 from codebook_features.search.baselines import (
     BaselineRow,
@@ -23,13 +22,13 @@ from codebook_features.search.baselines import (
     sae_baseline,
     train_site_sae,
 )
+from codebook_features.search.neurons import best_neurons
 from codebook_features.search.regex import regex_token_rows
 from codebook_features.search.sae import SAEConfig, fraction_of_variance_unexplained, train_sae
 from codebook_features.store.reader import CodeStore
 from codebook_features.store.schema import ACTIVATIONS_DIR, ACTIVATIONS_SHARD, MANIFEST
-
-from ..store.test_record import settings, world  # noqa: F401 (a fixture)
-from .synthetic import DRAGON, WORDS, write_store
+from tests.store.synthetic import DRAGON, WORDS, write_store
+from tests.store.test_record import settings, world  # noqa: F401 (a fixture)
 
 SITE = "layers.0.mlp"  # 1 group, k = 2, 50 codes: an SAE of 50 latents, 2 active
 WIDTH = 16

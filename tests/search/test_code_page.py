@@ -6,12 +6,11 @@ import pytest
 import torch
 
 from codebook_features import CodebookModel, CodebookModelConfig
-from codebook_features.code_ref import CodeRef
+from codebook_features.attach.code_ref import CodeRef
 from codebook_features.search.code_page import code_page, residual_direction
 from codebook_features.store.reader import CodeStore
-
-from ..model_zoo import neox_model, tiny_model
-from .synthetic import DRAGON, write_store
+from tests.model_zoo import neox_model, tiny_model
+from tests.store.synthetic import DRAGON, write_store
 
 
 @pytest.fixture

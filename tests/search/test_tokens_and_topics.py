@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 
 from codebook_features import CodebookError
-from codebook_features.code_ref import CodeRef
+from codebook_features.attach.code_ref import CodeRef
 from codebook_features.search import token_codes, token_rows, topic_codes
 from codebook_features.search.topics import document_shares
 from codebook_features.store.reader import CodeStore
-
-from .synthetic import DRAGON, SITES, TOPIC, write_store
+from tests.store.synthetic import DRAGON, SITES, TOPIC, write_store
 
 
 @pytest.fixture

@@ -70,9 +70,8 @@ def _build(root: Path) -> Planted:
         TrainingConfig,
         train,
     )
-
-    from ..model_zoo import TINY_NEOX
-    from ..text_fixtures import write_tokenizer
+    from tests.model_zoo import TINY_NEOX
+    from tests.text_fixtures import write_tokenizer
 
     train_file = write_corpus(root / "train.jsonl", 1000, seed=0)
     valid_file = write_corpus(root / "valid.jsonl", 300, seed=1)

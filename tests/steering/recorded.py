@@ -12,9 +12,8 @@ import pytest
 
 from codebook_features import CodebookModel, CodebookModelConfig
 from codebook_features.store.record import RecordConfig, record
-
-from ..model_zoo import neox_model
-from ..text_fixtures import write_corpus, write_tokenizer
+from tests.model_zoo import neox_model
+from tests.text_fixtures import write_corpus, write_tokenizer
 
 CODEBOOKS = {"sites": ["attn_heads", "mlp"], "num_codes": 16, "k": 2}
 """Small codebooks, so that codes fire often enough in a few hundred tokens."""

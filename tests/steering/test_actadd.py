@@ -12,9 +12,8 @@ import torch
 from codebook_features import CodebookError, CodebookModel, CodebookModelConfig
 from codebook_features.steering.actadd import AddActivation, mean_activation, steering_vector
 from codebook_features.steering.generate import GenerationSettings, generate_texts
-
-from ..model_zoo import neox_model
-from ..text_fixtures import write_corpus, write_tokenizer
+from tests.model_zoo import neox_model
+from tests.text_fixtures import write_corpus, write_tokenizer
 
 CONCEPT = ["the red dragon sees the cat", "the dragon", "a small red dragon finds the river ."]
 CONTRAST = ["the old king hears the ship by the sea", "the child"]
@@ -189,7 +188,7 @@ def test_a_text_longer_than_the_context_is_averaged_over_its_windows(tok, site) 
 def test_sites_with_lists_or_flattened_tokens_are_added_to_per_token(family, site) -> None:
     """openai-gpt's modules return lists and OPT's MLP works on flattened tokens: addition at
     the last position moves every row's last logits and no earlier ones."""
-    from ..model_zoo import tiny_model
+    from tests.model_zoo import tiny_model
 
     cbm = CodebookModel(tiny_model(family), CodebookModelConfig(num_codes=8, k=1, sites=[site]))
     ids = torch.randint(2, 61, (2, 5), generator=torch.Generator().manual_seed(0))

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from codebook_features import CodebookError, CodebookModel
+from codebook_features.attach.code_ref import CodeRef
+from codebook_features.attach.interventions import Force
 from codebook_features.cli import main
-from codebook_features.code_ref import CodeRef
-from codebook_features.interventions import Force
-from codebook_features.saved import VERSION_KEY, SavedFileWarning
+from codebook_features.settings.saved import VERSION_KEY, SavedFileWarning
 from codebook_features.steering.concept import (
     Concept,
     find_concept,
@@ -25,8 +25,7 @@ from codebook_features.steering.concept import (
     site_shapes,
 )
 from codebook_features.store.reader import CodeStore
-
-from .recorded import World, save_model, world
+from tests.steering.recorded import World, save_model, world
 
 CODES = ("layers.0.attn_heads/1/3", "layers.0.attn_heads/2/7", "layers.1.mlp/0/5")
 

@@ -10,8 +10,7 @@ import pytest
 from codebook_features.errors import CodebookError
 from codebook_features.steering.evaluation import SteeringEvalConfig, evaluate_steering
 from codebook_features.steering.report import load_report
-
-from .planted import DRAGON_REGEX, planted
+from tests.steering.planted import DRAGON_REGEX, planted
 
 pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
 
@@ -91,7 +90,7 @@ def test_a_fresh_run_generates_the_same_table(evaluated, tmp_path) -> None:
 
 
 def test_a_changed_concept_file_is_generated_again(tmp_path_factory, tmp_path) -> None:
-    from codebook_features.loading import load_model
+    from codebook_features.persist.loading import load_model
     from codebook_features.steering.concept import save_concept
     from codebook_features.steering.selection import SelectionRule, concept_from_label
     from codebook_features.store.reader import CodeStore

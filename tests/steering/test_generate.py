@@ -19,9 +19,8 @@ from codebook_features.steering.generate import (
     sample_seed,
     steer,
 )
-
-from ..model_zoo import neox_model
-from ..text_fixtures import write_corpus, write_tokenizer
+from tests.model_zoo import neox_model
+from tests.text_fixtures import write_corpus, write_tokenizer
 
 PROMPTS = ["the red cat", "the old king sees", "the ship"]
 

@@ -19,9 +19,8 @@ from codebook_features.steering.metrics import (
     wilson_interval,
     words,
 )
-
-from ..model_zoo import neox_model
-from ..text_fixtures import write_corpus, write_tokenizer
+from tests.model_zoo import neox_model
+from tests.text_fixtures import write_corpus, write_tokenizer
 
 Z = 1.959963984540054
 

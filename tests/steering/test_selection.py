@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from codebook_features import CodebookError, CodebookModel, CodebookModelConfig
-from codebook_features.code_ref import CodeRef
+from codebook_features.attach.code_ref import CodeRef
 from codebook_features.steering.selection import (
     SelectionRule,
     concept_from_label,
@@ -23,9 +23,8 @@ from codebook_features.steering.selection import (
     split_documents,
 )
 from codebook_features.store.reader import CodeStore
-
-from ..model_zoo import neox_model
-from .recorded import CODEBOOKS, World, world
+from tests.model_zoo import neox_model
+from tests.steering.recorded import CODEBOOKS, World, world
 
 
 @pytest.fixture(scope="module")

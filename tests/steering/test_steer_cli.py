@@ -13,9 +13,8 @@ from codebook_features import CodebookModel, CodebookModelConfig
 from codebook_features.cli import main
 from codebook_features.steering.generate import GenerationSettings, SteeringResult
 from codebook_features.steering.steer_cli import format_result
-
-from ..model_zoo import neox_model
-from ..text_fixtures import write_corpus, write_tokenizer
+from tests.model_zoo import neox_model
+from tests.text_fixtures import write_corpus, write_tokenizer
 
 FAST = ["--max_new_tokens", "6", "--device", "cpu"]
 

@@ -25,8 +25,7 @@ from codebook_features.cli import main
 from codebook_features.store import record as record_module
 from codebook_features.store.record import RecordConfig, ShardInfo, record
 from codebook_features.store.schema import MANIFEST, SCHEMA_VERSION, id_dtype
-
-from ..model_zoo import TINY_NEOX
+from tests.model_zoo import TINY_NEOX
 
 pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
 

@@ -8,9 +8,8 @@ import pytest
 
 from codebook_features import CodebookModelConfig
 from codebook_features.training import DataConfig, ModelConfig, RunConfig, TrainingConfig
-
-from ..model_zoo import TINY_NEOX
-from ..text_fixtures import write_corpus, write_tokenizer
+from tests.model_zoo import TINY_NEOX
+from tests.text_fixtures import write_corpus, write_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,11 @@ import yaml
 from safetensors import safe_open
 
 from codebook_features import CodebookError, CodebookModelConfig
-from codebook_features.checksums import file_sha256
-from codebook_features.configs import to_dict
-from codebook_features.files import CHECKPOINT_FILES
+from codebook_features.persist.checksums import file_sha256
+from codebook_features.persist.files import CHECKPOINT_FILES
+from codebook_features.settings.configs import to_dict
 from codebook_features.training import DataConfig, ModelConfig, RunConfig, TrainingConfig, train
-
-from ..model_zoo import TINY_NEOX
+from tests.model_zoo import TINY_NEOX
 
 pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
 

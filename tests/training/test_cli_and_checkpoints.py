@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from codebook_features.cli import main
-from codebook_features.configs import field_docs, to_dict
+from codebook_features.settings.configs import field_docs, to_dict
 from codebook_features.training import train
 from codebook_features.training.checkpoint import write_manifest
 from codebook_features.training.config import DataConfig, ModelConfig, TrainingConfig

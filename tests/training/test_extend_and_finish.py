@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from codebook_features import CodebookError
-from codebook_features.rundir import RunDir
+from codebook_features.persist.rundir import RunDir
 from codebook_features.training import train
 
 pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`

@@ -24,9 +24,9 @@ from codebook_features.app.concepts import ConceptFolder
 from codebook_features.app.config import ServeConfig
 from codebook_features.app.errors import Busy, Conflict, NotFound, RequestError
 from codebook_features.app.urls import code_url, document_url
-from codebook_features.code_ref import CodeRef
+from codebook_features.attach.code_ref import CodeRef
 from codebook_features.errors import CodebookError
-from codebook_features.rundir import RunDir
+from codebook_features.persist.rundir import RunDir
 from codebook_features.search.regex import Example
 from codebook_features.store.reader import CodeStore
 
@@ -62,7 +62,7 @@ class CodeBrowser:
         with) when the config names one."""
         if config.model is None:
             return cls(config)
-        from codebook_features.loading import load_model_and_tokenizer
+        from codebook_features.persist.loading import load_model_and_tokenizer
         from codebook_features.store.model_loading import check_recorded_with
 
         store = CodeStore(config.store)

@@ -13,7 +13,7 @@ from codebook_features.errors import CodebookError
 
 @command("serve", "browse a code store in a web browser: search, code pages, topics, steering")
 def _serve_command(parser: argparse.ArgumentParser) -> None:
-    from codebook_features.configs import add_arguments
+    from codebook_features.settings.configs import add_arguments
 
     parser.description = (
         "Serve the code browser for a store (written by `codebook record`): regex search, code "
@@ -64,7 +64,7 @@ def listen(host: str, port: int) -> socket.socket:
 
 def config_of(args: argparse.Namespace) -> ServeConfig:
     """The settings of ``codebook serve``'s options (STORE given by position or ``--store``)."""
-    from codebook_features.configs import from_dict, overrides_from_args
+    from codebook_features.settings.configs import from_dict, overrides_from_args
 
     settings = overrides_from_args(args, ServeConfig)
     if args.store_dir:

@@ -13,7 +13,7 @@ from typing import Any
 from codebook_features.app import schemas as s
 from codebook_features.app.errors import Conflict, NotFound, RequestError
 from codebook_features.app.urls import concept_url
-from codebook_features.code_ref import CodeRef
+from codebook_features.attach.code_ref import CodeRef
 from codebook_features.errors import CodebookError
 from codebook_features.steering.concept import (
     SUFFIX,

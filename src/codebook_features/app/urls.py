@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from codebook_features.code_ref import CodeRef
+from codebook_features.attach.code_ref import CodeRef
 
 
 def code_url(ref: CodeRef | str) -> str:

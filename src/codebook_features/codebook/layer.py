@@ -22,8 +22,8 @@ from codebook_features.codebook.ops import (
 )
 from codebook_features.codebook.search import Exclusion, search_codes
 from codebook_features.codebook.stats import CodeStats
-from codebook_features.distributed import all_reduce_, broadcast_
 from codebook_features.errors import CodebookError, deprecated
+from codebook_features.codebook.distributed import all_reduce_, broadcast_
 
 RECENT_INPUTS = 1024
 """Inputs per group kept from the last training call, to re-seed dead codes from."""

@@ -65,7 +65,7 @@ class CodeStats(nn.Module):
 
     def all_reduce(self) -> None:
         """Sum the statistics over all processes (a no-op when not distributed)."""
-        from codebook_features.distributed import all_reduce_
+        from codebook_features.codebook.distributed import all_reduce_
 
         for buf in self._buffers.values():
             if buf is not None:

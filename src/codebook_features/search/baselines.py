@@ -12,7 +12,7 @@ is the set of those rows that overlap a regex match (:func:`~.regex.regex_token_
    as ``codebook search regex`` does, so that the three columns describe the same tokens.)
 2. Best neuron at recall ``r``: for every dimension of the site's codebook input, and its
    negation, the threshold that ``r`` of the feature's tokens reach; precision of the tokens
-   reaching it; the best of all (:func:`~codebook_features.analysis.neurons.best_neurons`).
+   reaching it; the best of all (:func:`~codebook_features.search.neurons.best_neurons`).
 3. Best SAE latent at recall ``r``: the same with the latents of a TopK SAE trained on the
    same rows' activations, with as many latents as the site has codes (``groups *
    num_codes``) and the same number active per token (``groups * k``). A latent's score is its
@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from codebook_features.analysis.neurons import best_neurons
-from codebook_features.code_ref import CodeRef
+from codebook_features.attach.code_ref import CodeRef
 from codebook_features.errors import CodebookError
+from codebook_features.search.neurons import best_neurons
 from codebook_features.search.regex import regex_token_rows
 from codebook_features.search.sae import SAEConfig, TopKSAE, train_sae
 from codebook_features.store.reader import CodeStore

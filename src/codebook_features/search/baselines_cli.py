@@ -38,13 +38,13 @@ class BaselinesSearch:
 
 
 def run_baselines(args: argparse.Namespace) -> None:
-    from codebook_features.configs import from_dict, overrides_from_args
     from codebook_features.search.baselines import (
         activation_sample,
         compare_baselines,
         train_site_sae,
     )
     from codebook_features.search.sae import fraction_of_variance_unexplained
+    from codebook_features.settings.configs import from_dict, overrides_from_args
     from codebook_features.store.reader import CodeStore
 
     query = from_dict(BaselinesSearch, overrides_from_args(args, BaselinesSearch))

@@ -136,7 +136,7 @@ class CodePageQuery:
 
 @command("search", "search a code store: codes for a pattern, a token, or topics")
 def _search_command(parser: argparse.ArgumentParser) -> None:
-    from codebook_features.configs import add_arguments
+    from codebook_features.settings.configs import add_arguments
 
     sub = parser.add_subparsers(dest="search_command", metavar="QUERY", required=True)
     queries = {
@@ -157,8 +157,8 @@ def _search_command(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(cls: type, args: argparse.Namespace) -> None:
-    from codebook_features.configs import from_dict, overrides_from_args
     from codebook_features.search import regex_codes, token_codes, topic_codes
+    from codebook_features.settings.configs import from_dict, overrides_from_args
     from codebook_features.store.reader import CodeStore
 
     query = from_dict(cls, overrides_from_args(args, cls))
@@ -208,13 +208,13 @@ def _run(cls: type, args: argparse.Namespace) -> None:
 
 
 def _print_page(store: Any, query: CodePageQuery, as_json: bool) -> None:
-    from codebook_features.code_ref import CodeRef
+    from codebook_features.attach.code_ref import CodeRef
     from codebook_features.search.code_page import code_page
 
     ref = CodeRef.parse(query.code)
     model = tokenizer = None
     if query.model:
-        from codebook_features.loading import load_model, load_tokenizer
+        from codebook_features.persist.loading import load_model, load_tokenizer
         from codebook_features.store.model_loading import check_recorded_with
 
         check_recorded_with(store, query.model)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from codebook_features.code_ref import CodeRef
+from codebook_features.attach.code_ref import CodeRef
 from codebook_features.errors import CodebookError
 from codebook_features.search.regex import Example, _example
 from codebook_features.store.reader import CodeStore

@@ -21,9 +21,9 @@ from typing import Any, Literal, NoReturn
 import numpy as np
 import regex as regex_module
 
-from codebook_features.code_ref import CodeRef
+from codebook_features.attach.code_ref import CodeRef
+from codebook_features.attach.sites import natural_key
 from codebook_features.errors import CodebookError
-from codebook_features.sites import natural_key
 from codebook_features.store.reader import CodeStore
 
 SortKey = Literal["f1", "precision", "recall"]

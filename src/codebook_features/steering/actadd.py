@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from codebook_features.attach.interventions.apply import TokenSelection
+from codebook_features.attach.interventions.spec import Positions
 from codebook_features.errors import CodebookError
-from codebook_features.interventions.apply import TokenSelection
-from codebook_features.interventions.spec import Positions
 from codebook_features.steering.batches import check_batch_size, padded_batches, windows
 
 if TYPE_CHECKING:
-    from codebook_features.model import CodebookModel
+    from codebook_features.attach.model import CodebookModel
 
 
 @torch.no_grad()

@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from codebook_features.code_ref import CodeRef
+from codebook_features.attach.code_ref import CodeRef
+from codebook_features.attach.interventions.spec import Force, Positions, force_refs
+from codebook_features.attach.sites import natural_key
 from codebook_features.errors import CodebookError
-from codebook_features.files import write_text
-from codebook_features.interventions.spec import Force, Positions, force_refs
-from codebook_features.saved import VERSION_KEY, is_newer, read_saved, stamp
-from codebook_features.sites import natural_key
+from codebook_features.persist.files import write_text
+from codebook_features.settings.saved import VERSION_KEY, is_newer, read_saved, stamp
 
 if TYPE_CHECKING:
-    from codebook_features.model import CodebookModel
+    from codebook_features.attach.model import CodebookModel
 
 KIND = "concept"
 """The value of a concept file's ``kind`` key: what marks a file as a concept of ours."""

@@ -129,7 +129,7 @@ def read_texts(path: str) -> list[str]:
 
 @command("concept", "concepts: named sets of codes to steer with (new, show, list)")
 def _concept_command(parser: argparse.ArgumentParser) -> None:
-    from codebook_features.configs import add_arguments
+    from codebook_features.settings.configs import add_arguments
 
     sub = parser.add_subparsers(dest="concept_command", metavar="ACTION", required=True)
     new = add_command(sub, "new", "build a concept from a regex, a label or example texts")
@@ -152,8 +152,8 @@ def _concept_command(parser: argparse.ArgumentParser) -> None:
 def _new(args: argparse.Namespace) -> None:
     import dataclasses
 
-    from codebook_features.configs import from_dict, overrides_from_args
-    from codebook_features.loading import load_model, load_tokenizer
+    from codebook_features.persist.loading import load_model, load_tokenizer
+    from codebook_features.settings.configs import from_dict, overrides_from_args
     from codebook_features.steering import selection
     from codebook_features.steering.concept import check_concept_target, concept_file, save_concept
 
@@ -205,7 +205,7 @@ def _show(args: argparse.Namespace) -> None:
     path = find_concept(args.concept, args.dir)
     model = None
     if args.model:
-        from codebook_features.loading import load_model
+        from codebook_features.persist.loading import load_model
 
         model = load_model(args.model, what="concept show")
     concept = load_concept(path, model)

@@ -28,7 +28,7 @@ def _evaluate_command(parser: argparse.ArgumentParser) -> None:
     def run(args: argparse.Namespace) -> None:
         from pathlib import Path
 
-        from codebook_features.files import STEERING_REPORT
+        from codebook_features.persist.files import STEERING_REPORT
         from codebook_features.steering.evaluation import evaluate_steering
         from codebook_features.steering.report import summary_lines
 

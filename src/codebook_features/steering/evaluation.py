@@ -38,7 +38,7 @@ from typing import Any, Literal
 import numpy as np
 
 from codebook_features.errors import CodebookError
-from codebook_features.files import STEERING_GENERATIONS_DIR, STEERING_SETTINGS
+from codebook_features.persist.files import STEERING_GENERATIONS_DIR, STEERING_SETTINGS
 from codebook_features.steering.eval_config import (
     PAPER_PROMPTS,
     SteeringEvalConfig,
@@ -167,7 +167,7 @@ class _Setup:
 
     def generate(self, condition: Condition) -> tuple[Path, list[Any]]:
         """The condition's generations, from its file when an earlier run made them."""
-        from codebook_features.files import write_text
+        from codebook_features.persist.files import write_text
         from codebook_features.steering.generate import Generation, generate_texts
 
         interventions = self.interventions(condition)
@@ -225,8 +225,8 @@ class _Setup:
 
 
 def _setup(config: SteeringEvalConfig) -> _Setup:
-    from codebook_features.loading import load_model_and_tokenizer
-    from codebook_features.ownership import STEERING_EVAL, check_output_dir, clear_own, mark
+    from codebook_features.persist.loading import load_model_and_tokenizer
+    from codebook_features.persist.ownership import STEERING_EVAL, check_output_dir, clear_own, mark
     from codebook_features.steering.classifier import TopicClassifier
     from codebook_features.steering.concept import model_fingerprint
     from codebook_features.steering.selection import check_store, split_documents
@@ -303,7 +303,7 @@ def _setup(config: SteeringEvalConfig) -> _Setup:
     if state == "ours" and config.overwrite:
         clear_own(out, STEERING_EVAL)
     mark(out, STEERING_EVAL)
-    from codebook_features.files import write_json
+    from codebook_features.persist.files import write_json
 
     write_json(settings_path, content)
     return setup

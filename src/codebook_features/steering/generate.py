@@ -39,12 +39,12 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
+from codebook_features.attach.interventions import Ablate, Force, applied
 from codebook_features.errors import CodebookError
-from codebook_features.interventions import Ablate, Force, applied
 from codebook_features.steering.batches import check_batch_size
 
 if TYPE_CHECKING:
-    from codebook_features.model import CodebookModel
+    from codebook_features.attach.model import CodebookModel
 
 Steering = Force | Ablate | AbstractContextManager
 """An intervention spec, or a context manager that steers while entered (e.g.
@@ -92,7 +92,7 @@ class GenerationSettings:
     @classmethod
     def from_dict(cls, data: Any) -> GenerationSettings:
         """Settings from :meth:`to_dict`'s form; unknown keys are refused."""
-        from codebook_features.configs import from_dict
+        from codebook_features.settings.configs import from_dict
 
         return from_dict(cls, data, "generation")
 

@@ -181,7 +181,7 @@ def perplexity(
     """
     import torch
 
-    from codebook_features.model import CodebookModel
+    from codebook_features.attach.model import CodebookModel
     from codebook_features.steering.batches import check_batch_size, padded_batches
     from codebook_features.store.model_loading import context_length
 

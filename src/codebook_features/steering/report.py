@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from codebook_features.files import (
+from codebook_features.persist.files import (
     PLOTS_DIR,
     STEERING_PLOT,
     STEERING_REPORT,
@@ -109,7 +109,7 @@ def plot(report: SteeringReport, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from codebook_features.files import atomic_file
+    from codebook_features.persist.files import atomic_file
 
     concepts = list(report.concepts)
     measures = [("classifier", "on topic (classifier)")]

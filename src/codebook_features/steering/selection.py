@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from codebook_features.code_ref import CodeRef
+from codebook_features.attach.code_ref import CodeRef
 from codebook_features.errors import CodebookError
 from codebook_features.search.regex import regex_token_rows, score_codes
 from codebook_features.search.topics import _labels
@@ -42,7 +42,7 @@ from codebook_features.steering.concept import (
 from codebook_features.store.model_loading import context_length
 
 if TYPE_CHECKING:
-    from codebook_features.model import CodebookModel
+    from codebook_features.attach.model import CodebookModel
     from codebook_features.store.reader import CodeStore
 
 RANKS = ("precision", "f1", "recall")
@@ -103,7 +103,7 @@ class SelectionRule:
     @classmethod
     def from_dict(cls, data: Any) -> SelectionRule:
         """A rule from :meth:`to_dict`'s form; unknown keys are refused."""
-        from codebook_features.configs import from_dict
+        from codebook_features.settings.configs import from_dict
 
         return from_dict(cls, data, "rule")
 

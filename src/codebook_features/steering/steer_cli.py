@@ -59,7 +59,7 @@ class SteerConfig:
     """Where to run the model (auto: a GPU when there is one)."""
 
     def __post_init__(self) -> None:
-        from codebook_features.code_ref import CodeRef
+        from codebook_features.attach.code_ref import CodeRef
 
         if not self.model:
             raise CodebookError("give --model DIR (a saved codebook model; see --help)")
@@ -86,7 +86,7 @@ class SteerConfig:
 
 @command("steer", "continue a prompt without and with forced codes, side by side")
 def _steer_command(parser: argparse.ArgumentParser) -> None:
-    from codebook_features.configs import add_arguments
+    from codebook_features.settings.configs import add_arguments
 
     parser.description = (
         "Generate continuations of a prompt twice, without and with codes forced (given with "
@@ -99,7 +99,7 @@ def _steer_command(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from codebook_features.configs import from_dict, overrides_from_args
+    from codebook_features.settings.configs import from_dict, overrides_from_args
     from codebook_features.steering.generate import steer
 
     config = from_dict(SteerConfig, overrides_from_args(args, SteerConfig))
@@ -114,15 +114,15 @@ def _run(args: argparse.Namespace) -> None:
 
 def load(model: str, device: str) -> tuple[Any, Any]:
     """The codebook model (in eval mode, on ``device``) and its tokenizer, checked first."""
-    from codebook_features.loading import load_model_and_tokenizer
+    from codebook_features.persist.loading import load_model_and_tokenizer
 
     return load_model_and_tokenizer(model, device, what="steer")
 
 
 def force_specs(config: SteerConfig, cbm: Any) -> list[Any]:
     """The Force specs of the concept (first) and of ``--codes``, checked against ``cbm``."""
-    from codebook_features.code_ref import CodeRef
-    from codebook_features.interventions import force_refs
+    from codebook_features.attach.code_ref import CodeRef
+    from codebook_features.attach.interventions import force_refs
 
     specs = []
     if config.concept:

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from codebook_features.checksums import file_sha256, verify_checksums
 from codebook_features.errors import CodebookError
-from codebook_features.files import write_json
+from codebook_features.persist.checksums import file_sha256, verify_checksums
+from codebook_features.persist.files import write_json
 from codebook_features.store.schema import MANIFEST, SHARDS_DIR, TOKEN_COLUMNS
 
 INDEX_DIR = "index"

@@ -40,8 +40,8 @@ def write_manifest(
 ) -> None:
     """Write the manifest of the store in ``root`` from the progress files of its ``world``
     processes (refused unless every one of them finished)."""
-    from codebook_features.files import write_json
-    from codebook_features.saved import stamp
+    from codebook_features.persist.files import write_json
+    from codebook_features.settings.saved import stamp
 
     shards = finished_shards(root, world)
     files: dict[str, str] = {}

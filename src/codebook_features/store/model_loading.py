@@ -16,7 +16,7 @@ from codebook_features.errors import CodebookError
 if TYPE_CHECKING:
     import torch
 
-    from codebook_features.model import CodebookModel
+    from codebook_features.attach.model import CodebookModel
     from codebook_features.store.record import RecordConfig
 
 DEFAULT_MAX_LENGTH = 1024
@@ -46,9 +46,9 @@ class RecordingModel:
 def load_model(config: RecordConfig, world: int) -> RecordingModel:
     """Load and check ``config``'s tokenizer and model; with several processes each takes the
     GPU of its local rank."""
-    from codebook_features.loading import check_fits, load_tokenizer
-    from codebook_features.loading import load_model as load_codebook_model
-    from codebook_features.sources import MODEL_FILES, check_source
+    from codebook_features.persist.loading import check_fits, load_tokenizer
+    from codebook_features.persist.loading import load_model as load_codebook_model
+    from codebook_features.persist.sources import MODEL_FILES, check_source
 
     c = config
     check_source(c.model, "model", MODEL_FILES)
@@ -101,9 +101,9 @@ def context_length(config: Any) -> int | None:
 
 def fingerprint(model: str) -> str:
     """sha256 over the model's ``codebook_config.json`` and then ``codebooks.safetensors``."""
-    from codebook_features.checksums import CHUNK
-    from codebook_features.files import CODEBOOK_CONFIG, CODEBOOK_WEIGHTS
-    from codebook_features.model_files import fetch
+    from codebook_features.persist.checksums import CHUNK
+    from codebook_features.persist.files import CODEBOOK_CONFIG, CODEBOOK_WEIGHTS
+    from codebook_features.persist.model_files import fetch
 
     digest = hashlib.sha256()
     for name in (CODEBOOK_CONFIG, CODEBOOK_WEIGHTS):

@@ -118,8 +118,8 @@ def _clean_unfinished(root: Path, rank: int, shards: list[ShardInfo]) -> None:
 
 def save_progress(root: Path, rank: int, progress: dict[str, Any]) -> None:
     """Write process ``rank``'s progress file (atomically)."""
-    from codebook_features.files import write_json
-    from codebook_features.saved import stamp
+    from codebook_features.persist.files import write_json
+    from codebook_features.settings.saved import stamp
 
     data = {**progress, "shards": [s.__dict__ for s in progress["shards"]]}
     write_json(progress_path(root, rank), stamp(data))

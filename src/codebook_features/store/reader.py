@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from codebook_features.code_ref import CodeRef
+from codebook_features.attach.code_ref import CodeRef
+from codebook_features.attach.sites import match_sites
 from codebook_features.errors import CodebookError
-from codebook_features.saved import read_saved
-from codebook_features.sites import match_sites
+from codebook_features.settings.saved import read_saved
 from codebook_features.store import index as idx
 from codebook_features.store.schema import ACTIVATIONS_DIR, MANIFEST, SCHEMA_VERSION, SHARDS_DIR
 

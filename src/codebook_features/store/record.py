@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from codebook_features.errors import CodebookError
-from codebook_features.saved import Record
+from codebook_features.settings.saved import Record
 from codebook_features.store.documents import READ_CHUNK, RESERVED_COLUMNS, load_corpus
 from codebook_features.store.group import ProcessGroup
 from codebook_features.store.manifest import write_manifest
@@ -185,7 +185,7 @@ class _Recorder:
         self.root = Path(config.output_dir or "")
 
     def run(self) -> RecordResult:
-        from codebook_features.ownership import STORE, check_output_dir, clear_own, mark
+        from codebook_features.persist.ownership import STORE, check_output_dir, clear_own, mark
 
         started = time.monotonic()
         self.group = group = ProcessGroup()

@@ -95,8 +95,8 @@ class ShardWriter:
         """Take documents until the shard is full; write its files; describe it."""
         import pyarrow.parquet as pq
 
-        from codebook_features.checksums import file_sha256
-        from codebook_features.files import atomic_file
+        from codebook_features.persist.checksums import file_sha256
+        from codebook_features.persist.files import atomic_file
 
         root = self.root
         limit = self.config.shard_tokens
@@ -252,7 +252,7 @@ class ShardWriter:
     def _write_activations(self, path: Path) -> None:
         from safetensors.numpy import save_file
 
-        from codebook_features.files import atomic_file
+        from codebook_features.persist.files import atomic_file
 
         tensors = {
             site: np.ascontiguousarray(np.concatenate(parts))

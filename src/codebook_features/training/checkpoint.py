@@ -22,11 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from codebook_features.checksums import directory_checksums, verify_checksums
-from codebook_features.configs import flatten, to_dict
-from codebook_features.distributed import all_reduce_
+from codebook_features.attach.model import CodebookModel
 from codebook_features.errors import CodebookError
-from codebook_features.files import (
+from codebook_features.persist.checksums import directory_checksums, verify_checksums
+from codebook_features.persist.files import (
     CHECKPOINT_DIR,
     CHECKPOINT_FILES,
     CHECKPOINT_MANIFEST,
@@ -44,9 +43,10 @@ from codebook_features.files import (
     recover_directory,
     write_json,
 )
-from codebook_features.model import CodebookModel
-from codebook_features.saved import VERSION_KEY, read_saved, stamp
+from codebook_features.settings.configs import flatten, to_dict
+from codebook_features.settings.saved import VERSION_KEY, read_saved, stamp
 from codebook_features.training.config import RESUME_FREE, RunConfig
+from codebook_features.codebook.distributed import all_reduce_
 
 STATE_SCHEMA = {
     "step": None,

@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from codebook_features.attach.model import CodebookModelConfig
 from codebook_features.errors import CodebookError
-from codebook_features.model import CodebookModelConfig
 
 Mode = Literal["finetune", "codebooks", "baseline"]
 MODES: tuple[str, ...] = ("finetune", "codebooks", "baseline")

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from codebook_features.errors import CodebookError
-from codebook_features.sources import MODEL_FILES, TOKENIZER_FILES, check_source
+from codebook_features.persist.sources import MODEL_FILES, TOKENIZER_FILES, check_source
 from codebook_features.training.config import DataConfig, ModelConfig
 
 BUILDERS = {

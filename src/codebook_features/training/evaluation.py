@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from codebook_features.distributed import all_reduce_
-from codebook_features.model import CodebookModel
-from codebook_features.saved import Record
+from codebook_features.attach.model import CodebookModel
+from codebook_features.settings.saved import Record
+from codebook_features.codebook.distributed import all_reduce_
 
 SITE_STATISTICS = ("mse", "fvu", "active_codes", "dead_fraction", "entropy")
 """The codebook statistics reported per site (see ``CodeStats.summary``)."""

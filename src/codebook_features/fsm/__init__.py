@@ -1,5 +1,0 @@
-"""The TokFSM experiment: a transformer learns a finite state machine; its codes are states."""
-
-from codebook_features.fsm.machine import FSM
-
-__all__ = ["FSM"]

@@ -1,0 +1,377 @@
+"""The browser's JSON API, called in-process: every answer equals what the library computes for
+the same query, mistakes get a 4xx with one line, and nothing but the concepts directory is
+ever written."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from codebook_features.app import ServeConfig
+from codebook_features.attach.code_ref import CodeRef
+from codebook_features.errors import CodebookError
+from codebook_features.search import regex_codes, topic_codes
+from codebook_features.search.code_page import code_page
+from codebook_features.steering.concept import load_concept, model_fingerprint
+from codebook_features.steering.generate import GenerationSettings, steer
+from codebook_features.store.reader import CodeStore
+from tests.app.conftest import make_client
+
+pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
+
+
+def ok(response) -> dict:
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def refused(response, status: int, *words: str) -> str:
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail
+    for word in words:
+        assert word in detail
+    return detail
+
+
+def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(directory.rglob("*"))
+    }
+
+
+# ---------------------------------------------------------------------- overview
+def test_overview_describes_the_store_model_and_run(client, web_world) -> None:
+    store = CodeStore(web_world.store)
+    data = ok(client.get("/api/overview"))
+    assert (data["documents"], data["tokens"]) == (store.num_documents, store.num_tokens)
+    assert [s["name"] for s in data["sites"]] == list(store.sites)
+    assert data["model_loaded"] and data["label_fields"] == ["topic"]
+    assert data["run"]["last_metrics"]["step"] == 2 and data["run"]["plots"] == ["loss.png"]
+    plot = client.get("/api/plots/loss.png")
+    assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG")
+    refused(client.get("/api/plots/nothing.png"), 404, "no plot")
+    assert client.get("/api/plots/..%2Fconfig.yaml").status_code == 404
+
+
+def test_openapi_describes_every_endpoint(client) -> None:
+    paths = ok(client.get("/openapi.json"))["paths"]
+    for path in (
+        "/api/overview",
+        "/api/search/regex",
+        "/api/codes/{site}/{group}/{code}",
+        "/api/topics",
+        "/api/documents/{document}",
+        "/api/concepts",
+        "/api/concepts/{name}",
+        "/api/concepts/{name}/codes",
+        "/api/steer",
+    ):
+        assert path in paths
+    assert not any(p.startswith(("/search", "/codes", "/topics")) for p in paths)  # pages
+
+
+# ---------------------------------------------------------------------- search
+@pytest.mark.parametrize("sort", ["f1", "precision", "recall"])
+def test_regex_search_equals_the_library(client, web_world, sort) -> None:
+    store = CodeStore(web_world.store)
+    params = {"pattern": r"\bdragon\b", "sort": sort, "top": 7, "examples": 2}
+    data = ok(client.get("/api/search/regex", params=params))
+    ranked, count = regex_codes(store, r"\bdragon\b", sort=sort, top=7, examples=2)
+    assert data["tokens"] == count > 0
+    assert [c["code"] for c in data["codes"]] == [str(s.code) for s in ranked]
+    assert [c["precision"] for c in data["codes"]] == [s.precision for s in ranked]
+    first = data["codes"][0]
+    assert first["url"] == f"/codes/{first['code']}"
+    for example in first["examples"]:
+        text = store.texts[example["document"]]
+        assert example["before"] + example["token"] + example["after"] in text
+
+
+def test_regex_search_by_site(client) -> None:
+    data = ok(client.get("/api/search/regex", params={"pattern": "cat", "sites": "layers.1.*"}))
+    assert data["codes"] and all(c["code"].startswith("layers.1.") for c in data["codes"])
+    refused(client.get("/api/search/regex", params={"pattern": "cat", "sites": "nope"}), 400)
+
+
+def test_bad_and_pathological_patterns_get_a_400(web_world, loaded, tmp_path) -> None:
+    client = make_client(web_world, tmp_path, loaded, regex_time_limit=0.2)
+    refused(client.get("/api/search/regex", params={"pattern": "(dragon"}), 400, "not a valid")
+    # exponential backtracking on every line: stopped by the time limit, not left running
+    detail = refused(client.get("/api/search/regex", params={"pattern": r"(.|..)*\d"}), 400)
+    assert "longer than 0.2 s" in detail
+    assert client.get("/api/search/regex", params={"pattern": ""}).status_code == 422
+
+
+# ---------------------------------------------------------------------- code pages
+def test_code_page_equals_the_library(client, web_world, loaded) -> None:
+    store = CodeStore(web_world.store)
+    ref = regex_codes(store, "dragon", top=1)[0][0].code
+    data = ok(client.get(f"/api/codes/{ref}"))
+    page = code_page(store, ref, loaded[0], loaded[1])
+    assert data["code"] == str(ref) and data["url"] == f"/codes/{ref}"
+    assert (data["frequency"], data["documents"]) == (page.frequency, page.documents)
+    assert [t["text"] for t in data["top_tokens"]] == [t.text for t in page.top_tokens]
+    assert [c["code"] for c in data["cooccurring"]] == [str(c.code) for c in page.cooccurring]
+    assert [c["code"] for c in data["similar"]] == [str(c.code) for c in page.similar]
+    assert [t["token"] for t in data["logit_effect"]["up"]] == [t for t, _ in page.logit_effect.up]
+
+
+def test_code_page_without_model_says_what_is_missing(store_only) -> None:
+    data = ok(store_only.get("/api/codes/layers.0.mlp/0/1"))
+    assert data["similar"] is None and data["logit_effect"] is None
+    assert any("need the model" in note for note in data["notes"])
+
+
+@pytest.mark.parametrize(
+    "path", ["layers.9.mlp/0/1", "layers.0.mlp/1/0", "layers.0.mlp/0/16", "nothing/0/0"]
+)
+def test_codes_the_store_lacks_are_404(client, path) -> None:
+    refused(client.get(f"/api/codes/{path}"), 404)
+    assert client.get(f"/codes/{path}").status_code == 404
+
+
+def test_pages_show_markup_from_the_corpus_as_text(client) -> None:
+    page = client.get("/search", params={"pattern": "script"})
+    assert page.status_code == 200
+    assert "<script>alert" not in page.text and "&lt;script&gt;alert" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    data = ok(client.get("/api/search/regex", params={"pattern": "script"}))
+    code = data["codes"][0]["code"]
+    html = client.get(f"/codes/{code}").text
+    assert "<script>alert" not in html and "&lt;/script&gt;" in html
+
+
+# ---------------------------------------------------------------------- topics, documents
+def test_topics_equal_the_library_with_labels(client, web_world) -> None:
+    store = CodeStore(web_world.store)
+    params = {"min_share": 0.2, "min_documents": 2, "label": "dragon", "top": 5}
+    data = ok(client.get("/api/topics", params=params))
+    found = topic_codes(
+        store, min_share=0.2, min_documents=2, label_field="topic", label="dragon", top=5
+    )
+    assert [t["code"] for t in data["codes"]] == [str(t.code) for t in found]
+    assert data["label_field"] == "topic" and data["labels"] == ["dragon", "other"]
+    for topic in data["codes"]:
+        for doc in topic["examples"]:
+            assert (
+                doc["label"] in ("dragon", "other")
+                and doc["url"] == f"/documents/{doc['document']}"
+            )
+    refused(client.get("/api/topics", params={"label": "unicorn"}), 400, "unicorn")
+
+
+def test_documents(client, web_world) -> None:
+    store = CodeStore(web_world.store)
+    data = ok(client.get("/api/documents/3"))
+    assert data["text"] == store.texts[3] and data["fields"]["topic"] in ("dragon", "other")
+    assert data["tokens"] == int((store.document[:] == 3).sum())
+    refused(client.get("/api/documents/100000"), 404)
+
+
+# ---------------------------------------------------------------------- concepts
+def test_concepts_are_made_edited_and_deleted_by_name(client, tmp_path, loaded) -> None:
+    directory = tmp_path / "concepts"
+    assert ok(client.get("/api/concepts")) == {"concepts": [], "writable": True, "problems": []}
+    body = {"name": "dragons", "codes": ["layers.0.mlp/0/3"], "description": "fire"}
+    made = client.post("/api/concepts", json=body)
+    assert made.status_code == 201, made.text
+    concept = load_concept(directory / "dragons.json", loaded[0])  # fits the model
+    assert [str(c) for c in concept.codes] == ["layers.0.mlp/0/3"]
+    assert concept.model == model_fingerprint(loaded[0])
+    refused(client.post("/api/concepts", json=body), 409, "exists")
+
+    added = ok(client.post("/api/concepts/dragons/codes", json={"codes": ["layers.1.mlp/0/2"]}))
+    assert added["codes"] == ["layers.0.mlp/0/3", "layers.1.mlp/0/2"]
+    again = ok(client.post("/api/concepts/dragons/codes", json={"codes": ["layers.1.mlp/0/2"]}))
+    assert again["codes"] == added["codes"]  # each code once
+
+    edit = {"description": "wings", "codes": ["layers.1.mlp/0/2"], "mode": "least"}
+    edited = ok(client.patch("/api/concepts/dragons", json=edit))
+    assert (edited["description"], edited["codes"], edited["mode"]) == (
+        "wings",
+        ["layers.1.mlp/0/2"],
+        "least",
+    )
+    assert load_concept(directory / "dragons.json").description == "wings"
+    assert ok(client.get("/api/concepts/dragons")) == edited
+    assert [c["name"] for c in ok(client.get("/api/concepts"))["concepts"]] == ["dragons"]
+
+    assert ok(client.delete("/api/concepts/dragons")) == {"deleted": "dragons"}
+    assert not (directory / "dragons.json").exists()
+    refused(client.get("/api/concepts/dragons"), 404)
+
+
+def test_adding_codes_makes_the_concept(client, tmp_path) -> None:
+    made = ok(client.post("/api/concepts/cats/codes", json={"codes": ["layers.0.mlp/0/1"]}))
+    assert made["codes"] == ["layers.0.mlp/0/1"] and made["fits_model"] is True
+    assert (tmp_path / "concepts" / "cats.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("codes", "status"),
+    [(["layers.0.mlp/0/99"], 400), (["not a code"], 400), (["layers.7.mlp/0/1"], 400)],
+)
+def test_codes_the_model_lacks_are_refused(client, tmp_path, codes, status) -> None:
+    refused(client.post("/api/concepts", json={"name": "x", "codes": codes}), status)
+    assert not (tmp_path / "concepts" / "x.json").exists()
+
+
+def test_files_that_are_not_concepts_are_never_touched(client, tmp_path) -> None:
+    directory = tmp_path / "concepts"
+    directory.mkdir()
+    other = directory / "notes.json"
+    other.write_text('{"mine": true}\n')
+    (directory / "broken.json").write_text('{"kind": "concept", "name": 3}\n')
+    listing = ok(client.get("/api/concepts"))
+    assert listing["concepts"] == [] and "broken.json" in listing["problems"][0]
+    refused(
+        client.post("/api/concepts", json={"name": "notes", "codes": ["layers.0.mlp/0/1"]}), 409
+    )
+    refused(client.patch("/api/concepts/notes", json={"description": "x"}), 404)
+    refused(client.delete("/api/concepts/notes"), 404)
+    assert other.read_text() == '{"mine": true}\n'
+    for name in ["..", ".", "a b", "x%2Fy"]:
+        assert client.delete(f"/api/concepts/{name}").status_code in (400, 404, 405, 422)
+    assert sorted(p.name for p in directory.iterdir()) == ["broken.json", "notes.json"]
+
+
+def test_without_the_model_concepts_are_read_but_not_made(store_only, client) -> None:
+    ok(client.post("/api/concepts/cats/codes", json={"codes": ["layers.0.mlp/0/1"]}))
+    listing = ok(store_only.get("/api/concepts"))  # the same directory, read without the model
+    assert listing["writable"] is False and [c["name"] for c in listing["concepts"]] == ["cats"]
+    assert ok(store_only.get("/api/concepts/cats"))["fits_model"] is None
+    refused(
+        store_only.post("/api/concepts", json={"name": "c", "codes": ["layers.0.mlp/0/1"]}),
+        409,
+        "--model",
+    )
+    refused(
+        store_only.post("/api/steer", json={"prompt": "the", "codes": ["layers.0.mlp/0/1"]}),
+        409,
+        "--model",
+    )
+
+
+def test_the_store_is_never_written(client, web_world) -> None:
+    before = snapshot(web_world.store)
+    ok(client.get("/api/overview"))
+    ok(client.get("/api/search/regex", params={"pattern": "king"}))
+    ok(client.get("/api/codes/layers.0.mlp/0/1"))
+    ok(client.get("/api/topics"))
+    ok(client.post("/api/concepts/k/codes", json={"codes": ["layers.0.mlp/0/1"]}))
+    assert snapshot(web_world.store) == before
+
+
+# ---------------------------------------------------------------------- steering
+def test_steering_equals_the_library(client, loaded, tmp_path) -> None:
+    ok(client.post("/api/concepts/cats/codes", json={"codes": ["layers.1.mlp/0/4"]}))
+    body = {
+        "prompt": "the red cat",
+        "concept": "cats",
+        "max_new_tokens": 6,
+        "samples": 2,
+        "seed": 3,
+    }
+    data = ok(client.post("/api/steer", json=body))
+    concept = load_concept(tmp_path / "concepts" / "cats.json", loaded[0])
+    settings = GenerationSettings(max_new_tokens=6, samples=2, seed=3)
+    expected = steer(loaded[0], loaded[1], "the red cat", concept.force_specs(), settings)
+    assert [s["unsteered"] for s in data["samples"]] == expected.unsteered
+    assert [s["steered"] for s in data["samples"]] == expected.steered
+    assert [s["seed"] for s in data["samples"]] == expected.seeds
+    assert data["steering"] == ["force layers.1.mlp/0/4 (mode all, positions new)"]
+    assert data["stopped_early"] is False
+
+
+def test_steering_is_bounded(web_world, loaded, tmp_path) -> None:
+    client = make_client(web_world, tmp_path, loaded, max_new_tokens=10, max_samples=2)
+    body = {"prompt": "the red cat", "codes": ["layers.1.mlp/0/4"]}
+    refused(client.post("/api/steer", json=body | {"max_new_tokens": 11}), 400, "at most 10")
+    refused(client.post("/api/steer", json=body | {"samples": 3}), 400, "at most 2")
+    refused(client.post("/api/steer", json=body | {"concept": "../x"}), 400)
+    refused(client.post("/api/steer", json=body | {"concept": "nothing"}), 404)
+    assert client.post("/api/steer", json=body | {"file": "/etc/passwd"}).status_code == 422
+    browser = client.app.state.browser
+    with browser._generating:  # another generation is running
+        refused(client.post("/api/steer", json=body), 429, "try again")
+    ok(client.post("/api/steer", json=body | {"max_new_tokens": 2}))
+
+
+def test_generation_stops_at_its_time_limit(web_world, loaded, tmp_path) -> None:
+    client = make_client(web_world, tmp_path, loaded, generation_time_limit=1e-6)
+    body = {"prompt": "the red cat", "codes": ["layers.1.mlp/0/4"], "max_new_tokens": 50}
+    data = ok(client.post("/api/steer", json=body))
+    assert data["stopped_early"] is True
+    assert all(len(s["steered"].split()) < 50 for s in data["samples"])
+
+
+# ---------------------------------------------------------------------- settings
+def test_serve_settings_are_checked() -> None:
+    assert not ServeConfig(store="s").exposed
+    assert not ServeConfig(store="s", host="::1").exposed
+    assert ServeConfig(store="s", host="0.0.0.0").exposed
+    for bad in ({"store": ""}, {"store": "s", "port": 0}, {"store": "s", "regex_time_limit": 0}):
+        with pytest.raises(CodebookError):
+            ServeConfig(**bad)
+
+
+def test_a_code_url_is_its_reference(client) -> None:
+    ref = CodeRef("layers.1.attn_heads", 2, 5)
+    assert ok(client.get(f"/api/codes/{ref}"))["url"] == f"/codes/{ref}"
+    assert client.get(f"/codes/{ref}").status_code == 200
+    assert os.fspath(str(ref)) in client.get(f"/codes/{ref}").text
+    json.dumps(ok(client.get("/api/overview")))  # plain JSON
+
+
+def test_pages_answer_bad_form_values_with_a_page(client) -> None:
+    page = client.get("/search", params={"pattern": "cat", "top": "x"})
+    assert page.status_code == 422 and page.headers["content-type"].startswith("text/html")
+    assert "check the form: top:" in page.text
+    api = client.get("/api/search/regex", params={"pattern": "cat", "top": "x"})
+    assert api.status_code == 422 and api.json()["detail"][0]["loc"] == ["query", "top"]
+
+
+def test_only_local_names_and_json_bodies_are_answered(client, web_world, tmp_path) -> None:
+    assert client.get("/api/overview", headers={"Host": "evil.example"}).status_code == 400
+    assert client.get("/api/overview", headers={"Host": "localhost:8000"}).status_code == 200
+    form = client.post("/api/concepts", content=b"name=x", headers={"Content-Type": "text/plain"})
+    refused(form, 415, "JSON")
+    assert client.get("/docs").status_code == 404  # it would load its code from a CDN
+    exposed = make_client(web_world, tmp_path, None, host="0.0.0.0")
+    assert exposed.get("/api/overview", headers={"Host": "10.0.0.7:8000"}).status_code == 200
+
+
+def test_a_concept_file_must_bear_its_concept_name(client, tmp_path) -> None:
+    ok(client.post("/api/concepts/a/codes", json={"codes": ["layers.0.mlp/0/1"]}))
+    directory = tmp_path / "concepts"
+    (directory / "b.json").write_text((directory / "a.json").read_text())
+    detail = refused(client.patch("/api/concepts/b", json={"description": "x"}), 409, "b.json")
+    assert "holds the concept 'a'" in detail and str(directory) not in detail
+    assert load_concept(directory / "a.json").description == ""  # a.json was not touched
+    listing = ok(client.get("/api/concepts"))
+    assert [c["name"] for c in listing["concepts"]] == ["a"] and "b.json" in listing["problems"][0]
+
+
+def test_concurrent_saves_to_one_concept_keep_every_code(client, tmp_path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ok(client.post("/api/concepts/many/codes", json={"codes": ["layers.0.mlp/0/0"]}))
+    codes = [  # two codes per head (k = 2 fit a force in every slot)
+        f"layers.{layer}.attn_heads/{head}/{code}"
+        for layer in (0, 1)
+        for head in range(4)
+        for code in (1, 2)
+    ]
+
+    def save(code: str) -> int:
+        return client.post("/api/concepts/many/codes", json={"codes": [code]}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(save, codes)) == {200}
+    saved = load_concept(tmp_path / "concepts" / "many.json").codes
+    assert sorted(map(str, saved)) == sorted(["layers.0.mlp/0/0", *codes])

@@ -1,0 +1,154 @@
+"""The language demo's every stage, in miniature: a tiny labelled corpus, a tiny model, minutes
+at most."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from codebook_features.demos.lm.pipeline import LmPreset, Variant, run_lm_pipeline
+from codebook_features.errors import CodebookError
+from tests.model_zoo import TINY_NEOX
+from tests.steering.planted import DRAGON_REGEX, write_corpus
+
+pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
+
+
+def tiny_preset(**changes: object) -> LmPreset:
+    values = {
+        "vocab_size": 300,
+        "model": dict(TINY_NEOX),
+        "block_size": 32,
+        "batch_size": 8,
+        "base_steps": 30,
+        "variant_steps": 10,
+        "variants": [
+            Variant("finetune"),
+            Variant("attention codebooks", ["attn_heads"], k=2, num_codes=32),
+            Variant("MLP codebooks", ["mlp"], k=2, num_codes=32, groups=2),
+        ],
+        "activation_site": "layers.1.attn_heads",
+        "activation_tokens": 2000,
+        "regexes": [r"\bthe\b", r"\.\s"],
+        "topics": {"dragon": DRAGON_REGEX, "sea": r"\b(ship|sail|waves)\b", "unicorn": "x"},
+        "prompts": ["the"],
+        "samples": 2,
+        "max_new_tokens": 4,
+        "strengths": [2],
+        "alphas": [2.0],
+        "max_codes": 2,
+        "min_support": 1,
+    } | changes
+    return LmPreset(**values)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    write_corpus(corpus / "train.jsonl", 300, seed=0)
+    write_corpus(corpus / "validation.jsonl", 80, seed=1)
+    out = root / "demo"
+    lines: list[str] = []
+    results = run_lm_pipeline(out, tiny_preset(), corpus=corpus, progress=False, say=lines.append)
+    return out, corpus, results, lines
+
+
+def test_every_stage_runs_and_reports(demo) -> None:
+    out, _, results, lines = demo
+    assert [s for s in lines if s.startswith("[")] == [
+        "[data]",
+        "[tokenizer]",
+        "[train base]",
+        "[train finetune]",
+        "[train attention codebooks]",
+        "[train MLP codebooks]",
+        "[record]",
+        "[search]",
+        "[steering]",
+    ]
+    assert list(results.models) == ["base", "finetune", "attention codebooks", "MLP codebooks"]
+    for row in results.models.values():
+        assert row["loss"] > 0 and row["perplexity"] > 1
+    assert results.corpus["train"]["dragon"]["documents"] > 0
+    assert results.store["tokens"] > 0
+    assert set(results.search["topics"]) == {"dragon", "sea", "farm"}
+    assert [r["pattern"] for r in results.search["baselines"]][:2] == [r"\bthe\b", r"\.\s"]
+    concepts = {r["concept"] for r in results.steering["rows"]}
+    assert concepts == {"dragon", "sea"}  # unicorn is not a label of the corpus: left out
+    report = (out / "report.md").read_text()
+    for heading in ("## Corpus", "## Table 2", "## Codes found", "## Table 3"):
+        assert heading in report
+    assert (out / "plots" / "models.png").stat().st_size > 0
+    assert (out / "steering" / "steering.md").is_file()
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["models"]["finetune"] == results.models["finetune"]
+
+
+def test_a_second_run_skips_every_stage(demo) -> None:
+    out, corpus, results, _ = demo
+    lines: list[str] = []
+    again = run_lm_pipeline(out, tiny_preset(), corpus=corpus, progress=False, say=lines.append)
+    assert not [s for s in lines if s.startswith("[")]
+    assert again.to_dict() == results.to_dict()
+
+
+def test_a_demo_killed_midway_runs_only_what_is_missing(demo) -> None:
+    out, corpus, results, _ = demo
+    saved = json.loads((out / "results.json").read_text())
+    del saved["models"]["MLP codebooks"]
+    saved["steering"] = None
+    (out / "results.json").write_text(json.dumps(saved))
+    lines: list[str] = []
+    again = run_lm_pipeline(out, tiny_preset(), corpus=corpus, progress=False, say=lines.append)
+    assert [s for s in lines if s.startswith("[")] == ["[train MLP codebooks]", "[steering]"]
+    assert again.models == results.models and again.steering == results.steering
+
+
+def test_another_corpus_is_refused(demo, tmp_path) -> None:
+    out, corpus, _, _ = demo
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("train.jsonl", "validation.jsonl"):
+        (other / name).write_text((corpus / name).read_text())
+    with (other / "validation.jsonl").open("a") as f:
+        f.write(json.dumps({"text": "the red dragon sees the cave .", "label": "dragon"}) + "\n")
+    before = (out / "results.json").read_text()
+    with pytest.raises(CodebookError, match="another corpus"):
+        run_lm_pipeline(out, tiny_preset(), corpus=other, progress=False)
+    assert (out / "results.json").read_text() == before
+
+
+def test_other_settings_and_a_foreign_directory_are_refused(demo, tmp_path) -> None:
+    out, corpus, _, _ = demo
+    with pytest.raises(CodebookError, match="other settings"):
+        run_lm_pipeline(out, tiny_preset(samples=3), corpus=corpus, progress=False)
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(CodebookError, match="was not made by codebook-features"):
+        run_lm_pipeline(foreign, tiny_preset(), corpus=corpus, progress=False)
+    assert (foreign / "notes.txt").read_text() == "mine"
+    with pytest.raises(CodebookError, match=r"has no train\.jsonl"):
+        run_lm_pipeline(tmp_path / "new", tiny_preset(), corpus=tmp_path, progress=False)
+
+
+def test_the_printed_serve_command_opens_the_browser_on_the_demo(demo) -> None:
+    from fastapi.testclient import TestClient
+
+    from codebook_features.app import create_app
+    from codebook_features.app.cli import config_of
+    from codebook_features.cli import build_parser
+    from codebook_features.demos.lm.cli import serve_command
+
+    out, _, results, _ = demo
+    command = shlex.split(serve_command(str(out), results))
+    assert command[:2] == ["codebook", "serve"]
+    config = config_of(build_parser().parse_args(command[1:]))
+    client = TestClient(create_app(config), base_url="http://127.0.0.1")
+    overview = client.get("/api/overview").json()
+    assert overview["model_loaded"] and overview["tokens"] == results.store["tokens"]
+    assert overview["run"]["name"] == "attention-codebooks"

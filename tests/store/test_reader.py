@@ -1,0 +1,151 @@
+"""The store's reader and index, on a store with planted codes: ids and postings against slow
+scans, SQL over the shards, damage and concurrent first opens."""
+
+import re
+
+import numpy as np
+import pytest
+
+from codebook_features import CodebookError
+from codebook_features.attach.code_ref import CodeRef
+from codebook_features.store.reader import CodeStore
+from tests.store.synthetic import DRAGON, SITES, write_store
+
+
+@pytest.fixture
+def store(tmp_path) -> CodeStore:
+    return CodeStore(write_store(tmp_path / "store"))
+
+
+def test_index_matches_a_slow_scan(store) -> None:
+    for site, (groups, k, num_codes) in SITES.items():
+        ids = np.asarray(store.ids(site))
+        assert ids.shape == (store.num_tokens, groups, k)
+        counts = store.counts(site)
+        for group in range(groups):
+            for code in [*range(8), *range(10, 15), num_codes - 1]:
+                expected = np.flatnonzero((ids[:, group] == code).any(-1))
+                got = store.occurrences(CodeRef(site, group, code))
+                assert np.array_equal(got, expected)
+                assert counts[group, code] == len(expected)
+    assert store.token_text(0) == store.texts[0][: int(store.end[0])]
+
+
+def test_sql_over_the_shards(store) -> None:
+    rows = store.sql("select count(*) from tokens").fetchall()[0][0]
+    assert rows == store.num_tokens
+    labels = dict(store.sql("select label, count(*) from documents group by label").fetchall())
+    assert sum(labels.values()) == store.num_documents
+    fires = store.sql(
+        f'select count(*) from tokens where list_contains("layers.0.mlp", {DRAGON})'
+    ).fetchall()[0][0]
+    assert fires == store.counts("layers.0.mlp")[0, DRAGON]
+    with pytest.raises(CodebookError, match="the query failed"):
+        store.sql("select nothing from nowhere")
+
+
+def test_damage_is_refused_clearly(tmp_path) -> None:
+    root = write_store(tmp_path / "a")
+    shard = next((root / "shards").glob("tokens-*.parquet"))
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(CodebookError, match=r"tokens-.*\.parquet in .* is damaged"):
+        CodeStore(root)
+    assert not (root / "index").exists()
+    root = write_store(tmp_path / "b")
+    (root / "manifest.json").write_text("{truncated")
+    with pytest.raises(CodebookError, match=r"manifest\.json is damaged"):
+        CodeStore(root)
+    with pytest.raises(CodebookError, match="not a finished code store"):
+        CodeStore(tmp_path)
+
+
+def test_index_is_built_once_and_rebuilt_when_the_manifest_changes(tmp_path) -> None:
+    root = write_store(tmp_path / "s")
+    CodeStore(root)
+    stamp = (root / "index" / "index.json").stat().st_mtime_ns
+    CodeStore(root)
+    assert (root / "index" / "index.json").stat().st_mtime_ns == stamp
+    manifest = root / "manifest.json"
+    manifest.write_text(manifest.read_text() + "\n")
+    again = CodeStore(root)
+    assert (root / "index" / "index.json").stat().st_mtime_ns != stamp
+    assert again.num_tokens > 0
+    assert re.fullmatch(
+        r"[0-9a-f]{64}",
+        __import__("json").loads((root / "index" / "index.json").read_text())["manifest_sha256"],
+    )
+
+
+def test_index_with_tiny_chunks_equals_one_pass(tmp_path, monkeypatch) -> None:
+    from codebook_features.store import index
+
+    one_pass = CodeStore(write_store(tmp_path / "a"))
+    monkeypatch.setattr(index, "CHUNK_ROWS", 7)  # chunk boundaries inside documents and codes
+    chunked = CodeStore(write_store(tmp_path / "b"))
+    for site in SITES:
+        assert np.array_equal(np.asarray(chunked.ids(site)), np.asarray(one_pass.ids(site)))
+        for name in (index.indptr_file(site), index.rows_file(site), *index.pairs_files(site)):
+            assert np.array_equal(
+                np.load(tmp_path / "a" / "index" / name), np.load(tmp_path / "b" / "index" / name)
+            )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m["counts"].pop("tokens"), "tokens"),
+        (lambda m: m["shards"][0].pop("tokens"), "tokens"),
+        (lambda m: m.__setitem__("shards", [1]), "damaged"),
+    ],
+)
+def test_manifests_missing_keys_are_refused(tmp_path, capsys, change, message) -> None:
+    import json
+
+    from codebook_features.cli import main
+
+    root = write_store(tmp_path / "s")
+    manifest = json.loads((root / "manifest.json").read_text())
+    change(manifest)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CodebookError, match=message):
+        CodeStore(root)
+    assert main(["search", "regex", "--store", str(root), "--pattern", "x"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_damaged_index_is_reported(tmp_path) -> None:
+    root = write_store(tmp_path / "s")
+    CodeStore(root)
+    rows = root / "index" / "layers.0.mlp.rows.npy"
+    rows.write_bytes(rows.read_bytes()[:20])
+    with pytest.raises(CodebookError, match=r"index file .* is damaged"):
+        CodeStore(root).occurrences("layers.0.mlp/0/7")
+
+
+def _open_and_count(path: str) -> int:
+    store = CodeStore(path)
+    return int(store.counts("layers.0.mlp")[0, DRAGON])
+
+
+def test_processes_opening_a_new_store_together_build_one_index(tmp_path, monkeypatch) -> None:
+    import multiprocessing
+    import os
+
+    from codebook_features.store import index
+
+    root = write_store(tmp_path / "store")
+    builds = tmp_path / "builds"
+    builds.mkdir()
+    real_build = index.build_index
+
+    def counted_build(*args):  # the forked processes inherit this
+        (builds / str(os.getpid())).touch()
+        return real_build(*args)
+
+    monkeypatch.setattr(index, "build_index", counted_build)
+    with multiprocessing.get_context("fork").Pool(3) as pool:
+        counts = pool.map(_open_and_count, [str(root)] * 3)
+    assert counts[0] > 0 and len(set(counts)) == 1
+    assert len(list(builds.iterdir())) == 1  # the others waited and found it built
+    assert index.index_is_current(root)
+    assert not list(root.glob(".index.*.tmp"))
