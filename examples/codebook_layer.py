@@ -3,10 +3,10 @@
 The data are activations of 4 groups (think: attention heads), each drawn near one of 64
 hidden centres per group. A codebook with 4 groups x 256 codes, k = 2, learns to reconstruct
 them three ways: from random codes; from random codes with dead-code refresh; and after k-means
-initialisation (with refresh). It writes ``metrics.json`` and ``training.png`` to ``--out`` and
-prints how much variance each leaves unexplained on held-out tokens.
+initialisation (with refresh). It writes ``metrics.json`` and ``training.png`` to
+``--output_dir`` and prints how much variance each leaves unexplained on held-out tokens.
 
-    python examples/codebook_layer.py --out runs/demo
+    python examples/codebook_layer.py --output_dir runs/demo
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def evaluate(codebook: Codebook, data: torch.Tensor) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"))
+    parser.add_argument("--output_dir", type=Path, default=Path("runs/demo"))
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -96,14 +96,14 @@ def main() -> None:
         history = train(codebook, train_data, args.steps, label)
         runs[label] = {"before": before, "after": evaluate(codebook, test_data), "history": history}
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
     metrics = {
         label: {k: v for k, v in run.items() if k != "history"} | {"curve": run["history"]}
         for label, run in runs.items()
     }
-    tmp = args.out / "metrics.json.tmp"
+    tmp = args.output_dir / "metrics.json.tmp"
     tmp.write_text(json.dumps({"runs": metrics}, indent=2))
-    os.replace(tmp, args.out / "metrics.json")
+    os.replace(tmp, args.output_dir / "metrics.json")
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for label, run in runs.items():
@@ -114,7 +114,7 @@ def main() -> None:
     axes[1].set(xlabel="step", ylabel="codes used in the batch")
     axes[0].legend()
     fig.tight_layout()
-    fig.savefig(args.out / "training.png", dpi=120)
+    fig.savefig(args.output_dir / "training.png", dpi=120)
 
     print(f"codebook layer demo ({time.perf_counter() - start:.0f} s), 4,000 held-out tokens:")
     for label, run in runs.items():
@@ -123,7 +123,7 @@ def main() -> None:
             f"  {label:>13}: FVU {b['fvu']:.3f} -> {a['fvu']:.4f}, "
             f"dead codes {b['dead_fraction']:.0%} -> {a['dead_fraction']:.0%}"
         )
-    print(f"wrote {args.out / 'metrics.json'} and {args.out / 'training.png'}")
+    print(f"wrote {args.output_dir / 'metrics.json'} and {args.output_dir / 'training.png'}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,16 @@ from tests.text_fixtures import write_corpus, write_tokenizer
 
 pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
 
-FSM_SMALL = ["--states", "6", "--edges", "2", "--train-sequences", "64", "--val-sequences", "8"]
+FSM_SMALL = [
+    "--num_states",
+    "6",
+    "--num_edges",
+    "2",
+    "--train_sequences",
+    "64",
+    "--val_sequences",
+    "8",
+]
 
 
 def run_ok(argv: list[str]) -> None:
@@ -73,13 +82,12 @@ UNCHECKED = ("random-codebooks", "huge-header", "truncated-weights", "empty-conf
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Data, trained models, a finished text run, foreign directories and damaged copies."""
     root = tmp_path_factory.mktemp("world")
-    run_ok(["fsm", "make", "--out", str(root / "data"), *FSM_SMALL])
-    run_ok(["fsm", "make", "--out", str(root / "data16"), "--base", "16", *FSM_SMALL])
-    run_ok(
-        ["fsm", "train", "--data", str(root / "data"), "--out", str(root / "base"), "--steps", "2"]
-    )
-    data, cb, start = str(root / "data"), str(root / "cb"), str(root / "base" / "final")
-    cb_args = ["--out", cb, "--start-from", start, "--codes", "8", "--steps", "2"]
+    run_ok(["fsm", "make", str(root / "data"), *FSM_SMALL])
+    run_ok(["fsm", "make", "--output_dir", str(root / "data16"), "--base", "16", *FSM_SMALL])
+    data, base = str(root / "data"), str(root / "base")
+    run_ok(["fsm", "train", "--data", data, "--output_dir", base, "--steps", "2"])
+    cb, start = str(root / "cb"), str(root / "base" / "final")
+    cb_args = ["--output_dir", cb, "--start_from", start, "--num_codes", "8", "--steps", "2"]
     run_ok(["fsm", "train", "--data", data, *cb_args])
     text = root / "text"
     text.mkdir()
@@ -143,27 +151,51 @@ NEW = "train --config {root}/text/run.yaml --training.output_dir {root}/new"
 """A text run into a new directory."""
 CASES: list[tuple[str, str, str]] = [
     # (id, command line with {root}, a piece of the expected message)
-    ("make-zero-train", "fsm make --out {root}/new --train-sequences 0", "at least 1"),
-    ("make-negative-train", "fsm make --out {root}/new --train-sequences -5", "at least 1"),
-    ("make-zero-val", "fsm make --out {root}/new --val-sequences 0", "at least 1"),
-    ("make-negative-seed", "fsm make --out {root}/new --seed -1", "at least 0"),
-    ("make-one-state", "fsm make --out {root}/new --states 1", "at least 2"),
-    ("make-no-edges", "fsm make --out {root}/new --edges 0", "at least 1"),
-    ("make-short-sequences", "fsm make --out {root}/new --states-per-sequence 1", "at least 2"),
-    ("make-not-a-number", "fsm make --out {root}/new --states abc", "not an integer"),
-    ("make-too-many-edges", "fsm make --out {root}/new --states 4 --edges 9", "edges"),
-    ("make-out-is-file", "fsm make --out {root}/afile.txt", "is a file"),
-    ("make-out-foreign", "fsm make --out {root}/foreign", "not made by codebook-features"),
-    ("make-out-ours", "fsm make --out {root}/data", "--overwrite"),
-    ("make-overwrite-foreign", "fsm make --out {root}/notes --overwrite", "not made by"),
+    (
+        "make-zero-train",
+        "fsm make {root}/new --train_sequences 0",
+        "train_sequences: input should be greater than or equal to 1",
+    ),
+    (
+        "make-negative-train",
+        "fsm make {root}/new --train_sequences -5",
+        "greater than or equal to 1",
+    ),
+    ("make-zero-val", "fsm make {root}/new --val_sequences 0", "val_sequences: input should be"),
+    (
+        "make-negative-seed",
+        "fsm make {root}/new --seed -1",
+        "seed: input should be greater than or equal to 0",
+    ),
+    (
+        "make-one-state",
+        "fsm make {root}/new --num_states 1",
+        "num_states: input should be greater than or equal to 2",
+    ),
+    ("make-no-edges", "fsm make {root}/new --num_edges 0", "num_edges: input should be greater"),
+    (
+        "make-short-sequences",
+        "fsm make {root}/new --states_per_sequence 1",
+        "states_per_sequence: input",
+    ),
+    (
+        "make-not-a-number",
+        "fsm make {root}/new --num_states abc",
+        "num_states: input should be a valid integer",
+    ),
+    ("make-too-many-edges", "fsm make {root}/new --num_states 4 --num_edges 9", "edges"),
+    ("make-out-is-file", "fsm make {root}/afile.txt", "is a file"),
+    ("make-out-foreign", "fsm make {root}/foreign", "not made by codebook-features"),
+    ("make-out-ours", "fsm make {root}/data", "--overwrite"),
+    ("make-overwrite-foreign", "fsm make {root}/notes --overwrite", "not made by"),
     (
         "make-overwrite-with-notes",
-        "fsm make --out {root}/data-with-notes --overwrite",
+        "fsm make {root}/data-with-notes --overwrite",
         "my_notes.txt",
     ),
     (
         "make-overwrite-with-a-run-inside",
-        "fsm make --out {root}/data-with-run --overwrite",
+        "fsm make {root}/data-with-run --overwrite",
         "did not make (run1",
     ),
     (
@@ -172,61 +204,81 @@ CASES: list[tuple[str, str, str]] = [
         "--training.overwrite true",
         "plots/fig.png",
     ),
-    ("make-other-kind", "fsm make --out {root}/base --overwrite", "training run, not a TokFSM"),
-    ("make-unknown-option", "fsm make --out {root}/new --colour red", "unrecognized"),
-    ("make-missing-out", "fsm make", "required"),
+    ("make-other-kind", "fsm make {root}/base --overwrite", "training run, not a TokFSM"),
+    ("make-unknown-option", "fsm make {root}/new --colour red", "unrecognized"),
+    ("make-missing-out", "fsm make", "output_dir is required"),
     ("fsm-no-step", "fsm", "required"),
     ("unknown-command", "frobnicate", "invalid choice"),
-    ("train-zero-steps", "fsm train --data {root}/data --out {root}/new --steps 0", "at least 1"),
-    ("train-negative-steps", "fsm train --data {root}/data --out {root}/new --steps -3", "least"),
-    ("train-out-foreign", "fsm train --data {root}/data --out {root}/foreign", "not marked"),
-    ("train-out-file", "fsm train --data {root}/data --out {root}/afile.txt", "is a file"),
-    ("train-out-data", "fsm train --data {root}/data --out {root}/data", "TokFSM data, not"),
-    ("train-missing-data", "fsm train --data {root}/nowhere --out {root}/new", "fsm make"),
-    ("train-foreign-data", "fsm train --data {root}/foreign --out {root}/new", "fsm make"),
+    (
+        "train-zero-steps",
+        "fsm train --data {root}/data --output_dir {root}/new --steps 0",
+        "steps: input",
+    ),
+    (
+        "train-negative-steps",
+        "fsm train --data {root}/data --output_dir {root}/new --steps -3",
+        "steps: input should be greater than or equal to 1",
+    ),
+    ("train-out-foreign", "fsm train --data {root}/data --output_dir {root}/foreign", "not marked"),
+    ("train-out-file", "fsm train --data {root}/data --output_dir {root}/afile.txt", "is a file"),
+    ("train-out-data", "fsm train --data {root}/data --output_dir {root}/data", "TokFSM data, not"),
+    ("train-missing-data", "fsm train --data {root}/nowhere --output_dir {root}/new", "fsm make"),
+    ("train-foreign-data", "fsm train --data {root}/foreign --output_dir {root}/new", "fsm make"),
     (
         "train-missing-start",
-        "fsm train --data {root}/data --out {root}/new --start-from {root}/nowhere",
+        "fsm train --data {root}/data --output_dir {root}/new --start_from {root}/nowhere",
         "does not exist",
     ),
     (
         "train-start-not-model",
-        "fsm train --data {root}/data --out {root}/new --start-from {root}/text",
+        "fsm train --data {root}/data --output_dir {root}/new --start_from {root}/text",
         "not a model directory",
     ),
-    ("train-zero-k", "fsm train --data {root}/data --out {root}/new --k 0", "at least 1"),
-    ("train-zero-codes", "fsm train --data {root}/data --out {root}/new --codes 0", "at least 1"),
+    (
+        "train-zero-k",
+        "fsm train --data {root}/data --output_dir {root}/new --k 0",
+        "k: input should",
+    ),
+    (
+        "train-zero-codes",
+        "fsm train --data {root}/data --output_dir {root}/new --num_codes 0",
+        "num_codes:",
+    ),
     (
         "train-bad-site",
-        "fsm train --data {root}/data --out {root}/new --start-from {root}/base/final "
+        "fsm train --data {root}/data --output_dir {root}/new --start_from {root}/base/final "
         "--sites heads",
         "unknown site 'heads'",
     ),
     (
         "train-site-glob-matches-nothing",
-        "fsm train --data {root}/data --out {root}/new --start-from {root}/base/final "
+        "fsm train --data {root}/data --output_dir {root}/new --start_from {root}/base/final "
         "--sites layers.9*.mlp",
         "no site matches",
     ),
     (
         "train-k-above-codes",
-        "fsm train --data {root}/data --out {root}/new --start-from {root}/base/final "
-        "--k 5 --codes 4",
+        "fsm train --data {root}/data --output_dir {root}/new --start_from {root}/base/final "
+        "--k 5 --num_codes 4",
         "num_codes",
     ),
-    ("eval-zero-samples", "fsm evaluate --model {root}/base/final {data} --samples 0", "least"),
+    (
+        "eval-zero-samples",
+        "fsm evaluate --model {root}/base/final {data} --samples 0",
+        "samples: input",
+    ),
     ("eval-negative-samples", "fsm evaluate --model {root}/base/final {data} --samples -1", "1"),
     ("eval-missing-model", "fsm evaluate --model {root}/nowhere {data}", "not a directory"),
     ("eval-model-is-file", "fsm evaluate --model {root}/afile.txt {data}", "not a directory"),
     ("eval-not-a-model", "fsm evaluate --model {root}/text {data}", "not a saved model"),
     (
         "eval-out-is-dir",
-        "fsm evaluate --model {root}/base/final {data} --out {root}/foreign",
+        "fsm evaluate --model {root}/base/final {data} --output_file {root}/foreign",
         "is a directory",
     ),
     (
         "eval-out-foreign-file",
-        "fsm evaluate --model {root}/base/final {data} --out {root}/notes/results.json",
+        "fsm evaluate --model {root}/base/final {data} --output_file {root}/notes/results.json",
         "not a result written by",
     ),
     (
@@ -241,23 +293,35 @@ CASES: list[tuple[str, str, str]] = [
     ),
     (
         "analyze-out-is-dir",
-        "fsm analyze --model {root}/cb/final {data} --out {root}/notes",
+        "fsm analyze --model {root}/cb/final {data} --output_file {root}/notes",
         "directory",
     ),
     ("analyze-no-codebooks", "fsm analyze --model {root}/base/final {data}", "no codebooks"),
-    ("intervene-zero", "fsm intervene --model {root}/cb/final {data} --transitions 0", "least 1"),
+    (
+        "intervene-zero",
+        "fsm intervene --model {root}/cb/final {data} --transitions 0",
+        "transitions:",
+    ),
     ("intervene-no-codebooks", "fsm intervene --model {root}/base/final {data}", "no codebooks"),
-    ("demo-out-foreign", "fsm demo --out {root}/notes", "is not marked as one"),
-    ("demo-out-file", "fsm demo --out {root}/afile.txt", "is a file"),
-    ("demo-out-run", "fsm demo --out {root}/base", "training run, not a TokFSM demo"),
-    ("demo-negative-seed", "fsm demo --out {root}/new --seed -1", "at least 0"),
+    ("demo-out-foreign", "fsm demo --output_dir {root}/notes", "is not marked as one"),
+    ("demo-out-file", "fsm demo --output_dir {root}/afile.txt", "is a file"),
+    ("demo-out-run", "fsm demo --output_dir {root}/base", "training run, not a TokFSM demo"),
+    (
+        "demo-negative-seed",
+        "fsm demo --output_dir {root}/new --seed -1",
+        "seed: input should be greater",
+    ),
     ("cli-train-nothing", "train", "no model settings"),
     ("cli-train-missing-config", "train --config {root}/nowhere.yaml", "nowhere.yaml"),
     ("cli-train-bad-yaml", "train --config {root}/text/bad.yaml", "could not parse"),
     ("cli-train-list-yaml", "train --config {root}/text/list.yaml", "mapping"),
     ("cli-train-binary-yaml", "train --config {root}/text/binary.yaml", "not a text file"),
     ("cli-train-unknown-section", "train --config {root}/text/unknown.yaml", "unknown setting"),
-    ("cli-train-zero-steps", "train --config {root}/text/run.yaml --training.steps 0", "positive"),
+    (
+        "cli-train-zero-steps",
+        "train --config {root}/text/run.yaml --training.steps 0",
+        "training.steps:",
+    ),
     (
         "cli-train-foreign-dir",
         "train --config {root}/text/run.yaml --training.output_dir {root}/foreign",
@@ -370,7 +434,7 @@ def test_a_mistake_gets_one_line_and_changes_nothing(world, capsys, line, messag
 
 def test_verbose_is_accepted_after_the_sub_command_and_shows_the_traceback(world, capsys) -> None:
     config = str(world / "text" / "run.yaml")
-    assert main(["train", "-v", "--config", config, "--print-config"]) == 0
+    assert main(["train", "-v", "--config", config, "--print_config"]) == 0
     assert "output_dir" in capsys.readouterr().out
     with pytest.raises(CodebookError, match="not a directory"):
         main(

@@ -84,11 +84,12 @@ EXPECTED: dict[str, dict[str, Any]] = {
 
 def load(path: Path) -> Any:
     """The run configuration exactly as ``codebook train --config PATH`` builds it."""
-    from codebook_features.cli import build_parser, config_from_args
+    from codebook_features.cli import build_parser
+    from codebook_features.settings.options import settings_from_args
     from codebook_features.training import RunConfig
 
-    args = build_parser().parse_args(["train", "--config", str(path)])
-    return config_from_args(RunConfig, args)
+    argv = ["train", "--config", str(path)]
+    return settings_from_args(RunConfig, build_parser(argv).parse_args(argv))
 
 
 def attach(config: Any) -> Any:

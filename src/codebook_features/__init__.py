@@ -1,23 +1,17 @@
 """Codebook features: sparse, discrete and steerable features for neural networks."""
 
-from codebook_features._version import __version__
-from codebook_features.attach.code_ref import CodeRef
-from codebook_features.attach.interventions import Ablate, Force
-from codebook_features.attach.model import CodebookModel, CodebookModelConfig
-from codebook_features.attach.observation import Observation
-from codebook_features.codebook import Codebook, CodebookConfig, CodebookOutput
-from codebook_features.errors import CodebookError
+from codebook_features._lazy import lazy_exports
 
-__all__ = [
-    "Ablate",
-    "CodeRef",
-    "Codebook",
-    "CodebookConfig",
-    "CodebookError",
-    "CodebookModel",
-    "CodebookModelConfig",
-    "CodebookOutput",
-    "Force",
-    "Observation",
-    "__version__",
-]
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "codebook_features._version": ["__version__"],
+        "codebook_features.attach.code_ref": ["CodeRef"],
+        "codebook_features.attach.interventions": ["Ablate", "Force"],
+        "codebook_features.attach.config": ["CodebookModelConfig"],
+        "codebook_features.attach.model": ["CodebookModel"],
+        "codebook_features.attach.observation": ["Observation"],
+        "codebook_features.codebook": ["Codebook", "CodebookConfig", "CodebookOutput"],
+        "codebook_features.errors": ["CodebookError"],
+    },
+)

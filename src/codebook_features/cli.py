@@ -1,140 +1,81 @@
-"""The ``codebook`` command, and its one error boundary.
+"""The ``codebook`` command: a table of sub-commands, and its one error boundary.
 
-Every mistake a user can fix ends in one line on stderr and exit status 2, for every
-sub-command: wrong options (argparse), our own ``CodebookError``, and what libraries raise for
-missing, unreadable or damaged inputs (files, JSON, YAML, safetensors, datasets). A traceback
-is shown only with ``--verbose`` (given before or after the sub-command) or for a real bug.
+Each sub-command lives in its stage's package (``training/cli.py``, ``search/cli.py``, ...) as a
+``configure(parser)`` function that adds the options of its settings type
+(:mod:`~codebook_features.settings.options`) and sets ``run``. Only the module of the command
+being run is imported, so ``codebook search regex --help`` imports neither torch nor
+transformers nor the web stack.
+
+Every mistake a user can fix ends in one line on stderr and exit status 2: wrong options
+(argparse), our own ``CodebookError``, and what libraries raise for missing, unreadable or
+damaged inputs (files, JSON, YAML, safetensors, datasets). A traceback is shown only with
+``--verbose`` (given before or after the sub-command) or for a real bug.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from codebook_features.errors import CodebookError
-
-COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, with a wrong option reported on one line (and a pointer to ``--help``)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+from codebook_features.settings.options import Parser, add_subcommand
 
 
-def common_options() -> Parser:
-    """Options every (sub-)command accepts, wherever they are given."""
-    parser = Parser(add_help=False)
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        default=argparse.SUPPRESS,  # given after a sub-command, it keeps the top-level value
-        help="show info logs, and tracebacks of errors",
-    )
-    return parser
+class Command(NamedTuple):
+    module: str
+    """The module whose ``configure(parser)`` sets the command up."""
+    help: str
 
 
-def add_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
-    """A sub-command parser with the common options."""
-    return sub.add_parser(
-        name, help=help_text, parents=[common_options()], formatter_class=argparse.HelpFormatter
-    )
+COMMANDS: dict[str, Command] = {
+    "train": Command(
+        "codebook_features.training.cli", "train a model with codebooks (or a baseline without)"
+    ),
+    "record": Command(
+        "codebook_features.store.cli",
+        "record which codes fire on which tokens of a text corpus (a code store)",
+    ),
+    "search": Command(
+        "codebook_features.search.cli",
+        "search a code store: codes for a pattern, a token, or topics",
+    ),
+    "concept": Command(
+        "codebook_features.steering.concept_cli",
+        "concepts: named sets of codes to steer with (new, show, list)",
+    ),
+    "steer": Command(
+        "codebook_features.steering.steer_cli",
+        "continue a prompt without and with forced codes, side by side",
+    ),
+    "evaluate-steering": Command(
+        "codebook_features.steering.evaluate_cli",
+        "does forcing a concept's codes steer what the model writes? (with activation addition)",
+    ),
+    "serve": Command(
+        "codebook_features.app.cli",
+        "browse a code store in a web browser: search, code pages, topics, steering",
+    ),
+    "fsm": Command(
+        "codebook_features.demos.fsm.cli",
+        "the TokFSM experiment: make data, train, evaluate, analyse, intervene, demo",
+    ),
+    "lm": Command(
+        "codebook_features.demos.lm.cli",
+        "the language demo: its corpus (lm data) and the whole run (lm demo)",
+    ),
+}
+"""Sub-command name -> where it lives and its one-line help."""
 
 
-def integer(least: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least ``least``, checked before any work."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {least}"
-    return parse
-
-
-def command(name: str, help_text: str) -> Callable[[Callable], Callable]:
-    def register(setup: Callable[[argparse.ArgumentParser], None]) -> Callable:
-        COMMANDS[name] = (help_text, setup)
-        return setup
-
-    return register
-
-
-def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
-    """``--config FILE`` and one option per field of ``cls`` (which override the file)."""
-    from codebook_features.settings.configs import add_arguments
-
-    parser.add_argument("--config", help="YAML or JSON file with the settings below")
-    add_arguments(parser, cls)
-
-
-def config_from_args(cls: type, args: argparse.Namespace) -> Any:
-    """``cls`` built from ``--config FILE`` (optional) plus the dotted options given."""
-    from codebook_features.settings.configs import from_dict, load_file, merge, overrides_from_args
-
-    base = load_file(args.config) if args.config else {}
-    return from_dict(cls, merge(base, overrides_from_args(args, cls)))
-
-
-@command("train", "train a model with codebooks (or a baseline without)")
-def _train_command(parser: argparse.ArgumentParser) -> None:
-    from codebook_features.settings.configs import add_arguments
-    from codebook_features.training.config import RunConfig
-
-    parser.description = (
-        "Train codebooks into a causal LM. Settings come from --config (YAML or JSON, with "
-        "sections model, data, codebooks, training) and the options below, which override it."
-    )
-    parser.add_argument("--config", help="YAML or JSON file with the run's settings")
-    parser.add_argument(
-        "--print-config", action="store_true", help="print the resolved configuration and exit"
-    )
-    add_arguments(parser, RunConfig)
-
-    def run(args: argparse.Namespace) -> None:
-        import yaml
-
-        from codebook_features.persist.files import METRICS_FILE
-        from codebook_features.settings.configs import to_dict
-        from codebook_features.training import train
-
-        for section in ("model", "data"):
-            given = any(k.startswith(f"{section}.") for k in vars(args))
-            if not args.config and not given:
-                raise CodebookError(f"no {section} settings: pass --config FILE or --{section}.*")
-        config = config_from_args(RunConfig, args)
-        if args.print_config:
-            print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
-            return
-        result = train(config)
-        if result.model_dir is None:
-            print(f"stopped at step {result.step}; continue with --training.resume true")
-            return
-        final = result.metrics
-        line = f"done: {result.step} steps"
-        if final is not None:
-            line += f", val loss {final.loss:.4f}"
-            if final.without_codebooks_loss is not None:
-                line += f" (codebooks disabled: {final.without_codebooks_loss:.4f})"
-        print(line)
-        print(f"model: {result.model_dir}\nmetrics: {result.run_dir / METRICS_FILE}")
-
-    parser.set_defaults(run=run)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from codebook_features import __version__
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of the ``codebook`` command, with the one sub-command named in ``argv`` set
+    up (every one when ``argv`` is ``None``)."""
+    from codebook_features._version import __version__
 
     parser = Parser(
         prog="codebook", description="Codebook features: train, analyse and steer codebooks."
@@ -144,36 +85,32 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="show info logs, and tracebacks of errors"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _load_commands()
-    for name, (help_text, setup) in COMMANDS.items():
-        setup(add_command(sub, name, help_text))
+    wanted = set(COMMANDS) if argv is None else {next((a for a in argv if a in COMMANDS), "")}
+    for name, command in COMMANDS.items():
+        command_parser = add_subcommand(sub, name, command.help)
+        if name in wanted:
+            importlib.import_module(command.module).configure(command_parser)
     return parser
 
 
-def _load_commands() -> None:
-    """Import the modules that register further sub-commands."""
-    import codebook_features.app.cli
-    import codebook_features.demos.fsm.cli
-    import codebook_features.demos.lm.cli
-    import codebook_features.search.cli
-    import codebook_features.steering.concept_cli
-    import codebook_features.steering.evaluate_cli
-    import codebook_features.steering.steer_cli
-    import codebook_features.store.cli  # noqa: F401
-
-
 def _quiet_libraries() -> None:
-    """Only our own progress bars: hide the loading and writing bars of the HF libraries."""
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
+    """Only our own progress bars: hide the loading and writing bars of the HF libraries
+    (when the command has imported them)."""
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+    if "transformers" in sys.modules:
+        logging_ = sys.modules["transformers"].utils.logging
+        logging_.disable_progress_bar()
+        logging_.set_verbosity_error()
+    else:  # imported later by the command: the environment says the same
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -223,9 +160,6 @@ def input_error(error: Exception) -> str | None:
     it is a bug (shown with its traceback)."""
     import json
 
-    import yaml
-    from safetensors import SafetensorError
-
     if isinstance(error, OSError):
         name = f" {error.filename}" if error.filename else ""
         reason = error.strerror or str(error).splitlines()[0]
@@ -234,9 +168,11 @@ def input_error(error: Exception) -> str | None:
         return f"a JSON input is not valid JSON ({error}): check the file"
     if isinstance(error, UnicodeDecodeError):
         return "an input that should be text is not (binary data?): check the files given"
-    if isinstance(error, yaml.YAMLError):
+    if "yaml" in sys.modules and isinstance(error, sys.modules["yaml"].YAMLError):
         return f"a YAML input is not valid YAML ({str(error).splitlines()[0]}): check the file"
-    if isinstance(error, SafetensorError):
+    if "safetensors" in sys.modules and isinstance(
+        error, sys.modules["safetensors"].SafetensorError
+    ):
         return f"a safetensors file is damaged or not one ({error}): save or copy it again"
     if type(error).__module__.split(".")[0] in ("datasets", "pyarrow"):
         return f"the data could not be read ({str(error).splitlines()[0]}): check the files"

@@ -273,9 +273,7 @@ def test_steering_equals_the_library(client, loaded, tmp_path) -> None:
     body = {
         "prompt": "the red cat",
         "concept": "cats",
-        "max_new_tokens": 6,
-        "samples": 2,
-        "seed": 3,
+        "generation": {"max_new_tokens": 6, "samples": 2, "seed": 3},
     }
     data = ok(client.post("/api/steer", json=body))
     concept = load_concept(tmp_path / "concepts" / "cats.json", loaded[0])
@@ -291,20 +289,31 @@ def test_steering_equals_the_library(client, loaded, tmp_path) -> None:
 def test_steering_is_bounded(web_world, loaded, tmp_path) -> None:
     client = make_client(web_world, tmp_path, loaded, max_new_tokens=10, max_samples=2)
     body = {"prompt": "the red cat", "codes": ["layers.1.mlp/0/4"]}
-    refused(client.post("/api/steer", json=body | {"max_new_tokens": 11}), 400, "at most 10")
-    refused(client.post("/api/steer", json=body | {"samples": 3}), 400, "at most 2")
+    refused(
+        client.post("/api/steer", json=body | {"generation": {"max_new_tokens": 11}}),
+        400,
+        "at most 10",
+    )
+    three = {"generation": {"samples": 3, "max_new_tokens": 5}}
+    refused(client.post("/api/steer", json=body | three), 400, "at most 2")
+    assert client.post("/api/steer", json=body | {"max_new_tokens": 2}).status_code == 422
     refused(client.post("/api/steer", json=body | {"concept": "../x"}), 400)
     refused(client.post("/api/steer", json=body | {"concept": "nothing"}), 404)
     assert client.post("/api/steer", json=body | {"file": "/etc/passwd"}).status_code == 422
     browser = client.app.state.browser
     with browser._generating:  # another generation is running
         refused(client.post("/api/steer", json=body), 429, "try again")
-    ok(client.post("/api/steer", json=body | {"max_new_tokens": 2}))
+    ok(client.post("/api/steer", json=body | {"generation": {"max_new_tokens": 2}}))
+    ok(client.post("/api/steer", json=body))  # the default settings fit the server's limits
 
 
 def test_generation_stops_at_its_time_limit(web_world, loaded, tmp_path) -> None:
     client = make_client(web_world, tmp_path, loaded, generation_time_limit=1e-6)
-    body = {"prompt": "the red cat", "codes": ["layers.1.mlp/0/4"], "max_new_tokens": 50}
+    body = {
+        "prompt": "the red cat",
+        "codes": ["layers.1.mlp/0/4"],
+        "generation": {"max_new_tokens": 50},
+    }
     data = ok(client.post("/api/steer", json=body))
     assert data["stopped_early"] is True
     assert all(len(s["steered"].split()) < 50 for s in data["samples"])

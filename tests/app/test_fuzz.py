@@ -310,12 +310,23 @@ def requests_of(overview: dict[str, Any]) -> Any:
                     "top": optional(st.integers(1, 5)),
                     "mode": mode,
                     "positions": positions,
-                    "max_new_tokens": mostly(st.integers(1, most_tokens), st.just(most_tokens + 1)),
-                    "temperature": st.sampled_from([0.0, 0.7, 1.0, 100.0]),
-                    "top_k": st.sampled_from([0, 1, 5, 1_000_000]),
-                    "top_p": st.sampled_from([1e-9, 0.5, 1.0]),
-                    "samples": mostly(st.integers(1, most_samples), st.just(most_samples + 1)),
-                    "seed": st.sampled_from([0, 1, 2**63 - 1]),
+                    "generation": optional(
+                        body(
+                            {},
+                            {
+                                "max_new_tokens": mostly(
+                                    st.integers(1, most_tokens), st.just(most_tokens + 1)
+                                ),
+                                "temperature": st.sampled_from([0.0, 0.7, 1.0, 100.0]),
+                                "top_k": st.sampled_from([0, 1, 5, 1_000_000]),
+                                "top_p": st.sampled_from([1e-9, 0.5, 1.0]),
+                                "samples": mostly(
+                                    st.integers(1, most_samples), st.just(most_samples + 1)
+                                ),
+                                "seed": st.sampled_from([0, 1, 2**63 - 1]),
+                            },
+                        )
+                    ),
                 },
             ),
         ),

@@ -23,7 +23,7 @@ STEERERS = 3
 STEERS_EACH = 2
 TIMEOUT = 20.0
 PATTERNS = ["the", "(d)ragon", r"\bking\b", "[aeiou]", "&"]
-STEER = {"prompt": "the cat", "max_new_tokens": 8, "samples": 1, "seed": 3}
+STEER = {"prompt": "the cat", "generation": {"max_new_tokens": 8, "samples": 1, "seed": 3}}
 
 
 def plan(client: httpx.Client) -> list[str]:

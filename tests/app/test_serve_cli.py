@@ -50,9 +50,12 @@ def test_serve_starts_a_server_on_this_machine(web_world, tmp_path) -> None:
 @pytest.mark.parametrize(
     ("argv", "words"),
     [
-        (["serve"], "give the store directory"),
+        (["serve"], "store is required"),
         (["serve", "{missing}"], "missing"),
-        (["serve", "{store}", "--port", "70000"], "--port"),
+        (
+            ["serve", "{store}", "--port", "70000"],
+            "port: input should be less than or equal to 65535",
+        ),
         (["serve", "{store}", "--model", "{missing}"], "missing"),
         (["serve", "{store}", "--run_dir", "{store}"], "not a training run"),
     ],

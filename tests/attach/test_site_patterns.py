@@ -5,7 +5,6 @@ import torch
 
 from codebook_features import CodebookError, CodebookModel, CodebookModelConfig
 from codebook_features.attach.sites import SITE_KINDS, match_sites
-from codebook_features.settings.configs import from_dict
 from tests.model_zoo import neox_model
 
 NAMES = [f"layers.{i}.{kind}" for i in range(16) for kind in ("attn_heads", "mlp")]
@@ -48,8 +47,7 @@ def twelve_layers() -> torch.nn.Module:
 
 
 def test_configs_and_yaml_accept_patterns() -> None:
-    config = from_dict(
-        CodebookModelConfig,
+    config = CodebookModelConfig.from_dict(
         {
             "num_codes": 8,
             "sites": ["attn_heads", "layers.1[0-1].mlp", "layers.2.block"],

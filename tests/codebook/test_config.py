@@ -8,20 +8,20 @@ from codebook_features import Codebook, CodebookConfig, CodebookError
 BAD = [
     ({"k": 5, "num_codes": 4}, "larger than num_codes"),
     ({"dim": 10, "groups": 3}, "not divisible by groups"),
-    ({"similarity": "dot"}, "unknown codebook similarity"),
-    ({"aggregate": "max"}, "unknown codebook aggregate"),
-    ({"loss": "l1"}, "unknown codebook loss"),
-    ({"num_codes": 0}, "positive integer"),
-    ({"k": 1.5}, "positive integer"),
-    ({"groups": True}, "positive integer"),
-    ({"recon_weight": -1.0}, ">= 0"),
-    ({"recon_weight": float("nan")}, "finite number"),
-    ({"commitment": float("inf")}, "finite number"),
-    ({"chunk_size": True}, "positive integer"),
-    ({"dead_code_window": True}, "dead_code_window"),
-    ({"commitment": "high"}, ">= 0"),
-    ({"chunk_size": 0}, "chunk_size"),
-    ({"dead_code_window": -2}, "dead_code_window"),
+    ({"similarity": "dot"}, "similarity: input should be 'inner_product', 'cosine' or 'euclidean'"),
+    ({"aggregate": "max"}, "aggregate: input should be 'mean' or 'sum'"),
+    ({"loss": "l1"}, "loss: input should be 'base', 'aeloss', 'fullaeloss' or 'vqvae'"),
+    ({"num_codes": 0}, "num_codes: input should be greater than or equal to 1"),
+    ({"k": 1.5}, "k: input should be a valid integer"),
+    ({"groups": True}, "groups: expected a whole number, not true or false"),
+    ({"recon_weight": -1.0}, "recon_weight: input should be greater than or equal to 0"),
+    ({"recon_weight": float("nan")}, "recon_weight: input should be a finite number"),
+    ({"commitment": float("inf")}, "commitment: input should be a finite number"),
+    ({"chunk_size": True}, "chunk_size: expected a whole number"),
+    ({"dead_code_window": True}, "dead_code_window: expected a whole number"),
+    ({"commitment": "high"}, "commitment: input should be a valid number"),
+    ({"chunk_size": 0}, "chunk_size: input should be greater than or equal to 1"),
+    ({"dead_code_window": -2}, "dead_code_window: input should be greater than or equal to 0"),
 ]
 
 
@@ -47,5 +47,5 @@ def test_integer_input_is_refused() -> None:
 def test_config_round_trips_and_rejects_unknown_keys() -> None:
     config = CodebookConfig(dim=8, num_codes=16, k=2, groups=4, similarity="euclidean")
     assert CodebookConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(CodebookError, match="unknown codebook setting"):
+    with pytest.raises(CodebookError, match="unknown setting topk; known: num_codes, k"):
         CodebookConfig.from_dict({**config.to_dict(), "topk": 3})

@@ -94,7 +94,7 @@ def sae(store: CodeStore):
 
 
 def test_activations_cover_the_first_rows_of_their_shards(store: CodeStore) -> None:
-    counts = [s["tokens_count"] for s in store.manifest["shards"]]
+    counts = [s.tokens_count for s in store.manifest.shards]
     expected = np.concatenate([np.arange(counts[0]), sum(counts[:2]) + np.arange(300)])
     assert np.array_equal(store.activation_rows, expected)
     acts = store.activations(SITE)
@@ -164,6 +164,15 @@ def test_sae_reconstructs_its_training_data(store: CodeStore, sae) -> None:
     assert values.shape == indices.shape == (50, 2) and (values >= 0).all()
     dense = sae.dense(torch.from_numpy(acts[:50].astype(np.float32)))
     assert ((dense > 0).sum(1) <= 2).all()
+
+
+def test_sae_settings_are_checked() -> None:
+    with pytest.raises(CodebookError, match=r"k=5, 3: choose k <= latents"):
+        SAEConfig(latents=3, k=5)
+    with pytest.raises(CodebookError, match="lr: input should be greater than 0"):
+        SAEConfig(latents=3, k=1, lr=0)
+    with pytest.raises(CodebookError, match="steps: input should be greater than or equal to 0"):
+        SAEConfig(latents=3, k=1, steps=-1)
 
 
 def sae_with_steps(acts: np.ndarray, steps: int, seed: int = 0):
@@ -244,9 +253,9 @@ def test_a_recorded_store_gives_its_activations_and_a_table(
     # small shards: the first 200 tokens, whose layers.0.mlp inputs are kept, span several
     record(settings(world, tmp_path / "store", shard_tokens=60))
     store = CodeStore(tmp_path / "store")
-    files = store.manifest["activations"]["files"]
+    files = store.manifest.activations.files
     assert len(files) > 1
-    kept = np.concatenate([load_file(store.path / "activations" / f["file"])[SITE] for f in files])
+    kept = np.concatenate([load_file(store.path / "activations" / f.file)[SITE] for f in files])
     np.testing.assert_array_equal(store.activations(SITE), kept)
     assert np.array_equal(store.activation_rows, np.arange(200))
     table = compare_baselines(store, [r"the", r"king"], SITE, sae_steps=50)
@@ -274,4 +283,6 @@ def test_search_baselines_command(store: CodeStore, capsys) -> None:
     assert main([*args, "--patterns", "x"]) == 2
     assert "--activation_sites" in capsys.readouterr().err
     assert main(["search", "baselines", "--store", root, "--site", SITE]) == 2
-    assert "--patterns" in capsys.readouterr().err
+    assert capsys.readouterr().err == "error: patterns is required\n"
+    assert main([*base, "--patterns", "x", "--max_tokens", "1"]) == 2
+    assert "max_tokens: input should be greater than or equal to 2" in capsys.readouterr().err

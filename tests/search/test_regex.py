@@ -1,6 +1,8 @@
 """Regex -> codes, on a store with planted codes."""
 
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -94,6 +96,48 @@ def test_search_command(tmp_path, capsys) -> None:
     assert table[2].startswith(f"layers.0.mlp/0/{DRAGON} ") and len(table) == 4
     assert main(["search", "regex", "--store", str(tmp_path), "--pattern", "x"]) == 2
     assert "not a finished code store" in capsys.readouterr().err
+    for option, value, message in (
+        ("--min_precision", "2", "min_precision: input should be less than or equal to 1"),
+        ("--top", "0", "top: input should be greater than or equal to 1, got '0'"),
+        ("--sort", "support", "sort: input should be 'f1', 'precision' or 'recall'"),
+        ("--nothing", "1", "unrecognized arguments: --nothing"),
+    ):
+        argv = ["search", "regex", "--store", str(root), "--pattern", "x", option, value]
+        try:
+            code = main(argv)
+        except SystemExit as stop:  # argparse's own errors exit
+            code = stop.code
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error: ") and message in err, err
+        assert len(err.splitlines()) == 1, err
+    assert main(["search", "regex", "--store", str(root)]) == 2
+    assert capsys.readouterr().err == "error: pattern is required\n"
+
+
+@pytest.mark.parametrize("query", ["regex", "token", "topics", "code", "baselines"])
+def test_search_help_documents_every_setting(capsys, query) -> None:
+    from codebook_features.cli import main
+    from codebook_features.search.cli import QUERIES
+
+    with pytest.raises(SystemExit):
+        main(["search", query, "--help"])
+    text = "".join(capsys.readouterr().out.split())  # argparse wraps lines (also at hyphens)
+    for name, field in QUERIES[query][0].model_fields.items():
+        assert f"--{name}" in text
+        assert field.description, f"{name} has no description"
+        assert "".join(field.description.replace("``", "").split()) in text, f"{name} undocumented"
+    assert "--json" in text
+
+
+def test_search_help_imports_no_heavy_library() -> None:
+    code = (
+        "import sys, contextlib; from codebook_features.cli import main\n"
+        "with contextlib.suppress(SystemExit): main(['search', 'regex', '--help'])\n"
+        "heavy = ('torch', 'numpy', 'pyarrow', 'duckdb', 'transformers', 'fastapi')\n"
+        "assert not [m for m in heavy if m in sys.modules], [m for m in heavy if m in sys.modules]"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_token_overlap_by_binary_search_equals_a_scan() -> None:

@@ -100,9 +100,13 @@ def test_token_and_topic_commands(tmp_path, capsys) -> None:
     )
     assert table[2].startswith("    doc ") and "dragon" in table[2]  # a covered document
     assert main(["search", "topics", "--store", root, "--label", "fantasy"]) == 2
-    assert "label_field" in capsys.readouterr().err
+    assert "label needs label_field" in capsys.readouterr().err
+    assert main(["search", "topics", "--store", root, "--min_share", "1.5"]) == 2
+    assert "min_share: input should be less than or equal to 1" in capsys.readouterr().err
     assert main(["search", "token", "--store", root]) == 2
-    assert "--token" in capsys.readouterr().err
+    assert capsys.readouterr().err == "error: token is required\n"
+    assert main(["search", "token", "--store", root, "--token", "  "]) == 2
+    assert "token: should hold more than spaces" in capsys.readouterr().err
 
 
 def test_document_shares_with_tiny_chunks(store, monkeypatch) -> None:

@@ -65,10 +65,10 @@ def test_classifies_held_out_texts() -> None:
 def test_on_topic_rate() -> None:
     classifier = fitted()
     texts = [t for t, _ in HELD_OUT]
-    assert classifier.on_topic_rate(texts, "weddings") == Rate(2, 6)
-    assert classifier.on_topic_rate(texts[:2], "weddings") == Rate(2, 2)
-    assert classifier.on_topic_rate(texts[2:], "weddings") == Rate(0, 4)
-    assert classifier.on_topic_rate([], "space") == Rate(0, 0)
+    assert classifier.on_topic_rate(texts, "weddings") == Rate(hits=2, total=6)
+    assert classifier.on_topic_rate(texts[:2], "weddings") == Rate(hits=2, total=2)
+    assert classifier.on_topic_rate(texts[2:], "weddings") == Rate(hits=0, total=4)
+    assert classifier.on_topic_rate([], "space") == Rate(hits=0, total=0)
 
 
 def test_report() -> None:
@@ -76,13 +76,13 @@ def test_report() -> None:
     texts, labels = zip(*HELD_OUT, strict=True)
     report = classifier.evaluate(texts, labels)
     assert isinstance(report, ClassifierReport)
-    assert report.accuracy == Rate(6, 6)
+    assert report.accuracy == Rate(hits=6, total=6)
     assert {s.precision for s in report.per_label.values()} == {1.0}
     assert report.per_label["space"].support == 2
     # call two cooking texts weddings: the classifier now looks wrong on them
     wrong = ["weddings", "weddings", "weddings", "weddings", "space", "space"]
     report = classifier.evaluate(texts, wrong)
-    assert report.accuracy == Rate(4, 6)
+    assert report.accuracy == Rate(hits=4, total=6)
     weddings, cooking = report.per_label["weddings"], report.per_label["cooking"]
     assert (weddings.precision, weddings.recall, weddings.support) == (1.0, 0.5, 4)
     assert cooking.precision == 0.0  # two texts predicted cooking, neither truly is

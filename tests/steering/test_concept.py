@@ -14,7 +14,7 @@ from codebook_features import CodebookError, CodebookModel
 from codebook_features.attach.code_ref import CodeRef
 from codebook_features.attach.interventions import Force
 from codebook_features.cli import main
-from codebook_features.settings.saved import VERSION_KEY, SavedFileWarning
+from codebook_features.settings.base import VERSION_KEY, SavedFileWarning
 from codebook_features.steering.concept import (
     Concept,
     find_concept,
@@ -53,10 +53,10 @@ def other(recorded: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make(cbm: CodebookModel, codes=CODES, name: str = "demo", **extra) -> Concept:
     refs = tuple(CodeRef.parse(c) for c in codes)
     return Concept(
-        name,
-        refs,
-        model_fingerprint(cbm),
-        site_shapes(cbm, [r.site for r in refs]),
+        name=name,
+        codes=refs,
+        model=model_fingerprint(cbm),
+        sites=site_shapes(cbm, [r.site for r in refs]),
         selection={"method": "by hand"},
         scores=tuple({"precision": 0.5 + i / 10, "support": 10 - i} for i in range(len(refs))),
         **extra,
@@ -112,20 +112,33 @@ def edit(data: dict, **changes) -> dict:
 
 
 MISTAKES = {
-    "unknown-key": (lambda d: edit(d, colour="red"), "unknown key(s) colour"),
-    "bad-code": (lambda d: edit(d, codes=["layers.0.mlp/0"]), "does not name a code"),
-    "code-type": (lambda d: edit(d, codes=[3]), "must be a SITE/GROUP/CODE string"),
+    "unknown-key": (lambda d: edit(d, colour="red"), "unknown setting colour; known: name"),
+    "bad-code": (lambda d: edit(d, codes=["layers.0.mlp/0"]), "codes.0: 'layers.0.mlp/0' does not"),
+    "code-type": (lambda d: edit(d, codes=[3]), "codes.0: a code must be a SITE/GROUP/CODE"),
     "out-of-range": (lambda d: edit(d, codes=["layers.1.mlp/0/99"]), "out of range"),
     "site-unlisted": (lambda d: edit(d, codes=["layers.0.mlp/0/1"]), "is not in sites"),
     "bad-name": (lambda d: edit(d, name="two words"), "name may hold only"),
-    "name-type": (lambda d: edit(d, name=3), "name must be a string"),
-    "no-codes": (lambda d: edit(d, codes=[]), "has no codes"),
+    "name-type": (lambda d: edit(d, name=3), "name: input should be a valid string"),
+    "no-codes": (lambda d: edit(d, codes=[]), "codes is empty"),
     "repeat": (lambda d: edit(d, codes=[CODES[0], CODES[0]]), "more than once"),
-    "mode": (lambda d: edit(d, mode="sideways"), "unknown force mode"),
+    "mode": (lambda d: edit(d, mode="sideways"), "mode: input should be 'least', 'all' or 'add'"),
     "positions": (lambda d: edit(d, positions="later"), "positions must be"),
-    "sites-shape": (lambda d: edit(d, sites={"layers.1.mlp": 16}), "must be {"),
+    "sites-shape": (
+        lambda d: edit(d, sites={"layers.1.mlp": 16}),
+        "sites.layers.1.mlp: input should be a valid dictionary",
+    ),
+    "site-key": (
+        lambda d: edit(d, sites={"layers.1.mlp": {"groups": 1, "num_codes": 16, "dim": 8}}),
+        "unknown setting sites.layers.1.mlp.dim",
+    ),
+    "scores": (
+        lambda d: edit(
+            d, codes=[{"code": CODES[0], "precision": 1}, {"code": CODES[1]}], scores=[]
+        ),
+        "unknown setting scores",  # scores belong to their code in a file
+    ),
     "not-concept": (lambda d: edit(d, kind="force"), "is not a concept"),
-    "no-model": (lambda d: edit(d, model=None), "lacks model"),
+    "no-model": (lambda d: edit(d, model=None), "model is required"),
 }
 
 
@@ -142,14 +155,16 @@ def test_invalid_json_and_codes_the_model_lacks(cbm):
     with pytest.raises(CodebookError, match="not valid JSON"):
         Concept.from_json("{", cbm)
     sites = {"layers.1.mlp": {"groups": 1, "num_codes": 99}}  # as edited by hand
-    wide = Concept("wide", ("layers.1.mlp/0/50",), model_fingerprint(cbm), sites)
+    wide = Concept(
+        name="wide", codes=("layers.1.mlp/0/50",), model=model_fingerprint(cbm), sites=sites
+    )
     with pytest.raises(CodebookError, match=r"code 50 is out of range at layers\.1\.mlp"):
         wide.check(cbm)
 
 
 def test_keys_of_a_newer_version_are_dropped_with_a_warning(cbm):
     data = make(cbm).to_dict() | {"future": 1}
-    with pytest.raises(CodebookError, match="unknown key"):
+    with pytest.raises(CodebookError, match="unknown setting future"):
         Concept.from_json(json.dumps(data))
     data["sites"]["layers.1.mlp"]["dim"] = 32
     with pytest.warns(SavedFileWarning, match=r"sites\.layers\.1\.mlp\.dim, future"):
@@ -216,30 +231,41 @@ def test_applying_the_specs_forces_the_codes(cbm):
 # ---------------------------------------------------------------------------- the command
 def test_concept_commands(recorded, tmp_path, capsys):
     out = tmp_path / "concepts"
-    base = ["concept", "new", "--model", str(recorded.model), "--out", str(out)]
+    base = ["concept", "new", "--model", str(recorded.model), "--concepts_dir", str(out)]
     store = ["--store", str(recorded.store)]
-    argv = [*base, *store, "--name", "dragon", "--pattern", "dragon", "--min_precision", "0.3"]
+    argv = [*base, *store, "--name", "dragon", "--pattern", "dragon", "--rule.min_precision", "0.3"]
     assert main(argv) == 0
     assert "saved concept dragon" in capsys.readouterr().out
     (tmp_path / "ex.txt").write_text("the dragon sees the dragon\n\nthe red dragon\n")
     (tmp_path / "co.jsonl").write_text('"the cat sees the king"\n{"text": "the old ship"}\n')
     texts = ["--examples", str(tmp_path / "ex.txt"), "--contrast", str(tmp_path / "co.jsonl")]
-    assert main([*base, "--name", "texts", *texts, "--min_support", "1", "--json"]) == 0
+    assert main([*base, "--name", "texts", *texts, "--rule.min_support", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["selection"]["method"] == "texts"
-    label = ["--label_field", "topic", "--label", "dragon", "--mode", "least", "--max_codes", "2"]
+    label = ["--label_field", "topic", "--label", "dragon", "--mode", "least"]
+    label += ["--rule.max_codes", "2", "--rule.sites", "attn_heads"]
     assert main([*base, *store, "--name", "topic", *label]) == 0
     capsys.readouterr()
 
     assert (
-        main(["concept", "show", "topic", "--dir", str(out), "--model", str(recorded.model)]) == 0
+        main(
+            ["concept", "show", "topic", "--concepts_dir", str(out), "--model", str(recorded.model)]
+        )
+        == 0
     )
     shown = capsys.readouterr().out
     assert "topic: 2 codes, mode least" in shown and "label topic = 'dragon'" in shown
     assert main(["concept", "show", str(out / "dragon.json"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["selection"]["pattern"] == "dragon"
+    topic = json.loads((out / "topic.json").read_text())
+    rule = topic["selection"]["rule"]
+    assert (rule["sites"], rule["max_codes"], rule["min_support"]) == (["attn_heads"], 2, 5)
+    assert all(".attn_heads/" in code["code"] for code in topic["codes"])
     assert main(["concept", "list", str(out)]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in listed[1:]] == ["dragon", "texts", "topic"]
+    assert main(["concept", "list", "--concepts_dir", str(out), "--json"]) == 0
+    names = [c["name"] for c in json.loads(capsys.readouterr().out)["concepts"]]
+    assert names == ["dragon", "texts", "topic"]
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -262,8 +288,8 @@ COMMAND_MISTAKES = [
     ("bad-name", "new --model {model} --name a/b --store {store} --pattern dragon", "name may"),
     (
         "bad-rule",
-        "new --model {model} --name x --store {store} --pattern a --per_group 0",
-        "per_group",
+        "new --model {model} --name x --store {store} --pattern a --rule.per_group 0",
+        "rule.per_group: input should be greater than or equal to 1, got '0'",
     ),
     ("exists", "new --model {model} --name kept --store {store} --pattern dragon", "--overwrite"),
     (
@@ -283,11 +309,13 @@ COMMAND_MISTAKES = [
     ),
     (
         "nothing-passes",
-        "new --model {model} --name x --store {store} --pattern dragon --min_support 100000",
+        "new --model {model} --name x --store {store} --pattern dragon --rule.min_support 100000",
         "no code passed",
     ),
-    ("show-missing", "show nothing --dir {concepts}", "no concept 'nothing'"),
-    ("show-other", "show kept --dir {concepts} --model {other}", "made for another model"),
+    ("show-missing", "show nothing --concepts_dir {concepts}", "no concept 'nothing'"),
+    ("show-other", "show kept --concepts_dir {concepts} --model {other}", "made for another model"),
+    ("show-nothing", "show --concepts_dir {concepts}", "concept is required"),
+    ("new-unknown", "new --model {model} --name x --pattern a --per_group 1", "--per_group"),
     ("list-missing", "list {root}/none", "not a directory of concepts"),
 ]
 
@@ -302,7 +330,18 @@ def test_command_mistakes_get_one_line_and_change_nothing(
     CodeStore(recorded.store)  # its index exists before the snapshot
     kept = ["--name", "kept", "--store", str(recorded.store), "--pattern", "dragon"]
     assert (
-        main(["concept", "new", "--model", str(recorded.model), "--out", str(concepts), *kept]) == 0
+        main(
+            [
+                "concept",
+                "new",
+                "--model",
+                str(recorded.model),
+                "--concepts_dir",
+                str(concepts),
+                *kept,
+            ]
+        )
+        == 0
     )
     (concepts / "notes.json").write_text("{}")
     (tmp_path / "ex.txt").write_text("the dragon\n")
@@ -311,7 +350,7 @@ def test_command_mistakes_get_one_line_and_change_nothing(
     fields = {"model": recorded.model, "store": recorded.store, "other": other, "root": tmp_path}
     argv = ["concept", *line.format(**fields, ex=tmp_path / "ex.txt", concepts=concepts).split()]
     try:
-        code = main([*argv, "--out", str(concepts)] if argv[1] == "new" else argv)
+        code = main([*argv, "--concepts_dir", str(concepts)] if argv[1] == "new" else argv)
     except SystemExit as stop:
         code = stop.code
     err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]

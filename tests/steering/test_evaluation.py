@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from codebook_features.errors import CodebookError
+from codebook_features.steering.config import GenerationSettings
 from codebook_features.steering.evaluation import SteeringEvalConfig, evaluate_steering
 from codebook_features.steering.report import load_report
 from tests.steering.planted import DRAGON_REGEX, planted
@@ -15,15 +16,14 @@ from tests.steering.planted import DRAGON_REGEX, planted
 pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
 
 
-def settings(world, out: Path, **changes: object) -> SteeringEvalConfig:
+def settings(world, out: Path, generation: dict | None = None, **changes) -> SteeringEvalConfig:
     values = {
         "model": str(world.model),
         "store": str(world.store),
         "concepts": [f"dragon={DRAGON_REGEX}", "sea"],
         "output_dir": str(out),
         "prompts": ["the", "the old"],
-        "samples": 20,
-        "max_new_tokens": 16,
+        "generation": {"samples": 20, "max_new_tokens": 16} | (generation or {}),
         "strengths": [2, 8],
         "modes": ["all"],
         "positions": ["new"],
@@ -103,8 +103,8 @@ def test_a_changed_concept_file_is_generated_again(tmp_path_factory, tmp_path) -
         rule = SelectionRule(max_codes=codes)
         concept = concept_from_label(store, cbm, "dragon", "label", "dragon", rule)
         save_concept(concept, concepts / "dragon.json", overwrite=True)
-        small = {"samples": 4, "strengths": [8], "alphas": [], "concepts_dir": str(concepts)}
-        report = evaluate_steering(settings(world, tmp_path / "eval", **small))
+        small = {"strengths": [8], "alphas": [], "concepts_dir": str(concepts)}
+        report = evaluate_steering(settings(world, tmp_path / "eval", {"samples": 4}, **small))
         return report.concepts["dragon"], report.rows_of("dragon", "codes")[0]
 
     first, first_row = run(8)
@@ -119,9 +119,38 @@ def test_a_changed_concept_file_is_generated_again(tmp_path_factory, tmp_path) -
 def test_settings_of_another_evaluation_are_refused(evaluated) -> None:
     world, out, _ = evaluated
     before = (out / "steering.json").read_text()
-    with pytest.raises(CodebookError, match="other settings"):
-        evaluate_steering(settings(world, out, samples=3))
+    with pytest.raises(CodebookError, match=r"other settings \(generation\.samples\)"):
+        evaluate_steering(settings(world, out, {"samples": 3}))
     assert (out / "steering.json").read_text() == before
+
+
+def test_settings_saved_by_the_earlier_flat_layout_are_the_same_settings(evaluated) -> None:
+    """An evaluation directory whose settings.json has the generation and rule settings side by
+    side with the others (as before they were nested) continues with the same settings."""
+    world, out, report = evaluated
+    saved = json.loads((out / "settings.json").read_text())
+    rule, generation = saved.pop("rule"), saved.pop("generation")
+    flat = saved | generation | {k: v for k, v in rule.items() if k != "smoothing"}
+    (out / "settings.json").write_text(json.dumps(flat | {"sites": []}))
+    files = sorted((out / "generations").iterdir())
+    again = evaluate_steering(settings(world, out))
+    assert json.dumps(again.to_dict()) == json.dumps(report.to_dict())
+    assert sorted((out / "generations").iterdir()) == files  # nothing generated again
+    assert json.loads((out / "settings.json").read_text())["generation"] == generation
+    (out / "settings.json").write_text(json.dumps(flat | {"max_codes": 3}))
+    with pytest.raises(CodebookError, match=r"other settings \(rule\.max_codes\)"):
+        evaluate_steering(settings(world, out))
+
+
+def test_generation_given_in_part_keeps_the_paper_protocol_for_the_rest() -> None:
+    required = {"model": "m", "store": "s", "output_dir": "o", "concepts": ["dragon"]}
+    paper = SteeringEvalConfig(**required).generation
+    assert paper == GenerationSettings(max_new_tokens=200, samples=10)
+    assert GenerationSettings() == GenerationSettings(max_new_tokens=60, samples=1)
+    partly = SteeringEvalConfig(**required, generation={"samples": 3}).generation
+    assert partly == GenerationSettings(max_new_tokens=200, samples=3)
+    given = GenerationSettings(samples=3)  # a whole settings value is taken as it is
+    assert SteeringEvalConfig(**required, generation=given).generation == given
 
 
 @pytest.mark.parametrize(
@@ -130,8 +159,10 @@ def test_settings_of_another_evaluation_are_refused(evaluated) -> None:
         ({"concepts": ["unicorn"]}, "no document of the store has label = 'unicorn'"),
         ({"concepts": ["dragon=("]}, "bad regex"),
         ({"label_field": "topic"}, "has no column 'topic'"),
-        ({"strengths": [0]}, "strengths"),
-        ({"temperature": -1.0}, "temperature"),
+        ({"strengths": [0]}, "strengths.0: input should be greater than or equal to 1"),
+        ({"generation": {"temperature": -1.0}}, "generation.temperature: input should be greater"),
+        ({"rule": {"max_codes": 0}}, "rule.max_codes: input should be greater than or equal to 1"),
+        ({"concepts": ["sea", "sea=x"]}, "concepts names a label twice"),
         ({"concepts_dir": "/nonexistent"}, "not a directory"),
     ],
 )
@@ -146,15 +177,17 @@ def test_command_line(tmp_path_factory, tmp_path, capsys) -> None:
 
     world = planted(tmp_path_factory)
     out = tmp_path / "cli"
+    config = tmp_path / "steering.yaml"  # sections as the options' dotted names
+    config.write_text("generation:\n  samples: 4\n  max_new_tokens: 99\nrule:\n  max_codes: 2\n")
     argv = [
         "evaluate-steering",
+        "--config", str(config),
         "--model", str(world.model),
         "--store", str(world.store),
         "--concepts", f"dragon={DRAGON_REGEX}",
         "--output_dir", str(out),
         "--prompts", "the",
-        "--samples", "4",
-        "--max_new_tokens", "4",
+        "--generation.max_new_tokens", "4",
         "--strengths", "1",
         "--modes", "least",
         "--alphas", "2",
@@ -163,7 +196,12 @@ def test_command_line(tmp_path_factory, tmp_path, capsys) -> None:
     printed = capsys.readouterr().out
     assert printed.startswith("dragon: unsteered ")
     assert "activation addition up to" in printed and str(out / "steering.md") in printed
-    rows = json.loads((out / "steering.json").read_text())["rows"]
+    saved = json.loads((out / "steering.json").read_text())
+    # samples and the rule from the file, max_new_tokens from the option over the file's 99
+    generation, rule = saved["settings"]["generation"], saved["settings"]["rule"]
+    assert (generation["samples"], generation["max_new_tokens"], rule["max_codes"]) == (4, 4, 2)
+    assert len(saved["concepts"]["dragon"]["codes"]) == 2
+    rows = saved["rows"]
     assert [(r["method"], r["codes"], r["mode"], r["alpha"]) for r in rows] == [
         ("none", None, None, None),
         ("codes", 1, "least", None),
@@ -173,5 +211,5 @@ def test_command_line(tmp_path_factory, tmp_path, capsys) -> None:
     before = (out / "steering.json").read_text()
     assert main([*argv[:-2], "--alphas", "nan"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "alphas must be finite" in err and "\n" not in err
+    assert "alphas.0: input should be a finite number" in err and "\n" not in err
     assert (out / "steering.json").read_text() == before

@@ -54,33 +54,34 @@ def test_wilson_interval_known_points() -> None:
 
 
 def test_rate() -> None:
-    rate = Rate(3, 12)
+    rate = Rate(hits=3, total=12)
     assert rate.rate == 0.25
     assert rate.low < rate.rate < rate.high
     assert (rate.low, rate.high) == wilson_interval(3, 12)
     data = rate.to_dict()
     assert data == {"hits": 3, "total": 12, "rate": 0.25, "low": rate.low, "high": rate.high}
     assert Rate.from_dict(data) == rate
-    empty = Rate(0, 0)
+    empty = Rate(hits=0, total=0)
     assert math.isnan(empty.rate)
     assert empty.to_dict()["rate"] is None
     assert (empty.low, empty.high) == (0.0, 1.0)
     for hits, total in [(4, 3), (-1, 3), (1.0, 3)]:
         with pytest.raises(CodebookError):
-            Rate(hits, total)  # type: ignore[arg-type]
+            Rate(hits=hits, total=total)  # type: ignore[arg-type]
     with pytest.raises(CodebookError, match="hits"):
         Rate.from_dict({"total": 3})
 
 
 def test_regex_rate() -> None:
     texts = ["The wedding was lovely", "a bride and groom", "weddings!", "nothing here", ""]
-    assert regex_rate(texts, r"wedding") == Rate(2, 5)
-    assert regex_rate(texts, r"(?i)the") == Rate(1, 5)  # "The" only; "nothing" has no "the"
-    assert regex_rate(texts, r"the") == Rate(0, 5)  # case-sensitive unless asked
-    assert regex_rate(texts, re.compile("BRIDE", re.IGNORECASE)) == Rate(1, 5)
-    assert regex_rate(texts, r"\bbride|groom\b") == Rate(1, 5)  # one text, counted once
-    assert regex_rate(iter(texts), r"^$") == Rate(1, 5)
-    assert regex_rate([], "x") == Rate(0, 0)
+    assert regex_rate(texts, r"wedding") == Rate(hits=2, total=5)
+    # "The" only; "nothing" has no "the"
+    assert regex_rate(texts, r"(?i)the") == Rate(hits=1, total=5)
+    assert regex_rate(texts, r"the") == Rate(hits=0, total=5)  # case-sensitive unless asked
+    assert regex_rate(texts, re.compile("BRIDE", re.IGNORECASE)) == Rate(hits=1, total=5)
+    assert regex_rate(texts, r"\bbride|groom\b") == Rate(hits=1, total=5)  # one text, counted once
+    assert regex_rate(iter(texts), r"^$") == Rate(hits=1, total=5)
+    assert regex_rate([], "x") == Rate(hits=0, total=0)
 
 
 def test_regex_rate_refusals() -> None:

@@ -181,11 +181,11 @@ def test_the_rule_is_validated_and_round_trips():
         ({"min_precision": 1.5}, "min_precision"),
         ({"rank": "best"}, "rank"),
         ({"smoothing": 0}, "smoothing"),
-        ({"sites": []}, "sites is empty"),
+        ({"sites": []}, "sites: an empty list"),
     ]:
         with pytest.raises(CodebookError, match=message):
             SelectionRule(**bad)
-    with pytest.raises(CodebookError, match=r"unknown setting\(s\) rule.colour"):
+    with pytest.raises(CodebookError, match=r"unknown setting colour; known: sites"):
         SelectionRule.from_dict({"colour": 1})
 
 

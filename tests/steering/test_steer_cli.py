@@ -16,7 +16,7 @@ from codebook_features.steering.steer_cli import format_result
 from tests.model_zoo import neox_model
 from tests.text_fixtures import write_corpus, write_tokenizer
 
-FAST = ["--max_new_tokens", "6", "--device", "cpu"]
+FAST = ["--generation.max_new_tokens", "6", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -64,17 +64,18 @@ def test_text_shows_the_prompt_and_both_continuations_per_sample(world, capsys) 
 
 
 def test_json_is_complete_and_the_same_on_every_run(world, capsys) -> None:
-    options = ["--codes", "layers.1.mlp/0/9", "--samples", "3", "--mode", "least"]
-    options += ["--positions", "all", "--top_k", "5", "--temperature", "0.8", "--json"]
-    data = json.loads(steer(world, capsys, *options, "--seed", "4"))
-    assert data == json.loads(steer(world, capsys, *options, "--seed", "4"))
+    options = ["--codes", "layers.1.mlp/0/9", "--generation.samples", "3", "--mode", "least"]
+    options += ["--positions", "all", "--generation.top_k", "5"]
+    options += ["--generation.temperature", "0.8", "--json"]
+    data = json.loads(steer(world, capsys, *options, "--generation.seed", "4"))
+    assert data == json.loads(steer(world, capsys, *options, "--generation.seed", "4"))
     assert data["prompt"] == "the red cat" and data["model"] == str(world / "model")
     assert len(data["unsteered"]) == len(data["steered"]) == len(data["seeds"]) == 3
     force = {"kind": "force", "site": "layers.1.mlp", "codes": {"0": [9]}, "mode": "least"}
     assert data["interventions"] == [force | {"positions": "all"}]
     expected = GenerationSettings(max_new_tokens=6, temperature=0.8, top_k=5, samples=3, seed=4)
     assert data["settings"] == expected.to_dict()
-    other = json.loads(steer(world, capsys, *options, "--seed", "5"))
+    other = json.loads(steer(world, capsys, *options, "--generation.seed", "5"))
     assert other["seeds"] != data["seeds"]
 
 
@@ -129,14 +130,32 @@ MISTAKES = [
     ("malformed-ref", "--codes layers.0.mlp:3", "does not name a code"),
     ("no-codes", "", "give --codes"),
     ("top-without-concept", "--codes layers.0.mlp/0/3 --top 2", "give --concept too"),
-    ("zero-samples", "--codes layers.0.mlp/0/3 --samples 0", "samples must be"),
-    ("negative-temperature", "--codes layers.0.mlp/0/3 --temperature -1", "temperature"),
-    ("bad-top-p", "--codes layers.0.mlp/0/3 --top_p 2", "top_p must be"),
-    ("bad-mode", "--codes layers.0.mlp/0/3 --mode most", "cannot read 'most'"),
+    ("zero-top", "--concept {root}/dragons.json --top 0", "top: input should be greater than"),
+    (
+        "zero-samples",
+        "--codes layers.0.mlp/0/3 --generation.samples 0",
+        "generation.samples: input should be greater than or equal to 1, got '0'",
+    ),
+    (
+        "negative-temperature",
+        "--codes layers.0.mlp/0/3 --generation.temperature -1",
+        "generation.temperature: input should be greater than or equal to 0",
+    ),
+    (
+        "bad-top-p",
+        "--codes layers.0.mlp/0/3 --generation.top_p 2",
+        "generation.top_p: input should be less than or equal to 1",
+    ),
+    ("flat-samples", "--codes layers.0.mlp/0/3 --samples 2", "unrecognized arguments: --samples"),
+    (
+        "bad-mode",
+        "--codes layers.0.mlp/0/3 --mode most",
+        "mode: input should be 'least', 'all' or 'add', got 'most'",
+    ),
     ("too-many-for-k", "--codes layers.0.mlp/0/3 layers.0.mlp/0/4 layers.0.mlp/0/5", "k=2"),
     ("missing-concept", "--concept {root}/nowhere.json", "no concept '"),
     ("unknown-concept-name", "--concept nobody --concepts_dir {root}", "no concept 'nobody'"),
-    ("too-long", "--codes layers.0.mlp/0/3 --max_new_tokens 500", "context"),
+    ("too-long", "--codes layers.0.mlp/0/3 --generation.max_new_tokens 500", "context"),
 ]
 
 
@@ -150,7 +169,11 @@ def test_a_mistake_gets_one_line(world, capsys, options, message) -> None:
 
 @pytest.mark.parametrize(
     ("model", "message"),
-    [("{root}/nowhere", "does not exist"), ("{root}/afile.txt", "is a file"), ("", "give --model")],
+    [
+        ("{root}/nowhere", "does not exist"),
+        ("{root}/afile.txt", "is a file"),
+        ("", "model is required"),
+    ],
 )
 def test_a_wrong_model_gets_one_line(world, capsys, model, message) -> None:
     argv = ["steer", "--prompt", "the cat", "--codes", "layers.0.mlp/0/3"]

@@ -90,6 +90,7 @@ def write_store(root: Path, documents: int = 40, per_shard: int = 15, seed: int 
                 "documents": documents_file,
                 "tokens": tokens_file,
                 "rank": 0,
+                "shard": shard,
                 "documents_count": len(docs),
                 "tokens_count": count,
             }

@@ -96,6 +96,8 @@ def test_index_with_tiny_chunks_equals_one_pass(tmp_path, monkeypatch) -> None:
         (lambda m: m["counts"].pop("tokens"), "tokens"),
         (lambda m: m["shards"][0].pop("tokens"), "tokens"),
         (lambda m: m.__setitem__("shards", [1]), "damaged"),
+        (lambda m: m["sites"]["layers.0.mlp"].__setitem__("k", 0), r"sites\.layers\.0\.mlp\.k"),
+        (lambda m: m.pop("sites"), "sites is required"),
     ],
 )
 def test_manifests_missing_keys_are_refused(tmp_path, capsys, change, message) -> None:
@@ -111,6 +113,26 @@ def test_manifests_missing_keys_are_refused(tmp_path, capsys, change, message) -
         CodeStore(root)
     assert main(["search", "regex", "--store", str(root), "--pattern", "x"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_manifest_from_a_newer_version_loads_with_a_warning(tmp_path) -> None:
+    import json
+
+    from codebook_features.settings.base import SavedFileWarning
+    from codebook_features.store.schema import SCHEMA_VERSION
+
+    root = write_store(tmp_path / "s")
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["sites"]["layers.0.mlp"]["future"] = 1
+    manifest["codebook_features_version"] = "99.0.0"
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.warns(SavedFileWarning, match=r"99\.0\.0.*not know: sites\.layers\.0\.mlp\.future"):
+        store = CodeStore(root)
+    assert store.sites["layers.0.mlp"].num_codes == SITES["layers.0.mlp"][2]
+    manifest["schema_version"] = SCHEMA_VERSION + 1  # a newer format is refused
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CodebookError, match=f"store format {SCHEMA_VERSION + 1}.*upgrade"):
+        CodeStore(root)
 
 
 def test_a_damaged_index_is_reported(tmp_path) -> None:

@@ -315,6 +315,11 @@ def test_text_files_and_chosen_labels(world: Path, tmp_path: Path) -> None:
     assert list(manifest["sites"]) == ["layers.0.mlp", "layers.1.mlp"]
     assert manifest["counts"]["documents"] == 5
     assert tables(tmp_path / "one", "documents").column_names == ["document", "text", "topic"]
+    assert settings(world, tmp_path / "x").label_fields == "all"  # every scalar column
+    assert settings(world, tmp_path / "x", label_fields=None).label_fields == "all"
+    record(settings(world, tmp_path / "none", label_fields="none", max_documents=5))
+    assert manifest_of(tmp_path / "none")["data"]["label_fields"] == []
+    assert tables(tmp_path / "none", "documents").column_names == ["document", "text"]
 
 
 # ---------------------------------------------------------------------------- resuming
@@ -409,12 +414,15 @@ def test_a_slow_tokenizer_is_refused(world: Path, tmp_path: Path, monkeypatch) -
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("batch_size", 0, "batch_size must be a positive integer"),
-        ("max_documents", -1, "max_documents must be a positive integer"),
+        ("batch_size", 0, "batch_size: input should be greater than or equal to 1, got 0"),
+        ("batch_size", True, "batch_size: expected a whole number, not true or false"),
+        ("max_documents", -1, "max_documents: input should be greater than or equal to 1"),
         ("label_fields", ["text"], "label_fields may not name text"),
-        ("sites", [], "sites is empty"),
-        ("model", "", "model is empty"),
-        ("device", "tpu", "device must be auto, cpu or cuda"),
+        ("label_fields", ["label", "label"], "label_fields: names label twice"),
+        ("sites", [], "sites: list should have at least 1 item"),
+        ("model", "", "model: string should have at least 1 character"),
+        ("model", None, "model: input should be a valid string"),
+        ("device", "tpu", "device: input should be 'auto', 'cpu' or 'cuda', got 'tpu'"),
     ],
 )
 def test_settings_are_checked(world: Path, tmp_path: Path, field, value, message) -> None:
@@ -425,7 +433,7 @@ def test_settings_are_checked(world: Path, tmp_path: Path, field, value, message
 # ---------------------------------------------------------------------------- command line
 def test_record_command(world: Path, store: Path, tmp_path: Path, capsys) -> None:
     config = tmp_path / "record.yaml"
-    values = {k: v for k, v in vars(settings(world, tmp_path / "cli")).items() if v is not None}
+    values = {k: v for k, v in settings(world, tmp_path / "cli").to_dict().items() if v is not None}
     config.write_text(yaml.safe_dump(values | {"batch_size": 2}))
     assert main(["record", "--config", str(config), "--batch_size", "4"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
@@ -435,13 +443,16 @@ def test_record_command(world: Path, store: Path, tmp_path: Path, capsys) -> Non
     assert contents(tmp_path / "cli") == contents(store)
     with pytest.raises(SystemExit):
         main(["record", "--help"])
-    text = " ".join(capsys.readouterr().out.split())
-    for name in ("--model", "--dataset", "--label_fields", "--shard_tokens", "--activation_sites"):
-        assert name in text
+    text = "".join(capsys.readouterr().out.split())  # argparse wraps lines (also at hyphens)
+    assert "--config" in text
+    for name, field in RecordConfig.model_fields.items():
+        assert f"--{name}" in text
+        assert field.description, f"{name} has no description"
+        assert "".join(field.description.replace("``", "").split()) in text, f"{name} undocumented"
 
 
 CLI_MISTAKES = [
-    ([], "model is empty"),
+    ([], "model is required"),
     (["--model", "{root}/nowhere/model"], "does not exist"),
     (["--model", "{root}/corpus.txt"], "is a file"),
     (["--dataset", "{root}/missing.jsonl"], "data file {root}/missing.jsonl does not exist"),
@@ -450,10 +461,10 @@ CLI_MISTAKES = [
     (["--label_fields", "genre"], "no column 'genre'"),
     (["--label_fields", "tags"], "does not hold one number or string"),
     (["--max_length", "500"], "longer than the model's context"),
-    (["--batch_size", "0"], "batch_size must be a positive integer"),
+    (["--batch_size", "0"], "batch_size: input should be greater than or equal to 1, got '0'"),
     (["--output_dir", "{root}/corpus.txt"], "is a file"),
     (["--output_dir", "{root}"], "not made by codebook-features"),
-    (["--streaming", "maybe"], "cannot read 'maybe'"),
+    (["--streaming", "maybe"], "streaming: input should be a valid boolean"),
     (["--config", "{root}/nowhere.yaml"], "does not exist"),
 ]
 

@@ -17,7 +17,6 @@ from safetensors import safe_open
 from codebook_features import CodebookError, CodebookModelConfig
 from codebook_features.persist.checksums import file_sha256
 from codebook_features.persist.files import CHECKPOINT_FILES
-from codebook_features.settings.configs import to_dict
 from codebook_features.training import DataConfig, ModelConfig, RunConfig, TrainingConfig, train
 from tests.model_zoo import TINY_NEOX
 
@@ -255,7 +254,7 @@ def test_two_process_resume_equals_an_uninterrupted_run(make_config, tmp_path) -
     runs = {}
     for port, name in ((29527, "whole"), (29528, "split")):
         path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(to_dict(make_config(name=name, **settings))))
+        path.write_text(yaml.safe_dump(make_config(name=name, **settings).to_dict()))
         runs[name] = (path, port)
     torchrun(*runs["whole"])
     torchrun(*runs["split"], "--training.stop_at", "2")

@@ -1,6 +1,5 @@
 """Training runs with codebooks in a mixture-of-experts model, its router loss included."""
 
-import dataclasses
 import json
 import math
 
@@ -23,9 +22,7 @@ TINY_MIXTRAL = {
 def test_moe_run_trains_codebooks_at_the_sparse_block(make_config) -> None:
     config = make_config("finetune", steps=4, eval_every=4, save_every=4)
     tokenizer = config.model.tokenizer
-    config = dataclasses.replace(
-        config, model=ModelConfig(init=dict(TINY_MIXTRAL), tokenizer=tokenizer)
-    )
+    config = config.replace(model=ModelConfig(init=dict(TINY_MIXTRAL), tokenizer=tokenizer))
     result = train(config)
     lines = (result.run_dir / "metrics.jsonl").read_text().splitlines()
     rows = [r for r in map(json.loads, lines) if r["split"] == "train"]

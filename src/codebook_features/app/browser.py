@@ -32,7 +32,6 @@ from codebook_features.store.reader import CodeStore
 
 MAX_TOP = 200
 """The most rows any list query returns."""
-DEFAULT_NEW_TOKENS = 40
 """Tokens a steering request generates when it does not say."""
 SNIPPET = 160
 """Characters of a document shown beside a topic code."""
@@ -81,7 +80,7 @@ class CodeBrowser:
             if not run.exists():
                 raise CodebookError(f"{self.config.run_dir} is not a training run directory")
             return run
-        model = self.config.model or (self.store.manifest.get("model") or {}).get("name")
+        model = self.config.model or self.store.manifest.model.name
         if model and Path(model).is_dir() and RunDir(Path(model).parent).exists():
             return RunDir(Path(model).parent)
         return None
@@ -93,15 +92,15 @@ class CodeBrowser:
         return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
     def overview(self) -> s.OverviewOut:
-        recorded = self.store.manifest.get("model") or {}
+        recorded = self.store.manifest.model
         sites = [
             s.SiteOut(name=name, groups=i.groups, k=i.k, num_codes=i.num_codes)
             for name, i in self.store.sites.items()
         ]
         return s.OverviewOut(
             store=self.store_name,
-            model=recorded.get("name"),
-            model_type=recorded.get("model_type"),
+            model=recorded.name,
+            model_type=recorded.model_type,
             model_loaded=self.model is not None,
             documents=self.store.num_documents,
             tokens=self.store.num_tokens,
@@ -122,7 +121,7 @@ class CodeBrowser:
 
     def label_fields(self) -> list[str]:
         """The documents' label columns, as recorded."""
-        return list((self.store.manifest.get("data") or {}).get("label_fields") or [])
+        return list(self.store.manifest.data.label_fields)
 
     def _run_out(self) -> s.RunOut | None:
         if self.run is None:
@@ -311,20 +310,19 @@ class CodeBrowser:
 
     # ------------------------------------------------------------------ steering
     def steer(self, request: s.SteerIn) -> s.SteerOut:
+        from codebook_features.steering.concept import load_concept
+        from codebook_features.steering.config import GenerationSettings
+        from codebook_features.steering.forcing import describe_intervention, force_specs
         from codebook_features.steering.generate import steer
-        from codebook_features.steering.steer_cli import SteerConfig, describe_intervention
-        from codebook_features.steering.steer_cli import force_specs as specs_of
 
         model = self.need_model("steering")
-        if request.max_new_tokens is None:
-            request = request.model_copy(
-                update={"max_new_tokens": min(DEFAULT_NEW_TOKENS, self.config.max_new_tokens)}
-            )
-        if request.max_new_tokens > self.config.max_new_tokens:
+        generation = request.generation or GenerationSettings(
+            max_new_tokens=min(GenerationSettings().max_new_tokens, self.config.max_new_tokens)
+        )
+        if generation.max_new_tokens > self.config.max_new_tokens:
             raise RequestError(f"max_new_tokens may be at most {self.config.max_new_tokens} here")
-        if request.samples > self.config.max_samples:
+        if generation.samples > self.config.max_samples:
             raise RequestError(f"samples may be at most {self.config.max_samples} here")
-        # Refused here in the API's words (the command line's checks name its --options).
         if not request.prompt.strip():
             raise RequestError("give a prompt: the text to continue")
         if not request.codes and not request.concept:
@@ -332,11 +330,16 @@ class CodeBrowser:
         if request.top is not None and not request.concept:
             raise RequestError("top chooses among a concept's codes: give a concept too")
         concept = None
-        if request.concept:
-            concept = str(self.concepts.file(request.concept))  # by name only, never a path
-        settings = request.model_dump(exclude={"concept"})
-        config = SteerConfig(model="(loaded)", concept=concept, **settings)
-        specs = specs_of(config, model)
+        if request.concept:  # by name only, never a path
+            concept = load_concept(self.concepts.file(request.concept), model)
+        specs = force_specs(
+            model,
+            concept=concept,
+            codes=request.codes,
+            top=request.top,
+            mode=request.mode,
+            positions=request.positions,
+        )
         if not self._generating.acquire(blocking=False):
             raise Busy("another steering request is running: try again when it has finished")
         try:
@@ -346,7 +349,7 @@ class CodeBrowser:
                 self.tokenizer,
                 request.prompt,
                 specs,
-                config.settings(),
+                generation,
                 time_limit=self.config.generation_time_limit,
             )
             seconds = time.monotonic() - started
@@ -355,7 +358,7 @@ class CodeBrowser:
         eos = self.tokenizer.eos_token_id
         generations = [*result.unsteered_generations, *result.steered_generations]
         stopped_early = any(
-            len(g.token_ids) < request.max_new_tokens and g.token_ids[-1:] != (eos,)
+            len(g.token_ids) < generation.max_new_tokens and g.token_ids[-1:] != (eos,)
             for g in generations
         )
         samples = [

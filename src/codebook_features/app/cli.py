@@ -7,21 +7,17 @@ import socket
 import sys
 
 from codebook_features.app.config import ServeConfig
-from codebook_features.cli import command
 from codebook_features.errors import CodebookError
+from codebook_features.settings.options import add_options, settings_from_args
 
 
-@command("serve", "browse a code store in a web browser: search, code pages, topics, steering")
-def _serve_command(parser: argparse.ArgumentParser) -> None:
-    from codebook_features.settings.configs import add_arguments
-
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Serve the code browser for a store (written by `codebook record`): regex search, code "
         "pages, topic codes, concepts and, with --model, the steering playground. Pages and "
         "their JSON API (described at /openapi.json) come from the same server."
     )
-    parser.add_argument("store_dir", nargs="?", metavar="STORE", help="the code store directory")
-    add_arguments(parser, ServeConfig)
+    add_options(parser, ServeConfig)
     parser.set_defaults(run=_run)
 
 
@@ -30,7 +26,7 @@ def _run(args: argparse.Namespace) -> None:
 
     from codebook_features.app.server import create_app
 
-    config = config_of(args)
+    config = settings_from_args(ServeConfig, args)
     app = create_app(config)
     listening = listen(config.host, config.port)
     if config.exposed:
@@ -60,13 +56,3 @@ def listen(host: str, port: int) -> socket.socket:
             "or --host"
         ) from None
     return listening
-
-
-def config_of(args: argparse.Namespace) -> ServeConfig:
-    """The settings of ``codebook serve``'s options (STORE given by position or ``--store``)."""
-    from codebook_features.settings.configs import from_dict, overrides_from_args
-
-    settings = overrides_from_args(args, ServeConfig)
-    if args.store_dir:
-        settings["store"] = args.store_dir
-    return from_dict(ServeConfig, settings)

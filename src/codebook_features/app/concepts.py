@@ -5,7 +5,6 @@ made one at a time, so two saves at once cannot lose either."""
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from pathlib import Path
 from typing import Any
@@ -81,7 +80,7 @@ class ConceptFolder:
                 "another name"
             )
         concept = self._new(request.name, request.codes, request.description)
-        concept = dataclasses.replace(concept, mode=request.mode, positions=request.positions)
+        concept = concept.replace(mode=request.mode, positions=request.positions)
         self._save(concept, overwrite=False)
         return self._out(concept)
 
@@ -120,7 +119,7 @@ class ConceptFolder:
                 sites |= site_shapes(self.model, [c.site for c in codes])
             used = {c.site for c in codes}
             changes["sites"] = {site: shape for site, shape in sites.items() if site in used}
-        edited = dataclasses.replace(concept, **changes)  # validated as a new one
+        edited = concept.replace(**changes)  # validated as a new one
         return self._out(self._save(edited, overwrite=True))
 
     def delete(self, name: str) -> s.Deleted:

@@ -4,20 +4,19 @@ from holding the server."""
 from __future__ import annotations
 
 import ipaddress
-import math
-from dataclasses import dataclass
-from typing import Literal
 
-from codebook_features.errors import CodebookError
+from pydantic import Field
+
+from codebook_features.settings.base import Device, PositiveInt, PositiveNumber, Settings, Text
+from codebook_features.settings.options import POSITIONAL
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-@dataclass
-class ServeConfig:
+class ServeConfig(Settings):
     """What the code browser serves and how."""
 
-    store: str = ""
+    store: Text = Field(json_schema_extra=POSITIONAL)
     """The code store directory (written by ``codebook record``); opened read-only."""
     model: str | None = None
     """The saved codebook model the store was recorded with: adds similar codes, the logit
@@ -29,30 +28,18 @@ class ServeConfig:
     """Where concepts are listed, saved, edited and deleted (the only place the app writes)."""
     host: str = "127.0.0.1"
     """The address to listen on; anything but this machine exposes the app to the network."""
-    port: int = 8000
+    port: int = Field(8000, ge=1, le=65535)
     """The port to listen on."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     """Where to run the model (auto: a GPU when there is one)."""
-    regex_time_limit: float = 2.0
+    regex_time_limit: PositiveNumber = 2.0
     """Seconds a regex search may take before it is stopped and refused."""
-    generation_time_limit: float = 30.0
+    generation_time_limit: PositiveNumber = 30.0
     """Seconds a steering request may generate for (half unsteered, half steered)."""
-    max_new_tokens: int = 200
+    max_new_tokens: PositiveInt = 200
     """The most tokens a steering request may ask for."""
-    max_samples: int = 4
+    max_samples: PositiveInt = 4
     """The most samples a steering request may ask for."""
-
-    def __post_init__(self) -> None:
-        if not self.store:
-            raise CodebookError("give the store directory: codebook serve STORE")
-        if not 0 < self.port < 65536:
-            raise CodebookError(f"--port must be between 1 and 65535, got {self.port}")
-        for name in ("regex_time_limit", "generation_time_limit"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise CodebookError(f"--{name} must be a positive number of seconds")
-        if self.max_new_tokens < 1 or self.max_samples < 1:
-            raise CodebookError("--max_new_tokens and --max_samples must be at least 1")
 
     @property
     def exposed(self) -> bool:

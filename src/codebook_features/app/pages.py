@@ -141,7 +141,17 @@ def page_router() -> APIRouter:
         app = app_of(request)
         names = app.concepts.names()
         limits = app.limits()
+        from codebook_features.steering.config import GenerationSettings
+
         form = {"concept": concept, "codes": codes}
-        return render(request, "steer.html", page="steer", form=form, concepts=names, limits=limits)
+        return render(
+            request,
+            "steer.html",
+            page="steer",
+            form=form,
+            concepts=names,
+            limits=limits,
+            generation=GenerationSettings(samples=min(2, limits["max_samples"])),
+        )
 
     return router

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from codebook_features.steering.config import GenerationSettings
+
 
 class Strict(BaseModel):
     """Request bodies refuse unknown keys, so a misspelt option is not silently ignored."""
@@ -234,13 +236,9 @@ class SteerIn(Strict):
     """Force only the concept's first N codes."""
     mode: Mode | None = None
     positions: PositionsIn | None = None
-    max_new_tokens: int | None = Field(default=None, ge=1, le=10_000)
-    """Tokens to generate (default: 40, or the server's limit when lower)."""
-    temperature: float = Field(default=1.0, ge=0, le=100)
-    top_k: int = Field(default=0, ge=0, le=1_000_000)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    samples: int = Field(default=1, ge=1, le=1000)
-    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    generation: GenerationSettings | None = None
+    """How to generate (default: the library's settings, with at most the server's
+    ``max_new_tokens``)."""
 
 
 class SampleOut(BaseModel):

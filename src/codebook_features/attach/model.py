@@ -7,12 +7,10 @@ keep working, and with every codebook disabled the model computes exactly what i
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from codebook_features._version import __version__
+from codebook_features.attach.config import CodebookModelConfig
 from codebook_features.attach.interventions import (
     Ablate,
     AblateCodes,
@@ -35,16 +34,14 @@ from codebook_features.attach.interventions import (
 from codebook_features.attach.observation import Observation
 from codebook_features.attach.site_checks import check_sites
 from codebook_features.attach.sites import (
-    SITE_KINDS,
     SiteLocation,
     describe_sites,
-    is_site_pattern,
     match_sites,
     num_heads,
     resolve_sites,
 )
 from codebook_features.attach.token_positions import TokenPositions
-from codebook_features.codebook import Codebook, CodebookConfig, CodebookSettings
+from codebook_features.codebook import Codebook
 from codebook_features.errors import CodebookError
 from codebook_features.persist.checksums import directory_checksums
 from codebook_features.persist.files import (
@@ -55,85 +52,11 @@ from codebook_features.persist.files import (
 )
 from codebook_features.persist.model_files import HUB_OPTIONS, fetch, read_description, verify_files
 from codebook_features.persist.ownership import SAVED_MODEL, check_output_dir
-from codebook_features.settings.saved import VERSION_KEY, config_from_saved
+from codebook_features.settings.base import VERSION_KEY
 
 SiteSpec = str | Sequence[str] | None
 """Sites by full name (``layers.3.attn_heads``), by kind (``attn_heads``: every layer) or by
 glob (``layers.*.mlp``, ``layers.1[0-5].mlp``); ``None`` means all sites."""
-
-_SETTING_NAMES = {f.name for f in dataclasses.fields(CodebookSettings)}
-
-
-@dataclass(kw_only=True)
-class CodebookModelConfig(CodebookSettings):
-    """Which sites of which layers get codebooks, and the codebook settings they share."""
-
-    sites: list[str] = field(default_factory=lambda: ["attn_heads"])
-    """Site kinds in each chosen layer (attn_heads, attn, mlp, mlp_hidden, block), and/or sites
-    of any layer by name or glob, e.g. ``layers.1[0-5].mlp`` or ``layers.*.block``."""
-    layers: str | list[int] = "all"
-    """``all`` or a list of layer indices (negative ones count from the end)."""
-    groups: int = 1
-    """Groups of the codebooks at sites other than attn_heads (which has one per head)."""
-    per_site: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Settings that differ by site kind, e.g. ``{"mlp": {"k": 4, "num_codes": 512}}``."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if isinstance(self.sites, str):
-            self.sites = [self.sites]
-        if not self.sites:
-            raise CodebookError("sites is empty: name at least one of " + ", ".join(SITE_KINDS))
-        for entry in self.sites:
-            if entry not in SITE_KINDS and not _names_sites(entry):
-                raise CodebookError(
-                    f"unknown site {entry!r}: give a kind ({', '.join(SITE_KINDS)}) or sites by "
-                    "name or glob, e.g. layers.3.mlp or layers.*.attn_heads"
-                )
-        if len(set(self.sites)) != len(self.sites):
-            raise CodebookError(f"sites lists a kind twice: {self.sites}")
-        if self.layers != "all" and (
-            isinstance(self.layers, str)
-            or not self.layers
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in self.layers)
-        ):
-            raise CodebookError(
-                f"layers must be 'all' or a non-empty list of integers, got {self.layers!r}"
-            )
-        if isinstance(self.groups, bool) or not isinstance(self.groups, int) or self.groups < 1:
-            raise CodebookError(f"groups must be a positive integer, got {self.groups!r}")
-        for kind, overrides in self.per_site.items():
-            if kind not in SITE_KINDS or not any(
-                entry == kind or _names_sites(entry) for entry in self.sites
-            ):
-                raise CodebookError(
-                    f"per_site names {kind!r}, which is not in sites {self.sites} "
-                    "(per_site keys are site kinds)"
-                )
-            allowed = _SETTING_NAMES | ({"groups"} if kind != "attn_heads" else set())
-            unknown = sorted(set(overrides) - allowed)
-            if unknown:
-                raise CodebookError(
-                    f"per_site[{kind!r}] has unknown setting(s) {', '.join(unknown)}; "
-                    f"allowed: {', '.join(sorted(allowed))}"
-                )
-            CodebookSettings(**(self.settings() | _only_settings(overrides)))  # validates
-
-    def site_config(self, kind: str, width: int, heads: int) -> CodebookConfig:
-        """The codebook for one site of ``kind`` whose activation has ``width`` features."""
-        overrides = self.per_site.get(kind, {})
-        groups = heads if kind == "attn_heads" else overrides.get("groups", self.groups)
-        settings = self.settings() | _only_settings(overrides)
-        return CodebookConfig(dim=width, groups=groups, **settings)
-
-
-def _only_settings(overrides: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in overrides.items() if k in _SETTING_NAMES}
-
-
-def _names_sites(entry: Any) -> bool:
-    """Whether a ``sites`` entry is a full site name or a glob (rather than a kind)."""
-    return isinstance(entry, str) and (entry.startswith("layers.") or is_site_pattern(entry))
 
 
 class CodebookModel(nn.Module):
@@ -423,7 +346,7 @@ class CodebookModel(nn.Module):
         return {
             VERSION_KEY: __version__,
             "model_type": getattr(self.model.config, "model_type", None),
-            "config": dataclasses.asdict(self.codebook_config),
+            "config": self.codebook_config.to_dict(),
             "sites": {
                 name: {
                     "dim": self.codebook(name).config.dim,
@@ -468,8 +391,8 @@ class CodebookModel(nn.Module):
         ``hub`` options (``revision``, ``subfolder``, ...) locate them on the hub."""
         description = read_description(name_or_path, hub)
         where = f"{CODEBOOK_CONFIG} in {name_or_path}"
-        config = config_from_saved(
-            CodebookModelConfig, description["config"], where, description.get(VERSION_KEY)
+        config = CodebookModelConfig.from_saved(
+            description["config"], where, description.get(VERSION_KEY)
         )
         cbm = cls(model, config)
         saved_sites = description["sites"]

@@ -1,6 +1,11 @@
 """The codebook bottleneck layer and its configuration."""
 
-from codebook_features.codebook.config import CodebookConfig, CodebookSettings
-from codebook_features.codebook.layer import Codebook, CodebookOutput, CodeHook
+from codebook_features._lazy import lazy_exports
 
-__all__ = ["CodeHook", "Codebook", "CodebookConfig", "CodebookOutput", "CodebookSettings"]
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "codebook_features.codebook.config": ["CodebookConfig", "CodebookSettings"],
+        "codebook_features.codebook.layer": ["CodeHook", "Codebook", "CodebookOutput"],
+    },
+)

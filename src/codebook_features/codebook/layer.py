@@ -13,6 +13,7 @@ from torch.utils.hooks import RemovableHandle
 
 from codebook_features.codebook.config import CodebookConfig
 from codebook_features.codebook.dead_codes import reseed_codes
+from codebook_features.codebook.distributed import all_reduce_, broadcast_
 from codebook_features.codebook.kmeans import kmeans
 from codebook_features.codebook.ops import (
     combine_codes,
@@ -23,7 +24,6 @@ from codebook_features.codebook.ops import (
 from codebook_features.codebook.search import Exclusion, search_codes
 from codebook_features.codebook.stats import CodeStats
 from codebook_features.errors import CodebookError, deprecated
-from codebook_features.codebook.distributed import all_reduce_, broadcast_
 
 RECENT_INPUTS = 1024
 """Inputs per group kept from the last training call, to re-seed dead codes from."""

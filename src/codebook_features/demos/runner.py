@@ -11,7 +11,6 @@ other settings.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -52,7 +51,7 @@ def resume_results(path: Path, load: Callable[[Path], R], same: Callable[[R], bo
     if not same(results):
         raise CodebookError(
             f"{path.parent} holds a pipeline with other settings or another seed; "
-            "choose another --out"
+            "choose another --output_dir"
         )
     return results
 
@@ -102,19 +101,18 @@ def train_or_reuse(config: RunConfig, out: Path) -> Path:
     out = Path(out)
     state = check_output_dir(out, RUN)  # refuses a directory that is not a run of ours
     resume = state == "ours" and (out / CHECKPOINT_DIR).exists()
-    training = dataclasses.replace(
-        config.training,
+    training = config.training.replace(
         output_dir=str(out),
         resume=resume,
         overwrite=state == "ours" and not resume,  # it stopped before a checkpoint
     )
-    config = dataclasses.replace(config, training=training)
+    config = config.replace(training=training)
     if state == "ours" and RunDir(out).finished():
         changes = changed_settings(RunDir(out).config(), config)
         if changes:
             raise CodebookError(
                 f"{out} holds a finished run with other settings ({'; '.join(changes[:3])}); "
-                "choose another --out"
+                "choose another --output_dir"
             )
         return out / FINAL_DIR
     result = train(config)

@@ -58,7 +58,7 @@ def verify_checksums(
 def write_model_checksums(directory: Path) -> None:
     """Record the checksums of a model saved without codebooks (``save_pretrained``)."""
     from codebook_features.persist.files import MODEL_CHECKSUMS, write_json
-    from codebook_features.settings.saved import stamp
+    from codebook_features.settings.base import stamp
 
     files = directory_checksums(directory, exclude=[MODEL_CHECKSUMS])
     write_json(directory / MODEL_CHECKSUMS, stamp({"files": files}))

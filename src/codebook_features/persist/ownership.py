@@ -66,11 +66,11 @@ from codebook_features.persist.files import (
     VALIDATION_FILE,
     write_json,
 )
-from codebook_features.settings.saved import VERSION_KEY
+from codebook_features.settings.base import VERSION_KEY
 from codebook_features.store.schema import ACTIVATIONS_DIR, MANIFEST, PROGRESS_DIR, SHARDS_DIR
 
 RESULT_KEY = "codebook_features_result"
-"""Stamps a JSON result written with ``--out`` (with the command that wrote it), so that an
+"""Stamps a JSON result written with ``--output_file`` (with the command that wrote it), so that an
 existing file is overwritten only when it is such a result."""
 
 Listing = Callable[[Path], "set[str] | None"]
@@ -276,7 +276,7 @@ def check_output_dir(
     kind: DirKind,
     *,
     overwrite: bool = False,
-    option: str = "--out",
+    option: str = "--output_dir",
 ) -> State:
     """Whether ``directory`` is ``"new"`` (missing or empty) or ``"ours"`` (of ``kind``);
     refuses anything else with one line saying what to do. With ``overwrite``, ours must also
@@ -343,7 +343,7 @@ def _is_marked(entry: Path) -> bool:
     return entry.is_dir() and any(kind.owns(entry) for kind in KINDS)
 
 
-def check_output_file(path: str | os.PathLike, option: str = "--out") -> Path:
+def check_output_file(path: str | os.PathLike, option: str = "--output_file") -> Path:
     """An output file that can be written: refuses a directory, and an existing file that is
     not a JSON result of ours (see :data:`RESULT_KEY`), before any work."""
     target = Path(path)

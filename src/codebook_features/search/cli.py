@@ -1,170 +1,55 @@
-"""``codebook search ...``: query a code store from the command line (a table, or ``--json``)."""
+"""``codebook search ...``: query a code store from the command line (a table, or ``--json``);
+each query's settings are in :mod:`~codebook_features.search.config`."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from functools import partial
+from typing import Any
 
-from codebook_features.cli import add_command, command
 from codebook_features.errors import CodebookError
-from codebook_features.search.baselines_cli import BaselinesSearch, run_baselines
+from codebook_features.search.baselines_cli import run_baselines
+from codebook_features.search.config import (
+    BaselinesSearch,
+    CodePageQuery,
+    RegexSearch,
+    TokenSearch,
+    TopicSearch,
+)
+from codebook_features.settings.base import Settings
+from codebook_features.settings.options import add_options, add_subcommand, settings_from_args
+
+QUERIES: dict[str, tuple[type[Settings], str]] = {
+    "regex": (RegexSearch, "codes ranked by precision and recall for a regex"),
+    "token": (TokenSearch, "codes ranked by precision and recall for a token"),
+    "topics": (TopicSearch, "codes that fire across whole documents"),
+    "code": (CodePageQuery, "one code's page: tokens, contexts, co-occurring codes, logits"),
+    "baselines": (BaselinesSearch, "codes vs neurons vs SAE latents on regex features"),
+}
+"""Query name -> its settings type and one-line help."""
 
 
-@dataclass
-class Ranking:
-    """How codes are ranked and filtered (shared by the queries that score codes)."""
-
-    store: str = ""
-    """The code store directory (written by ``codebook record``)."""
-    sites: list[str] = field(default_factory=list)
-    """Sites by name, kind or glob, e.g. ``layers.*.mlp`` (default: every recorded site)."""
-    sort: Literal["f1", "precision", "recall"] = "f1"
-    """Rank codes by F1, precision or recall."""
-    min_precision: float = 0.0
-    """Leave out codes less precise than this."""
-    min_recall: float = 0.0
-    """Leave out codes with less recall than this."""
-    min_support: int = 1
-    """Leave out codes that fire on fewer tokens than this."""
-    top: int = 20
-    """How many codes to show."""
-    examples: int = 3
-    """Example tokens per code (from different documents)."""
-
-    def __post_init__(self) -> None:
-        if not self.store:
-            raise CodebookError("give --store DIR (see --help)")
-        for name in ("min_precision", "min_recall"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and 0 <= value <= 1):
-                raise CodebookError(f"--{name} must be between 0 and 1, got {value}")
-        for name, least in (("min_support", 1), ("top", 1), ("examples", 0)):
-            if getattr(self, name) < least:
-                raise CodebookError(f"--{name} must be at least {least}")
-
-    def options(self) -> dict:
-        return {
-            "sort": self.sort,
-            "min_precision": self.min_precision,
-            "min_recall": self.min_recall,
-            "min_support": self.min_support,
-            "top": self.top,
-            "examples": self.examples,
-        }
-
-
-@dataclass
-class RegexSearch(Ranking):
-    """Which codes stand for the tokens a regular expression matches."""
-
-    pattern: str = ""
-    """A Python regular expression; with a capture group, only the group's tokens count."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.pattern:
-            raise CodebookError("give --pattern REGEX (see --help)")
-
-
-@dataclass
-class TokenSearch(Ranking):
-    """Which codes fire on a token."""
-
-    token: str = ""
-    """The token's text (matched with surrounding spaces stripped, unless ``exact``)."""
-    exact: bool = False
-    """Match the token's text exactly, spaces included."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.token.strip():
-            raise CodebookError("give --token TEXT (see --help)")
-
-
-@dataclass
-class TopicSearch:
-    """Codes that fire across a large share of whole documents."""
-
-    store: str = ""
-    """The code store directory (written by ``codebook record``)."""
-    sites: list[str] = field(default_factory=list)
-    """Sites by name, kind or glob (default: every recorded site)."""
-    min_share: float = 0.5
-    """A code covers a document when it fires on at least this share of its tokens."""
-    min_documents: int = 2
-    """Leave out codes covering fewer documents."""
-    label_field: str | None = None
-    """A label column of the documents: report each code's best label (precision, recall)."""
-    label: str | None = None
-    """Rank by how well codes single out this label (needs ``label_field``)."""
-    top: int = 20
-    """How many codes to show."""
-
-    def __post_init__(self) -> None:
-        if not self.store:
-            raise CodebookError("give --store DIR (see --help)")
-        if not (math.isfinite(self.min_share) and 0 < self.min_share <= 1):
-            raise CodebookError(f"--min_share must be in (0, 1], got {self.min_share}")
-        if self.min_documents < 1 or self.top < 1:
-            raise CodebookError("--min_documents and --top must be at least 1")
-
-
-@dataclass
-class CodePageQuery:
-    """Everything about one code."""
-
-    store: str = ""
-    """The code store directory (written by ``codebook record``)."""
-    code: str = ""
-    """The code, as ``SITE/GROUP/CODE`` (e.g. ``layers.3.attn_heads/2/417``)."""
-    model: str | None = None
-    """The saved codebook model (adds similar codes and the direct logit effect)."""
-    top: int = 10
-    """How many tokens, codes and logits to list."""
-    examples: int = 8
-    """How many contexts to show (one per document first)."""
-
-    def __post_init__(self) -> None:
-        if not self.store or not self.code:
-            raise CodebookError("give --store DIR and --code SITE/GROUP/CODE (see --help)")
-        if self.top < 1 or self.examples < 0:
-            raise CodebookError("--top must be at least 1 and --examples at least 0")
-
-
-@command("search", "search a code store: codes for a pattern, a token, or topics")
-def _search_command(parser: argparse.ArgumentParser) -> None:
-    from codebook_features.settings.configs import add_arguments
-
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Query a code store (written by `codebook record`)."
     sub = parser.add_subparsers(dest="search_command", metavar="QUERY", required=True)
-    queries = {
-        "regex": (RegexSearch, "codes ranked by precision and recall for a regex"),
-        "token": (TokenSearch, "codes ranked by precision and recall for a token"),
-        "topics": (TopicSearch, "codes that fire across whole documents"),
-        "code": (CodePageQuery, "one code's page: tokens, contexts, co-occurring codes, logits"),
-        "baselines": (BaselinesSearch, "codes vs neurons vs SAE latents on regex features"),
-    }
-    for name, (cls, help_text) in queries.items():
-        query_parser = add_command(sub, name, help_text)
-        add_arguments(query_parser, cls)
-        query_parser.add_argument("--json", action="store_true", help="print JSON, not a table")
-        if cls is BaselinesSearch:
-            query_parser.set_defaults(run=run_baselines)
-        else:
-            query_parser.set_defaults(run=lambda args, cls=cls: _run(cls, args))
+    for name, (cls, help_text) in QUERIES.items():
+        query = add_subcommand(sub, name, help_text)
+        query.description = " ".join((cls.__doc__ or "").split())
+        add_options(query, cls)
+        query.add_argument("--json", action="store_true", help="print JSON, not a table")
+        query.set_defaults(run=run_baselines if cls is BaselinesSearch else partial(run, cls))
 
 
-def _run(cls: type, args: argparse.Namespace) -> None:
+def run(cls: type[Settings], args: argparse.Namespace) -> None:
+    """The query ``cls`` with the options given: a table, or JSON with ``--json``."""
     from codebook_features.search import regex_codes, token_codes, topic_codes
-    from codebook_features.settings.configs import from_dict, overrides_from_args
     from codebook_features.store.reader import CodeStore
 
-    query = from_dict(cls, overrides_from_args(args, cls))
+    query, as_json = settings_from_args(cls, args), args.json
     store = CodeStore(query.store)
     if isinstance(query, CodePageQuery):
-        _print_page(store, query, args.json)
+        _print_page(store, query, as_json)
         return
     sites = query.sites or None
     if isinstance(query, TopicSearch):
@@ -177,7 +62,7 @@ def _run(cls: type, args: argparse.Namespace) -> None:
             label=query.label,
             top=query.top,
         )
-        if args.json:
+        if as_json:
             print(json.dumps({"codes": [t.to_dict() for t in found]}))
             return
         print(f"{'code':<32} {'documents':>9} {'share':>6}  label (precision, recall)")
@@ -193,7 +78,7 @@ def _run(cls: type, args: argparse.Namespace) -> None:
     else:
         ranked, count = token_codes(store, query.token, sites, exact=query.exact, **query.options())
         what = f"are the token {query.token!r}"
-    if args.json:
+    if as_json:
         print(json.dumps({"tokens": count, "codes": [s.to_dict() for s in ranked]}))
         return
     print(f"{count:,} tokens {what}")

@@ -10,27 +10,12 @@ is seeded (initialization and batches), so the same data and settings give the s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from codebook_features.errors import CodebookError
-
-
-@dataclass(frozen=True)
-class SAEConfig:
-    """How a TopK SAE is trained."""
-
-    latents: int
-    """Number of latents (the baselines use as many as the site has codes)."""
-    k: int
-    """Latents kept per token (the baselines use the site's ``groups * k``)."""
-    steps: int = 300
-    batch_size: int = 1024
-    lr: float = 1e-3
-    seed: int = 0
+from codebook_features.search.config import SAEConfig
 
 
 class TopKSAE(nn.Module):

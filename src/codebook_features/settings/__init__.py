@@ -1,2 +1,3 @@
-"""Settings and saved records: files and command-line options to typed settings (``configs``),
-and reading back what an older or newer version saved (``saved``)."""
+"""Settings and saved records on one declarative base (``base``: constraints on the fields,
+strict for what people write, tolerant of files a newer version wrote), and the command-line
+options and settings files generated from them (``options``)."""

@@ -10,47 +10,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ConfigDict
+
 from codebook_features.errors import CodebookError
-from codebook_features.steering.metrics import Rate
+from codebook_features.settings.base import NonNegativeInt, Record
+from codebook_features.steering.metrics import Measure, Rate
 
 
-def _nan_to_none(x: float) -> float | None:
-    return None if math.isnan(x) else x
+class LabelScore(Record):
+    """Precision and recall of one label; nan where undefined (nothing predicted or present),
+    saved as null."""
 
+    model_config = ConfigDict(frozen=True)
 
-@dataclass(frozen=True)
-class LabelScore:
-    """Precision and recall of one label; nan where undefined (nothing predicted or present)."""
-
-    precision: float
-    recall: float
-    support: int
+    precision: Measure
+    recall: Measure
+    support: NonNegativeInt
     """Texts whose true label this is."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "precision": _nan_to_none(self.precision),
-            "recall": _nan_to_none(self.recall),
-            "support": self.support,
-        }
 
-
-@dataclass(frozen=True)
-class ClassifierReport:
+class ClassifierReport(Record):
     """How well the classifier labels held-out text."""
+
+    model_config = ConfigDict(frozen=True)
 
     accuracy: Rate
     """Correctly labelled texts, with a 95% interval."""
     per_label: dict[str, LabelScore]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "accuracy": self.accuracy.to_dict(),
-            "per_label": {label: s.to_dict() for label, s in self.per_label.items()},
-        }
 
 
 class TopicClassifier:
@@ -128,10 +116,10 @@ class TopicClassifier:
         return [str(label) for label in self._pipeline.predict(texts)]
 
     def on_topic_rate(self, texts: Sequence[str], label: str) -> Rate:
-        """The share of texts predicted as ``label`` (Rate(0, 0) for no texts)."""
+        """The share of texts predicted as ``label`` (0 of 0 for no texts)."""
         self._check_label(label, "on_topic_rate")
         predicted = self.predict(texts)
-        return Rate(sum(p == label for p in predicted), len(predicted))
+        return Rate(hits=sum(p == label for p in predicted), total=len(predicted))
 
     def evaluate(self, texts: Sequence[str], labels: Sequence[str]) -> ClassifierReport:
         """Accuracy and per-label precision/recall on held-out labelled texts."""
@@ -155,7 +143,7 @@ class TopicClassifier:
                 recall=true_positive / support if support else math.nan,
                 support=support,
             )
-        accuracy = Rate(sum(t == p for t, p in pairs), len(pairs))
+        accuracy = Rate(hits=sum(t == p for t, p in pairs), total=len(pairs))
         return ClassifierReport(accuracy=accuracy, per_label=per_label)
 
     def _check_label(self, label: Any, where: str) -> None:

@@ -7,7 +7,7 @@ refused there rather than silently steering with unrelated codes. Concept files 
 JSON meant to be edited by hand (drop a code, change the mode), so reading them is strict:
 unknown keys and wrong types are refused with one line each; only keys written by a newer
 version of this library are dropped with a warning, as for every other saved file
-(``saved.py``).
+(:meth:`~codebook_features.settings.base.Settings.from_saved`).
 """
 
 from __future__ import annotations
@@ -17,18 +17,34 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import torch
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    model_validator,
+)
+from typing_extensions import Self
 
 from codebook_features.attach.code_ref import CodeRef
-from codebook_features.attach.interventions.spec import Force, Positions, force_refs
+from codebook_features.attach.interventions.spec import Force, force_refs
+from codebook_features.attach.interventions.spec import _positions as check_positions
 from codebook_features.attach.sites import natural_key
 from codebook_features.errors import CodebookError
 from codebook_features.persist.files import write_text
-from codebook_features.settings.saved import VERSION_KEY, is_newer, read_saved, stamp
+from codebook_features.settings.base import (
+    VERSION_KEY,
+    PositiveInt,
+    Record,
+    Settings,
+    is_newer,
+    stamp,
+)
 
 if TYPE_CHECKING:
     from codebook_features.attach.model import CodebookModel
@@ -67,73 +83,111 @@ def check_name(name: Any) -> str:
     return name
 
 
-def site_shapes(cbm: CodebookModel, sites: Any) -> dict[str, dict[str, int]]:
+class SiteShape(Settings):
+    """What a concept records of a site, to check its codes without the model."""
+
+    model_config = ConfigDict(frozen=True)
+
+    groups: PositiveInt
+    num_codes: PositiveInt
+
+
+def site_shapes(cbm: CodebookModel, sites: Any) -> dict[str, SiteShape]:
     """``{site: {groups, num_codes}}`` of ``sites`` in ``cbm``, as a concept records them."""
     return {
-        site: {
-            "groups": cbm.codebook(site).config.groups,
-            "num_codes": cbm.codebook(site).config.num_codes,
-        }
+        site: SiteShape(
+            groups=cbm.codebook(site).config.groups,
+            num_codes=cbm.codebook(site).config.num_codes,
+        )
         for site in sorted(set(sites), key=natural_key)
     }
 
 
-@dataclass(frozen=True)
-class Concept:
+def _code(value: Any) -> CodeRef:
+    if isinstance(value, CodeRef):
+        return value
+    if not isinstance(value, str):
+        raise CodebookError(f"a code must be a SITE/GROUP/CODE string, got {value!r}")
+    return CodeRef.parse(value)
+
+
+def _some_each_once(codes: tuple[CodeRef, ...]) -> tuple[CodeRef, ...]:
+    if not codes:
+        raise CodebookError("codes is empty: a concept needs at least one code")
+    repeated = sorted({str(r) for r in codes if codes.count(r) > 1})
+    if repeated:
+        raise CodebookError(f"codes lists {', '.join(repeated)} more than once: keep one of each")
+    return codes
+
+
+def _not_named_code(score: dict[str, Any]) -> dict[str, Any]:
+    if "code" in score:
+        raise CodebookError("a score may not be named 'code' (the code's own key)")
+    return score
+
+
+Code = Annotated[CodeRef, PlainValidator(_code), PlainSerializer(str)]
+"""A code, given as a :class:`CodeRef` or a ``SITE/GROUP/CODE`` string."""
+ForcePositions = Annotated[
+    Literal["all", "new"] | tuple[int, ...],
+    PlainValidator(check_positions),
+    PlainSerializer(lambda p: p if isinstance(p, str) else list(p)),
+]
+"""``all``, ``new`` or a list of absolute positions (as a force spec takes them)."""
+
+
+class Concept(Record):
     """A named set of codes of one model, ranked best first, and how to force it."""
 
-    name: str
+    model_config = ConfigDict(frozen=True)
+
+    name: Annotated[str, AfterValidator(check_name)]
     """Letters, digits, ``-``, ``_`` and ``.``; also the file name (``<name>.json``)."""
-    codes: tuple[CodeRef, ...]
+    codes: Annotated[tuple[Code, ...], AfterValidator(_some_each_once)]
     """Best first, without repeats (``SITE/GROUP/CODE`` strings are accepted)."""
-    model: str
+    model: Annotated[str, Field(min_length=1)]
     """The fingerprint of the model's codebooks (:func:`model_fingerprint`)."""
-    sites: dict[str, dict[str, int]]
+    sites: dict[str, SiteShape]
     """``{site: {groups, num_codes}}`` of the codes' sites, to check codes without the model."""
-    selection: dict[str, Any] = field(default_factory=dict)
+    selection: dict[str, Any] = Field(default_factory=dict)
     """How the codes were chosen: method, pattern or label, store, documents and rule."""
-    scores: tuple[dict[str, Any], ...] = ()
-    """Per code, in the order of ``codes``: what ranked it (empty: none recorded)."""
-    mode: str = "all"
-    """How steering forces it by default (a force mode: least, all, add)."""
-    positions: Positions = "new"
+    scores: tuple[Annotated[dict[str, Any], AfterValidator(_not_named_code)], ...] = ()
+    """Per code, in the order of ``codes``: what ranked it (not given: none recorded)."""
+    mode: Literal["least", "all", "add"] = "all"
+    """How steering forces it by default (a force mode)."""
+    positions: ForcePositions = "new"
     """Where steering forces it by default: all, new or a list of absolute positions."""
     description: str = ""
 
-    def __post_init__(self) -> None:
-        check_name(self.name)
+    @model_validator(mode="before")
+    @classmethod
+    def _no_scores_recorded(cls, data: Any) -> Any:
+        """No scores given: an empty score per code."""
+        given = isinstance(data, Mapping) and isinstance(data.get("codes"), (list, tuple))
+        if given and data.get("scores", ()) in ((), []):
+            return {**data, "scores": [{}] * len(data["codes"])}
+        return data
+
+    @model_validator(mode="after")
+    def _scores_and_sites_fit_the_codes(self) -> Self:
         where = f"concept {self.name!r}"
-        codes = self.codes
-        if isinstance(codes, (str, CodeRef)) or not isinstance(codes, (list, tuple)):
-            raise CodebookError(f"{where}: codes must be a list of SITE/GROUP/CODE strings")
-        refs = tuple(c if isinstance(c, CodeRef) else _parse_ref(c, where) for c in codes)
-        if not refs:
-            raise CodebookError(f"{where} has no codes: a concept needs at least one")
-        repeated = sorted({str(r) for r in refs if refs.count(r) > 1})
-        if repeated:
-            raise CodebookError(f"{where} lists {', '.join(repeated)} more than once")
-        object.__setattr__(self, "codes", refs)
-        if not isinstance(self.model, str) or not self.model:
-            raise CodebookError(f"{where}: model must be the fingerprint of a model's codebooks")
-        object.__setattr__(self, "sites", _check_sites(self.sites, refs, where))
-        if not isinstance(self.selection, Mapping):
-            raise CodebookError(f"{where}: selection must be a JSON object")
-        object.__setattr__(self, "selection", dict(self.selection))
-        scores = tuple(self.scores) if isinstance(self.scores, (list, tuple)) else None
-        if scores is None or not all(isinstance(s, Mapping) for s in scores):
-            raise CodebookError(f"{where}: scores must be a list of objects, one per code")
-        if scores and len(scores) != len(refs):
-            raise CodebookError(f"{where} has {len(scores)} scores for {len(refs)} codes")
-        if any("code" in s for s in scores):
-            raise CodebookError(f"{where}: a score may not be named 'code' (the code's own key)")
-        object.__setattr__(self, "scores", tuple(dict(s) for s in scores) or ({},) * len(refs))
-        # validates mode and positions as steering will use them
-        probe = Force(
-            refs[0].site, {refs[0].group: [refs[0].code]}, mode=self.mode, positions=self.positions
-        )
-        object.__setattr__(self, "positions", probe.positions)
-        if not isinstance(self.description, str):
-            raise CodebookError(f"{where}: description must be a string")
+        if len(self.scores) != len(self.codes):
+            raise CodebookError(
+                f"{where} has {len(self.scores)} scores for {len(self.codes)} codes: give one "
+                "per code, or none"
+            )
+        for ref in self.codes:
+            shape = self.sites.get(ref.site)
+            if shape is None:
+                raise CodebookError(
+                    f"{where}: {ref}'s site is not in sites; add {ref.site}'s groups and num_codes"
+                )
+            if ref.group >= shape.groups or ref.code >= shape.num_codes:
+                raise CodebookError(
+                    f"{where}: {ref} is out of range; {ref.site} has {shape.groups} group(s) "
+                    f"of {shape.num_codes} codes"
+                )
+        return self
 
     # ------------------------------------------------------------------ steering
     def force_specs(
@@ -175,19 +229,20 @@ class Concept:
 
     # ------------------------------------------------------------------ as data
     def to_dict(self) -> dict[str, Any]:
-        codes = [{"code": str(r), **s} for r, s in zip(self.codes, self.scores, strict=True)]
-        positions = self.positions if isinstance(self.positions, str) else list(self.positions)
+        """The file's layout: ``kind`` first, each code with its scores, the version last."""
+        data = self.model_dump(mode="json")
+        codes = [{"code": c, **s} for c, s in zip(data["codes"], data["scores"], strict=True)]
         return stamp(
             {
                 "kind": KIND,
-                "name": self.name,
-                "description": self.description,
-                "mode": self.mode,
-                "positions": positions,
+                "name": data["name"],
+                "description": data["description"],
+                "mode": data["mode"],
+                "positions": data["positions"],
                 "codes": codes,
-                "model": self.model,
-                "sites": self.sites,
-                "selection": self.selection,
+                "model": data["model"],
+                "sites": data["sites"],
+                "selection": data["selection"],
             }
         )
 
@@ -205,43 +260,38 @@ class Concept:
         return "{\n" + ",\n".join(lines) + "\n}\n"
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "a concept") -> Concept:
-        """A concept from its :meth:`to_dict` form (codes may be plain strings)."""
-        if not isinstance(data, dict) or data.get("kind") != KIND:
+    def from_dict(cls, data: Any, source: str = "a concept") -> Self:  # type: ignore[override]
+        """A concept from its :meth:`to_dict` form (codes may be plain strings): strict, but
+        for keys a newer version wrote, which are dropped with a warning."""
+        if not isinstance(data, Mapping) or data.get("kind") != KIND:
             raise CodebookError(f'{source} is not a concept (a JSON object with "kind": "{KIND}")')
-        if is_newer(data.get(VERSION_KEY)):  # a newer version's additions: dropped, warned
-            data = read_saved(data, _SCHEMA, source)
-        known = set(_SCHEMA)
-        unknown = sorted(set(data) - known)
-        if unknown:
+        if "scores" in data:
             raise CodebookError(
-                f"{source}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"{source}: unknown setting scores; a code's scores go with it in codes, as "
+                '{"code": "SITE/GROUP/CODE", "precision": ...}'
             )
-        missing = [k for k in ("name", "codes", "model", "sites") if k not in data]
-        if missing:
-            raise CodebookError(f"{source} lacks {', '.join(missing)}")
-        entries = data["codes"]
-        if not isinstance(entries, list):
-            raise CodebookError(f"{source}: codes must be a list of SITE/GROUP/CODE strings")
-        codes, scores = [], []
-        for entry in entries:
-            if isinstance(entry, dict):
-                entry = dict(entry)
-                codes.append(entry.pop("code", None))
-                scores.append(entry)
-            else:
-                codes.append(entry)
-                scores.append({})
-        values = {k: v for k, v in data.items() if k not in ("kind", "codes", VERSION_KEY)}
-        for key in ("name", "model", "mode", "description"):
-            if key in values and not isinstance(values[key], str):
-                raise CodebookError(f"{source}: {key} must be a string, got {values[key]!r}")
+        values = {k: v for k, v in data.items() if k != "kind"}
+        entries = values.get("codes")
+        if isinstance(entries, list):
+            codes, scores = [], []
+            for entry in entries:
+                if isinstance(entry, Mapping):
+                    entry = dict(entry)
+                    codes.append(entry.pop("code", None))
+                    scores.append(entry)
+                else:
+                    codes.append(entry)
+                    scores.append({})
+            values |= {"codes": codes, "scores": scores}
+        if is_newer(values.get(VERSION_KEY)):  # a newer version's additions: dropped, warned
+            return cls.from_saved(values, source)
+        values.pop(VERSION_KEY, None)
         try:
-            return cls(codes=tuple(codes), scores=tuple(scores), **values)
+            return super().from_dict(values)
         except CodebookError as error:
             if source == "a concept":
                 raise
-            raise CodebookError(f"{source}: {error}") from error
+            raise CodebookError(f"{source}: {error}") from None
 
     @classmethod
     def from_json(
@@ -256,56 +306,6 @@ class Concept:
         if model is not None:
             concept.check(model)
         return concept
-
-
-@dataclass
-class _SiteShape:
-    """What a concept file says of a site (for ``read_saved``)."""
-
-    groups: int
-    num_codes: int
-
-
-_SCHEMA: dict[str, Any] = {
-    **dict.fromkeys(("kind", "name", "description", "mode", "positions", "codes", "model")),
-    "sites": dict[str, _SiteShape],
-    "selection": None,
-    VERSION_KEY: None,
-}
-"""The keys of a concept file (``read_saved``'s schema for files of newer versions)."""
-
-
-def _parse_ref(value: Any, where: str) -> CodeRef:
-    if not isinstance(value, str):
-        raise CodebookError(f"{where}: a code must be a SITE/GROUP/CODE string, got {value!r}")
-    return CodeRef.parse(value)
-
-
-def _check_sites(sites: Any, refs: tuple[CodeRef, ...], where: str) -> dict[str, dict[str, int]]:
-    if not isinstance(sites, Mapping):
-        raise CodebookError(f"{where}: sites must map each site to its groups and num_codes")
-    checked: dict[str, dict[str, int]] = {}
-    for site, shape in sites.items():
-        if not isinstance(shape, Mapping) or set(shape) != {"groups", "num_codes"}:
-            raise CodebookError(
-                f'{where}: sites[{site!r}] must be {{"groups": G, "num_codes": C}}, got {shape!r}'
-            )
-        for key, value in shape.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise CodebookError(f"{where}: sites[{site!r}].{key} must be an integer >= 1")
-        checked[str(site)] = {"groups": shape["groups"], "num_codes": shape["num_codes"]}
-    for ref in refs:
-        shape = checked.get(ref.site)
-        if shape is None:
-            raise CodebookError(
-                f"{where}: {ref}'s site is not in sites; add {ref.site}'s groups and num_codes"
-            )
-        if ref.group >= shape["groups"] or ref.code >= shape["num_codes"]:
-            raise CodebookError(
-                f"{where}: {ref} is out of range; {ref.site} has {shape['groups']} group(s) of "
-                f"{shape['num_codes']} codes"
-            )
-    return checked
 
 
 # ---------------------------------------------------------------------- files

@@ -4,23 +4,37 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from codebook_features.cli import add_command, command
+from pydantic import AfterValidator, Field, model_validator
+from typing_extensions import Self
+
 from codebook_features.errors import CodebookError
+from codebook_features.settings.base import PositiveInt, Settings
+from codebook_features.settings.options import (
+    POSITIONAL,
+    add_options,
+    add_subcommand,
+    settings_from_args,
+)
+from codebook_features.steering.config import SelectionRule
 
 DEFAULT_DIR = "concepts"
 
 
-@dataclass
-class NewConcept:
-    """Build a concept: codes chosen by a rule, saved as ``<out>/<name>.json``."""
+def _concept_name(name: str) -> str:
+    from codebook_features.steering.concept import check_name
 
-    model: str = ""
+    return check_name(name)
+
+
+class NewConcept(Settings):
+    """Build a concept: codes chosen by a rule, saved as ``<concepts_dir>/<name>.json``."""
+
+    model: Annotated[str, Field(min_length=1)]
     """The saved codebook model the concept is for (a directory or a hub name)."""
-    name: str = ""
+    name: Annotated[str, AfterValidator(_concept_name)]
     """The concept's name (letters, digits, - _ .); also its file name."""
     store: str | None = None
     """The code store to choose codes from (with --pattern or --label_field/--label)."""
@@ -37,21 +51,9 @@ class NewConcept:
     """Texts without the concept (same formats as --examples)."""
     tokenizer: str | None = None
     """The tokenizer for --examples (default: the model's own)."""
-    sites: list[str] = field(default_factory=list)
-    """Sites by name, kind or glob (default: every site)."""
-    per_group: int = 1
-    """At most this many codes per site and group (head)."""
-    max_codes: int = 8
-    """At most this many codes in all."""
-    min_precision: float = 0.0
-    """Leave out less precise codes."""
-    min_support: int = 5
-    """Leave out codes that fire on fewer tokens (of the examples, for texts)."""
-    rank: Literal["precision", "f1", "recall"] = "precision"
-    """How store concepts rank codes (text concepts: by log-odds)."""
-    smoothing: float = 1.0
-    """Alpha of the log-odds of text concepts."""
-    batch_size: int = 8
+    rule: SelectionRule = Field(default_factory=SelectionRule)
+    """Which of the ranked codes the concept keeps."""
+    batch_size: PositiveInt = 8
     """Texts per forward pass (--examples)."""
     mode: Literal["least", "all", "add"] = "all"
     """How steering forces the concept by default."""
@@ -59,12 +61,13 @@ class NewConcept:
     """Which tokens steering forces by default (edit the file for absolute positions)."""
     description: str = ""
     """A note saved with the concept."""
-    out: str = DEFAULT_DIR
-    """The concepts directory."""
+    concepts_dir: str = DEFAULT_DIR
+    """The concepts directory the concept is saved in."""
+    overwrite: bool = False
+    """Replace a concept of that name."""
 
-    def __post_init__(self) -> None:
-        if not self.model or not self.name:
-            raise CodebookError("give --model and --name (see --help)")
+    @model_validator(mode="after")
+    def _one_way(self) -> Self:
         given = [
             m
             for m, on in (
@@ -87,19 +90,25 @@ class NewConcept:
             raise CodebookError(f"{given[0]} chooses codes from a store: give --store DIR")
         if self.examples is not None and self.store:
             raise CodebookError("--examples reads no store: leave --store out")
+        return self
 
-    def rule(self) -> Any:
-        from codebook_features.steering.selection import SelectionRule
 
-        return SelectionRule(
-            sites=tuple(self.sites) or None,
-            per_group=self.per_group,
-            max_codes=self.max_codes,
-            min_precision=self.min_precision,
-            min_support=self.min_support,
-            rank=self.rank,
-            smoothing=self.smoothing,
-        )
+class ShowConcept(Settings):
+    """Show a concept's codes with their scores."""
+
+    concept: str = Field(json_schema_extra=POSITIONAL)
+    """A concept file, or the name of one in ``concepts_dir``."""
+    concepts_dir: str = DEFAULT_DIR
+    """The concepts directory in which a concept given by name is found."""
+    model: str | None = None
+    """Also check the concept against this saved model."""
+
+
+class ListConcepts(Settings):
+    """List the concepts of a directory."""
+
+    concepts_dir: str = Field(DEFAULT_DIR, json_schema_extra=POSITIONAL)
+    """The concepts directory."""
 
 
 def read_texts(path: str) -> list[str]:
@@ -127,43 +136,31 @@ def read_texts(path: str) -> list[str]:
     return texts
 
 
-@command("concept", "concepts: named sets of codes to steer with (new, show, list)")
-def _concept_command(parser: argparse.ArgumentParser) -> None:
-    from codebook_features.settings.configs import add_arguments
-
+def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="concept_command", metavar="ACTION", required=True)
-    new = add_command(sub, "new", "build a concept from a regex, a label or example texts")
-    add_arguments(new, NewConcept)
-    new.add_argument("--overwrite", action="store_true", help="replace a concept of that name")
-    new.add_argument("--json", action="store_true", help="print the concept as JSON")
-    new.set_defaults(run=_new)
-    show = add_command(sub, "show", "a concept's codes with their scores")
-    show.add_argument("concept", metavar="NAME_OR_FILE", help="a concept file, or a name in --dir")
-    show.add_argument("--dir", default=DEFAULT_DIR, help="the concepts directory")
-    show.add_argument("--model", help="also check the concept against this saved model")
-    show.add_argument("--json", action="store_true", help="print the concept's JSON")
-    show.set_defaults(run=_show)
-    listing = add_command(sub, "list", "the concepts of a directory")
-    listing.add_argument("dir", nargs="?", default=DEFAULT_DIR, metavar="DIR")
-    listing.add_argument("--json", action="store_true", help="print JSON, not a table")
-    listing.set_defaults(run=_list)
+    for name, help_text, cls, run in (
+        ("new", "build a concept from a regex, a label or example texts", NewConcept, _new),
+        ("show", "a concept's codes with their scores", ShowConcept, _show),
+        ("list", "the concepts of a directory", ListConcepts, _list),
+    ):
+        command = add_subcommand(sub, name, help_text)
+        command.description = cls.__doc__
+        add_options(command, cls)
+        command.add_argument("--json", action="store_true", help="print JSON, not text")
+        command.set_defaults(run=run)
 
 
 def _new(args: argparse.Namespace) -> None:
-    import dataclasses
-
     from codebook_features.persist.loading import load_model, load_tokenizer
-    from codebook_features.settings.configs import from_dict, overrides_from_args
     from codebook_features.steering import selection
     from codebook_features.steering.concept import check_concept_target, concept_file, save_concept
 
-    config = from_dict(NewConcept, overrides_from_args(args, NewConcept))
-    rule = config.rule()
-    target = check_concept_target(concept_file(config.out, config.name), args.overwrite)
+    config = settings_from_args(NewConcept, args)
+    target = check_concept_target(concept_file(config.concepts_dir, config.name), config.overwrite)
     texts = (read_texts(config.examples), read_texts(config.contrast)) if config.examples else None
     store = _store(config) if config.store else None
     model = load_model(config.model, what="concept new")
-    common = {"rule": rule, "description": config.description}
+    common = {"rule": config.rule, "description": config.description}
     if texts is not None:
         concept = selection.concept_from_texts(
             model,
@@ -179,9 +176,9 @@ def _new(args: argparse.Namespace) -> None:
         concept = selection.concept_from_label(
             store, model, config.name, config.label_field, config.label, **common
         )
-    concept = dataclasses.replace(concept, mode=config.mode, positions=config.positions)
+    concept = concept.replace(mode=config.mode, positions=config.positions)
     concept.check_codes(model)
-    save_concept(concept, target, overwrite=args.overwrite)
+    save_concept(concept, target, overwrite=config.overwrite)
     if args.json:
         print(json.dumps(concept.to_dict()))
         return
@@ -202,12 +199,13 @@ def _store(config: NewConcept) -> Any:
 def _show(args: argparse.Namespace) -> None:
     from codebook_features.steering.concept import find_concept, load_concept
 
-    path = find_concept(args.concept, args.dir)
+    config = settings_from_args(ShowConcept, args)
+    path = find_concept(config.concept, config.concepts_dir)
     model = None
-    if args.model:
+    if config.model:
         from codebook_features.persist.loading import load_model
 
-        model = load_model(args.model, what="concept show")
+        model = load_model(config.model, what="concept show")
     concept = load_concept(path, model)
     if args.json:
         print(json.dumps(concept.to_dict()))
@@ -225,12 +223,13 @@ def _show(args: argparse.Namespace) -> None:
 def _list(args: argparse.Namespace) -> None:
     from codebook_features.steering.concept import list_concepts
 
-    concepts = list_concepts(args.dir)
+    config = settings_from_args(ListConcepts, args)
+    concepts = list_concepts(config.concepts_dir)
     if args.json:
         print(json.dumps({"concepts": [c.to_dict() for c in concepts]}))
         return
     if not concepts:
-        print(f"no concepts in {args.dir}")
+        print(f"no concepts in {config.concepts_dir}")
         return
     print(f"{'name':<24} {'codes':>5}  chosen by")
     for concept in concepts:

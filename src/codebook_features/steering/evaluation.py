@@ -39,10 +39,12 @@ import numpy as np
 
 from codebook_features.errors import CodebookError
 from codebook_features.persist.files import STEERING_GENERATIONS_DIR, STEERING_SETTINGS
+from codebook_features.settings.options import flatten
 from codebook_features.steering.eval_config import (
     PAPER_PROMPTS,
     SteeringEvalConfig,
     concept_name,
+    nested_content,
     parse_concept,
 )
 from codebook_features.steering.results import ConditionResult, SteeringReport
@@ -127,7 +129,7 @@ class _Setup:
     regexes: dict[str, re.Pattern[str] | None]
     vectors: dict[str, dict[str, Any]]
     classifier: Any
-    classifier_report: dict[str, Any]
+    classifier_report: Any
     settings: Any
     identity: dict[str, Any]
     """What the generations depend on besides the condition: model, prompts, sampling."""
@@ -175,8 +177,8 @@ class _Setup:
         if path.is_file():
             try:
                 lines = path.read_text().splitlines()
-                return path, [Generation(**_generation(line)) for line in lines]
-            except (ValueError, TypeError, KeyError):
+                return path, [Generation.from_saved(json.loads(line), str(path)) for line in lines]
+            except ValueError:  # not JSON, or not generations
                 log.warning("%s is damaged: generating it again", path)
         log.info("generating: %s", condition.key)
         found = generate_texts(
@@ -240,9 +242,10 @@ def _setup(config: SteeringEvalConfig) -> _Setup:
     settings_path = out / STEERING_SETTINGS
     content = config.content()
     if state == "ours" and not config.overwrite and settings_path.is_file():
-        earlier = json.loads(settings_path.read_text())
-        if earlier != json.loads(json.dumps(content)):
-            changed = sorted(k for k in content if earlier.get(k) != content[k])
+        earlier = flatten(nested_content(json.loads(settings_path.read_text())))
+        now = flatten(json.loads(json.dumps(content)))
+        if earlier != now:
+            changed = sorted(k for k in now.keys() | earlier.keys() if earlier.get(k) != now.get(k))
             raise CodebookError(
                 f"{out} holds an evaluation with other settings ({', '.join(changed)}): give "
                 "another --output_dir, or --overwrite to start again"
@@ -280,11 +283,11 @@ def _setup(config: SteeringEvalConfig) -> _Setup:
     train = [i for i in range(len(ids)) if not chosen[i]]
     test = [i for i in range(len(ids)) if chosen[i]]
     setup.classifier = TopicClassifier.fit(
-        [texts[i] for i in train], [labels[i] for i in train], seed=config.seed
+        [texts[i] for i in train], [labels[i] for i in train], seed=config.generation.seed
     )
     setup.classifier_report = setup.classifier.evaluate(
         [texts[i] for i in test], [labels[i] for i in test]
-    ).to_dict()
+    )
     setup.concepts, setup.held_out = {}, {}
     for label in setup.regexes:
         setup.concepts[label], setup.held_out[label] = _concept(
@@ -294,7 +297,7 @@ def _setup(config: SteeringEvalConfig) -> _Setup:
         label: _vectors(config, setup, concept, texts, labels, chosen, label)
         for label, concept in setup.concepts.items()
     }
-    setup.settings = config.generation()
+    setup.settings = config.generation
     setup.identity = {
         "model": model_fingerprint(setup.cbm),
         "prompts": config.prompts,
@@ -333,7 +336,7 @@ def _concept(
                 )
             return concept, chosen_on == held_out
     concept = concept_from_label(
-        store, cbm, concept_name(label), config.label_field, label, config.rule(), selection
+        store, cbm, concept_name(label), config.label_field, label, config.rule, selection
     )
     return concept, True
 
@@ -350,7 +353,7 @@ def _vectors(
     """Activation-addition vectors at the concept's sites, from the selection half."""
     from codebook_features.steering.actadd import steering_vector
 
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(config.generation.seed)  # generation.seed seeds it all
     inside = [i for i in range(len(texts)) if chosen[i] and labels[i] == label]
     outside = [i for i in range(len(texts)) if chosen[i] and labels[i] != label]
     if not inside or not outside:
@@ -389,9 +392,3 @@ def _conditions(config: SteeringEvalConfig, setup: _Setup) -> dict[str, list[Con
             for a in config.alphas
         ]
     return found
-
-
-def _generation(line: str) -> dict[str, Any]:
-    data = json.loads(line)
-    data["token_ids"] = tuple(data["token_ids"])
-    return data

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-import numbers
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
+from pydantic import ConfigDict, Field
 from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import (
@@ -41,7 +41,21 @@ from transformers.generation.logits_process import (
 
 from codebook_features.attach.interventions import Ablate, Force, applied
 from codebook_features.errors import CodebookError
+from codebook_features.settings.base import NonNegativeInt, Record
 from codebook_features.steering.batches import check_batch_size
+from codebook_features.steering.config import GenerationSettings
+
+__all__ = [
+    "Generation",
+    "GenerationSettings",
+    "SeededSampler",
+    "Steering",
+    "SteeringResult",
+    "describe",
+    "generate_texts",
+    "sample_seed",
+    "steer",
+]
 
 if TYPE_CHECKING:
     from codebook_features.attach.model import CodebookModel
@@ -51,73 +65,20 @@ Steering = Force | Ablate | AbstractContextManager
 :class:`~codebook_features.steering.actadd.AddActivation`)."""
 
 
-@dataclass(frozen=True)
-class GenerationSettings:
-    """How continuations are generated."""
+class Generation(Record):
+    """One sampled continuation of one prompt (a line of the evaluation's generation files)."""
 
-    max_new_tokens: int = 60
-    """Tokens to generate after the prompt (fewer when the EOS token comes first)."""
-    temperature: float = 1.0
-    """Sampling temperature; 0 means greedy decoding."""
-    top_k: int = 0
-    """Sample only among the k most likely tokens (0: no limit)."""
-    top_p: float = 1.0
-    """Sample only among the most likely tokens that together have this probability."""
-    samples: int = 1
-    """Continuations per prompt."""
-    seed: int = 0
-    """Seed from which every sample's own seed is derived."""
-
-    def __post_init__(self) -> None:
-        for name, least in (("max_new_tokens", 1), ("top_k", 0), ("samples", 1), ("seed", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-                raise CodebookError(f"{name} must be an integer >= {least}, got {value!r}")
-        for name in ("temperature", "top_p"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise CodebookError(f"{name} must be a number, got {value!r}")
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise CodebookError(f"temperature must be >= 0 (0: greedy), got {self.temperature}")
-        if not (0 < self.top_p <= 1):
-            raise CodebookError(f"top_p must be in (0, 1], got {self.top_p}")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> GenerationSettings:
-        """Settings from :meth:`to_dict`'s form; unknown keys are refused."""
-        from codebook_features.settings.configs import from_dict
-
-        return from_dict(cls, data, "generation")
-
-    @classmethod
-    def of(cls, config: Any) -> GenerationSettings:
-        """The settings of a command's config, which has fields of the same names."""
-        return cls(**{name: getattr(config, name) for name in cls.__dataclass_fields__})
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One sampled continuation of one prompt."""
+    model_config = ConfigDict(frozen=True)
 
     prompt: str
-    prompt_index: int
-    sample: int
-    seed: int
+    prompt_index: NonNegativeInt
+    sample: NonNegativeInt
+    seed: NonNegativeInt
     """This sample's own seed (see :func:`sample_seed`)."""
     text: str
     """The continuation alone, decoded without special tokens."""
-    token_ids: tuple[int, ...] = field(repr=False)
+    token_ids: tuple[NonNegativeInt, ...] = Field(repr=False)
     """The continuation's tokens (ending with the EOS token when generation stopped there)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"token_ids": list(self.token_ids)}
 
 
 @dataclass(frozen=True)
@@ -263,7 +224,16 @@ def generate_texts(
                 if eos is not None and eos in row:
                     row = row[: row.index(eos) + 1]
                 text = tokenizer.decode(row, skip_special_tokens=True)
-                results.append(Generation(prompt, p, start + i, chunk[i], text, tuple(row)))
+                results.append(
+                    Generation(
+                        prompt=prompt,
+                        prompt_index=p,
+                        sample=start + i,
+                        seed=chunk[i],
+                        text=text,
+                        token_ids=tuple(row),
+                    )
+                )
     return results
 
 

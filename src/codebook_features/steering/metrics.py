@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_serializer,
+    model_validator,
+)
+from typing_extensions import Self
 
 from codebook_features.errors import CodebookError
+from codebook_features.settings.base import Record
 
 Z95 = 1.959963984540054
 """The standard normal quantile of 0.975: a two-sided 95% interval."""
@@ -42,15 +53,44 @@ def _check_counts(hits: Any, total: Any) -> None:
         raise CodebookError(f"a rate needs 0 <= hits <= total, got {hits} of {total}")
 
 
-@dataclass(frozen=True)
-class Rate:
-    """``hits`` out of ``total``, with the rate's 95% Wilson interval (``low``, ``high``)."""
+def _none_is_nan(value: Any) -> Any:
+    return math.nan if value is None else value
 
-    hits: int
-    total: int
 
-    def __post_init__(self) -> None:
+def _nan_is_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+Measure = Annotated[float, BeforeValidator(_none_is_nan), PlainSerializer(_nan_is_none)]
+"""A number that may be undefined (nan) or unbounded (inf): saved as null (neither is JSON),
+read back as nan."""
+Count = Annotated[int, Field(strict=True, ge=0)]
+"""A number of things: a whole number >= 0, and an ``int`` (not a float or a bool)."""
+DERIVED = ("rate", "low", "high")
+"""What a saved rate holds besides its counts: recomputed from them when read."""
+
+
+class Rate(Record):
+    """``hits`` out of ``total``, with the rate's 95% Wilson interval (``low``, ``high``).
+
+    Saved as counts plus the derived numbers (:meth:`to_dict`); read back from the counts."""
+
+    model_config = ConfigDict(frozen=True)
+
+    hits: Count
+    total: Count
+
+    @model_validator(mode="before")
+    @classmethod
+    def _counts_only(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            return {k: v for k, v in data.items() if k not in DERIVED}
+        return data
+
+    @model_validator(mode="after")
+    def _hits_within_total(self) -> Self:
         _check_counts(self.hits, self.total)
+        return self
 
     @property
     def rate(self) -> float:
@@ -65,20 +105,13 @@ class Rate:
     def high(self) -> float:
         return wilson_interval(self.hits, self.total)[1]
 
-    def to_dict(self) -> dict[str, Any]:
+    @model_serializer
+    def _with_derived(self) -> dict[str, Any]:
         """Counts plus the derived numbers, for reports; ``rate`` is None (not NaN, which is not
         JSON) when total is 0."""
         low, high = wilson_interval(self.hits, self.total)
         rate = self.rate if self.total else None
         return {"hits": self.hits, "total": self.total, "rate": rate, "low": low, "high": high}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Rate:
-        """Rebuilt from the counts alone; the derived numbers are recomputed."""
-        try:
-            return cls(hits=data["hits"], total=data["total"])
-        except (KeyError, TypeError) as error:
-            raise CodebookError(f"a rate needs 'hits' and 'total', got {data!r}") from error
 
 
 def regex_rate(texts: Iterable[str], pattern: str | re.Pattern[str]) -> Rate:
@@ -100,7 +133,7 @@ def regex_rate(texts: Iterable[str], pattern: str | re.Pattern[str]) -> Rate:
             raise CodebookError(f"regex_rate counts texts (str), got {type(text).__name__}")
         total += 1
         hits += pattern.search(text) is not None
-    return Rate(hits, total)
+    return Rate(hits=hits, total=total)
 
 
 def words(text: str) -> list[str]:

@@ -24,7 +24,8 @@ def write_report(out: Path, report: SteeringReport) -> None:
 
 
 def load_report(out: Path) -> SteeringReport:
-    return SteeringReport.from_dict(json.loads((out / STEERING_RESULTS).read_text()))
+    path = out / STEERING_RESULTS
+    return SteeringReport.from_saved(json.loads(path.read_text()), str(path))
 
 
 def _rate(rate: Rate | None) -> str:
@@ -39,16 +40,17 @@ def _number(value: float, digits: int = 2) -> str:
 
 def markdown(report: SteeringReport) -> str:
     settings = report.settings
-    accuracy = Rate.from_dict(report.classifier["accuracy"])
+    generation = settings["generation"]
     lines = [
         "# Steering evaluation",
         "",
         f"Model `{report.model}`, store `{report.store}`. {len(settings['prompts'])} prompts x "
-        f"{settings['samples']} samples per condition, {settings['max_new_tokens']} new tokens, "
-        f"temperature {settings['temperature']}, seed {settings['seed']}. Codes and steering "
-        f"vectors were chosen on {settings['selection_fraction']:.0%} of the store's documents; "
+        f"{generation['samples']} samples per condition, {generation['max_new_tokens']} new "
+        f"tokens, temperature {generation['temperature']}, seed {generation['seed']}. Codes and "
+        f"steering vectors were chosen on {settings['selection_fraction']:.0%} of the store's "
+        "documents; "
         "the topic classifier (bag of words) learned from the others and labels "
-        f"{_rate(accuracy)} of the selection documents right.",
+        f"{_rate(report.classifier.accuracy)} of the selection documents right.",
         "",
         "On-topic rates are shares of generations with a 95% Wilson interval; perplexity is that "
         "of the generated tokens under the unsteered model.",

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,85 +37,28 @@ from codebook_features.steering.concept import (
     model_fingerprint,
     site_shapes,
 )
+from codebook_features.steering.config import SelectionRule
 from codebook_features.store.model_loading import context_length
 
 if TYPE_CHECKING:
     from codebook_features.attach.model import CodebookModel
     from codebook_features.store.reader import CodeStore
 
-RANKS = ("precision", "f1", "recall")
 Ranked = list[tuple[CodeRef, dict[str, Any]]]
 """Candidate codes, best first, with their scores."""
+DEFAULT_RULE = SelectionRule()
 
-
-@dataclass(frozen=True)
-class SelectionRule:
-    """Which of the ranked codes a concept keeps."""
-
-    sites: tuple[str, ...] | None = None
-    """Sites by name, kind or glob (``attn_heads``, ``layers.1.*``); ``None``: every site."""
-    per_group: int = 1
-    """At most this many codes per (site, group): the best code of each of several heads is
-    what steers in practice, and modes ``least``/``all`` fit at most k codes in a group."""
-    max_codes: int = 8
-    """At most this many codes in all."""
-    min_precision: float = 0.0
-    """Leave out less precise codes (texts: share of a code's firings in the examples)."""
-    min_support: int = 5
-    """Leave out codes that fire on fewer tokens (texts: fewer tokens of the examples)."""
-    rank: str = "precision"
-    """Store concepts are ranked by ``precision`` (then recall): a forced code should mean the
-    feature, not also something else; ``f1`` or ``recall`` favour codes that cover more of it.
-    Text concepts are always ranked by log-odds."""
-    smoothing: float = 1.0
-    """Text concepts: alpha, added to every code's count in the log-odds."""
-
-    def __post_init__(self) -> None:
-        sites = self.sites
-        if isinstance(sites, str):
-            sites = (sites,)
-        if sites is not None:
-            if not isinstance(sites, (list, tuple)) or not all(
-                isinstance(s, str) and s for s in sites
-            ):
-                raise CodebookError(f"rule: sites must be a list of site names, got {sites!r}")
-            if not sites:
-                raise CodebookError("rule: sites is empty: name sites, or leave it out for all")
-            object.__setattr__(self, "sites", tuple(sites))
-        for name in ("per_group", "max_codes", "min_support"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise CodebookError(f"rule: {name} must be an integer >= 1, got {value!r}")
-        if not _number(self.min_precision) or not 0 <= self.min_precision <= 1:
-            raise CodebookError(f"rule: min_precision must be in [0, 1], got {self.min_precision}")
-        if self.rank not in RANKS:
-            raise CodebookError(f"rule: rank must be one of {', '.join(RANKS)}, got {self.rank!r}")
-        if not _number(self.smoothing) or self.smoothing <= 0:
-            raise CodebookError(f"rule: smoothing must be a number > 0, got {self.smoothing!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["sites"] = None if self.sites is None else list(self.sites)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Any) -> SelectionRule:
-        """A rule from :meth:`to_dict`'s form; unknown keys are refused."""
-        from codebook_features.settings.configs import from_dict
-
-        return from_dict(cls, data, "rule")
-
-    def choose(self, ranked: Ranked) -> Ranked:
-        """The best codes within ``per_group`` and ``max_codes``."""
-        kept: Ranked = []
-        per: Counter[tuple[str, int]] = Counter()
-        for ref, score in ranked:
-            if per[(ref.site, ref.group)] < self.per_group:
-                per[(ref.site, ref.group)] += 1
-                kept.append((ref, score))
-                if len(kept) == self.max_codes:
-                    break
-        return kept
+__all__ = [
+    "SelectionRule",
+    "check_store",
+    "concept_from_label",
+    "concept_from_regex",
+    "concept_from_texts",
+    "count_codes",
+    "document_token_rows",
+    "split_documents",
+    "store_source",
+]
 
 
 def _number(value: Any) -> bool:
@@ -184,7 +125,7 @@ def split_documents(
 def store_source(store: CodeStore, documents: Any) -> dict[str, Any]:
     source: dict[str, Any] = {
         "path": str(store.path),
-        "model": (store.manifest.get("model") or {}).get("fingerprint"),
+        "model": store.manifest.model.fingerprint,
         "documents": "all",
     }
     if documents is not None:
@@ -199,7 +140,7 @@ def concept_from_regex(
     model: CodebookModel,
     name: str,
     pattern: str,
-    rule: SelectionRule = SelectionRule(),
+    rule: SelectionRule = DEFAULT_RULE,
     documents: Any = None,
     *,
     description: str = "",
@@ -219,7 +160,7 @@ def concept_from_label(
     name: str,
     label_field: str,
     label: Any,
-    rule: SelectionRule = SelectionRule(),
+    rule: SelectionRule = DEFAULT_RULE,
     documents: Any = None,
     *,
     description: str = "",
@@ -283,7 +224,7 @@ def concept_from_texts(
     name: str,
     examples: Sequence[str],
     contrast: Sequence[str],
-    rule: SelectionRule = SelectionRule(),
+    rule: SelectionRule = DEFAULT_RULE,
     batch_size: int = 8,
     *,
     description: str = "",

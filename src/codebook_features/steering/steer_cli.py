@@ -7,28 +7,45 @@ import itertools
 import json
 import shutil
 import textwrap
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from codebook_features.cli import command
+from pydantic import AfterValidator, Field, model_validator
+from typing_extensions import Self
+
 from codebook_features.errors import CodebookError
+from codebook_features.settings.base import Device, PositiveInt, Settings
+from codebook_features.settings.options import add_options, settings_from_args
+from codebook_features.steering.config import GenerationSettings
 
 if TYPE_CHECKING:
-    from codebook_features.steering.generate import GenerationSettings, SteeringResult
+    from codebook_features.steering.generate import SteeringResult
 
 TWO_COLUMNS = 60
 """Terminals at least this wide show unsteered and steered side by side."""
 
 
-@dataclass
-class SteerConfig:
+def _codes(codes: list[str]) -> list[str]:
+    from codebook_features.attach.code_ref import CodeRef
+
+    for code in codes:
+        CodeRef.parse(code)
+    return codes
+
+
+def _text(prompt: str) -> str:
+    if not prompt.strip():
+        raise CodebookError("the prompt is blank: give the text to continue")
+    return prompt
+
+
+class SteerConfig(Settings):
     """What to steer, with which codes, and how to generate."""
 
-    model: str = ""
+    model: Annotated[str, Field(min_length=1)]
     """The saved codebook model: a directory (with its tokenizer) or a hub name."""
-    prompt: str = ""
+    prompt: Annotated[str, AfterValidator(_text)]
     """The text to continue."""
-    codes: list[str] = field(default_factory=list)
+    codes: Annotated[list[str], AfterValidator(_codes)] = Field(default_factory=list)
     """Codes to force, as ``SITE/GROUP/CODE`` (e.g. ``layers.1.mlp/0/17``); several allowed."""
     concept: str | None = None
     """The concept whose codes to force: a concept file (JSON, written by ``codebook
@@ -41,71 +58,56 @@ class SteerConfig:
     positions: Literal["new", "all"] | None = None
     """Force at the generated tokens only (new) or at the prompt too (all) (default: the
     concept's own positions, else new)."""
-    top: int | None = None
+    top: PositiveInt | None = None
     """Force only the concept's first N codes."""
-    max_new_tokens: int = 60
-    """Tokens to generate after the prompt."""
-    temperature: float = 1.0
-    """Sampling temperature; 0 means greedy decoding."""
-    top_k: int = 0
-    """Sample among the k most likely tokens only (0: no limit)."""
-    top_p: float = 1.0
-    """Sample among the most likely tokens that together have this probability."""
-    samples: int = 1
-    """Continuations to show (the unsteered and steered one of a sample share its seed)."""
-    seed: int = 0
-    """Seed of the samples; the same seed gives the same texts."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    """How to generate (the unsteered and steered continuation of a sample share its seed)."""
+    device: Device = "auto"
     """Where to run the model (auto: a GPU when there is one)."""
 
-    def __post_init__(self) -> None:
-        from codebook_features.attach.code_ref import CodeRef
-
-        if not self.model:
-            raise CodebookError("give --model DIR (a saved codebook model; see --help)")
-        if not self.prompt.strip():
-            raise CodebookError("give --prompt TEXT, the text to continue")
+    @model_validator(mode="after")
+    def _something_to_steer_with(self) -> Self:
         if not self.codes and not self.concept:
             raise CodebookError(
-                "give --codes SITE/GROUP/CODE ... or --concept NAME_OR_FILE to steer with"
+                "nothing to steer with: give --codes SITE/GROUP/CODE ... or --concept NAME_OR_FILE"
             )
-        for code in self.codes:
-            CodeRef.parse(code)
-        if self.top is not None:
-            if not self.concept:
-                raise CodebookError("--top chooses among a concept's codes: give --concept too")
-            if self.top < 1:
-                raise CodebookError(f"--top must be at least 1, got {self.top}")
-        self.settings()  # validates the generation settings before the model is loaded
-
-    def settings(self) -> GenerationSettings:
-        from codebook_features.steering.generate import GenerationSettings
-
-        return GenerationSettings.of(self)
+        if self.top is not None and not self.concept:
+            raise CodebookError("--top chooses among a concept's codes: give --concept too")
+        return self
 
 
-@command("steer", "continue a prompt without and with forced codes, side by side")
-def _steer_command(parser: argparse.ArgumentParser) -> None:
-    from codebook_features.settings.configs import add_arguments
-
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Generate continuations of a prompt twice, without and with codes forced (given with "
         "--codes and/or a concept, by file or by name in --concepts_dir), each sample from the "
         "same seed both times, and show them side by side."
     )
-    add_arguments(parser, SteerConfig)
+    add_options(parser, SteerConfig)
     parser.add_argument("--json", action="store_true", help="print JSON, not text")
-    parser.set_defaults(run=_run)
+    parser.set_defaults(run=run)
 
 
-def _run(args: argparse.Namespace) -> None:
-    from codebook_features.settings.configs import from_dict, overrides_from_args
+def run(args: argparse.Namespace) -> None:
     from codebook_features.steering.generate import steer
 
-    config = from_dict(SteerConfig, overrides_from_args(args, SteerConfig))
+    config = settings_from_args(SteerConfig, args)
+    from codebook_features.steering.forcing import force_specs
+
     cbm, tokenizer = load(config.model, config.device)
-    specs = force_specs(config, cbm)
-    result = steer(cbm, tokenizer, config.prompt, specs, config.settings())
+    concept = None
+    if config.concept:
+        from codebook_features.steering.concept import find_concept, load_concept
+
+        concept = load_concept(find_concept(config.concept, config.concepts_dir), cbm)
+    specs = force_specs(
+        cbm,
+        concept=concept,
+        codes=config.codes,
+        top=config.top,
+        mode=config.mode,
+        positions=config.positions,
+    )
+    result = steer(cbm, tokenizer, config.prompt, specs, config.generation)
     if args.json:
         print(json.dumps({"model": config.model, **result.to_dict()}))
         return
@@ -119,30 +121,13 @@ def load(model: str, device: str) -> tuple[Any, Any]:
     return load_model_and_tokenizer(model, device, what="steer")
 
 
-def force_specs(config: SteerConfig, cbm: Any) -> list[Any]:
-    """The Force specs of the concept (first) and of ``--codes``, checked against ``cbm``."""
-    from codebook_features.attach.code_ref import CodeRef
-    from codebook_features.attach.interventions import force_refs
-
-    specs = []
-    if config.concept:
-        from codebook_features.steering.concept import find_concept, load_concept
-
-        concept = load_concept(find_concept(config.concept, config.concepts_dir), cbm)
-        specs += concept.force_specs(top=config.top, mode=config.mode, positions=config.positions)
-    if config.codes:
-        refs = [CodeRef.parse(code).check(cbm) for code in config.codes]
-        specs += force_refs(refs, mode=config.mode or "all", positions=config.positions or "new")
-    for spec in specs:
-        spec.check(cbm)
-    return specs
-
-
 # ---------------------------------------------------------------------- text output
 def format_result(result: SteeringResult, width: int) -> str:
     """The prompt, what steers, then each sample's two continuations: side by side when
     ``width`` allows, else one after the other."""
     heads = [f"prompt: {result.prompt}"]
+    from codebook_features.steering.forcing import describe_intervention
+
     heads += [f"steering: {describe_intervention(d)}" for d in result.interventions]
     lines = [line for head in heads for line in textwrap.wrap(head, width, subsequent_indent="  ")]
     columns = width >= TWO_COLUMNS
@@ -161,17 +146,6 @@ def format_result(result: SteeringResult, width: int) -> str:
                 lines.append(f"{label}:")
                 lines += ["  " + line for line in _wrap(text, max(width - 2, 20))]
     return "\n".join(lines)
-
-
-def describe_intervention(data: dict[str, Any]) -> str:
-    """One line naming a spec's codes (``SITE/GROUP/CODE``), mode and positions."""
-    if data.get("kind") in ("force", "ablate") and "codes" in data:
-        codes = ", ".join(
-            f"{data['site']}/{group}/{code}" for group, ids in data["codes"].items() for code in ids
-        )
-        return f"{data['kind']} {codes} (mode {data['mode']}, positions {data['positions']})"
-    rest = ", ".join(f"{k} {v}" for k, v in data.items() if k != "kind")
-    return f"{data.get('kind', 'steering')} ({rest})"
 
 
 def _wrap(text: str, width: int) -> list[str]:

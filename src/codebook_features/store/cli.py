@@ -1,33 +1,33 @@
-"""``codebook record``: run a codebook model over text and write a code store."""
+"""``codebook record``: run a codebook model over text and write a code store (see
+:class:`~codebook_features.store.config.RecordConfig`)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 
-from codebook_features.cli import add_config_options, command, config_from_args
+from codebook_features.settings.options import add_config_option, add_options, settings_from_args
+from codebook_features.store.config import RecordConfig
 
 
-@command("record", "record which codes fire on which tokens of a text corpus (a code store)")
-def _record_command(parser: argparse.ArgumentParser) -> None:
-    from codebook_features.store.record import RecordConfig
-
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Run a saved codebook model over text data (the validation split by default) and write "
         "a code store: Parquet shards of documents and tokens with the code ids of every site, "
         "and a manifest. Settings come from --config (YAML or JSON) and the options below, "
         "which override it. An interrupted recording continues when run again."
     )
-    add_config_options(parser, RecordConfig)
-
-    def run(args: argparse.Namespace) -> None:
-        from codebook_features.store.record import record
-
-        result = record(config_from_args(RecordConfig, args))
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(
-                f"recorded {result.documents} documents, {result.tokens} tokens in "
-                f"{result.shards} shard(s) ({result.tokens_per_s:,.0f} tokens/s): {result.path}"
-            )
-
+    add_config_option(parser)
+    add_options(parser, RecordConfig)
     parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from codebook_features.store.record import record
+
+    result = record(settings_from_args(RecordConfig, args))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(
+            f"recorded {result.documents} documents, {result.tokens} tokens in "
+            f"{result.shards} shard(s) ({result.tokens_per_s:,.0f} tokens/s): {result.path}"
+        )

@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from codebook_features.errors import CodebookError
+from codebook_features.store.config import RESERVED_COLUMNS
 
 if TYPE_CHECKING:
-    from codebook_features.store.record import RecordConfig
+    from codebook_features.store.config import RecordConfig
 
-RESERVED_COLUMNS = ("document", "text")
-"""Columns of the documents table that label columns may not replace."""
 READ_CHUNK = 64
 """Documents read and tokenized together."""
 
@@ -192,7 +191,7 @@ def _label_columns(
         return pa.string() if isinstance(value, str) else None
 
     reserved = {*RESERVED_COLUMNS, config.text_field}
-    if config.label_fields is None:
+    if config.label_fields == "all":
         chosen = [c for c in columns if c not in reserved and arrow_type(c) is not None]
     else:
         missing = [c for c in config.label_fields if c not in columns]

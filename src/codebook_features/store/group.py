@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-from codebook_features.errors import CodebookError
 from codebook_features.codebook.distributed import is_distributed
+from codebook_features.errors import CodebookError
 
 
 class ProcessGroup:

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from codebook_features.errors import CodebookError
 from codebook_features.persist.checksums import file_sha256, verify_checksums
 from codebook_features.persist.files import write_json
 from codebook_features.store.schema import MANIFEST, SHARDS_DIR, TOKEN_COLUMNS
+
+if TYPE_CHECKING:
+    from codebook_features.store.manifest import Manifest
 
 INDEX_DIR = "index"
 INDEX_INFO = "index.json"
@@ -69,7 +72,7 @@ def index_is_current(store: Path) -> bool:
     ) == file_sha256(store / MANIFEST)
 
 
-def ensure_index(store: Path, manifest: dict[str, Any]) -> None:
+def ensure_index(store: Path, manifest: Manifest) -> None:
     """Build the index unless a current one is there. Processes opening a new store at the
     same time wait for the first one's build (a lock file beside the index) instead of
     replacing each other's index while it is being read."""
@@ -86,14 +89,15 @@ def ensure_index(store: Path, manifest: dict[str, Any]) -> None:
             build_index(store, manifest)
 
 
-def build_index(store: Path, manifest: dict[str, Any]) -> None:
+def build_index(store: Path, manifest: Manifest) -> None:
     """Write ``index/`` for ``store`` (atomically: a finished index replaces the old one)."""
 
-    files = manifest.get("files")
-    if isinstance(files, dict):  # a damaged shard is named, not read
-        verify_checksums(files, lambda name: store / name, str(store), "record the store again")
-    total = int(manifest["counts"]["tokens"])
-    sites = manifest["sites"]
+    # a damaged shard is named, not read
+    verify_checksums(
+        manifest.files, lambda name: store / name, str(store), "record the store again"
+    )
+    total = manifest.counts.tokens
+    sites = manifest.sites
     tmp = Path(tempfile.mkdtemp(prefix=f".{INDEX_DIR}.", suffix=".tmp", dir=store))
     try:
         columns = {
@@ -104,8 +108,8 @@ def build_index(store: Path, manifest: dict[str, Any]) -> None:
             site: np.lib.format.open_memmap(
                 tmp / ids_file(site),
                 "w+",
-                np.dtype(info["dtype"]),
-                (total, info["groups"] * info["k"]),
+                np.dtype(info.dtype),
+                (total, info.groups * info.k),
             )
             for site, info in sites.items()
         }
@@ -120,7 +124,7 @@ def build_index(store: Path, manifest: dict[str, Any]) -> None:
             for name in TOKEN_ARRAYS:
                 columns[name][row : row + n] = batch.column(name).to_numpy()
             for site, info in sites.items():
-                width = info["groups"] * info["k"]
+                width = info.groups * info.k
                 flat = batch.column(site).flatten().to_numpy(zero_copy_only=False)
                 ids[site][row : row + n] = flat.reshape(n, width)
             row += n
@@ -135,7 +139,7 @@ def build_index(store: Path, manifest: dict[str, Any]) -> None:
         firsts = np.flatnonzero(np.r_[True, document[1:] != document[:-1]]) if total else []
         lengths = np.diff(np.r_[firsts, total]).astype(np.int64)
         for site, info in sites.items():
-            _write_csr(tmp, site, ids[site], info["groups"], info["k"], info["num_codes"])
+            _write_csr(tmp, site, ids[site], info.groups, info.k, info.num_codes)
             _write_document_counts(tmp, site, lengths)
         del columns, ids, document
         write_json(
@@ -153,12 +157,12 @@ def build_index(store: Path, manifest: dict[str, Any]) -> None:
         raise
 
 
-def _token_batches(store: Path, manifest: dict[str, Any], columns: list[str]) -> Iterator[Any]:
+def _token_batches(store: Path, manifest: Manifest, columns: list[str]) -> Iterator[Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    for shard in manifest["shards"]:
-        path = store / SHARDS_DIR / shard["tokens"]
+    for shard in manifest.shards:
+        path = store / SHARDS_DIR / shard.tokens
         try:
             reader = pq.ParquetFile(path)
             yield from reader.iter_batches(batch_size=CHUNK_ROWS, columns=columns)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
 
     from codebook_features.attach.model import CodebookModel
-    from codebook_features.store.record import RecordConfig
+    from codebook_features.store.config import RecordConfig
 
 DEFAULT_MAX_LENGTH = 1024
 """Window length when neither ``max_length`` nor the model's context length says otherwise."""
@@ -116,7 +116,7 @@ def fingerprint(model: str) -> str:
 def check_recorded_with(store: Any, model: str) -> None:
     """Refuse a saved model other than the one ``store`` was recorded with (the manifest's
     fingerprint of its files)."""
-    recorded = (store.manifest.get("model") or {}).get("fingerprint")
+    recorded = store.manifest.model.fingerprint
     if recorded and fingerprint(model) != recorded:
         raise CodebookError(
             f"{model} is not the model {store.path} was recorded with: give that model, or "

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from codebook_features.errors import CodebookError
+from codebook_features.settings.base import NonNegativeInt, Record
 from codebook_features.store.schema import (
     ACTIVATIONS_DIR,
     MANIFEST,
@@ -27,21 +29,30 @@ _FREE = ("output_dir", "overwrite", "progress", "device", "streaming")
 """Settings that may change when an interrupted recording is continued."""
 
 
-@dataclass
-class ShardInfo:
+class ShardInfo(Record):
     """One finished shard of one process, as its progress file lists it."""
 
-    rank: int
-    shard: int
+    rank: NonNegativeInt
+    shard: NonNegativeInt
     documents: str
     tokens: str
-    documents_count: int
-    tokens_count: int
-    next_document: int
+    documents_count: NonNegativeInt
+    tokens_count: NonNegativeInt
+    next_document: NonNegativeInt
     """Index of the document after the shard's last one (where the next shard starts)."""
     activations: str | None = None
-    activation_rows: int = 0
-    sha256: dict[str, str] = field(default_factory=dict)
+    activation_rows: NonNegativeInt = 0
+    sha256: dict[str, str] = Field(default_factory=dict)
+
+
+class Progress(Record):
+    """A progress file: one process's finished shards, and the settings of the recording."""
+
+    settings: dict[str, Any]
+    """What decides the content of the store (a recording continues only with the same)."""
+    shards: list[ShardInfo] = Field(default_factory=list)
+    finished: bool = False
+    """Whether the process recorded all of its documents."""
 
 
 def progress_path(root: Path, rank: int) -> Path:
@@ -49,18 +60,15 @@ def progress_path(root: Path, rank: int) -> Path:
     return root / PROGRESS_DIR / PROGRESS_FILE.format(rank=rank)
 
 
-def read_progress(path: Path) -> dict[str, Any]:
-    """A progress file, its shards as :class:`ShardInfo`; a damaged one is refused."""
+def read_progress(path: Path) -> Progress:
+    """A progress file; a damaged one is refused."""
     try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
-            raise ValueError("not a progress file")
-        data["shards"] = [ShardInfo(**s) for s in data["shards"]]
-    except (ValueError, TypeError, KeyError) as error:
+        return Progress.from_saved(json.loads(path.read_text()), str(path))
+    except ValueError as error:  # not JSON, or not a progress file (a CodebookError)
+        reason = str(error).removeprefix(f"{path}: ")
         raise CodebookError(
-            f"{path} is damaged ({error}): record again with --overwrite true"
+            f"{path} is damaged ({reason}): record again with --overwrite true"
         ) from error
-    return data
 
 
 def check_continuation(root: Path, settings: dict[str, Any]) -> int:
@@ -75,7 +83,7 @@ def check_continuation(root: Path, settings: dict[str, Any]) -> int:
     tokens = 0
     for path in found:
         progress = read_progress(path)
-        saved, mine = progress["settings"], settings
+        saved, mine = progress.settings, settings
         differ = [k for k in sorted({*saved, *mine}) if saved.get(k) != mine.get(k)]
         if differ:
             raise CodebookError(
@@ -84,18 +92,15 @@ def check_continuation(root: Path, settings: dict[str, Any]) -> int:
                 "continue it, record into another --output_dir, or replace it with "
                 "--overwrite true"
             )
-        tokens += sum(s.tokens_count for s in progress["shards"])
+        tokens += sum(s.tokens_count for s in progress.shards)
     return tokens
 
 
-def load_own_progress(root: Path, rank: int, settings: dict[str, Any]) -> dict[str, Any]:
+def load_own_progress(root: Path, rank: int, settings: dict[str, Any]) -> Progress:
     """Process ``rank``'s progress (new if it has none), its unfinished files removed."""
     path = progress_path(root, rank)
-    if path.exists():
-        progress = read_progress(path)
-    else:
-        progress = {"settings": settings, "shards": [], "finished": False}
-    _clean_unfinished(root, rank, progress["shards"])
+    progress = read_progress(path) if path.exists() else Progress(settings=settings)
+    _clean_unfinished(root, rank, progress.shards)
     return progress
 
 
@@ -116,13 +121,12 @@ def _clean_unfinished(root: Path, rank: int, shards: list[ShardInfo]) -> None:
                 path.unlink()
 
 
-def save_progress(root: Path, rank: int, progress: dict[str, Any]) -> None:
+def save_progress(root: Path, rank: int, progress: Progress) -> None:
     """Write process ``rank``'s progress file (atomically)."""
     from codebook_features.persist.files import write_json
-    from codebook_features.settings.saved import stamp
+    from codebook_features.settings.base import stamp
 
-    data = {**progress, "shards": [s.__dict__ for s in progress["shards"]]}
-    write_json(progress_path(root, rank), stamp(data))
+    write_json(progress_path(root, rank), stamp(progress.to_dict()))
 
 
 def finished_shards(root: Path, world: int) -> list[ShardInfo]:
@@ -130,7 +134,7 @@ def finished_shards(root: Path, world: int) -> list[ShardInfo]:
     shards: list[ShardInfo] = []
     for rank in range(world):
         progress = read_progress(progress_path(root, rank))
-        if not progress["finished"]:
+        if not progress.finished:
             raise CodebookError(f"process {rank} did not finish its part of the recording")
-        shards += progress["shards"]
+        shards += progress.shards
     return shards

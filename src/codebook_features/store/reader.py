@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -19,19 +18,9 @@ import numpy as np
 from codebook_features.attach.code_ref import CodeRef
 from codebook_features.attach.sites import match_sites
 from codebook_features.errors import CodebookError
-from codebook_features.settings.saved import read_saved
 from codebook_features.store import index as idx
+from codebook_features.store.manifest import Manifest, SiteRecord
 from codebook_features.store.schema import ACTIVATIONS_DIR, MANIFEST, SCHEMA_VERSION, SHARDS_DIR
-
-
-@dataclass(frozen=True)
-class SiteInfo:
-    """What one recorded site holds."""
-
-    groups: int
-    k: int
-    num_codes: int
-    dtype: str
 
 
 class CodeStore:
@@ -39,13 +28,11 @@ class CodeStore:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.manifest = _read_manifest(self.path)
-        self.sites: dict[str, SiteInfo] = {
-            site: SiteInfo(int(i["groups"]), int(i["k"]), int(i["num_codes"]), str(i["dtype"]))
-            for site, i in self.manifest["sites"].items()
-        }
-        self.num_tokens = int(self.manifest["counts"]["tokens"])
-        self.num_documents = int(self.manifest["counts"]["documents"])
+        self.manifest: Manifest = _read_manifest(self.path)
+        self.sites: dict[str, SiteRecord] = self.manifest.sites
+        """What each recorded site holds."""
+        self.num_tokens = self.manifest.counts.tokens
+        self.num_documents = self.manifest.counts.documents
         try:
             idx.ensure_index(self.path, self.manifest)  # returns at once when it is current
         except OSError as error:
@@ -100,8 +87,8 @@ class CodeStore:
         import pyarrow.parquet as pq
 
         parts = []
-        for shard in self.manifest["shards"]:
-            path = self.path / SHARDS_DIR / shard["documents"]
+        for shard in self.manifest.shards:
+            path = self.path / SHARDS_DIR / shard.documents
             try:
                 parts.append(pq.read_table(path))
             except (OSError, pa.ArrowException) as error:
@@ -185,7 +172,7 @@ class CodeStore:
         self._site(site)
         return self._array(idx.indptr_file(site))
 
-    def _site(self, site: str) -> SiteInfo:
+    def _site(self, site: str) -> SiteRecord:
         if site not in self.sites:
             raise CodebookError(
                 f"site {site!r} was not recorded in {self.path}; recorded: {', '.join(self.sites)}"
@@ -196,19 +183,20 @@ class CodeStore:
     @cached_property
     def activation_sites(self) -> list[str]:
         """Sites whose dense inputs were recorded (``codebook record --activation_sites``)."""
-        return list((self.manifest.get("activations") or {}).get("sites") or {})
+        activations = self.manifest.activations
+        return list(activations.sites) if activations is not None else []
 
     @cached_property
     def activation_rows(self) -> np.ndarray:
         """``(rows,)`` the token rows (ascending) that :meth:`activations` covers: the first
         rows of the shards that kept activations (the first ``max_activation_tokens`` tokens
         of each recording process)."""
-        info = self.manifest.get("activations") or {}
-        counts = [int(s["tokens_count"]) for s in self.manifest["shards"]]
+        activations = self.manifest.activations
+        counts = [s.tokens_count for s in self.manifest.shards]
         firsts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         parts = [
-            firsts[int(f["shard"])] + np.arange(int(f["rows"]), dtype=np.int64)
-            for f in info.get("files") or []
+            firsts[f.shard] + np.arange(f.rows, dtype=np.int64)
+            for f in (activations.files if activations is not None else [])
         ]
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
@@ -221,9 +209,9 @@ class CodeStore:
                 f"the activations of {site!r} were not recorded in {self.path} (recorded: "
                 f"{recorded}); record the store again with --activation_sites {site}"
             )
+        files = self.manifest.activations.files if self.manifest.activations else []
         parts = [
-            _safetensors_array(self.path / ACTIVATIONS_DIR / f["file"], site, int(f["rows"]))
-            for f in self.manifest["activations"]["files"]
+            _safetensors_array(self.path / ACTIVATIONS_DIR / f.file, site, f.rows) for f in files
         ]
         if len(parts) == 1:
             return parts[0]
@@ -241,7 +229,7 @@ class CodeStore:
 
         connection = duckdb.connect()
         for view, key in (("documents", "documents"), ("tokens", "tokens")):
-            files = [str(self.path / SHARDS_DIR / s[key]) for s in self.manifest["shards"]]
+            files = [str(self.path / SHARDS_DIR / getattr(s, key)) for s in self.manifest.shards]
             listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
             connection.execute(f"create view {view} as select * from read_parquet([{listed}])")
         try:
@@ -271,7 +259,7 @@ def _safetensors_array(path: Path, name: str, rows: int) -> np.ndarray:
         raise idx.damaged(path, error, "activations file") from error
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
+def _read_manifest(path: Path) -> Manifest:
     file = path / MANIFEST
     if not path.is_dir():
         raise CodebookError(f"{path} is not a directory: give a code store's directory")
@@ -293,20 +281,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
             f"{SCHEMA_VERSION}: upgrade codebook-features"
         )
     try:
-        data = read_saved(data, None, str(file))
-        for key in ("sites", "counts", "shards"):
-            if key not in data:
-                raise ValueError(f"no {key}")
-        for key in ("documents", "tokens"):
-            int(data["counts"][key])
-        for shard in data["shards"]:
-            for key in ("documents", "tokens"):
-                if not isinstance(shard[key], str):
-                    raise ValueError(f"a shard has no {key} file")
-        for info in data["sites"].values():
-            for key in ("groups", "k", "num_codes", "dtype"):
-                if key not in info:
-                    raise ValueError(f"a site has no {key}")
-    except (ValueError, TypeError, AttributeError, KeyError) as error:
-        raise CodebookError(f"{file} is damaged ({error!r}); record the store again") from error
-    return data
+        return Manifest.from_saved(data, str(file))
+    except CodebookError as error:
+        reason = str(error).removeprefix(f"{file}: ")
+        raise CodebookError(f"{file} is damaged ({reason}); record the store again") from error

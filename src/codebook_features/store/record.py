@@ -15,15 +15,14 @@ import itertools
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from codebook_features.errors import CodebookError
-from codebook_features.settings.saved import Record
-from codebook_features.store.documents import READ_CHUNK, RESERVED_COLUMNS, load_corpus
+from codebook_features.settings.base import NonNegativeInt, NonNegativeNumber, Record
+from codebook_features.store.config import RESERVED_COLUMNS, RecordConfig
+from codebook_features.store.documents import READ_CHUNK, load_corpus
 from codebook_features.store.group import ProcessGroup
-from codebook_features.store.manifest import write_manifest
+from codebook_features.store.manifest import Manifest, write_manifest
 from codebook_features.store.model_loading import DEFAULT_MAX_LENGTH, load_model
 from codebook_features.store.progress import (
     ShardInfo,
@@ -49,121 +48,20 @@ ROW_GROUP_TOKENS = 1 << 16
 """Tokens per Parquet row group of a tokens shard (what is held in memory before writing)."""
 
 
-@dataclass
-class RecordConfig:
-    """What to record: a codebook model, text data, and where the store goes."""
-
-    model: str | None = None
-    """A saved codebook model: a local directory (e.g. a run's ``final/``) or a hub name."""
-    dataset: str | None = None
-    """A hub dataset name, or local files: a .txt/.jsonl/.json/.parquet path, a directory, a
-    glob, or a comma-separated list (as for training)."""
-    dataset_config: str | None = None
-    """The hub dataset's configuration name, if it has several."""
-    split: str = "validation"
-    """Split of a hub dataset to record. Local files have a single split: they are used as
-    they are."""
-    text_field: str = "text"
-    """Column holding the text (jsonl/parquet/hub datasets)."""
-    label_fields: list[str] | None = None
-    """Extra columns copied into the documents table (e.g. ``label topic``); default: every
-    scalar column the data has besides the text; ``none``: no extra columns."""
-    streaming: bool = False
-    """Read the dataset lazily, for corpora too large to prepare up front."""
-    max_documents: int | None = None
-    """Record only the first this many documents (default: all)."""
-    sites: list[str] | None = None
-    """Sites whose codes are recorded, by name, kind or glob (default: every site)."""
-    max_length: int | None = None
-    """Tokens per forward window; a longer document is cut into consecutive windows, its
-    positions going on (default: the model's context length, at most 1024)."""
-    batch_size: int = 8
-    """Windows per forward pass."""
-    shard_tokens: int = 1_000_000
-    """Tokens per shard (a shard ends at the first document boundary past this)."""
-    activation_sites: list[str] = field(default_factory=list)
-    """Sites whose codebook inputs are also kept, as float16, for the baselines (default:
-    none)."""
-    max_activation_tokens: int = 100_000
-    """Keep the activations of the first this many tokens (per process when recording
-    data-parallel)."""
-    tokenizer: str | None = None
-    """The tokenizer (hub name or directory; default: the model's own). It must be a fast
-    tokenizer, which gives each token's character offsets."""
-    output_dir: str | None = None
-    """The store directory to write (new, empty, or an unfinished recording to continue)."""
-    overwrite: bool = False
-    """Replace the store in ``output_dir`` (only a store that holds nothing else)."""
-    progress: bool = True
-    """Show a progress bar with tokens/s (only in a terminal)."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """``auto`` uses a GPU when there is one."""
-
-    def __post_init__(self) -> None:
-        for name in ("model", "dataset", "output_dir"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise CodebookError(f"record: {name} is empty: {_REQUIRED[name]}")
-        for name in ("split", "text_field"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise CodebookError(f"record: {name} must be a non-empty string")
-        for name in ("label_fields", "sites", "activation_sites"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                value = [value]
-                setattr(self, name, value)
-            if value is None:
-                continue
-            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-                raise CodebookError(f"record: {name} must be a list of names, got {value!r}")
-            if len(set(value)) != len(value):
-                raise CodebookError(f"record: {name} names a column or site twice: {value}")
-        if self.sites == []:
-            raise CodebookError("record: sites is empty: name sites, or leave it out for all")
-        if self.label_fields:
-            clash = sorted({*RESERVED_COLUMNS, self.text_field} & set(self.label_fields))
-            if clash:
-                raise CodebookError(
-                    f"record: label_fields may not name {', '.join(clash)} (the text and the "
-                    "document id have their own columns)"
-                )
-        positive = ("batch_size", "shard_tokens", "max_activation_tokens")
-        optional = ("max_documents", "max_length")
-        for name in positive + optional:
-            value = getattr(self, name)
-            if value is None and name in optional:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise CodebookError(f"record: {name} must be a positive integer, got {value!r}")
-        for name in ("streaming", "overwrite", "progress"):
-            if not isinstance(getattr(self, name), bool):
-                raise CodebookError(f"record: {name} must be true or false")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise CodebookError(f"record: device must be auto, cpu or cuda, got {self.device!r}")
-
-
-_REQUIRED = {
-    "model": "give a saved codebook model (a directory or a hub name)",
-    "dataset": "give a hub dataset name or local files",
-    "output_dir": "give the directory to write the store into",
-}
-
-
-@dataclass
 class RecordResult(Record):
     """What a recording wrote."""
 
     path: str
     """The store directory."""
-    documents: int
+    documents: NonNegativeInt
     """Documents in the store."""
-    tokens: int
+    tokens: NonNegativeInt
     """Tokens in the store."""
-    shards: int
+    shards: NonNegativeInt
     """Shards in the store (of every process)."""
-    seconds: float
+    seconds: NonNegativeNumber
     """Wall time of this call."""
-    tokens_per_s: float
+    tokens_per_s: NonNegativeNumber
     """Tokens recorded by this call (every process) per second of it."""
 
 
@@ -182,7 +80,7 @@ class _Recorder:
     def __init__(self, config: RecordConfig, on_shard: Callable[[ShardInfo], None] | None) -> None:
         self.config = config
         self.on_shard = on_shard
-        self.root = Path(config.output_dir or "")
+        self.root = Path(config.output_dir)
 
     def run(self) -> RecordResult:
         from codebook_features.persist.ownership import STORE, check_output_dir, clear_own, mark
@@ -209,16 +107,18 @@ class _Recorder:
             if group.rank == 0:
                 write_manifest(self.root, c, self.model, self.corpus, group.world)
             group.barrier()
-            manifest = json.loads((self.root / MANIFEST).read_text())
+            manifest = Manifest.from_saved(
+                json.loads((self.root / MANIFEST).read_text()), str(self.root / MANIFEST)
+            )
         finally:
             group.close()
         seconds = time.monotonic() - started
-        tokens = int(manifest["counts"]["tokens"])
+        tokens = manifest.counts.tokens
         return RecordResult(
             path=str(self.root),
-            documents=int(manifest["counts"]["documents"]),
+            documents=manifest.counts.documents,
             tokens=tokens,
-            shards=len(manifest["shards"]),
+            shards=len(manifest.shards),
             seconds=round(seconds, 3),
             tokens_per_s=round((tokens - tokens_before) / max(seconds, 1e-9), 1),
         )
@@ -251,9 +151,9 @@ class _Recorder:
 
         rank, world = self.group.rank, self.group.world
         progress = load_own_progress(self.root, rank, self.settings)
-        if progress["finished"]:
+        if progress.finished:
             return
-        shards: list[ShardInfo] = progress["shards"]
+        shards = progress.shards
         start = shards[-1].next_document if shards else 0
         activation_rows = sum(s.activation_rows for s in shards)
         bar = tqdm(
@@ -287,7 +187,7 @@ class _Recorder:
                 save_progress(self.root, rank, progress)
                 if self.on_shard is not None:
                     self.on_shard(info)
-            progress["finished"] = True
+            progress.finished = True
             save_progress(self.root, rank, progress)
         finally:
             bar.close()

@@ -27,7 +27,10 @@ its row in the shards taken in manifest order.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SCHEMA_VERSION = 1
 """Bumped when a change of the format makes older readers wrong."""
@@ -49,6 +52,8 @@ TOKEN_COLUMNS = ("document", "position", "token", "start", "end")
 
 def id_dtype(num_codes: int) -> np.dtype:
     """The smallest signed integer type that holds ids ``-1 .. num_codes - 1``."""
+    import numpy as np
+
     for dtype in (np.int8, np.int16, np.int32):
         if num_codes - 1 <= np.iinfo(dtype).max:
             return np.dtype(dtype)

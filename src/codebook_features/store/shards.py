@@ -30,8 +30,8 @@ from codebook_features.store.schema import (
 )
 
 if TYPE_CHECKING:
+    from codebook_features.store.config import RecordConfig
     from codebook_features.store.model_loading import RecordingModel
-    from codebook_features.store.record import RecordConfig
 
 
 class ShardWriter:

@@ -1,6 +1,16 @@
 """Training codebook models: configuration, data, the loop, evaluation and checkpoints."""
 
-from codebook_features.training.config import DataConfig, ModelConfig, RunConfig, TrainingConfig
-from codebook_features.training.loop import TrainResult, train
+from codebook_features._lazy import lazy_exports
 
-__all__ = ["DataConfig", "ModelConfig", "RunConfig", "TrainResult", "TrainingConfig", "train"]
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "codebook_features.training.config": [
+            "DataConfig",
+            "ModelConfig",
+            "RunConfig",
+            "TrainingConfig",
+        ],
+        "codebook_features.training.loop": ["TrainResult", "train"],
+    },
+)

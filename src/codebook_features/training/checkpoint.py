@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from codebook_features.attach.model import CodebookModel
+from codebook_features.codebook.distributed import all_reduce_
 from codebook_features.errors import CodebookError
 from codebook_features.persist.checksums import directory_checksums, verify_checksums
 from codebook_features.persist.files import (
@@ -43,21 +44,32 @@ from codebook_features.persist.files import (
     recover_directory,
     write_json,
 )
-from codebook_features.settings.configs import flatten, to_dict
-from codebook_features.settings.saved import VERSION_KEY, read_saved, stamp
+from codebook_features.settings.base import (
+    NonNegativeInt,
+    NonNegativeNumber,
+    PositiveInt,
+    Record,
+    stamp,
+)
+from codebook_features.settings.options import flatten
 from codebook_features.training.config import RESUME_FREE, RunConfig
-from codebook_features.codebook.distributed import all_reduce_
 
-STATE_SCHEMA = {
-    "step": None,
-    "micro_batches": None,
-    "world_size": None,
-    "elapsed_s": None,
-    "started": None,
-    VERSION_KEY: None,
-    "config": RunConfig,
-}
-"""What ``trainer_state.json`` holds; other keys (from a newer version) are dropped on load."""
+
+class TrainerState(Record):
+    """``trainer_state.json``: where a checkpoint is in its run, and the run's settings."""
+
+    step: NonNegativeInt
+    """Optimizer steps done."""
+    micro_batches: NonNegativeInt
+    """Micro-batches done (``step * grad_accum`` at a checkpoint)."""
+    world_size: PositiveInt
+    """Processes of the run."""
+    elapsed_s: NonNegativeNumber = 0.0
+    """Wall seconds spent, over all sessions."""
+    started: float | None = None
+    """When the run started (unix seconds)."""
+    config: RunConfig
+    """The run's settings."""
 
 
 def load_errors() -> tuple[type[BaseException], ...]:
@@ -285,7 +297,7 @@ def changed_settings(
 ) -> list[str]:
     """``"key: old -> new"`` for each setting (outside ``free``) in which ``config`` differs
     from the ``saved`` one, sorted by key."""
-    mine, theirs, free = flatten(to_dict(config)), flatten(saved), set(free)
+    mine, theirs, free = flatten(config.to_dict()), flatten(saved), set(free)
     return [
         f"{key}: {theirs.get(key)!r} -> {mine.get(key)!r}"
         for key in sorted(set(mine) | set(theirs))
@@ -395,19 +407,13 @@ def read_state(run_dir: Path) -> tuple[Path, dict[str, Any]]:
         )
     _verify(checkpoint)
     try:
-        state = json.loads(state_file.read_text())
-        if not isinstance(state, dict) or not isinstance(state["config"], dict):
-            raise ValueError("bad trainer state")
-        state = read_saved(state, STATE_SCHEMA, str(state_file))
-        if int(state["step"]) < 0 or int(state["world_size"]) < 1:
-            raise ValueError("bad trainer state")
-        state["micro_batches"] = int(state["micro_batches"])
-        state["elapsed_s"] = float(state.get("elapsed_s", 0.0))
+        state = TrainerState.from_saved(json.loads(state_file.read_text()), str(state_file))
+        state = state.to_dict()
         listed = json.loads((checkpoint / CHECKPOINT_MANIFEST).read_text())["files"]
         missing = [f for f in required_files(state) if f not in listed]
         if missing:
             raise ValueError(f"{', '.join(missing)} missing")
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # CodebookError too
         raise CodebookError(
             f"the checkpoint in {checkpoint} is damaged ({error}); nothing was changed"
         ) from error
@@ -432,4 +438,4 @@ def write_state(
         "elapsed_s": elapsed_s,
         "started": started,
     }
-    write_json(directory / TRAINER_STATE, stamp(state) | {"config": to_dict(config)})
+    write_json(directory / TRAINER_STATE, stamp(state) | {"config": config.to_dict()})

@@ -3,9 +3,7 @@ same model's loss with its codebooks disabled. Sums are combined over processes.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,14 +11,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from codebook_features.attach.model import CodebookModel
-from codebook_features.settings.saved import Record
 from codebook_features.codebook.distributed import all_reduce_
+from codebook_features.settings.base import Record
 
 SITE_STATISTICS = ("mse", "fvu", "active_codes", "dead_fraction", "entropy")
 """The codebook statistics reported per site (see ``CodeStats.summary``)."""
 
 
-@dataclass
 class SiteMetrics(Record):
     """How one site's codebook did on the validation blocks."""
 
@@ -37,7 +34,6 @@ class SiteMetrics(Record):
     """Entropy (nats) of code usage, averaged over groups."""
 
 
-@dataclass
 class EvalMetrics(Record):
     """One evaluation; :meth:`to_dict` is the ``val`` row of ``metrics.jsonl`` (less split and
     step). The codebook fields are ``None`` for a model without codebooks."""
@@ -59,7 +55,7 @@ class EvalMetrics(Record):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values, without the fields that are ``None``."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 @torch.no_grad()
@@ -99,9 +95,10 @@ def evaluate(
         if cbm is not None:
             for name in cbm.sites:
                 cbm.codebook(name).reset_stats()
-        metrics = EvalMetrics(
-            *_lm_metrics(all_reduce_(lm_sums(module, blocks, batch_size, device)))
+        loss, accuracy, perplexity = _lm_metrics(
+            all_reduce_(lm_sums(module, blocks, batch_size, device))
         )
+        metrics = EvalMetrics(loss=loss, accuracy=accuracy, perplexity=perplexity)
         if cbm is not None:
             sites = {}
             for name in cbm.sites:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from codebook_features.attach.model import CodebookModel
+from codebook_features.codebook.distributed import is_distributed
 from codebook_features.errors import CodebookError
 from codebook_features.persist.checksums import write_model_checksums
 from codebook_features.persist.files import (
@@ -46,7 +47,7 @@ from codebook_features.persist.model_files import verify_model_dir
 from codebook_features.persist.ownership import RUN, check_output_dir, clear_own, mark
 from codebook_features.persist.rundir import RunDir
 from codebook_features.persist.sources import MODEL_FILES, check_source
-from codebook_features.settings.configs import flatten, save_yaml, to_dict
+from codebook_features.settings.options import flatten
 from codebook_features.training import checkpoint as ckpt
 from codebook_features.training.config import RunConfig
 from codebook_features.training.data import (
@@ -55,7 +56,6 @@ from codebook_features.training.data import (
     check_vocabulary,
     load_tokenizer,
 )
-from codebook_features.codebook.distributed import is_distributed
 from codebook_features.training.evaluation import EvalMetrics, code_counts, evaluate
 from codebook_features.training.plots import plot_code_usage, plot_losses
 
@@ -219,7 +219,7 @@ class Trainer:
             self._start()
         if t.log_to:
             self.accelerator.init_trackers(
-                TRACKER_DIR, config=flatten(to_dict(self.config), sep="/")
+                TRACKER_DIR, config=flatten(self.config.to_dict(), sep="/")
             )
         last_eval: EvalMetrics | None = None
         if self.step == 0:
@@ -260,7 +260,7 @@ class Trainer:
             if t.overwrite:  # everything the previous run wrote (and it holds nothing else)
                 clear_own(self.run_dir, RUN)
             mark(self.run_dir, RUN)
-            save_yaml(self.config, self.run_dir / RUN_CONFIG)
+            self.config.save_yaml(self.run_dir / RUN_CONFIG)
             write_text(self.run_dir / METRICS_FILE, "")
         if t.kmeans_init and self.cbm is not None:
             per_batch = t.batch_size * self.config.data.block_size
@@ -288,7 +288,7 @@ class Trainer:
             rows = RunDir(self.run_dir).metrics()
             kept = [r for r in rows if r["step"] <= self.step]
             write_text(self.run_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in kept))
-            save_yaml(self.config, self.run_dir / RUN_CONFIG)
+            self.config.save_yaml(self.run_dir / RUN_CONFIG)
         self.accelerator.wait_for_everyone()
 
     def _extend_schedule(self, saved_steps: int) -> None:

@@ -3,26 +3,37 @@ states, and swapping state codes moves the model toward the target state."""
 
 import json
 import warnings
-from dataclasses import replace
 
 import pytest
 
-from codebook_features.demos.fsm.pipeline import PipelineResults, Preset, Variant, run_pipeline
-from codebook_features.settings.saved import SavedFileWarning
+from codebook_features.demos.fsm.config import MachineSettings, Preset, Variant
+from codebook_features.demos.fsm.pipeline import PipelineResults, run_pipeline
+from codebook_features.settings.base import SavedFileWarning
 
 pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
 
 SMALL = Preset(
-    num_states=12,
-    num_edges=3,
-    states_per_sequence=16,
-    train_sequences=8000,
-    val_sequences=128,
+    machine=MachineSettings(
+        num_states=12,
+        num_edges=3,
+        states_per_sequence=16,
+        train_sequences=8000,
+        val_sequences=128,
+    ),
     baseline_steps=250,
     baseline_lr=3e-3,
     batch_size=32,
     warmup_steps=20,
-    variants=[Variant("Attn+MLP, k=1, C=32", ["attn_heads", "mlp"], 1, 32, 120, lr=3e-3)],
+    variants=[
+        Variant(
+            name="Attn+MLP, k=1, C=32",
+            sites=["attn_heads", "mlp"],
+            k=1,
+            num_codes=32,
+            steps=120,
+            lr=3e-3,
+        )
+    ],
     analysed="Attn+MLP, k=1, C=32",
     eval_samples=128,
     transitions=100,
@@ -92,18 +103,19 @@ def test_interrupted_interventions_are_run_again(experiment) -> None:
 
 
 def test_a_changed_preset_is_refused(experiment) -> None:
-    from dataclasses import replace
 
     from codebook_features import CodebookError
 
     out, _ = experiment
     with pytest.raises(CodebookError, match="other settings"):
-        run_pipeline(out, replace(SMALL, num_states=9), seed=0, progress=False)
+        run_pipeline(
+            out, SMALL.replace(machine=SMALL.machine.replace(num_states=9)), seed=0, progress=False
+        )
 
 
 def measures(results: PipelineResults) -> PipelineResults:
     """Everything but the stage timings (a stage run again takes another time)."""
-    return replace(results, seconds={})
+    return results.replace(seconds={})
 
 
 def test_results_file_keeps_its_layout(experiment) -> None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from codebook_features import CodebookError
+from codebook_features.demos.fsm.config import MachineSettings
 from codebook_features.demos.fsm.data import make_data
 from codebook_features.demos.fsm.machine import FSM
 
@@ -40,10 +41,13 @@ def test_rollouts_follow_edges() -> None:
     assert np.array_equal(walks, fsm.rollouts(50, 12, seed=0))
 
 
+def machine(states: int, edges: int, **sizes: int) -> MachineSettings:
+    sizes = {"train_sequences": 10, "val_sequences": 4, "states_per_sequence": 5} | sizes
+    return MachineSettings(num_states=states, num_edges=edges, **sizes)
+
+
 def test_data_directory_round_trips(tmp_path) -> None:
-    data = make_data(
-        tmp_path / "d", 12, 3, train_sequences=40, val_sequences=8, states_per_sequence=5
-    )
+    data = make_data(tmp_path / "d", machine(12, 3, train_sequences=40, val_sequences=8))
     fsm = data.fsm()
     assert np.array_equal(fsm.edges, FSM.generate(12, 3).edges)
     val = data.validation_tokens()
@@ -68,22 +72,14 @@ def test_making_data_never_replaces_other_files(tmp_path) -> None:
     target.mkdir()
     (target / "notes.txt").write_text("keep")
     with pytest.raises(CodebookError, match="not made by codebook-features"):
-        make_data(target, 6, 2, train_sequences=10, val_sequences=4, states_per_sequence=4)
+        make_data(target, machine(6, 2))
     assert (target / "notes.txt").read_text() == "keep"
-    make_data(tmp_path / "d", 6, 2, train_sequences=10, val_sequences=4, states_per_sequence=4)
+    make_data(tmp_path / "d", machine(6, 2))
     with pytest.raises(CodebookError, match="pass --overwrite"):
-        make_data(tmp_path / "d", 6, 2, train_sequences=10, val_sequences=4, states_per_sequence=4)
-    make_data(
-        tmp_path / "d",
-        7,
-        2,
-        train_sequences=10,
-        val_sequences=4,
-        states_per_sequence=4,
-        overwrite=True,
-    )
+        make_data(tmp_path / "d", machine(6, 2))
+    make_data(tmp_path / "d", machine(7, 2), overwrite=True)
     assert FSM.load(tmp_path / "d" / "fsm.json").num_states == 7
     (tmp_path / "d" / "my_notes.txt").write_text("keep")  # overwrite never deletes these
     with pytest.raises(CodebookError, match=r"also holds files it did not make \(my_notes\.txt\)"):
-        make_data(tmp_path / "d", 6, 2, 10, 0, 10, 4, 4, overwrite=True)
+        make_data(tmp_path / "d", machine(6, 2), overwrite=True)
     assert (tmp_path / "d" / "my_notes.txt").read_text() == "keep"

@@ -9,13 +9,14 @@ import pytest
 
 from codebook_features import __version__
 from codebook_features.cli import main, one_line
+from codebook_features.demos.lm.config import LmCorpusConfig
 from codebook_features.demos.lm.corpus import (
     CorpusInfo,
-    LmCorpusConfig,
     build_corpus,
     corpus_digest,
     corpus_summary,
 )
+from codebook_features.demos.lm.corpus_sources import SOURCES
 from codebook_features.demos.lm.parsing import BROWN_GENRES
 from codebook_features.errors import CodebookError
 from codebook_features.persist.files import OWNER_FILE
@@ -29,7 +30,9 @@ def cache(tmp_path, no_tools):
 
 
 def config(out, cache, **settings) -> LmCorpusConfig:
-    return LmCorpusConfig(out=str(out), cache_dir=str(cache), max_words_per_document=30, **settings)
+    return LmCorpusConfig(
+        output_dir=str(out), cache_dir=str(cache), max_words_per_document=30, **settings
+    )
 
 
 def read_jsonl(path) -> list[dict]:
@@ -120,32 +123,34 @@ def test_foreign_directory_is_refused(tmp_path, cache) -> None:
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"out": ""}, "give --out"),
-        ({"sources": ["brown", "wiki"]}, "--sources must name"),
-        ({"sources": ["bible", "bible"]}, "--sources must name"),
-        ({"validation_fraction": 1.0}, "between 0 and 1"),
-        ({"max_documents_per_label": 1}, "at least 2"),
-        ({"seed": -1}, "--seed"),
+        ({"output_dir": None}, "output_dir: input should be a valid string"),
+        ({"sources": ["brown", "wiki"]}, r"sources\.1: input should be 'brown', 'bible'"),
+        ({"sources": ["bible", "bible"]}, "sources names a source twice: bible bible"),
+        ({"sources": []}, "sources: list should have at least 1 item"),
+        ({"validation_fraction": 1.0}, "validation_fraction: input should be less than 1"),
+        ({"max_documents_per_label": 1}, "max_documents_per_label: input should be greater"),
+        ({"seed": -1}, "seed: input should be greater than or equal to 0"),
     ],
 )
 def test_bad_settings(settings, message) -> None:
     with pytest.raises(CodebookError, match=message):
-        LmCorpusConfig(**{"out": "x", **settings})
+        LmCorpusConfig(**{"output_dir": "x", **settings})
 
 
 def test_cli_builds_and_summarises(tmp_path, cache, capsys) -> None:
-    args = ["lm", "data", "--out", str(tmp_path / "corpus"), "--cache_dir", str(cache)]
+    args = ["lm", "data", str(tmp_path / "corpus"), "--cache_dir", str(cache)]
     assert main([*args, "--sources", "bible", "austen", "--max_words_per_document", "none"]) == 0
     printed = capsys.readouterr().out
     assert "austen" in printed and "bible" in printed and "total" in printed
     assert main([*args, "--sources", "bible", "austen", "--max_words_per_document", "none"]) == 0
     assert "reused" in capsys.readouterr().out
-    assert main(["lm", "data", "--out", str(tmp_path / "x"), "--sources", "wiki"]) == 2
-    assert "error: --sources must name" in capsys.readouterr().err
+    assert main(["lm", "data", "--output_dir", str(tmp_path / "x"), "--sources", "wiki"]) == 2
+    assert "error: sources.0: input should be 'brown'" in capsys.readouterr().err
 
 
 def test_default_sources_cover_every_brown_genre() -> None:
-    assert LmCorpusConfig(out="x").sources == ["brown", "bible", "shakespeare", "austen"]
+    assert LmCorpusConfig(output_dir="x").sources == ["brown", "bible", "shakespeare", "austen"]
+    assert set(SOURCES) == set(LmCorpusConfig(output_dir="x").sources)
     assert len(set(BROWN_GENRES.values())) == 15
 
 
@@ -155,7 +160,7 @@ def test_settings_differ_message_fits_data_and_demo(tmp_path, cache) -> None:
     with pytest.raises(CodebookError) as error:
         build_corpus(config(out, cache, seed=5))
     assert str(error.value).endswith(
-        f"give another --out, or rebuild it with `codebook lm data --out {out} --overwrite true`"
+        f"give another --output_dir, or rebuild it with `codebook lm data {out} --overwrite`"
     )
 
 

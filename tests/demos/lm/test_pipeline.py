@@ -8,8 +8,10 @@ import shlex
 
 import pytest
 
-from codebook_features.demos.lm.pipeline import LmPreset, Variant, run_lm_pipeline
+from codebook_features.demos.lm.config import LmPreset, Variant
+from codebook_features.demos.lm.pipeline import run_lm_pipeline
 from codebook_features.errors import CodebookError
+from codebook_features.steering.config import GenerationSettings, SelectionRule
 from tests.model_zoo import TINY_NEOX
 from tests.steering.planted import DRAGON_REGEX, write_corpus
 
@@ -25,21 +27,19 @@ def tiny_preset(**changes: object) -> LmPreset:
         "base_steps": 30,
         "variant_steps": 10,
         "variants": [
-            Variant("finetune"),
-            Variant("attention codebooks", ["attn_heads"], k=2, num_codes=32),
-            Variant("MLP codebooks", ["mlp"], k=2, num_codes=32, groups=2),
+            Variant(name="finetune"),
+            Variant(name="attention codebooks", sites=["attn_heads"], k=2, num_codes=32),
+            Variant(name="MLP codebooks", sites=["mlp"], k=2, num_codes=32, groups=2),
         ],
         "activation_site": "layers.1.attn_heads",
         "activation_tokens": 2000,
         "regexes": [r"\bthe\b", r"\.\s"],
         "topics": {"dragon": DRAGON_REGEX, "sea": r"\b(ship|sail|waves)\b", "unicorn": "x"},
         "prompts": ["the"],
-        "samples": 2,
-        "max_new_tokens": 4,
+        "generation": GenerationSettings(samples=2, max_new_tokens=4),
         "strengths": [2],
         "alphas": [2.0],
-        "max_codes": 2,
-        "min_support": 1,
+        "rule": SelectionRule(max_codes=2, min_support=1, rank="f1"),
     } | changes
     return LmPreset(**values)
 
@@ -125,7 +125,8 @@ def test_another_corpus_is_refused(demo, tmp_path) -> None:
 def test_other_settings_and_a_foreign_directory_are_refused(demo, tmp_path) -> None:
     out, corpus, _, _ = demo
     with pytest.raises(CodebookError, match="other settings"):
-        run_lm_pipeline(out, tiny_preset(samples=3), corpus=corpus, progress=False)
+        other = tiny_preset(generation=GenerationSettings(samples=3, max_new_tokens=4))
+        run_lm_pipeline(out, other, corpus=corpus, progress=False)
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
@@ -140,14 +141,15 @@ def test_the_printed_serve_command_opens_the_browser_on_the_demo(demo) -> None:
     from fastapi.testclient import TestClient
 
     from codebook_features.app import create_app
-    from codebook_features.app.cli import config_of
+    from codebook_features.app.config import ServeConfig
     from codebook_features.cli import build_parser
     from codebook_features.demos.lm.cli import serve_command
+    from codebook_features.settings.options import settings_from_args
 
     out, _, results, _ = demo
     command = shlex.split(serve_command(str(out), results))
     assert command[:2] == ["codebook", "serve"]
-    config = config_of(build_parser().parse_args(command[1:]))
+    config = settings_from_args(ServeConfig, build_parser(command[1:]).parse_args(command[1:]))
     client = TestClient(create_app(config), base_url="http://127.0.0.1")
     overview = client.get("/api/overview").json()
     assert overview["model_loaded"] and overview["tokens"] == results.store["tokens"]

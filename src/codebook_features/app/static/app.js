@@ -121,12 +121,14 @@ function steer(form) {
     const body = {
       prompt: f.prompt.value,
       codes: lines(f.codes.value),
-      max_new_tokens: parseInt(f.max_new_tokens.value, 10),
-      temperature: parseFloat(f.temperature.value),
-      top_k: parseInt(f.top_k.value, 10),
-      top_p: parseFloat(f.top_p.value),
-      samples: parseInt(f.samples.value, 10),
-      seed: parseInt(f.seed.value, 10),
+      generation: {
+        max_new_tokens: parseInt(f.max_new_tokens.value, 10),
+        temperature: parseFloat(f.temperature.value),
+        top_k: parseInt(f.top_k.value, 10),
+        top_p: parseFloat(f.top_p.value),
+        samples: parseInt(f.samples.value, 10),
+        seed: parseInt(f.seed.value, 10),
+      },
     };
     for (const key of ["concept", "mode", "positions"]) {
       if (f[key].value) body[key] = f[key].value;

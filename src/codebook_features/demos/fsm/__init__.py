@@ -1,5 +1,10 @@
 """The TokFSM experiment: a transformer learns a finite state machine; its codes are states."""
 
-from codebook_features.demos.fsm.machine import FSM
+from codebook_features._lazy import lazy_exports
 
-__all__ = ["FSM"]
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "codebook_features.demos.fsm.machine": ["FSM"],
+    },
+)

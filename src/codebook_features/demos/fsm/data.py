@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from codebook_features.demos.fsm.config import MachineSettings
 from codebook_features.demos.fsm.machine import FSM
 from codebook_features.errors import CodebookError
 from codebook_features.persist.files import (
@@ -90,13 +91,8 @@ def make_tokenizer(fsm: FSM, directory: str | os.PathLike) -> None:
 
 def make_data(
     out: str | os.PathLike,
-    num_states: int,
-    num_edges: int,
-    base: int = 10,
+    machine: MachineSettings,
     seed: int = 0,
-    train_sequences: int = 50_000,
-    val_sequences: int = 512,
-    states_per_sequence: int = 32,
     overwrite: bool = False,
 ) -> FSMData:
     """Write the machine, tokenizer, training rollouts and a fixed validation set.
@@ -105,30 +101,21 @@ def make_data(
     non-empty ``out`` is refused unless ``overwrite`` (and it holds TokFSM data).
     """
     target = Path(out)
-    for name, value, least in (
-        ("train_sequences", train_sequences, 1),
-        ("val_sequences", val_sequences, 1),
-        ("states_per_sequence", states_per_sequence, 2),
-        ("seed", seed, 0),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise CodebookError(
-                f"{name.replace('_', '-')} must be an integer >= {least}, got {value!r}"
-            )
+    m = machine
     if check_output_dir(target, FSM_DATA, overwrite=overwrite) == "ours" and not overwrite:
         raise CodebookError(f"{target} already holds FSM data: pass --overwrite to replace it")
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    fsm = FSM.generate(num_states, num_edges, base, seed)
+    fsm = FSM.generate(m.num_states, m.num_edges, m.base, seed)
     with atomic_directory(out) as tmp:
         mark(tmp, FSM_DATA)
         fsm.save(tmp / FSM_FILE)
         make_tokenizer(fsm, tmp / TOKENIZER_DIR)
         for name, count, salt in (
-            (TRAIN_FILE, train_sequences, 1),
-            (VALIDATION_FILE, val_sequences, 2),
+            (TRAIN_FILE, m.train_sequences, 1),
+            (VALIDATION_FILE, m.val_sequences, 2),
         ):
-            tokens = fsm.to_tokens(fsm.rollouts(count, states_per_sequence, seed * 7919 + salt))
+            tokens = fsm.to_tokens(fsm.rollouts(count, m.states_per_sequence, seed * 7919 + salt))
             pq.write_table(pa.table({"input_ids": tokens.tolist()}), tmp / name)
     return FSMData(Path(out))

@@ -147,7 +147,7 @@ def state_swaps(
             ]
     none_token, none_state = np.mean(scores["none"]["jsd"]), np.mean(scores["none"]["state_jsd"])
     return SwapResults(
-        {
+        components={
             name: SwapScores(
                 normalized_jsd=float(np.mean(s["jsd"]) / none_token),
                 next_state_normalized_jsd=float(np.mean(s["state_jsd"]) / none_state),

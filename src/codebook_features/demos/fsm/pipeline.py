@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field
 from safetensors import SafetensorError
 
+from codebook_features.demos.fsm.config import PRESETS, Preset, Variant
 from codebook_features.demos.fsm.data import FSMData, make_data
 from codebook_features.demos.fsm.results import ModelAnalysis, SwapResults, TrainedModel
 from codebook_features.demos.runner import Stages, resume_results, train_or_reuse
@@ -31,88 +32,14 @@ from codebook_features.persist.files import (
 )
 from codebook_features.persist.model_files import verify_model_dir
 from codebook_features.persist.ownership import FSM_DEMO, check_output_dir, mark
-from codebook_features.settings.saved import Record, read_saved, stamp
+from codebook_features.settings.base import Record, stamp
 
 logger = logging.getLogger(__name__)
-
-GPT_NEOX_4L = {
-    "model_type": "gpt_neox",
-    "hidden_size": 128,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "intermediate_size": 512,
-    "max_position_embeddings": 256,
-}
-"""The paper's TokFSM transformer: 4 layers, width 128, 4 heads, MLP 512."""
-
-
-@dataclass
-class Variant:
-    """A codebook model of the comparison, finetuned from the trained baseline."""
-
-    name: str
-    sites: list[str]
-    k: int
-    num_codes: int
-    steps: int
-    lr: float = 1e-3
-
-
-@dataclass
-class Preset:
-    num_states: int
-    num_edges: int
-    base: int = 10
-    states_per_sequence: int = 32
-    train_sequences: int = 40_000
-    val_sequences: int = 512
-    baseline_steps: int = 1000
-    baseline_lr: float = 3e-3
-    batch_size: int = 32
-    warmup_steps: int = 100
-    variants: list[Variant] = field(default_factory=list)
-    analysed: str = ""
-    """Variant whose codes are analysed and intervened on."""
-    eval_samples: int = 256
-    transitions: int = 500
-    model: dict[str, Any] = field(default_factory=lambda: dict(GPT_NEOX_4L))
-
-
-PRESETS: dict[str, Preset] = {
-    # The paper's machine (100 states, 10 edges) does not reach 95% state accuracy in minutes
-    # on two CPU cores; 40 states with 4 edges does, with the same model.
-    "default": Preset(
-        num_states=40,
-        num_edges=4,
-        variants=[Variant("Attn+MLP, k=1, C=512", ["attn_heads", "mlp"], 1, 512, 600)],
-        analysed="Attn+MLP, k=1, C=512",
-    ),
-    "full": Preset(
-        num_states=100,
-        num_edges=10,
-        states_per_sequence=64,
-        train_sequences=200_000,
-        baseline_steps=20_000,
-        baseline_lr=1e-3,
-        batch_size=64,
-        warmup_steps=500,
-        variants=[
-            Variant("Attn only, k=1, C=2000", ["attn_heads"], 1, 2000, 5000),
-            Variant("Attn+MLP, k=1, C=10000", ["attn_heads", "mlp"], 1, 10000, 5000),
-            Variant("Attn+MLP, k=4, C=10000", ["attn_heads", "mlp"], 4, 10000, 5000),
-            Variant("Attn+MLP, k=16, C=10000", ["attn_heads", "mlp"], 16, 10000, 5000),
-        ],
-        analysed="Attn+MLP, k=1, C=10000",
-        eval_samples=512,
-    ),
-}
-
 
 BASELINE = "Baseline (no codebooks)"
 """The name of the model without codebooks in the comparison."""
 
 
-@dataclass
 class PipelineResults(Record):
     """Everything the demo measured; ``results.json`` is :meth:`to_dict`, written after every
     stage, so a run continues where it stopped."""
@@ -122,9 +49,9 @@ class PipelineResults(Record):
     seed: int
     settings: Preset
     """The preset itself."""
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = Field(default_factory=dict)
     """Wall seconds per stage."""
-    models: dict[str, TrainedModel] = field(default_factory=dict)
+    models: dict[str, TrainedModel] = Field(default_factory=dict)
     """Each model of the comparison (the baseline, then the codebook variants)."""
     analysis: ModelAnalysis | None = None
     """Codes vs states of the analysed variant."""
@@ -132,26 +59,14 @@ class PipelineResults(Record):
     """Swapping state codes in the analysed variant."""
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "preset": self.preset,
-            "seed": self.seed,
-            "settings": asdict(self.settings),
-            "seconds": dict(self.seconds),
-            "models": {name: row.to_dict() for name, row in self.models.items()},
-        }
-        if self.analysis is not None:
-            data["analysis"] = self.analysis.to_dict()
-        if self.interventions is not None:
-            data["interventions"] = self.interventions.to_dict()
-        return stamp(data)
+        return stamp(self.model_dump(mode="json", exclude_none=True))
 
     @classmethod
     def load(cls, path: Path) -> PipelineResults:
         """Read ``results.json`` (a newer version's file loads with a warning)."""
         try:
-            data = json.loads(path.read_text())
-            return cls.from_dict(read_saved(data, cls, str(path)))
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            return cls.from_saved(json.loads(path.read_text()), str(path))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:  # CodebookError too
             raise CodebookError(
                 f"{path} is damaged ({error}); delete it to run every stage again"
             ) from error
@@ -184,7 +99,9 @@ def train_run(
             validation_dataset=str(data.validation),
             block_size=data.validation_tokens().shape[1],  # one sequence per block
         ),
-        codebooks=CodebookModelConfig(num_codes=variant.num_codes, k=variant.k, sites=variant.sites)
+        codebooks=CodebookModelConfig(
+            num_codes=variant.num_codes, k=variant.k, sites=list(variant.sites)
+        )
         if variant
         else None,
         training=TrainingConfig(
@@ -260,23 +177,14 @@ def run_pipeline(
         lambda saved: saved.settings == preset and saved.seed == seed,
     )
     if results is None:
-        results = PipelineResults(preset_name, seed, preset)
+        results = PipelineResults(preset=preset_name, seed=seed, settings=preset)
     results.preset = preset_name
     stages = Stages(results_file, results, say)
 
     data_dir = out / DATA_DIR
     if not (data_dir / FSM_FILE).exists():
         with stages.stage("data"):
-            make_data(
-                data_dir,
-                preset.num_states,
-                preset.num_edges,
-                preset.base,
-                seed,
-                preset.train_sequences,
-                preset.val_sequences,
-                preset.states_per_sequence,
-            )
+            make_data(data_dir, preset.machine, seed)
     data = FSMData(data_dir)
     fsm = data.fsm()
     validation = data.validation_tokens()
@@ -307,7 +215,9 @@ def run_pipeline(
             cbm = load_for_eval(model_dirs[preset.analysed])
             tokens = torch.as_tensor(validation)
             analysis = analyze(cbm, fsm, tokens)
-            results.analysis = ModelAnalysis(preset.analysed, analysis.summary, analysis.sites)
+            results.analysis = ModelAnalysis(
+                model=preset.analysed, summary=analysis.summary, sites=analysis.sites
+            )
         results.seconds.pop("interventions", None)
         with stages.stage("interventions", "state interventions"):
             results.interventions = state_swaps(

@@ -127,7 +127,7 @@ def write_report(out: Path, results: PipelineResults, fsm: FSM) -> Path:
         "",
         f"Preset `{results.preset}`, seed {results.seed}. Machine: {fsm.num_states} states, "
         f"{fsm.num_edges} out-edges each (uniform), base {fsm.base} ({fsm.digits} digits per "
-        f"state), {settings.states_per_sequence} states per sequence. Model: "
+        f"state), {settings.machine.states_per_sequence} states per sequence. Model: "
         f"{_describe_model(settings.model)}, trained from scratch as the baseline; "
         "codebook models are finetuned from it with codebooks in the loop (k-means initialised).",
     ]

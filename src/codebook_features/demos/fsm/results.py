@@ -7,17 +7,14 @@ line read their attributes. Field names are the JSON keys, in the order they are
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from typing import Any
 
-from torch import Tensor
+from pydantic import Field, model_serializer, model_validator
 
 from codebook_features.attach.code_ref import CodeRef
-from codebook_features.settings.saved import Record
+from codebook_features.settings.base import Record
 
 
-@dataclass
 class FSMMetrics(Record):
     """How well a model has learned its machine (see ``fsm.evaluation``)."""
 
@@ -31,7 +28,6 @@ class FSMMetrics(Record):
     """Overlap of the model's likeliest next states after ``BOS s`` with s's out-edges."""
 
 
-@dataclass
 class TrainedModel(FSMMetrics):
     """A model of the comparison: its metrics and its run directory."""
 
@@ -40,10 +36,9 @@ class TrainedModel(FSMMetrics):
 
     @classmethod
     def of(cls, metrics: FSMMetrics, run: str) -> TrainedModel:
-        return cls(**dataclasses.asdict(metrics), run=run)
+        return cls(**dict(metrics), run=run)
 
 
-@dataclass
 class SiteScores(Record):
     """How well one site's best codes classify the current state."""
 
@@ -57,7 +52,6 @@ class SiteScores(Record):
     """States with a code of precision > 0.9 and recall > 0.5."""
 
 
-@dataclass
 class StatePick(Record):
     """The best code for one state, and the best neuron at that code's recall."""
 
@@ -76,7 +70,6 @@ class StatePick(Record):
         return CodeRef(self.site, self.group, self.code)
 
 
-@dataclass
 class AnalysisSummary(Record):
     """Codes vs neurons over all sites of the preferred kind."""
 
@@ -91,28 +84,20 @@ class AnalysisSummary(Record):
     mean_code_precision: float
     mean_code_recall: float
     mean_neuron_precision: float
-    per_state: list[StatePick] = field(default_factory=list)
+    per_state: list[StatePick] = Field(default_factory=list)
     """One row per state that occurs."""
 
 
-@dataclass
 class StateAnalysis(Record):
     """The result of ``fsm.analysis.analyze``."""
 
     summary: AnalysisSummary
     sites: dict[str, SiteScores]
-    state_codes: dict[str, Tensor] = field(default_factory=dict)
-    """Per site, ``(states, groups, k)`` codes firing most on each state (``-1``: none); what
-    the interventions swap in. Not written to JSON."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "summary": self.summary.to_dict(),
-            "sites": {name: s.to_dict() for name, s in self.sites.items()},
-        }
+    state_codes: dict[str, Any] = Field(default_factory=dict, exclude=True)
+    """Per site, ``(states, groups, k)`` tensors of the codes firing most on each state (``-1``:
+    none); what the interventions swap in. Not written to JSON."""
 
 
-@dataclass
 class ModelAnalysis(Record):
     """The analysis of one model, as the pipeline stores it."""
 
@@ -122,7 +107,6 @@ class ModelAnalysis(Record):
     sites: dict[str, SiteScores]
 
 
-@dataclass
 class SwapScores(Record):
     """The effect of swapping state codes at one component (group of sites)."""
 
@@ -138,8 +122,7 @@ class SwapScores(Record):
     """The sites swapped."""
 
 
-@dataclass
-class SwapResults:
+class SwapResults(Record):
     """``fsm.interventions.state_swaps``: scores per component. As JSON, one entry per
     component plus ``transitions``."""
 
@@ -148,17 +131,17 @@ class SwapResults:
     transitions: int
     """Transitions swapped."""
 
-    def to_dict(self) -> dict[str, Any]:
-        rows: dict[str, Any] = {name: s.to_dict() for name, s in self.components.items()}
-        return rows | {"transitions": self.transitions}
-
+    @model_validator(mode="before")
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SwapResults:
-        components = {k: SwapScores.from_dict(v) for k, v in data.items() if isinstance(v, dict)}
-        return cls(components, int(data["transitions"]))
+    def _from_rows(cls, data: Any) -> Any:
+        """Read the JSON layout: the components' rows beside ``transitions``."""
+        if isinstance(data, dict) and "components" not in data:
+            rows = {k: v for k, v in data.items() if isinstance(v, dict)}
+            rest = {k: v for k, v in data.items() if not isinstance(v, dict)}
+            return {**rest, "components": rows}
+        return data
 
-    @classmethod
-    def saved_schema(cls, data: dict[str, Any]) -> dict[str, Any]:
-        """The JSON layout, for lenient loading (``saved.read_saved``)."""
-        rows = {k: SwapScores for k, v in data.items() if isinstance(v, dict)}
-        return rows | {"transitions": None}
+    @model_serializer(mode="wrap")
+    def _as_rows(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        return {**data["components"], "transitions": data["transitions"]}

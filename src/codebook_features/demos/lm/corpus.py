@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -20,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from codebook_features._version import __version__
-from codebook_features.demos.lm.corpus_sources import SOURCES, LoadedSource, load_source
+from codebook_features.demos.lm.config import LmCorpusConfig
+from codebook_features.demos.lm.corpus_sources import LoadedSource, load_source
 from codebook_features.demos.lm.parsing import Document, words
 from codebook_features.demos.lm.split import SPLITS, split_documents
 from codebook_features.errors import CodebookError
@@ -35,7 +35,7 @@ from codebook_features.persist.files import (
     write_text,
 )
 from codebook_features.persist.ownership import LM_DATA, check_output_dir, mark
-from codebook_features.settings.saved import stamp
+from codebook_features.settings.base import stamp
 
 logger = logging.getLogger(__name__)
 
@@ -50,61 +50,20 @@ def default_cache_dir() -> Path:
     return Path(base) / "codebook-features" / "lm"
 
 
-@dataclass
-class LmCorpusConfig:
-    """Which sources, and how they become the demo's training and validation documents."""
-
-    out: str = ""
-    """The corpus directory (train.jsonl, validation.jsonl, LICENSES.md, corpus.json)."""
-    sources: list[str] = field(default_factory=lambda: list(SOURCES))
-    """Sources to include: brown (15 genre labels), bible, shakespeare, austen."""
-    seed: int = 0
-    """Seed of the split and of the per-label sample: the same seed gives the same files."""
-    validation_fraction: float = 0.1
-    """Share of each label's source documents (Brown files, chapters, scenes) held out for
-    validation; at least one per label."""
-    max_words_per_document: int | None = 500
-    """Cut source documents into pieces of at most this many words, between paragraphs;
-    none: keep them whole (a Brown file is about 2,000 words, a chapter 300 to 6,000)."""
-    max_documents_per_label: int | None = 200
-    """Keep at most this many documents (pieces) per label, shared between the splits by
-    validation_fraction, so that no style dominates; none: keep all."""
-    cache_dir: str = ""
-    """Where downloads are kept and reused (default: ~/.cache/codebook-features/lm, or under
-    $XDG_CACHE_HOME)."""
-    overwrite: bool = False
-    """Replace a corpus of ours in ``out`` that was built with other settings."""
-
-    def __post_init__(self) -> None:
-        if not self.out:
-            raise CodebookError("give --out DIR for the corpus (see --help)")
-        unknown = [name for name in self.sources if name not in SOURCES]
-        if unknown or not self.sources or len(set(self.sources)) != len(self.sources):
-            raise CodebookError(
-                f"--sources must name each of {', '.join(SOURCES)} at most once, got "
-                f"{' '.join(self.sources) or 'none'}"
-            )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise CodebookError(f"--seed must be a whole number >= 0, got {self.seed!r}")
-        if not (math.isfinite(self.validation_fraction) and 0 < self.validation_fraction < 1):
-            raise CodebookError(
-                f"--validation_fraction must be between 0 and 1, got {self.validation_fraction}"
-            )
-        for name, least in (("max_words_per_document", 1), ("max_documents_per_label", 2)):
-            value = getattr(self, name)
-            if value is not None and value < least:
-                raise CodebookError(f"--{name} must be at least {least} (or none), got {value}")
-
-    def settings(self) -> dict[str, Any]:
-        """What decides the corpus's content (a finished corpus with these is reused)."""
-        return {
-            "format": CORPUS_FORMAT,
-            "sources": list(self.sources),
-            "seed": self.seed,
-            "validation_fraction": self.validation_fraction,
-            "max_words_per_document": self.max_words_per_document,
-            "max_documents_per_label": self.max_documents_per_label,
-        }
+def corpus_settings(config: LmCorpusConfig) -> dict[str, Any]:
+    """What decides the corpus's content (a finished corpus with these is reused)."""
+    return {
+        "format": CORPUS_FORMAT,
+        **config.model_dump(
+            include={
+                "sources",
+                "seed",
+                "validation_fraction",
+                "max_words_per_document",
+                "max_documents_per_label",
+            }
+        ),
+    }
 
 
 @dataclass(frozen=True)
@@ -228,8 +187,8 @@ def _licences(loaded: list[LoadedSource]) -> str:
 
 def build_corpus(config: LmCorpusConfig) -> CorpusInfo:
     """Fetch (or reuse from the cache) every source of ``config``, split and write the corpus
-    into ``config.out``; a finished corpus with the same settings there is reused as it is."""
-    out, settings = Path(config.out), config.settings()
+    into ``config.output_dir``; a finished corpus with the same settings there is reused."""
+    out, settings = Path(config.output_dir), corpus_settings(config)
     state = check_output_dir(out, LM_DATA, overwrite=config.overwrite)
     if state == "ours" and not config.overwrite:
         finished = _finished(out, settings)
@@ -239,7 +198,7 @@ def build_corpus(config: LmCorpusConfig) -> CorpusInfo:
         if finished is not None:
             raise CodebookError(
                 f"{out} holds a corpus built with other settings (or changed since): give another "
-                f"--out, or rebuild it with `codebook lm data --out {out} --overwrite true`"
+                f"--output_dir, or rebuild it with `codebook lm data {out} --overwrite`"
             )
     cache = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
     loaded = [load_source(name, cache) for name in config.sources]
@@ -380,7 +339,7 @@ def _require(path: Path, name: str) -> None:
         raise CodebookError(
             f"{path} holds no {name}: a corpus needs {LM_TRAIN_FILE} and {LM_VALIDATION_FILE} "
             "(one JSON object with a string `text` and a `label` per line); build one with "
-            "`codebook lm data --out DIR`"
+            "`codebook lm data DIR`"
         )
 
 

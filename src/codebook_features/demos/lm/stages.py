@@ -18,7 +18,8 @@ from codebook_features.persist.files import (
 )
 
 if TYPE_CHECKING:
-    from codebook_features.demos.lm.pipeline import LmResults, Variant
+    from codebook_features.demos.lm.config import Variant
+    from codebook_features.demos.lm.pipeline import LmResults
     from codebook_features.demos.runner import Stages
 
 DATA_DIR = "data"
@@ -79,9 +80,10 @@ class LmStages:
         if self.results.corpus is None:
             with self.stages.stage("data"):
                 if self.corpus is None:
-                    from codebook_features.demos.lm.corpus import LmCorpusConfig, build_corpus
+                    from codebook_features.demos.lm.config import LmCorpusConfig
+                    from codebook_features.demos.lm.corpus import build_corpus
 
-                    build_corpus(LmCorpusConfig(out=str(directory), seed=self.results.seed))
+                    build_corpus(LmCorpusConfig(output_dir=str(directory), seed=self.results.seed))
                 summary = corpus_summary(directory)
                 self.results.corpus = summary | {"digest": corpus_digest(directory)}
         elif not (directory / LM_TRAIN_FILE).is_file() or corpus_digest(
@@ -89,7 +91,7 @@ class LmStages:
         ) != self.results.corpus.get("digest"):
             raise CodebookError(
                 f"{self.out} was made from another corpus than {directory}: give the corpus it "
-                "was made from (--corpus), or another --out"
+                "was made from (--corpus), or another --output_dir"
             )
         return directory
 
@@ -120,7 +122,10 @@ class LmStages:
         codebooks = None
         if variant is not None and variant.sites:
             codebooks = CodebookModelConfig(
-                sites=variant.sites, num_codes=variant.num_codes, k=variant.k, groups=variant.groups
+                sites=list(variant.sites),
+                num_codes=variant.num_codes,
+                k=variant.k,
+                groups=variant.groups,
             )
         config = RunConfig(
             model=ModelConfig(init=dict(p.model), tokenizer=str(start))
@@ -238,21 +243,17 @@ class LmStages:
                     label_field="label",
                     concepts=concepts,
                     output_dir=str(self.out / STEERING_DIR),
-                    max_codes=p.max_codes,
-                    rank=p.rank,  # type: ignore[arg-type]
-                    min_support=p.min_support,
+                    rule=p.rule,
                     prompts=list(p.prompts),
-                    samples=p.samples,
-                    max_new_tokens=p.max_new_tokens,
+                    generation=p.generation.replace(seed=self.results.seed),
                     strengths=list(p.strengths),
-                    modes=list(p.modes),  # type: ignore[arg-type]
+                    modes=list(p.modes),
                     alphas=list(p.alphas),
-                    seed=self.results.seed,
                     progress=self.progress,
                 )
             )
             self.results.steering = {
                 "dir": STEERING_DIR,
-                "classifier": report.classifier,
+                "classifier": report.classifier.to_dict(),
                 "rows": [row.to_dict() for row in report.rows],
             }

@@ -1,0 +1,168 @@
+"""The language demo's settings, each declared once: its corpus (``codebook lm data``), the
+sizes of every stage (:class:`LmPreset`) and the demo command (``codebook lm demo``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+from pydantic import Field, model_validator
+from typing_extensions import Self
+
+from codebook_features.errors import CodebookError
+from codebook_features.settings.base import (
+    NonNegativeInt,
+    OpenFraction,
+    PositiveInt,
+    PositiveNumber,
+    Settings,
+)
+from codebook_features.steering.config import GenerationSettings, SelectionRule
+
+SourceName = Literal["brown", "bible", "shakespeare", "austen"]
+"""The corpus's sources (see ``corpus_sources.SOURCES``)."""
+SOURCE_NAMES: tuple[str, ...] = get_args(SourceName)
+
+GPT_NEOX_4x256 = {
+    "model_type": "gpt_neox",
+    "hidden_size": 256,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "intermediate_size": 1024,
+    "max_position_embeddings": 256,
+}
+"""The base model: 4 layers, width 256, 8 heads (5.3M parameters with 4,096 tokens)."""
+
+TOPICS = {
+    "bible": r"\b(unto|lord|god|israel|thou|thee)\b",
+    "shakespeare": r"\b(thou|thee|thy|sir|lord|madam)\b",
+    "austen": r"\b(miss|mrs|lady|elizabeth|emma|anne)\b",
+    "news": r"\b(said|president|state|city|police|mr)\b",
+    "religion": r"\b(god|church|faith|christ|religious|spirit)\b",
+    "romance": r"\b(love|kissed|heart|darling|married)\b",
+}
+"""Concepts steered toward, with the regex of the paper's on-topic measure."""
+
+
+class LmCorpusConfig(Settings):
+    """Which sources, and how they become the demo's training and validation documents."""
+
+    output_dir: str = Field(json_schema_extra={"positional": True})
+    """The corpus directory (train.jsonl, validation.jsonl, LICENSES.md, corpus.json)."""
+    sources: list[SourceName] = Field(default_factory=lambda: list(SOURCE_NAMES), min_length=1)
+    """Sources to include: brown (15 genre labels), bible, shakespeare, austen."""
+    seed: NonNegativeInt = 0
+    """Seed of the split and of the per-label sample: the same seed gives the same files."""
+    validation_fraction: OpenFraction = 0.1
+    """Share of each label's source documents (Brown files, chapters, scenes) held out for
+    validation; at least one per label."""
+    max_words_per_document: PositiveInt | None = 500
+    """Cut source documents into pieces of at most this many words, between paragraphs;
+    none: keep them whole (a Brown file is about 2,000 words, a chapter 300 to 6,000)."""
+    max_documents_per_label: int | None = Field(200, ge=2)
+    """Keep at most this many documents (pieces) per label, shared between the splits by
+    validation_fraction, so that no style dominates; none: keep all."""
+    cache_dir: str = ""
+    """Where downloads are kept and reused (default: ~/.cache/codebook-features/lm, or under
+    $XDG_CACHE_HOME)."""
+    overwrite: bool = False
+    """Replace a corpus of ours in ``output_dir`` that was built with other settings."""
+
+    @model_validator(mode="after")
+    def _each_source_once(self) -> Self:
+        if len(set(self.sources)) != len(self.sources):
+            raise CodebookError(f"sources names a source twice: {' '.join(self.sources)}")
+        return self
+
+
+class Variant(Settings):
+    """A model of Table 2, finetuned from the base for the same number of steps."""
+
+    name: str
+    sites: list[str] = Field(default_factory=list)
+    """Codebook sites (none: a plain finetune)."""
+    k: PositiveInt = 8
+    num_codes: PositiveInt = 1024
+    groups: PositiveInt = 1
+    """Groups of the MLP codebooks (attention heads are always one group per head)."""
+
+
+class LmPreset(Settings):
+    """Sizes of every stage; ``default`` fits 30 minutes on two CPU cores."""
+
+    vocab_size: PositiveInt = 4096
+    model: dict[str, Any] = Field(default_factory=lambda: dict(GPT_NEOX_4x256))
+    block_size: PositiveInt = 128
+    batch_size: PositiveInt = 16
+    base_steps: PositiveInt = 1500
+    base_lr: PositiveNumber = 3e-3
+    variant_steps: PositiveInt = 400
+    variant_lr: PositiveNumber = 1e-3
+    variants: list[Variant] = Field(
+        default_factory=lambda: [
+            Variant(name="finetune"),
+            Variant(name="attention codebooks", sites=["attn_heads"], k=8, num_codes=1024),
+            Variant(name="MLP codebooks", sites=["mlp"], k=8, num_codes=1024, groups=8),
+        ]
+    )
+    steered: str = "attention codebooks"
+    """The variant whose codes are recorded, searched and steered."""
+    activation_site: str = "layers.2.attn_heads"
+    """Site whose activations are kept for the neuron and SAE baselines."""
+    activation_tokens: PositiveInt = 50_000
+    regexes: list[str] = Field(
+        default_factory=lambda: [r"\bthe\b", r"\b(he|she)\b", r"ing\b", r"\d+", r"[.!?]"]
+    )
+    """Regex features of the codes-vs-neurons-vs-SAE table."""
+    topics: dict[str, str] = Field(default_factory=lambda: dict(TOPICS))
+    """Steered concepts (labels of the corpus) and their on-topic regexes."""
+    prompts: list[str] = Field(
+        default_factory=lambda: ["The", "It was", "And he said", "In the morning"]
+    )
+    generation: GenerationSettings = Field(
+        default_factory=lambda: GenerationSettings(max_new_tokens=60, samples=10)
+    )
+    """How the steering evaluation generates (its seed is the demo's)."""
+    strengths: list[PositiveInt] = Field(default_factory=lambda: [4, 8, 16])
+    """Numbers of codes forced (best first), in all slots at every token (the paper's "all
+    codes" condition)."""
+    modes: list[Literal["least", "all", "add"]] = Field(default_factory=lambda: ["all"])
+    alphas: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
+    rule: SelectionRule = Field(
+        default_factory=lambda: SelectionRule(max_codes=16, rank="f1", min_support=20)
+    )
+    """How a label's codes are chosen: ranked by F1, since codes that fire on much of the
+    label's text and little else steer, while the most precise codes are often rare ones that
+    do not."""
+
+    @model_validator(mode="after")
+    def _variants_named_once(self) -> Self:
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names) or "base" in names:
+            raise CodebookError(f"preset: variant names must be distinct and not 'base': {names}")
+        steered = [v for v in self.variants if v.name == self.steered]
+        if not steered or not steered[0].sites:
+            raise CodebookError(
+                f"preset: steered must name a variant with codebooks, got {self.steered!r}"
+            )
+        return self
+
+    @property
+    def reference(self) -> str | None:
+        """The plain finetune that codebook models are compared with (no codebooks)."""
+        return next((v.name for v in self.variants if not v.sites), None)
+
+
+PRESETS = {"default": LmPreset()}
+
+
+class LmDemoSettings(Settings):
+    """The whole language demo (about 30 minutes on two CPU cores)."""
+
+    output_dir: str = "runs/demo-lm"
+    """The demo's directory (new, or an earlier demo to continue)."""
+    preset: Literal["default"] = "default"
+    """Sizes of every stage."""
+    seed: NonNegativeInt = 0
+    """Seeds the corpus split, every model and the steering evaluation."""
+    corpus: str | None = None
+    """A corpus directory made by ``codebook lm data`` (default: fetch one)."""

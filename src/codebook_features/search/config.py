@@ -1,0 +1,159 @@
+"""What the ``codebook search`` queries take: one settings type per query. Kept apart from the
+searches so that reading them (``codebook search regex --help``) imports neither torch nor
+numpy."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+from typing_extensions import Self
+
+from codebook_features.errors import CodebookError
+from codebook_features.settings.base import (
+    Fraction,
+    Int,
+    NonNegativeInt,
+    Number,
+    PositiveInt,
+    PositiveNumber,
+    Settings,
+)
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("should hold more than spaces")
+    return text
+
+
+Text = Annotated[str, Field(min_length=1)]
+"""A non-empty text (a directory, a site, a pattern)."""
+Share = Annotated[Number, Field(gt=0, le=1)]
+"""A share above 0, at most 1."""
+
+
+class Ranking(Settings):
+    """How codes are ranked and filtered (shared by the queries that score codes)."""
+
+    store: Text
+    """The code store directory (written by ``codebook record``)."""
+    sites: list[str] = Field(default_factory=list)
+    """Sites by name, kind or glob, e.g. ``layers.*.mlp`` (default: every recorded site)."""
+    sort: Literal["f1", "precision", "recall"] = "f1"
+    """Rank codes by F1, precision or recall."""
+    min_precision: Fraction = 0.0
+    """Leave out codes less precise than this."""
+    min_recall: Fraction = 0.0
+    """Leave out codes with less recall than this."""
+    min_support: PositiveInt = 1
+    """Leave out codes that fire on fewer tokens than this."""
+    top: PositiveInt = 20
+    """How many codes to show."""
+    examples: NonNegativeInt = 3
+    """Example tokens per code (from different documents)."""
+
+    def options(self) -> dict[str, Any]:
+        """The ranking options, as the searches take them."""
+        return self.model_dump(include=set(Ranking.model_fields) - {"store", "sites"})
+
+
+class RegexSearch(Ranking):
+    """Which codes stand for the tokens a regular expression matches."""
+
+    pattern: Text
+    """A Python regular expression; with a capture group, only the group's tokens count."""
+
+
+class TokenSearch(Ranking):
+    """Which codes fire on a token."""
+
+    token: Annotated[str, AfterValidator(_not_blank)]
+    """The token's text (matched with surrounding spaces stripped, unless ``exact``)."""
+    exact: bool = False
+    """Match the token's text exactly, spaces included."""
+
+
+class TopicSearch(Settings):
+    """Codes that fire across a large share of whole documents."""
+
+    store: Text
+    """The code store directory (written by ``codebook record``)."""
+    sites: list[str] = Field(default_factory=list)
+    """Sites by name, kind or glob (default: every recorded site)."""
+    min_share: Share = 0.5
+    """A code covers a document when it fires on at least this share of its tokens."""
+    min_documents: PositiveInt = 2
+    """Leave out codes covering fewer documents."""
+    label_field: str | None = None
+    """A label column of the documents: report each code's best label (precision, recall)."""
+    label: str | None = None
+    """Rank by how well codes single out this label (needs ``label_field``)."""
+    top: PositiveInt = 20
+    """How many codes to show."""
+
+    @model_validator(mode="after")
+    def _label_has_a_column(self) -> Self:
+        if self.label is not None and self.label_field is None:
+            raise CodebookError(
+                "label needs label_field: give the label's column (label_field) to rank by a label"
+            )
+        return self
+
+
+class CodePageQuery(Settings):
+    """Everything about one code."""
+
+    store: Text
+    """The code store directory (written by ``codebook record``)."""
+    code: Text
+    """The code, as ``SITE/GROUP/CODE`` (e.g. ``layers.3.attn_heads/2/417``)."""
+    model: str | None = None
+    """The saved codebook model (adds similar codes and the direct logit effect)."""
+    top: PositiveInt = 10
+    """How many tokens, codes and logits to list."""
+    examples: NonNegativeInt = 8
+    """How many contexts to show (one per document first)."""
+
+
+class BaselinesSearch(Settings):
+    """Codes vs the best single neuron vs the best TopK SAE latent, at the code's recall."""
+
+    store: Text
+    """The code store directory, recorded with ``--activation_sites`` for ``site``."""
+    site: Text
+    """The site whose codes, activations and SAE are compared, e.g. ``layers.3.mlp``."""
+    patterns: Annotated[list[Text], Field(min_length=1)]
+    """Regular expressions, one feature each (a capture group: only its tokens count)."""
+    sae_steps: NonNegativeInt = 300
+    """Adam steps of the SAE's training."""
+    max_tokens: Annotated[Int, Field(ge=2)] = 100_000
+    """Score (and train the SAE on) at most this many rows with activations (a seeded sample)."""
+    seed: NonNegativeInt = 0
+    """Seed of the sample and of the SAE."""
+
+
+class SAEConfig(Settings):
+    """How a TopK SAE is trained (:func:`~codebook_features.search.sae.train_sae`)."""
+
+    latents: PositiveInt
+    """Number of latents (the baselines use as many as the site has codes)."""
+    k: PositiveInt
+    """Latents kept per token (the baselines use the site's ``groups * k``)."""
+    steps: NonNegativeInt = 300
+    """Adam steps."""
+    batch_size: PositiveInt = 1024
+    """Rows per step (at most the rows there are)."""
+    lr: PositiveNumber = 1e-3
+    """Adam's learning rate."""
+    seed: Int = 0
+    """Seeds the initialization and the batches."""
+
+    @model_validator(mode="after")
+    def _k_fits(self) -> Self:
+        if self.k > self.latents:
+            raise CodebookError(
+                f"a TopK SAE needs 1 <= k <= latents, got k={self.k}, {self.latents}: choose "
+                "k <= latents"
+            )
+        return self
