@@ -142,9 +142,9 @@ def forward_only(config: object) -> int:
     import torch
 
     from codebook_features.store.documents import cut_windows, load_corpus
-    from codebook_features.store.model_loading import load_model
+    from codebook_features.store.model_loading import load_recording_model
 
-    model = load_model(config, 1)  # type: ignore[arg-type]
+    model = load_recording_model(config, 1)  # type: ignore[arg-type]
     corpus = load_corpus(config)  # type: ignore[arg-type]
     tokens, windows = 0, []
 

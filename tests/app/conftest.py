@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from codebook_features.app import ServeConfig, create_app
-from codebook_features.persist.loading import load_model_and_tokenizer
+from codebook_features.attach.loading import load_model_and_tokenizer
 from tests.app.world import World, world
 
 LOCAL = "http://127.0.0.1"

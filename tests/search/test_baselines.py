@@ -14,6 +14,7 @@ from safetensors.numpy import save_file
 
 from codebook_features import CodebookError
 from codebook_features.persist.checksums import file_sha256
+from codebook_features.persist.files import ACTIVATIONS_DIR, ACTIVATIONS_SHARD, MANIFEST
 from codebook_features.search import baselines
 from codebook_features.search.baselines import (
     BaselineRow,
@@ -26,7 +27,6 @@ from codebook_features.search.neurons import best_neurons
 from codebook_features.search.regex import regex_token_rows
 from codebook_features.search.sae import SAEConfig, fraction_of_variance_unexplained, train_sae
 from codebook_features.store.reader import CodeStore
-from codebook_features.store.schema import ACTIVATIONS_DIR, ACTIVATIONS_SHARD, MANIFEST
 from tests.store.synthetic import DRAGON, WORDS, write_store
 from tests.store.test_record import settings, world  # noqa: F401 (a fixture)
 

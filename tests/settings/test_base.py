@@ -131,7 +131,11 @@ def test_saved_codebook_settings_are_lenient_and_user_settings_strict() -> None:
 
 
 def test_checkpoint_state_from_a_newer_version_resumes(tmp_path) -> None:
-    from codebook_features.training.checkpoint import read_state, required_files, write_manifest
+    from codebook_features.training.checkpoint import (
+        read_state,
+        required_files,
+        write_checkpoint_checksums,
+    )
 
     checkpoint = tmp_path / "checkpoint"
     checkpoint.mkdir()
@@ -152,7 +156,7 @@ def test_checkpoint_state_from_a_newer_version_resumes(tmp_path) -> None:
     for name in required_files(state):
         (checkpoint / name).write_bytes(b"")
     (checkpoint / "trainer_state.json").write_text(json.dumps(state))
-    write_manifest(checkpoint)
+    write_checkpoint_checksums(checkpoint)
     with pytest.warns(SavedFileWarning, match=r"version 5\.0\.0") as caught:
         _, loaded = read_state(tmp_path)
     assert "shards" in str(caught[0].message)

@@ -90,13 +90,13 @@ def test_a_fresh_run_generates_the_same_table(evaluated, tmp_path) -> None:
 
 
 def test_a_changed_concept_file_is_generated_again(tmp_path_factory, tmp_path) -> None:
-    from codebook_features.persist.loading import load_model
+    from codebook_features.attach.loading import load_codebook_model
     from codebook_features.steering.concept import save_concept
     from codebook_features.steering.selection import SelectionRule, concept_from_label
     from codebook_features.store.reader import CodeStore
 
     world = planted(tmp_path_factory)
-    cbm, store = load_model(str(world.model)), CodeStore(world.store)
+    cbm, store = load_codebook_model(str(world.model)), CodeStore(world.store)
     concepts = tmp_path / "concepts"
 
     def run(codes: int) -> dict:

@@ -13,14 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from codebook_features.persist.checksums import file_sha256
-from codebook_features.store.schema import (
-    DOCUMENTS_SHARD,
-    MANIFEST,
-    SCHEMA_VERSION,
-    SHARDS_DIR,
-    TOKENS_SHARD,
-    id_dtype,
-)
+from codebook_features.persist.files import DOCUMENTS_SHARD, MANIFEST, SHARDS_DIR, TOKENS_SHARD
+from codebook_features.store.schema import SCHEMA_VERSION, id_dtype
 
 WORDS = ["the", "red", "dragon", "flies", "over", "a", "café", "near", "日本", "town", "at", "dawn"]
 SITES = {"layers.0.mlp": (1, 2, 50), "layers.1.attn_heads": (2, 1, 300)}

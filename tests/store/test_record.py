@@ -22,9 +22,10 @@ import yaml
 
 from codebook_features import CodebookError, CodebookModel, CodebookModelConfig
 from codebook_features.cli import main
+from codebook_features.persist.files import MANIFEST
 from codebook_features.store import record as record_module
 from codebook_features.store.record import RecordConfig, ShardInfo, record
-from codebook_features.store.schema import MANIFEST, SCHEMA_VERSION, id_dtype
+from codebook_features.store.schema import SCHEMA_VERSION, id_dtype
 from tests.model_zoo import TINY_NEOX
 
 pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`

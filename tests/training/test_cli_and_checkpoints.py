@@ -11,7 +11,7 @@ import yaml
 
 from codebook_features.cli import main
 from codebook_features.training import train
-from codebook_features.training.checkpoint import write_manifest
+from codebook_features.training.checkpoint import write_checkpoint_checksums
 from codebook_features.training.config import DataConfig, ModelConfig, TrainingConfig
 
 pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
@@ -124,7 +124,8 @@ def test_damaged_or_mismatched_checkpoints_are_refused(make_config, tmp_path, ca
     before["optimizer.safetensors"] = b"garbage"
     assert main(["train", "--config", path, "--training.resume", "true"]) == 2
     assert "optimizer.safetensors in the checkpoint" in capsys.readouterr().err
-    write_manifest(run_dir / "checkpoint")  # checksums that match: the garbage is still refused
+    # checksums that match: the garbage is still refused
+    write_checkpoint_checksums(run_dir / "checkpoint")
     before["manifest.json"] = (run_dir / "checkpoint" / "manifest.json").read_bytes()
     assert main(["train", "--config", path, "--training.resume", "true"]) == 2
     assert "could not be loaded" in capsys.readouterr().err
@@ -221,13 +222,13 @@ def test_checkpoint_recovery_and_refusals(make_config, tmp_path, capsys) -> None
     aside = run_dir / ".checkpoint.old"
     for name in ("random_states_{}.safetensors", "random_states_{}.json"):  # a second process's
         shutil.copy(aside / name.format(0), aside / name.format(1))
-    write_manifest(run_dir / ".checkpoint.old")
+    write_checkpoint_checksums(run_dir / ".checkpoint.old")
     assert main(["train", "--config", path, "--training.resume", "true"]) == 2
     assert "made with 2 processes" in capsys.readouterr().err
     assert state.exists()  # the old checkpoint was brought back
     saved["world_size"] = 1
     state.write_text(json.dumps(saved))
-    write_manifest(run_dir / "checkpoint")
+    write_checkpoint_checksums(run_dir / "checkpoint")
     backup = tmp_path / "backup"
     shutil.copytree(run_dir, backup)
     (run_dir / "checkpoint" / "random_states_0.safetensors").unlink()

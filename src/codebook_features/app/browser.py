@@ -61,7 +61,7 @@ class CodeBrowser:
         with) when the config names one."""
         if config.model is None:
             return cls(config)
-        from codebook_features.persist.loading import load_model_and_tokenizer
+        from codebook_features.attach.loading import load_model_and_tokenizer
         from codebook_features.store.model_loading import check_recorded_with
 
         store = CodeStore(config.store)

@@ -14,8 +14,8 @@ from codebook_features.app.errors import Conflict, NotFound, RequestError
 from codebook_features.app.urls import concept_url
 from codebook_features.attach.code_ref import CodeRef
 from codebook_features.errors import CodebookError
+from codebook_features.persist.files import CONCEPT_SUFFIX
 from codebook_features.steering.concept import (
-    SUFFIX,
     Concept,
     check_name,
     concept_file,
@@ -39,7 +39,7 @@ class ConceptFolder:
     def _files(self) -> list[Path]:
         if not self.directory.is_dir():
             return []
-        return [p for p in sorted(self.directory.glob(f"*{SUFFIX}")) if is_concept_file(p)]
+        return [p for p in sorted(self.directory.glob(f"*{CONCEPT_SUFFIX}")) if is_concept_file(p)]
 
     def names(self) -> list[str]:
         """The names of the concept files (without reading them)."""

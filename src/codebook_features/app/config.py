@@ -7,6 +7,7 @@ import ipaddress
 
 from pydantic import Field
 
+from codebook_features.persist.files import CONCEPTS_DIR
 from codebook_features.settings.base import Device, PositiveInt, PositiveNumber, Settings, Text
 from codebook_features.settings.options import POSITIONAL
 
@@ -24,7 +25,7 @@ class ServeConfig(Settings):
     run_dir: str | None = None
     """A training run directory whose metrics and plots the overview shows (default: the
     model's run, when the model sits in one)."""
-    concepts_dir: str = "concepts"
+    concepts_dir: str = CONCEPTS_DIR
     """Where concepts are listed, saved, edited and deleted (the only place the app writes)."""
     host: str = "127.0.0.1"
     """The address to listen on; anything but this machine exposes the app to the network."""

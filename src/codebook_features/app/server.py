@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from codebook_features import __version__
+from codebook_features._version import __version__
 from codebook_features.app.api import api_router
 from codebook_features.app.browser import CodeBrowser
 from codebook_features.app.config import LOCAL_HOSTS, ServeConfig

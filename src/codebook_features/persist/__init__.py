@@ -1,3 +1,4 @@
-"""Files on disk: their names and layouts (``files``), which directories are ours to write
-(``ownership``), checksums, run directories (``rundir``), and loading saved models and
-tokenizers (``sources``, ``model_files``, ``loading``)."""
+"""Files on disk: every file name and atomic writes (``files``), which directories are ours to
+write (``ownership``), checksums, run directories (``rundir``), and where saved models and
+tokenizers come from and whether they are intact (``sources``, ``model_files``; loading them is
+``attach.loading``)."""

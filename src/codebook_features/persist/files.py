@@ -18,6 +18,9 @@ from typing import Any
 
 OWNER_FILE = ".codebook-features.json"
 """Marks a directory as written by codebook-features, and of which kind (see ``ownership``)."""
+MANIFEST = "manifest.json"
+"""Written last, so that its presence means the directory is complete: in a checkpoint, the
+sha256 of every other file; in a code store, its settings, shards and their sha256."""
 
 # ---------------------------------------------------------------- a saved codebook model
 CODEBOOK_CONFIG = "codebook_config.json"
@@ -70,15 +73,13 @@ CHECKPOINT_RANDOM = "random_states_{rank}.safetensors"
 CHECKPOINT_RANDOM_STATE = "random_states_{rank}.json"
 """One process's Python and NumPy random generators, inside the checkpoint (format with
 ``rank``)."""
-CHECKPOINT_MANIFEST = "manifest.json"
-"""Written last: the sha256 of every other file of the checkpoint."""
 CHECKPOINT_FILES = (
     TRAINER_STATE,
     CHECKPOINT_MODEL,
     CHECKPOINT_OPTIMIZER,
     CHECKPOINT_OPTIMIZER_STATE,
     CHECKPOINT_SCHEDULER,
-    CHECKPOINT_MANIFEST,
+    MANIFEST,
 )
 """Files every checkpoint holds (all safetensors or JSON); besides them, two random-state files
 per process, ``upkeep.safetensors`` with codebooks and ``scaler.json`` with fp16."""
@@ -95,19 +96,39 @@ TRACKER_DIR = "codebook-features"
 MODEL_CHECKSUMS = "checksums.json"
 """The sha256 of every file of a saved model without codebooks (a baseline's ``final/``);
 models with codebooks keep them in ``codebook_config.json``."""
-RUN_FILES = (
-    RUN_CONFIG,
-    TRACKER_DIR,
-    METRICS_FILE,
-    SUMMARY_FILE,
-    FINAL_DIR,
-    PLOTS_DIR,
-    REPLICAS_DIR,
-    CHECKPOINT_DIR,
-    CHECKPOINT_TMP,
-    f".{CHECKPOINT_DIR}.old",  # see swap_directory
-)
-"""Everything a run writes into its directory."""
+
+# ---------------------------------------------------------------- a code store
+# (its format, columns and dtypes: ``store/schema.py``)
+SHARDS_DIR = "shards"
+"""The store's Parquet shards (``manifest.json`` lists them)."""
+DOCUMENTS_SHARD = "documents-{rank:05d}-{shard:05d}.parquet"
+"""One row per document, in ``shards/`` (format with the writing process's ``rank`` and its
+``shard`` number, so that the processes of a data-parallel recording never write the same
+file)."""
+TOKENS_SHARD = "tokens-{rank:05d}-{shard:05d}.parquet"
+"""One row per token, with its codes, in ``shards/`` (format with ``rank`` and ``shard``)."""
+ACTIVATIONS_DIR = "activations"
+"""The optional float16 activations (a bounded count of tokens)."""
+ACTIVATIONS_SHARD = "activations-{rank:05d}-{shard:05d}.safetensors"
+"""In ``activations/``: float16 inputs of the activation sites for the first rows of the tokens
+shard of the same rank and number (one tensor per site, named by the site, ``(rows, width)``)."""
+PROGRESS_DIR = "progress"
+"""Where each process of a recording keeps its finished shards (to continue after a kill)."""
+PROGRESS_FILE = "rank-{rank:05d}.json"
+"""One process's progress, in ``progress/`` (format with ``rank``)."""
+INDEX_DIR = "index"
+"""The index a store's reader builds and caches beside the shards (``store/index.py``)."""
+INDEX_INFO = "index.json"
+"""Written last, in ``index/``: the index's version and the sha256 of the manifest it was built
+from (what decides whether it is current)."""
+INDEX_LOCK = f".{INDEX_DIR}.lock"
+"""Taken beside ``index/`` while the index is built."""
+
+# ---------------------------------------------------------------- concepts
+CONCEPTS_DIR = "concepts"
+"""Where the commands and the browser keep concepts by default (``--concepts_dir``)."""
+CONCEPT_SUFFIX = ".json"
+"""A concept's file is ``<name>.json`` in its directory."""
 
 # ---------------------------------------------------------------- TokFSM data and demo
 FSM_FILE = "fsm.json"
@@ -119,7 +140,7 @@ TRAIN_FILE = "train.parquet"
 VALIDATION_FILE = "validation.parquet"
 """The fixed validation rollouts."""
 DATA_DIR = "data"
-"""The demo's FSM data, inside its output directory."""
+"""A demo's data (the TokFSM data, the language corpus), inside its output directory."""
 BASELINE_RUN = "baseline"
 """The demo's baseline training run, inside its output directory."""
 RESULTS_FILE = "results.json"
@@ -159,6 +180,16 @@ LM_LOSS_PLOT = "models.png"
 LM_CORPUS_FILE = "corpus.json"
 """Written last: the corpus's settings, sources and counts (what lets a finished one be
 reused)."""
+LM_FETCHED_FILE = "fetched.json"
+"""Per source, in the download cache: the package and version fetched, and how long it
+took."""
+LM_BASE_RUN = "base"
+"""The language demo's base model's training run (the models with codebooks start from it),
+inside its output directory."""
+LM_STORE_DIR = "store"
+"""The language demo's code store, inside its output directory."""
+LM_STEERING_DIR = "steering"
+"""The language demo's steering evaluation, inside its output directory."""
 
 
 def slug(text: str) -> str:

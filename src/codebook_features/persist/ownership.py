@@ -28,8 +28,8 @@ from typing import Literal
 from codebook_features._version import __version__
 from codebook_features.errors import CodebookError
 from codebook_features.persist.files import (
+    ACTIVATIONS_DIR,
     CHECKPOINT_DIR,
-    CHECKPOINT_MANIFEST,
     CHECKPOINT_TMP,
     CODE_USAGE_PLOT,
     CODEBOOK_CONFIG,
@@ -37,6 +37,8 @@ from codebook_features.persist.files import (
     DATA_DIR,
     FINAL_DIR,
     FSM_FILE,
+    INDEX_DIR,
+    INDEX_LOCK,
     INTERVENTIONS_PLOT,
     LM_CORPUS_FILE,
     LM_DEMO_TOKENIZER,
@@ -45,14 +47,17 @@ from codebook_features.persist.files import (
     LM_TRAIN_FILE,
     LM_VALIDATION_FILE,
     LOSS_PLOT,
+    MANIFEST,
     METRICS_FILE,
     MODEL_CHECKSUMS,
     OWNER_FILE,
     PLOTS_DIR,
+    PROGRESS_DIR,
     REPLICAS_DIR,
     REPORT_FILE,
     RESULTS_FILE,
     RUN_CONFIG,
+    SHARDS_DIR,
     STEERING_GENERATIONS_DIR,
     STEERING_PLOT,
     STEERING_REPORT,
@@ -67,7 +72,6 @@ from codebook_features.persist.files import (
     write_json,
 )
 from codebook_features.settings.base import VERSION_KEY
-from codebook_features.store.schema import ACTIVATIONS_DIR, MANIFEST, PROGRESS_DIR, SHARDS_DIR
 
 RESULT_KEY = "codebook_features_result"
 """Stamps a JSON result written with ``--output_file`` (with the command that wrote it), so that an
@@ -169,7 +173,7 @@ def _unlisted(directory: Path, listed: set[str]) -> list[str]:
     )
 
 
-_CHECKPOINT = _listed_in(CHECKPOINT_MANIFEST)
+_CHECKPOINT = _listed_in(MANIFEST)
 RUN = DirKind(
     "run",
     "training run",
@@ -240,8 +244,6 @@ def _store_part(part: str) -> Listing:
     return listing
 
 
-STORE_INDEX_DIR = "index"
-"""The index a store's reader builds and caches beside the shards."""
 STORE = DirKind(
     "store",
     "code store",
@@ -250,9 +252,9 @@ STORE = DirKind(
         SHARDS_DIR: _store_part(SHARDS_DIR),
         ACTIVATIONS_DIR: _store_part(ACTIVATIONS_DIR),
         PROGRESS_DIR: "whole",
-        STORE_INDEX_DIR: "whole",
-        f".{STORE_INDEX_DIR}.old": "whole",
-        f".{STORE_INDEX_DIR}.lock": "file",
+        INDEX_DIR: "whole",
+        f".{INDEX_DIR}.old": "whole",
+        INDEX_LOCK: "file",
     },
 )
 STEERING_EVAL = DirKind(

@@ -10,9 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from codebook_features.errors import CodebookError
+from codebook_features.persist.files import MODEL_CONFIG
 
-MODEL_FILES = ("config.json",)
+MODEL_FILES = (MODEL_CONFIG,)
+"""A local model directory holds at least these (Hugging Face's names)."""
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+"""A local tokenizer directory holds at least one of these (Hugging Face's names)."""
 
 
 def looks_local(name: str) -> bool:

@@ -39,6 +39,7 @@ from codebook_features.errors import CodebookError
 from codebook_features.search.neurons import best_neurons
 from codebook_features.search.regex import regex_token_rows
 from codebook_features.search.sae import SAEConfig, TopKSAE, train_sae
+from codebook_features.search.scores import f1
 from codebook_features.store.reader import CodeStore
 
 MAX_TOKENS = 100_000
@@ -253,8 +254,7 @@ def _best_code(
         return None
     hits = joint[codes].astype(np.float64)
     precision, recall = hits / fires[codes], hits / count
-    f1 = 2 * precision * recall / (precision + recall)
-    best = codes[np.lexsort((codes, -recall, -precision, -f1))[0]]
+    best = codes[np.lexsort((codes, -recall, -precision, -f1(precision, recall)))[0]]
     i = int(np.searchsorted(codes, best))
     group, number = divmod(int(best), num_codes)
     return CodeRef(site, group, number), float(precision[i]), float(recall[i])

@@ -99,11 +99,11 @@ def _print_page(store: Any, query: CodePageQuery, as_json: bool) -> None:
     ref = CodeRef.parse(query.code)
     model = tokenizer = None
     if query.model:
-        from codebook_features.persist.loading import load_model, load_tokenizer
+        from codebook_features.attach.loading import load_codebook_model, load_tokenizer
         from codebook_features.store.model_loading import check_recorded_with
 
         check_recorded_with(store, query.model)
-        model = load_model(query.model, what="search code")
+        model = load_codebook_model(query.model, what="search code")
         try:
             tokenizer = load_tokenizer(query.model)
         except CodebookError:

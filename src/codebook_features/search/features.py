@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from codebook_features.codebook.ops import flat_code_ids
+from codebook_features.search.scores import f1
 
 
 @dataclass
@@ -39,9 +40,9 @@ class CodeFeatureCounts:
         """For every feature, the (group, code) with the highest F1 score:
         ``group (F)``, ``code (F)``, ``precision (F)``, ``recall (F)``."""
         p, r = self.precision, self.recall
-        f1 = 2 * p * r / (p + r).clamp_min(1e-12)
-        groups, codes, features = f1.shape
-        best = f1.reshape(groups * codes, features).argmax(0)
+        scores = f1(p, r)
+        groups, codes, features = scores.shape
+        best = scores.reshape(groups * codes, features).argmax(0)
         group, code = best // codes, best % codes
         idx = torch.arange(features)
         return group, code, p[group, code, idx], r[group, code, idx]

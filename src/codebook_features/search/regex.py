@@ -24,6 +24,7 @@ import regex as regex_module
 from codebook_features.attach.code_ref import CodeRef
 from codebook_features.attach.sites import natural_key
 from codebook_features.errors import CodebookError
+from codebook_features.search.scores import f1
 from codebook_features.store.reader import CodeStore
 
 SortKey = Literal["f1", "precision", "recall"]
@@ -60,8 +61,7 @@ class CodeScore:
 
     @property
     def f1(self) -> float:
-        total = self.precision + self.recall
-        return 2 * self.precision * self.recall / total if total else 0.0
+        return f1(self.precision, self.recall)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"code": str(self.code), "f1": self.f1}
@@ -165,9 +165,7 @@ def score_codes(
     keep = (support >= min_support) & (precision >= min_precision) & (recall >= min_recall)
     site_of, code, hits, support = site_of[keep], code[keep], hits[keep], support[keep]
     precision, recall = precision[keep], recall[keep]
-    total = precision + recall
-    f1 = 2 * precision * recall / np.where(total > 0, total, 1.0)  # as CodeScore.f1 computes it
-    keys = {"f1": (f1, precision, recall), "precision": (precision, recall)}
+    keys = {"f1": (f1(precision, recall), precision, recall), "precision": (precision, recall)}
     keys["recall"] = (recall, precision)
     # np.lexsort sorts by its last key first: best scores, then site (natural order), group, id
     order = np.lexsort((code, site_of, *(-k for k in reversed(keys[sort]))))[:top]

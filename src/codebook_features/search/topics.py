@@ -17,6 +17,7 @@ import numpy as np
 
 from codebook_features.attach.code_ref import CodeRef
 from codebook_features.errors import CodebookError
+from codebook_features.search.scores import f1
 from codebook_features.store.reader import CodeStore
 
 CHUNK = 1 << 22
@@ -160,5 +161,4 @@ def _with_label(
 
 
 def _f1(topic: TopicCode) -> float:
-    p, r = topic.precision or 0.0, topic.recall or 0.0
-    return 2 * p * r / (p + r) if p + r else 0.0
+    return f1(topic.precision or 0.0, topic.recall or 0.0)

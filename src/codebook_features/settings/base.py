@@ -196,14 +196,6 @@ class Settings(BaseModel):
         """The settings as plain JSON- and YAML-ready values."""
         return self.model_dump(mode="json")
 
-    def save_yaml(self, path: str | Path) -> None:
-        """Write the settings as YAML (atomically), as a person would write them."""
-        import yaml
-
-        from codebook_features.persist.files import write_text
-
-        write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
-
     def replace(self, **changes: Any) -> Self:
         """A copy with ``changes``, validated as a new one."""
         return type(self)(**(dict(self) | changes))

@@ -36,7 +36,7 @@ from codebook_features.attach.interventions.spec import Force, force_refs
 from codebook_features.attach.interventions.spec import _positions as check_positions
 from codebook_features.attach.sites import natural_key
 from codebook_features.errors import CodebookError
-from codebook_features.persist.files import write_text
+from codebook_features.persist.files import CONCEPT_SUFFIX, CONCEPTS_DIR, write_text
 from codebook_features.settings.base import (
     VERSION_KEY,
     PositiveInt,
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 
 KIND = "concept"
 """The value of a concept file's ``kind`` key: what marks a file as a concept of ours."""
-SUFFIX = ".json"
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 _FINGERPRINT_FIELDS = ("dim", "groups", "num_codes", "k", "similarity", "aggregate")
 
@@ -362,11 +361,11 @@ def load_concept(path: str | os.PathLike, model: CodebookModel | None = None) ->
 
 def concept_file(directory: str | os.PathLike, name: str) -> Path:
     """Where the concept ``name`` lives in a concepts directory: ``<directory>/<name>.json``."""
-    return Path(directory) / f"{check_name(name)}{SUFFIX}"
+    return Path(directory) / f"{check_name(name)}{CONCEPT_SUFFIX}"
 
 
 def find_concept(
-    name_or_file: str | os.PathLike, directory: str | os.PathLike = "concepts"
+    name_or_file: str | os.PathLike, directory: str | os.PathLike = CONCEPTS_DIR
 ) -> Path:
     """A concept file given by path, or by name in ``directory``."""
     path = Path(name_or_file)
@@ -386,5 +385,5 @@ def list_concepts(directory: str | os.PathLike) -> list[Concept]:
     root = Path(directory)
     if not root.is_dir():
         raise CodebookError(f"{root} is not a directory of concepts")
-    found = [load_concept(p) for p in sorted(root.glob(f"*{SUFFIX}")) if is_concept_file(p)]
+    found = [load_concept(p) for p in sorted(root.glob(f"*{CONCEPT_SUFFIX}")) if is_concept_file(p)]
     return sorted(found, key=lambda c: c.name)

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, Field, model_validator
 from typing_extensions import Self
 
 from codebook_features.errors import CodebookError
+from codebook_features.persist.files import CONCEPTS_DIR
 from codebook_features.settings.base import PositiveInt, Settings
 from codebook_features.settings.options import (
     POSITIONAL,
@@ -19,8 +20,6 @@ from codebook_features.settings.options import (
     settings_from_args,
 )
 from codebook_features.steering.config import SelectionRule
-
-DEFAULT_DIR = "concepts"
 
 
 def _concept_name(name: str) -> str:
@@ -61,7 +60,7 @@ class NewConcept(Settings):
     """Which tokens steering forces by default (edit the file for absolute positions)."""
     description: str = ""
     """A note saved with the concept."""
-    concepts_dir: str = DEFAULT_DIR
+    concepts_dir: str = CONCEPTS_DIR
     """The concepts directory the concept is saved in."""
     overwrite: bool = False
     """Replace a concept of that name."""
@@ -98,7 +97,7 @@ class ShowConcept(Settings):
 
     concept: str = Field(json_schema_extra=POSITIONAL)
     """A concept file, or the name of one in ``concepts_dir``."""
-    concepts_dir: str = DEFAULT_DIR
+    concepts_dir: str = CONCEPTS_DIR
     """The concepts directory in which a concept given by name is found."""
     model: str | None = None
     """Also check the concept against this saved model."""
@@ -107,7 +106,7 @@ class ShowConcept(Settings):
 class ListConcepts(Settings):
     """List the concepts of a directory."""
 
-    concepts_dir: str = Field(DEFAULT_DIR, json_schema_extra=POSITIONAL)
+    concepts_dir: str = Field(CONCEPTS_DIR, json_schema_extra=POSITIONAL)
     """The concepts directory."""
 
 
@@ -151,7 +150,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _new(args: argparse.Namespace) -> None:
-    from codebook_features.persist.loading import load_model, load_tokenizer
+    from codebook_features.attach.loading import load_codebook_model, load_tokenizer
     from codebook_features.steering import selection
     from codebook_features.steering.concept import check_concept_target, concept_file, save_concept
 
@@ -159,7 +158,7 @@ def _new(args: argparse.Namespace) -> None:
     target = check_concept_target(concept_file(config.concepts_dir, config.name), config.overwrite)
     texts = (read_texts(config.examples), read_texts(config.contrast)) if config.examples else None
     store = _store(config) if config.store else None
-    model = load_model(config.model, what="concept new")
+    model = load_codebook_model(config.model, what="concept new")
     common = {"rule": config.rule, "description": config.description}
     if texts is not None:
         concept = selection.concept_from_texts(
@@ -203,9 +202,9 @@ def _show(args: argparse.Namespace) -> None:
     path = find_concept(config.concept, config.concepts_dir)
     model = None
     if config.model:
-        from codebook_features.persist.loading import load_model
+        from codebook_features.attach.loading import load_codebook_model
 
-        model = load_model(config.model, what="concept show")
+        model = load_codebook_model(config.model, what="concept show")
     concept = load_concept(path, model)
     if args.json:
         print(json.dumps(concept.to_dict()))

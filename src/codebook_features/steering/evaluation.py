@@ -227,7 +227,7 @@ class _Setup:
 
 
 def _setup(config: SteeringEvalConfig) -> _Setup:
-    from codebook_features.persist.loading import load_model_and_tokenizer
+    from codebook_features.attach.loading import load_model_and_tokenizer
     from codebook_features.persist.ownership import STEERING_EVAL, check_output_dir, clear_own, mark
     from codebook_features.steering.classifier import TopicClassifier
     from codebook_features.steering.concept import model_fingerprint

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, Field, model_validator
 from typing_extensions import Self
 
 from codebook_features.errors import CodebookError
+from codebook_features.persist.files import CONCEPTS_DIR
 from codebook_features.settings.base import Device, PositiveInt, Settings
 from codebook_features.settings.options import add_options, settings_from_args
 from codebook_features.steering.config import GenerationSettings
@@ -50,7 +51,7 @@ class SteerConfig(Settings):
     concept: str | None = None
     """The concept whose codes to force: a concept file (JSON, written by ``codebook
     concept``), or the name of one in ``concepts_dir``."""
-    concepts_dir: str = "concepts"
+    concepts_dir: str = CONCEPTS_DIR
     """The concepts directory in which a ``--concept`` given by name is found."""
     mode: Literal["least", "all", "add"] | None = None
     """How codes are forced: into the least similar slot, into every slot, or as extra slots
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> None:
 
 def load(model: str, device: str) -> tuple[Any, Any]:
     """The codebook model (in eval mode, on ``device``) and its tokenizer, checked first."""
-    from codebook_features.persist.loading import load_model_and_tokenizer
+    from codebook_features.attach.loading import load_model_and_tokenizer
 
     return load_model_and_tokenizer(model, device, what="steer")
 

@@ -23,16 +23,19 @@ import numpy as np
 
 from codebook_features.errors import CodebookError
 from codebook_features.persist.checksums import file_sha256, verify_checksums
-from codebook_features.persist.files import write_json
-from codebook_features.store.schema import MANIFEST, SHARDS_DIR, TOKEN_COLUMNS
+from codebook_features.persist.files import (
+    INDEX_DIR,
+    INDEX_INFO,
+    INDEX_LOCK,
+    MANIFEST,
+    SHARDS_DIR,
+    write_json,
+)
+from codebook_features.store.schema import TOKEN_COLUMNS
 
 if TYPE_CHECKING:
     from codebook_features.store.manifest import Manifest
 
-INDEX_DIR = "index"
-INDEX_INFO = "index.json"
-INDEX_LOCK = ".index.lock"
-"""Taken while the index is built (see :func:`ensure_index`)."""
 INDEX_VERSION = 3
 TOKEN_ARRAYS = {
     "document": np.int64,

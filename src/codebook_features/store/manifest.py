@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
+from codebook_features.persist.files import MANIFEST
 from codebook_features.settings.base import NonNegativeInt, PositiveInt, Record
 from codebook_features.store.progress import finished_shards
-from codebook_features.store.schema import MANIFEST, SCHEMA_VERSION
+from codebook_features.store.schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from codebook_features.store.config import RecordConfig
@@ -156,7 +157,7 @@ class Manifest(Record):
     """Relative path -> sha256 of every shard and activations file."""
 
 
-def write_manifest(
+def write_store_manifest(
     root: Path, config: RecordConfig, model: RecordingModel, corpus: Corpus, world: int
 ) -> None:
     """Write the manifest of the store in ``root`` from the progress files of its ``world``

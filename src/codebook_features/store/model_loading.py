@@ -43,11 +43,10 @@ class RecordingModel:
     """sha256 of the saved codebooks (see :func:`fingerprint`)."""
 
 
-def load_model(config: RecordConfig, world: int) -> RecordingModel:
+def load_recording_model(config: RecordConfig, world: int) -> RecordingModel:
     """Load and check ``config``'s tokenizer and model; with several processes each takes the
     GPU of its local rank."""
-    from codebook_features.persist.loading import check_fits, load_tokenizer
-    from codebook_features.persist.loading import load_model as load_codebook_model
+    from codebook_features.attach.loading import check_fits, load_codebook_model, load_tokenizer
     from codebook_features.persist.sources import MODEL_FILES, check_source
 
     c = config

@@ -16,14 +16,14 @@ from typing import Any
 from pydantic import Field
 
 from codebook_features.errors import CodebookError
-from codebook_features.settings.base import NonNegativeInt, Record
-from codebook_features.store.schema import (
+from codebook_features.persist.files import (
     ACTIVATIONS_DIR,
     MANIFEST,
     PROGRESS_DIR,
     PROGRESS_FILE,
     SHARDS_DIR,
 )
+from codebook_features.settings.base import NonNegativeInt, Record
 
 _FREE = ("output_dir", "overwrite", "progress", "device", "streaming")
 """Settings that may change when an interrupted recording is continued."""

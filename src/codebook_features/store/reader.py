@@ -18,9 +18,10 @@ import numpy as np
 from codebook_features.attach.code_ref import CodeRef
 from codebook_features.attach.sites import match_sites
 from codebook_features.errors import CodebookError
+from codebook_features.persist.files import ACTIVATIONS_DIR, INDEX_DIR, MANIFEST, SHARDS_DIR
 from codebook_features.store import index as idx
 from codebook_features.store.manifest import Manifest, SiteRecord
-from codebook_features.store.schema import ACTIVATIONS_DIR, MANIFEST, SCHEMA_VERSION, SHARDS_DIR
+from codebook_features.store.schema import SCHEMA_VERSION
 
 
 class CodeStore:
@@ -47,13 +48,13 @@ class CodeStore:
 
     # ------------------------------------------------------------------ tokens and documents
     def _array(self, name: str) -> np.ndarray:
-        path = self.path / idx.INDEX_DIR / name
+        path = self.path / INDEX_DIR / name
         try:
             return np.load(path, mmap_mode="r")
         except (OSError, ValueError) as error:
             raise CodebookError(
                 f"the index file {path} is damaged ({str(error).splitlines()[0]}): delete "
-                f"{self.path / idx.INDEX_DIR} and open the store again to rebuild it"
+                f"{self.path / INDEX_DIR} and open the store again to rebuild it"
             ) from error
 
     @cached_property

@@ -18,19 +18,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from codebook_features.persist.files import MANIFEST
 from codebook_features.settings.base import NonNegativeInt, NonNegativeNumber, Record
 from codebook_features.store.config import RESERVED_COLUMNS, RecordConfig
 from codebook_features.store.documents import READ_CHUNK, load_corpus
 from codebook_features.store.group import ProcessGroup
-from codebook_features.store.manifest import Manifest, write_manifest
-from codebook_features.store.model_loading import DEFAULT_MAX_LENGTH, load_model
+from codebook_features.store.manifest import Manifest, write_store_manifest
+from codebook_features.store.model_loading import DEFAULT_MAX_LENGTH, load_recording_model
 from codebook_features.store.progress import (
     ShardInfo,
     check_continuation,
     load_own_progress,
     save_progress,
 )
-from codebook_features.store.schema import MANIFEST
 from codebook_features.store.shards import ShardWriter
 
 __all__ = [
@@ -90,7 +90,7 @@ class _Recorder:
         try:
             c = self.config
             state = check_output_dir(self.root, STORE, overwrite=c.overwrite, option="--output_dir")
-            self.model = load_model(c, group.world)
+            self.model = load_recording_model(c, group.world)
             self.corpus = load_corpus(c)
             self.settings = self._settings(group.world)
             tokens_before = 0
@@ -105,7 +105,7 @@ class _Recorder:
             self._record_own_documents()
             group.barrier()
             if group.rank == 0:
-                write_manifest(self.root, c, self.model, self.corpus, group.world)
+                write_store_manifest(self.root, c, self.model, self.corpus, group.world)
             group.barrier()
             manifest = Manifest.from_saved(
                 json.loads((self.root / MANIFEST).read_text()), str(self.root / MANIFEST)

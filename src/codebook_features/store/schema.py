@@ -6,6 +6,8 @@ A store directory (marked as a ``store`` by ``ownership``) holds::
     shards/documents-RRRRR-SSSSS.parquet   one row per document
     shards/tokens-RRRRR-SSSSS.parquet      one row per token, with its codes
     activations/...                    optional float16 activations (bounded count)
+    progress/rank-RRRRR.json           while recording: each process's finished shards
+    index/                             the reader's cache (``store/index.py``)
 
 ``RRRRR`` is the writing process's rank, ``SSSSS`` its shard number, so processes of a
 data-parallel recording never write the same file. Shards are zstd-compressed Parquet that
@@ -23,6 +25,10 @@ slots first), in the smallest signed integer type that holds ``num_codes`` (``-1
 
 Rows of a tokens shard are in (document, position) order; the global token row of a token is
 its row in the shards taken in manifest order.
+
+The file and directory names are in :mod:`codebook_features.persist.files` (``MANIFEST``,
+``SHARDS_DIR``, ``DOCUMENTS_SHARD``, ``TOKENS_SHARD``, ``ACTIVATIONS_DIR``, ``ACTIVATIONS_SHARD``,
+``PROGRESS_DIR``, ``PROGRESS_FILE``), with every other on-disk name.
 """
 
 from __future__ import annotations
@@ -34,18 +40,6 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 """Bumped when a change of the format makes older readers wrong."""
-MANIFEST = "manifest.json"
-SHARDS_DIR = "shards"
-ACTIVATIONS_DIR = "activations"
-DOCUMENTS_SHARD = "documents-{rank:05d}-{shard:05d}.parquet"
-TOKENS_SHARD = "tokens-{rank:05d}-{shard:05d}.parquet"
-ACTIVATIONS_SHARD = "activations-{rank:05d}-{shard:05d}.safetensors"
-"""In ``activations/``: float16 inputs of the activation sites for the first rows of the tokens
-shard of the same rank and number (one tensor per site, named by the site, ``(rows, width)``)."""
-PROGRESS_DIR = "progress"
-"""Where each process of a recording keeps its finished shards (to continue after a kill)."""
-PROGRESS_FILE = "rank-{rank:05d}.json"
-"""One process's progress, in ``progress/``."""
 DOCUMENT_COLUMNS = ("document", "text")
 TOKEN_COLUMNS = ("document", "position", "token", "start", "end")
 

@@ -17,17 +17,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from codebook_features.errors import CodebookError
-from codebook_features.store.documents import Corpus, Document, Window, cut_windows
-from codebook_features.store.progress import ShardInfo
-from codebook_features.store.schema import (
+from codebook_features.persist.files import (
     ACTIVATIONS_DIR,
     ACTIVATIONS_SHARD,
-    DOCUMENT_COLUMNS,
     DOCUMENTS_SHARD,
     SHARDS_DIR,
     TOKENS_SHARD,
-    id_dtype,
 )
+from codebook_features.store.documents import Corpus, Document, Window, cut_windows
+from codebook_features.store.progress import ShardInfo
+from codebook_features.store.schema import DOCUMENT_COLUMNS, id_dtype
 
 if TYPE_CHECKING:
     from codebook_features.store.config import RecordConfig

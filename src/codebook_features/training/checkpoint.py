@@ -29,7 +29,6 @@ from codebook_features.persist.checksums import directory_checksums, verify_chec
 from codebook_features.persist.files import (
     CHECKPOINT_DIR,
     CHECKPOINT_FILES,
-    CHECKPOINT_MANIFEST,
     CHECKPOINT_MODEL,
     CHECKPOINT_OPTIMIZER,
     CHECKPOINT_OPTIMIZER_STATE,
@@ -38,6 +37,7 @@ from codebook_features.persist.files import (
     CHECKPOINT_SCALER,
     CHECKPOINT_SCHEDULER,
     CHECKPOINT_UPKEEP,
+    MANIFEST,
     OLD_CHECKPOINT_FILES,
     TRAINER_STATE,
     atomic_file,
@@ -204,11 +204,11 @@ def write_random_states(directory: Path, rank: int) -> None:
     )
 
 
-def write_manifest(directory: Path) -> None:
+def write_checkpoint_checksums(directory: Path) -> None:
     """Record the sha256 of every file of the checkpoint in ``manifest.json`` (written last,
     once every process has written its files)."""
-    files = directory_checksums(directory, exclude=[CHECKPOINT_MANIFEST])
-    write_json(directory / CHECKPOINT_MANIFEST, {"files": files})
+    files = directory_checksums(directory, exclude=[MANIFEST])
+    write_json(directory / MANIFEST, {"files": files})
 
 
 def load_checkpoint(directory: Path, parts: Checkpointed, rank: int) -> None:
@@ -331,7 +331,7 @@ def check_compatible(state: dict[str, Any], config: RunConfig, processes: int, w
 
 def required_files(state: dict[str, Any]) -> list[str]:
     """The files a checkpoint with trainer state ``state`` must hold."""
-    names = [name for name in CHECKPOINT_FILES if name != CHECKPOINT_MANIFEST]
+    names = [name for name in CHECKPOINT_FILES if name != MANIFEST]
     for rank in range(int(state["world_size"])):
         names += [CHECKPOINT_RANDOM.format(rank=rank), CHECKPOINT_RANDOM_STATE.format(rank=rank)]
     if state["config"].get("training", {}).get("mode") != "baseline":
@@ -342,7 +342,7 @@ def required_files(state: dict[str, Any]) -> list[str]:
 def _verify(checkpoint: Path) -> None:
     """Refuse a checkpoint that is not in this format, holds files its manifest does not list,
     or whose files differ from the checksums recorded when it was written."""
-    manifest = checkpoint / CHECKPOINT_MANIFEST
+    manifest = checkpoint / MANIFEST
     if not manifest.is_file():
         old = sorted(p.name for pattern in OLD_CHECKPOINT_FILES for p in checkpoint.glob(pattern))
         if old:
@@ -354,8 +354,7 @@ def _verify(checkpoint: Path) -> None:
                 "--training.overwrite true"
             )
         raise CodebookError(
-            f"the checkpoint in {checkpoint} is damaged ({CHECKPOINT_MANIFEST} missing); "
-            "nothing was changed"
+            f"the checkpoint in {checkpoint} is damaged ({MANIFEST} missing); nothing was changed"
         )
     try:
         files = json.loads(manifest.read_text())["files"]
@@ -365,11 +364,11 @@ def _verify(checkpoint: Path) -> None:
             raise ValueError("bad manifest")
     except (ValueError, KeyError, TypeError) as error:
         raise CodebookError(
-            f"the checkpoint in {checkpoint} is damaged (its {CHECKPOINT_MANIFEST} cannot be "
+            f"the checkpoint in {checkpoint} is damaged (its {MANIFEST} cannot be "
             "read); nothing was changed"
         ) from error
     for name in files:  # a checkpoint is flat: nothing outside it is ever read
-        if name != Path(name).name or name.startswith(".") or name == CHECKPOINT_MANIFEST:
+        if name != Path(name).name or name.startswith(".") or name == MANIFEST:
             raise CodebookError(
                 f"the checkpoint in {checkpoint} is damaged (its manifest lists {name!r}); "
                 "nothing was changed"
@@ -377,7 +376,7 @@ def _verify(checkpoint: Path) -> None:
     present = {
         p.relative_to(checkpoint).as_posix() for p in checkpoint.rglob("*") if not p.is_dir()
     }
-    foreign = sorted(present - set(files) - {CHECKPOINT_MANIFEST})
+    foreign = sorted(present - set(files) - {MANIFEST})
     if foreign:
         raise CodebookError(
             f"the checkpoint in {checkpoint} holds {', '.join(foreign[:3])}, which its manifest "
@@ -401,7 +400,7 @@ def read_state(run_dir: Path) -> tuple[Path, dict[str, Any]]:
     old = checkpoint.is_dir() and any(
         True for pattern in OLD_CHECKPOINT_FILES for _ in checkpoint.glob(pattern)
     )
-    if not state_file.is_file() and not (checkpoint / CHECKPOINT_MANIFEST).is_file() and not old:
+    if not state_file.is_file() and not (checkpoint / MANIFEST).is_file() and not old:
         raise CodebookError(
             f"no checkpoint to resume from in {run_dir}: start the run without --resume"
         )
@@ -409,7 +408,7 @@ def read_state(run_dir: Path) -> tuple[Path, dict[str, Any]]:
     try:
         state = TrainerState.from_saved(json.loads(state_file.read_text()), str(state_file))
         state = state.to_dict()
-        listed = json.loads((checkpoint / CHECKPOINT_MANIFEST).read_text())["files"]
+        listed = json.loads((checkpoint / MANIFEST).read_text())["files"]
         missing = [f for f in required_files(state) if f not in listed]
         if missing:
             raise ValueError(f"{', '.join(missing)} missing")

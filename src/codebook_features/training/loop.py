@@ -79,7 +79,16 @@ def train(config: RunConfig) -> TrainResult:
     return Trainer(config).run()
 
 
-def load_model(config: RunConfig, tokenizer: Any) -> nn.Module:
+def write_run_config(run_dir: Path, config: RunConfig) -> None:
+    """Write the run's resolved settings as YAML (atomically), as a person would write them."""
+    import yaml
+
+    write_text(run_dir / RUN_CONFIG, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def build_base_model(config: RunConfig, tokenizer: Any) -> nn.Module:
+    """The base model a run starts from: ``model.name_or_path`` loaded (checked), or a new one
+    built from ``model.init`` to fit ``tokenizer``."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     spec = config.model
@@ -122,7 +131,7 @@ class Trainer:
         self._check_run_dir()
         set_seed(t.seed)
         self.tokenizer = load_tokenizer(config.model)
-        model = load_model(config, self.tokenizer)
+        model = build_base_model(config, self.tokenizer)
         self.cbm = CodebookModel(model, config.codebooks) if t.mode != "baseline" else None
         self.module: nn.Module = self.cbm if self.cbm is not None else model
         if t.mode == "codebooks":
@@ -260,7 +269,7 @@ class Trainer:
             if t.overwrite:  # everything the previous run wrote (and it holds nothing else)
                 clear_own(self.run_dir, RUN)
             mark(self.run_dir, RUN)
-            self.config.save_yaml(self.run_dir / RUN_CONFIG)
+            write_run_config(self.run_dir, self.config)
             write_text(self.run_dir / METRICS_FILE, "")
         if t.kmeans_init and self.cbm is not None:
             per_batch = t.batch_size * self.config.data.block_size
@@ -288,7 +297,7 @@ class Trainer:
             rows = RunDir(self.run_dir).metrics()
             kept = [r for r in rows if r["step"] <= self.step]
             write_text(self.run_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in kept))
-            self.config.save_yaml(self.run_dir / RUN_CONFIG)
+            write_run_config(self.run_dir, self.config)
         self.accelerator.wait_for_everyone()
 
     def _extend_schedule(self, saved_steps: int) -> None:
@@ -393,7 +402,7 @@ class Trainer:
             )
         self.accelerator.wait_for_everyone()
         if self.main:  # the manifest is written last, when every process has written its files
-            ckpt.write_manifest(tmp)
+            ckpt.write_checkpoint_checksums(tmp)
             swap_directory(tmp, self.run_dir / CHECKPOINT_DIR)
         self.accelerator.wait_for_everyone()
 

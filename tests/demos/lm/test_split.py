@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from codebook_features.demos.lm.parsing import Document, words
+from codebook_features.demos.lm.parsing import SourceDocument, words
 from codebook_features.demos.lm.split import chunk_document, chunk_text, split_documents
 from codebook_features.errors import CodebookError
 
 
-def corpus() -> list[Document]:
+def corpus() -> list[SourceDocument]:
     """Three labels of very different sizes; each document has 3 paragraphs of 40 words."""
     documents = []
     for label, count in (("big", 40), ("mid", 10), ("small", 2)):
         for i in range(count):
             paragraphs = [" ".join(f"{label}{i}p{p}w{w}" for w in range(40)) for p in range(3)]
-            documents.append(Document("\n\n".join(paragraphs), label, "test", f"{label}/{i}"))
+            documents.append(SourceDocument("\n\n".join(paragraphs), label, "test", f"{label}/{i}"))
     return documents
 
 
-def origin(piece: Document) -> str:
+def origin(piece: SourceDocument) -> str:
     return piece.id.split("#")[0]
 
 
@@ -73,6 +73,6 @@ def test_cap_per_label_balances_labels() -> None:
 
 
 def test_a_label_needs_two_documents() -> None:
-    lonely = Document("just one", "lonely", "test", "lonely/1")
+    lonely = SourceDocument("just one", "lonely", "test", "lonely/1")
     with pytest.raises(CodebookError, match="'lonely' has only 1 document"):
         split_documents([*corpus(), lonely], seed=0, validation_fraction=0.1)

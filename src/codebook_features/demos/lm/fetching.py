@@ -20,10 +20,8 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from codebook_features.errors import CodebookError
-from codebook_features.persist.files import write_json
+from codebook_features.persist.files import LM_FETCHED_FILE, write_json
 
-FETCHED_FILE = "fetched.json"
-"""Per source, in the cache: the package and version fetched, and how long it took."""
 QUERY_TIMEOUT = 60
 """Seconds a quick query (``dpkg-query``) may take: a hung package database must not hang us."""
 
@@ -149,10 +147,12 @@ def extract(source: str, tarball: Path, patterns: list[str], target: Path) -> No
         ) from error
 
 
-def record(cache: Path, package: str, version: str, started: float) -> None:
+def record_fetched(cache: Path, package: str, version: str, started: float) -> None:
     """Note in the cache what was fetched (the version goes into the corpus's licences)."""
     seconds = round(time.perf_counter() - started, 2)
-    write_json(cache / FETCHED_FILE, {"package": package, "version": version, "seconds": seconds})
+    write_json(
+        cache / LM_FETCHED_FILE, {"package": package, "version": version, "seconds": seconds}
+    )
 
 
 def apt_download(source: str, cache: Path, packages: list[str], hint: str) -> list[Path]:

@@ -40,8 +40,9 @@ BROWN_FILE = re.compile(r"^c([a-r])\d\d$")
 
 
 @dataclass(frozen=True)
-class Document:
-    """One document: the text, its label (a genre or a style) and where it came from."""
+class SourceDocument:
+    """One source document of the language corpus: the text, its label (a genre or a style)
+    and where it came from."""
 
     text: str
     label: str
@@ -105,7 +106,7 @@ def _sentences(block: str) -> Iterator[tuple[str, bool]]:
             yield "".join(out), headline
 
 
-def parse_brown(name: str, tagged: str) -> Document:
+def parse_brown(name: str, tagged: str) -> SourceDocument:
     """One Brown file (``ca01``, POS-tagged, a sentence per line, paragraphs separated by blank
     lines) as plain text: tags stripped, punctuation spaced as in print, ``` `` ''`` as ``"``,
     headlines on their own line; labelled with the file's genre."""
@@ -126,7 +127,7 @@ def parse_brown(name: str, tagged: str) -> Document:
                 sentences.append(text)
         if sentences:
             paragraphs.append(" ".join(sentences))
-    return Document("\n\n".join(paragraphs), label, "brown", f"brown/{name}")
+    return SourceDocument("\n\n".join(paragraphs), label, "brown", f"brown/{name}")
 
 
 # ---------------------------------------------------------------- King James Bible
@@ -134,17 +135,17 @@ _CHAPTER_HEADING = re.compile(r"^((?:[1-3] )?[A-Z][A-Za-z ]*[a-z]) (\d+)$")
 _VERSE = re.compile(r"^\s+\d+ (.*)$")
 
 
-def parse_bible(dump: str) -> list[Document]:
+def parse_bible(dump: str) -> list[SourceDocument]:
     """The output of ``bible -m 8192 gen1:1-rev22:21`` as one document per chapter: the
     ``Book N`` headings and verse numbers dropped, one verse per line (unwrapped)."""
-    documents: list[Document] = []
+    documents: list[SourceDocument] = []
     chapter: str | None = None
     verses: list[str] = []
     previous = ""
 
     def close() -> None:
         if chapter is not None and verses:
-            documents.append(Document("\n".join(verses), "bible", "bible", chapter))
+            documents.append(SourceDocument("\n".join(verses), "bible", "bible", chapter))
 
     for line in dump.splitlines():
         heading = _CHAPTER_HEADING.match(line)
@@ -183,7 +184,7 @@ def _verse(lines: list[str]) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-def parse_shakespeare(name: str, text: str) -> list[Document]:
+def parse_shakespeare(name: str, text: str) -> list[SourceDocument]:
     """One ``*_gut.txt`` work: a play as one document per scene (from its ``SCENE`` heading;
     the title and list of persons before the first scene and the act headings dropped), a
     poem as one document."""
@@ -193,12 +194,16 @@ def parse_shakespeare(name: str, text: str) -> list[Document]:
     starts = [i for i, line in enumerate(lines) if _SCENE.match(line)]
     if not starts:
         body = _verse(lines)
-        return [Document(body, "shakespeare", "shakespeare", f"shakespeare/{work}")] if body else []
+        return (
+            [SourceDocument(body, "shakespeare", "shakespeare", f"shakespeare/{work}")]
+            if body
+            else []
+        )
     documents = []
     for number, (start, end) in enumerate(zip(starts, [*starts[1:], len(lines)], strict=True), 1):
         scene = _verse(lines[start:end])
         documents.append(
-            Document(scene, "shakespeare", "shakespeare", f"shakespeare/{work}/{number}")
+            SourceDocument(scene, "shakespeare", "shakespeare", f"shakespeare/{work}/{number}")
         )
     return documents
 
@@ -209,7 +214,7 @@ _AUSTEN_SKIP = re.compile(r"^\s*volume\s+[ivx]+\.?\s*$", re.IGNORECASE)
 _AUSTEN_END = re.compile(r"^\s*(?:the end|finis|a note on the text)\.?\s*$", re.IGNORECASE)
 
 
-def parse_novel(lines: list[str]) -> list[Document]:
+def parse_novel(lines: list[str]) -> list[SourceDocument]:
     """One novel of ``janeaustenr`` (its text, a line per element) as one document per
     chapter: the front matter before the first ``CHAPTER``, the headings, and what follows
     ``THE END`` / ``FINIS`` / ``A NOTE ON THE TEXT`` dropped; paragraphs unwrapped."""
@@ -227,5 +232,5 @@ def parse_novel(lines: list[str]) -> list[Document]:
     for number, chapter in enumerate(chapters, 1):
         text = "\n\n".join(_paragraphs(chapter))
         if text:
-            documents.append(Document(text, "austen", "austen", f"austen/{novel}/{number}"))
+            documents.append(SourceDocument(text, "austen", "austen", f"austen/{novel}/{number}"))
     return documents

@@ -15,7 +15,7 @@ import random
 from collections import defaultdict
 from dataclasses import replace
 
-from codebook_features.demos.lm.parsing import Document, words
+from codebook_features.demos.lm.parsing import SourceDocument, words
 from codebook_features.errors import CodebookError
 
 SPLITS = ("train", "validation")
@@ -61,7 +61,7 @@ def _pack(text: str, limit: int, separators: tuple[str, ...]) -> list[str]:
     return chunks
 
 
-def chunk_document(document: Document, max_words: int | None) -> list[Document]:
+def chunk_document(document: SourceDocument, max_words: int | None) -> list[SourceDocument]:
     """``document`` as pieces of at most ``max_words`` words (itself when ``None``)."""
     if max_words is None:
         return [document] if document.words else []
@@ -72,13 +72,13 @@ def chunk_document(document: Document, max_words: int | None) -> list[Document]:
 
 
 def split_documents(
-    documents: list[Document],
+    documents: list[SourceDocument],
     *,
     seed: int,
     validation_fraction: float,
     max_words: int | None = None,
     max_per_label: int | None = None,
-) -> dict[str, list[Document]]:
+) -> dict[str, list[SourceDocument]]:
     """Training and validation documents, each list in a seeded shuffled order (labels mixed,
     so the first documents of a file are a fair sample).
 
@@ -87,10 +87,10 @@ def split_documents(
     validation. Each is then cut into pieces of at most ``max_words`` words; with
     ``max_per_label``, each split keeps its share of that many pieces per label.
     """
-    by_label: dict[str, list[Document]] = defaultdict(list)
+    by_label: dict[str, list[SourceDocument]] = defaultdict(list)
     for document in sorted(documents, key=lambda d: d.id):
         by_label[document.label].append(document)
-    splits: dict[str, list[Document]] = {name: [] for name in SPLITS}
+    splits: dict[str, list[SourceDocument]] = {name: [] for name in SPLITS}
     for label in sorted(by_label):
         group = by_label[label]
         if len(group) < 2:

@@ -9,8 +9,12 @@ from typing import TYPE_CHECKING
 
 from codebook_features.errors import CodebookError
 from codebook_features.persist.files import (
+    DATA_DIR,
     FINAL_DIR,
+    LM_BASE_RUN,
     LM_DEMO_TOKENIZER,
+    LM_STEERING_DIR,
+    LM_STORE_DIR,
     LM_TRAIN_FILE,
     LM_VALIDATION_FILE,
     SUMMARY_FILE,
@@ -21,11 +25,6 @@ if TYPE_CHECKING:
     from codebook_features.demos.lm.config import Variant
     from codebook_features.demos.lm.pipeline import LmResults
     from codebook_features.demos.runner import Stages
-
-DATA_DIR = "data"
-BASE_RUN = "base"
-STORE_DIR = "store"
-STEERING_DIR = "steering"
 
 
 class LmStages:
@@ -115,7 +114,7 @@ class LmStages:
         from codebook_features.training import DataConfig, ModelConfig, RunConfig, TrainingConfig
 
         p = self.preset
-        run = self.out / (BASE_RUN if variant is None else slug(name))
+        run = self.out / (LM_BASE_RUN if variant is None else slug(name))
         if name in self.results.models:
             return run / FINAL_DIR
         steps = p.base_steps if variant is None else p.variant_steps
@@ -165,7 +164,7 @@ class LmStages:
     def record(self, data: Path) -> Path:
         from codebook_features.store.record import RecordConfig, record
 
-        store = self.out / STORE_DIR
+        store = self.out / LM_STORE_DIR
         if self.results.store is None:
             p = self.preset
             model = self.out / slug(p.steered) / FINAL_DIR
@@ -183,7 +182,7 @@ class LmStages:
                     )
                 )
                 self.results.store = {
-                    "path": STORE_DIR,
+                    "path": LM_STORE_DIR,
                     "documents": result.documents,
                     "tokens": result.tokens,
                     "tokens_per_s": result.tokens_per_s,
@@ -242,7 +241,7 @@ class LmStages:
                     store=str(store_dir),
                     label_field="label",
                     concepts=concepts,
-                    output_dir=str(self.out / STEERING_DIR),
+                    output_dir=str(self.out / LM_STEERING_DIR),
                     rule=p.rule,
                     prompts=list(p.prompts),
                     generation=p.generation.replace(seed=self.results.seed),
@@ -253,7 +252,7 @@ class LmStages:
                 )
             )
             self.results.steering = {
-                "dir": STEERING_DIR,
+                "dir": LM_STEERING_DIR,
                 "classifier": report.classifier.to_dict(),
                 "rows": [row.to_dict() for row in report.rows],
             }

@@ -46,7 +46,9 @@ def load_tokenizer(source: str) -> Any:
         raise CodebookError(f"could not load the tokenizer {source!r}: {first}") from error
 
 
-def load_model(model: str, device: str = "auto", *, what: str = "load", local_rank: int = 0) -> Any:
+def load_codebook_model(
+    model: str, device: str = "auto", *, what: str = "load", local_rank: int = 0
+) -> CodebookModel:
     """The saved codebook model ``model`` (a directory or a hub name) in eval mode."""
     from codebook_features.attach.model import CodebookModel
     from codebook_features.persist.sources import MODEL_FILES, check_source
@@ -71,7 +73,7 @@ def load_model_and_tokenizer(
     check_source(model, "model", MODEL_FILES)
     loaded = load_tokenizer(tokenizer or model)
     rank = int(os.environ.get("LOCAL_RANK", "0")) if local_rank is None else local_rank
-    cbm = load_model(model, device, what=what, local_rank=rank)
+    cbm = load_codebook_model(model, device, what=what, local_rank=rank)
     check_fits(loaded, cbm, tokenizer or model)
     return cbm, loaded
 

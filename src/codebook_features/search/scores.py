@@ -1,0 +1,14 @@
+"""One F1 for every ranking of codes (and neurons, and latents) as classifiers of a feature."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def f1(precision: Any, recall: Any) -> Any:
+    """The harmonic mean of precision and recall, 0 where both are 0; for numbers, NumPy
+    arrays and torch tensors alike."""
+    total = precision + recall
+    if isinstance(total, (int, float)):
+        return 2 * precision * recall / total if total else 0.0
+    return 2 * precision * recall / (total + (total == 0))
