@@ -12,10 +12,11 @@ import pytest
 
 from codebook_features.app import ServeConfig
 from codebook_features.attach.code_ref import CodeRef
+from codebook_features.attach.fingerprint import codebooks_fingerprint
 from codebook_features.errors import CodebookError
 from codebook_features.search import regex_codes, topic_codes
 from codebook_features.search.code_page import code_page
-from codebook_features.steering.concept import load_concept, model_fingerprint
+from codebook_features.steering.concept import load_concept
 from codebook_features.steering.generate import GenerationSettings, steer
 from codebook_features.store.reader import CodeStore
 from tests.app.conftest import make_client
@@ -182,7 +183,7 @@ def test_concepts_are_made_edited_and_deleted_by_name(client, tmp_path, loaded) 
     assert made.status_code == 201, made.text
     concept = load_concept(directory / "dragons.json", loaded[0])  # fits the model
     assert [str(c) for c in concept.codes] == ["layers.0.mlp/0/3"]
-    assert concept.model == model_fingerprint(loaded[0])
+    assert concept.fingerprint == codebooks_fingerprint(loaded[0])
     refused(client.post("/api/concepts", json=body), 409, "exists")
 
     added = ok(client.post("/api/concepts/dragons/codes", json={"codes": ["layers.1.mlp/0/2"]}))

@@ -12,6 +12,7 @@ import torch
 
 from codebook_features import CodebookError, CodebookModel
 from codebook_features.attach.code_ref import CodeRef
+from codebook_features.attach.fingerprint import codebooks_fingerprint
 from codebook_features.attach.interventions import Force
 from codebook_features.cli import main
 from codebook_features.settings.base import VERSION_KEY, SavedFileWarning
@@ -20,7 +21,6 @@ from codebook_features.steering.concept import (
     find_concept,
     list_concepts,
     load_concept,
-    model_fingerprint,
     save_concept,
     site_shapes,
 )
@@ -55,7 +55,7 @@ def make(cbm: CodebookModel, codes=CODES, name: str = "demo", **extra) -> Concep
     return Concept(
         name=name,
         codes=refs,
-        model=model_fingerprint(cbm),
+        fingerprint=codebooks_fingerprint(cbm),
         sites=site_shapes(cbm, [r.site for r in refs]),
         selection={"method": "by hand"},
         scores=tuple({"precision": 0.5 + i / 10, "support": 10 - i} for i in range(len(refs))),
@@ -67,9 +67,9 @@ def make(cbm: CodebookModel, codes=CODES, name: str = "demo", **extra) -> Concep
 def test_fingerprint_survives_save_and_load_and_tells_models_apart(cbm, recorded, other, tmp_path):
     cbm.save(tmp_path / "copy")
     again = CodebookModel.from_pretrained(tmp_path / "copy")
-    assert model_fingerprint(again) == model_fingerprint(cbm)
-    assert len(model_fingerprint(cbm)) == 64
-    assert model_fingerprint(CodebookModel.from_pretrained(other)) != model_fingerprint(cbm)
+    assert codebooks_fingerprint(again) == codebooks_fingerprint(cbm)
+    assert len(codebooks_fingerprint(cbm)) == 64
+    assert codebooks_fingerprint(CodebookModel.from_pretrained(other)) != codebooks_fingerprint(cbm)
 
 
 # ---------------------------------------------------------------------------- JSON and files
@@ -138,7 +138,8 @@ MISTAKES = {
         "unknown setting scores",  # scores belong to their code in a file
     ),
     "not-concept": (lambda d: edit(d, kind="force"), "is not a concept"),
-    "no-model": (lambda d: edit(d, model=None), "model is required"),
+    "no-fingerprint": (lambda d: edit(d, fingerprint=None), "fingerprint is required"),
+    "both-names": (lambda d: edit(d, model=d["fingerprint"]), "unknown setting model"),
 }
 
 
@@ -156,7 +157,10 @@ def test_invalid_json_and_codes_the_model_lacks(cbm):
         Concept.from_json("{", cbm)
     sites = {"layers.1.mlp": {"groups": 1, "num_codes": 99}}  # as edited by hand
     wide = Concept(
-        name="wide", codes=("layers.1.mlp/0/50",), model=model_fingerprint(cbm), sites=sites
+        name="wide",
+        codes=("layers.1.mlp/0/50",),
+        fingerprint=codebooks_fingerprint(cbm),
+        sites=sites,
     )
     with pytest.raises(CodebookError, match=r"code 50 is out of range at layers\.1\.mlp"):
         wide.check(cbm)
@@ -170,6 +174,13 @@ def test_keys_of_a_newer_version_are_dropped_with_a_warning(cbm):
     with pytest.warns(SavedFileWarning, match=r"sites\.layers\.1\.mlp\.dim, future"):
         loaded = Concept.from_json(json.dumps(data | {VERSION_KEY: "99.0.0"}), cbm)
     assert loaded == make(cbm)
+
+
+def test_a_file_that_names_the_fingerprint_model_still_loads(cbm):
+    """Concept files written before the key was named ``fingerprint`` called it ``model``."""
+    data = make(cbm).to_dict()
+    data["model"] = data.pop("fingerprint")
+    assert Concept.from_json(json.dumps(data), cbm) == make(cbm)
 
 
 def test_overwriting_only_a_concept_and_only_when_asked(cbm, tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from codebook_features import CodebookModel, CodebookModelConfig
+from codebook_features.attach.fingerprint import codebooks_fingerprint
 from codebook_features.cli import main
 from codebook_features.steering.generate import GenerationSettings, SteeringResult
 from codebook_features.steering.steer_cli import format_result
@@ -31,7 +32,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "afile.txt").write_text("not a model\n")
     from codebook_features.steering.concept import (
         Concept,
-        model_fingerprint,
         save_concept,
         site_shapes,
     )
@@ -40,7 +40,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     concept = Concept(
         name="dragons",
         codes=codes,
-        model=model_fingerprint(cbm),
+        fingerprint=codebooks_fingerprint(cbm),
         sites=site_shapes(cbm, ["layers.0.mlp", "layers.1.attn_heads", "layers.1.mlp"]),
     )
     save_concept(concept, root / "dragons.json")

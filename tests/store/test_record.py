@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,40 @@ def contents(store: Path) -> dict[str, bytes]:
 
 
 # ---------------------------------------------------------------------------- the format
+def test_the_store_names_its_model_as_concepts_do(world: Path, store: Path, tmp_path) -> None:
+    """One fingerprint: the manifest's is the codebooks' fingerprint a concept records, so a
+    store, a concept and a model can be matched; a store of format 1 (the sha256 of the saved
+    codebook files) is still checked against the model by that."""
+    import hashlib
+
+    from codebook_features.attach.fingerprint import codebooks_fingerprint
+    from codebook_features.store.model_loading import check_recorded_with
+    from codebook_features.store.reader import CodeStore
+
+    cbm = CodebookModel.from_pretrained(world / "model")
+    copy = tmp_path / "store"  # opening a store writes its index: the shared one stays as it is
+    shutil.copytree(store, copy)
+    reader = CodeStore(copy)
+    assert reader.manifest.model.fingerprint == codebooks_fingerprint(cbm)
+    check_recorded_with(reader, cbm, str(world / "model"))
+    changed = CodebookModel.from_pretrained(world / "model")
+    with torch.no_grad():
+        next(changed.codebooks.parameters()).add_(1.0)
+    with pytest.raises(CodebookError, match=r"is not the model .* was recorded with"):
+        check_recorded_with(reader, changed, "changed")
+    old = tmp_path / "old-store"
+    shutil.copytree(store, old)
+    manifest = manifest_of(old)
+    files = (world / "model" / "codebook_config.json", world / "model" / "codebooks.safetensors")
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+    manifest |= {"schema_version": 1, "model": manifest["model"] | {"fingerprint": digest}}
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    check_recorded_with(CodeStore(old), cbm, str(world / "model"))
+    changed.save(tmp_path / "changed")
+    with pytest.raises(CodebookError, match="is not the model"):
+        check_recorded_with(CodeStore(old), changed, str(tmp_path / "changed"))
+
+
 def test_manifest_and_schema(store: Path) -> None:
     manifest = manifest_of(store)
     assert manifest["schema_version"] == SCHEMA_VERSION

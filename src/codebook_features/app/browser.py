@@ -65,8 +65,8 @@ class CodeBrowser:
         from codebook_features.store.model_loading import check_recorded_with
 
         store = CodeStore(config.store)
-        check_recorded_with(store, config.model)
         model, tokenizer = load_model_and_tokenizer(config.model, config.device, what="serve")
+        check_recorded_with(store, model, config.model)
         return cls(config, model, tokenizer, store)
 
     def warm(self) -> None:
@@ -296,9 +296,9 @@ class CodeBrowser:
         """The loaded model's codebook fingerprint, as concepts record it."""
         if self.model is None:
             return None
-        from codebook_features.steering.concept import model_fingerprint
+        from codebook_features.attach.fingerprint import codebooks_fingerprint
 
-        return model_fingerprint(self.model)
+        return codebooks_fingerprint(self.model)
 
     def need_model(self, what: str) -> Any:
         if self.model is None:

@@ -173,7 +173,7 @@ class ConceptFolder:
         return Concept(
             name=check_name(name),
             codes=refs,
-            model=self.fingerprint,
+            fingerprint=self.fingerprint,
             sites=site_shapes(self.model, [r.site for r in refs]),
             selection={"method": "browser"},
             description=description,
@@ -181,7 +181,7 @@ class ConceptFolder:
 
     def _save(self, concept: Concept, overwrite: bool = False) -> Concept:
         if self.model is not None:
-            if concept.model != self.fingerprint:
+            if concept.fingerprint != self.fingerprint:
                 raise Conflict(
                     f"concept {concept.name!r} was made for another model: it can be read "
                     "here but not changed"
@@ -191,7 +191,7 @@ class ConceptFolder:
         return concept
 
     def _out(self, concept: Concept) -> s.ConceptOut:
-        fits = None if self.fingerprint is None else concept.model == self.fingerprint
+        fits = None if self.fingerprint is None else concept.fingerprint == self.fingerprint
         return s.ConceptOut(
             name=concept.name,
             url=concept_url(concept.name),
@@ -203,7 +203,7 @@ class ConceptFolder:
             if isinstance(concept.positions, str)
             else list(concept.positions),
             selection=concept.selection,
-            model=concept.model,
+            fingerprint=concept.fingerprint,
             fits_model=fits,
         )
 

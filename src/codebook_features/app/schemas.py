@@ -196,7 +196,8 @@ class ConceptOut(BaseModel):
     mode: str
     positions: Any
     selection: dict[str, Any]
-    model: str
+    fingerprint: str
+    """The fingerprint of the codebooks it was made for."""
     fits_model: bool | None
     """Whether it was made for the loaded model (None: no model loaded)."""
 

@@ -1,7 +1,8 @@
 """Running the stages of a resumable demo (the TokFSM experiment, the language demo).
 
 A demo is a sequence of stages (make data, train, evaluate, analyse, ...) whose results go
-into one ``results.json`` in its output directory. The file is rewritten after every stage, so a
+into one ``results.json`` in its output directory (:class:`DemoResults`), and compares a base
+model with finetuned :class:`Variant` models. The file is rewritten after every stage, so a
 killed demo continues where it stopped: the caller skips a stage whose result is already in the
 results (each demo knows what "done" means for its stages), :class:`Stages` announces and times
 the others and saves the results after each. :func:`train_or_reuse` is the training stage:
@@ -11,17 +12,31 @@ other settings.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from pydantic import Field
+from typing_extensions import Self
+
+from codebook_features.attach.config import CodebookModelConfig
 from codebook_features.errors import CodebookError
 from codebook_features.persist.files import CHECKPOINT_DIR, FINAL_DIR, write_json
 from codebook_features.persist.ownership import RUN, check_output_dir
 from codebook_features.persist.rundir import RunDir
+from codebook_features.settings.base import (
+    NonNegativeInt,
+    PositiveInt,
+    PositiveNumber,
+    Record,
+    Settings,
+    Text,
+    stamp,
+)
 
 if TYPE_CHECKING:
     from codebook_features.training import RunConfig
@@ -29,16 +44,65 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class StageResults(Protocol):
-    """What a demo's results offer the stage runner: seconds per stage, and their JSON form."""
+class Variant(Settings):
+    """A model of a demo's comparison, finetuned from the demo's base model: with codebooks at
+    ``sites``, or a plain finetune when there are none."""
 
-    seconds: dict[str, float]
+    name: Text
+    """The model's name in the demo's tables (its run directory is made from it)."""
+    sites: list[str] = Field(default_factory=list)
+    """Codebook sites (none: a plain finetune)."""
+    k: PositiveInt = 1
+    """Codes per token and group."""
+    num_codes: PositiveInt = 512
+    """Codes per group."""
+    groups: PositiveInt = 1
+    """Groups of the codebooks at sites other than attn_heads (one per head there)."""
+    steps: PositiveInt | None = None
+    """Optimizer steps (default: the demo's steps for a variant)."""
+    lr: PositiveNumber | None = None
+    """Learning rate (default: the demo's for a variant)."""
+
+    def codebooks(self) -> CodebookModelConfig | None:
+        """The codebooks to attach (``None`` for a plain finetune)."""
+        if not self.sites:
+            return None
+        return CodebookModelConfig(
+            sites=list(self.sites), num_codes=self.num_codes, k=self.k, groups=self.groups
+        )
+
+
+P = TypeVar("P", bound=Settings)
+
+
+class DemoResults(Record, Generic[P]):
+    """What a demo measured, rewritten into ``results.json`` after every stage; each demo adds
+    its own stages' results."""
+
+    preset: str
+    """The preset's name (``custom`` for a preset given directly)."""
+    seed: NonNegativeInt
+    """The demo's seed."""
+    settings: P
+    """The preset itself: the sizes of every stage."""
+    seconds: dict[str, float] = Field(default_factory=dict)
     """Wall seconds per stage (summed over the sessions that ran it)."""
 
-    def to_dict(self) -> dict[str, Any]: ...
+    def to_dict(self) -> dict[str, Any]:
+        return stamp(self.model_dump(mode="json", exclude_none=True))
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        """Read ``results.json`` (a newer version's file loads with a warning)."""
+        try:
+            return cls.from_saved(json.loads(path.read_text()), str(path))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:  # CodebookError too
+            raise CodebookError(
+                f"{path} is damaged ({error}); delete it to run every stage again"
+            ) from error
 
 
-R = TypeVar("R", bound=StageResults)
+R = TypeVar("R", bound=DemoResults[Any])
 
 
 def resume_results(path: Path, load: Callable[[Path], R], same: Callable[[R], bool]) -> R | None:

@@ -102,8 +102,8 @@ def _print_page(store: Any, query: CodePageQuery, as_json: bool) -> None:
         from codebook_features.attach.loading import load_codebook_model, load_tokenizer
         from codebook_features.store.model_loading import check_recorded_with
 
-        check_recorded_with(store, query.model)
         model = load_codebook_model(query.model, what="search code")
+        check_recorded_with(store, model, query.model)
         try:
             tokenizer = load_tokenizer(query.model)
         except CodebookError:

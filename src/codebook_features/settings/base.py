@@ -130,7 +130,7 @@ class Settings(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as error:
-            raise CodebookError(describe(error, type(self))) from None
+            raise CodebookError(describe_errors(error, type(self))) from None
         finally:
             _VALIDATING.reset(token)
 
@@ -151,7 +151,7 @@ class Settings(BaseModel):
         try:
             return cls._validate(dict(data))
         except ValidationError as error:
-            raise CodebookError(describe(error, cls, where)) from None
+            raise CodebookError(describe_errors(error, cls, where)) from None
 
     @classmethod
     def from_file(cls, path: str | Path) -> Self:
@@ -181,7 +181,7 @@ class Settings(BaseModel):
                     if path is not None:
                         removed.append(".".join(map(str, path)))
                 if not removed:
-                    raise CodebookError(f"{source}: {describe(error, cls)}") from None
+                    raise CodebookError(f"{source}: {describe_errors(error, cls)}") from None
                 dropped += removed
         if dropped or is_newer(version):
             written = f"version {version}" if isinstance(version, str) else "an unknown version"
@@ -302,7 +302,7 @@ def is_newer(version: Any) -> bool:
 
 
 # ---------------------------------------------------------------------- one-line errors
-def describe(error: ValidationError, cls: type, where: str = "") -> str:
+def describe_errors(error: ValidationError, cls: type, where: str = "") -> str:
     """One line for all of a validation's errors, each naming its setting (``training.steps``).
 
     A :class:`CodebookError` raised by a validator keeps its own message."""

@@ -12,7 +12,6 @@ version of this library are dropped with a warning, as for every other saved fil
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -20,7 +19,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import torch
 from pydantic import (
     AfterValidator,
     ConfigDict,
@@ -32,8 +30,8 @@ from pydantic import (
 from typing_extensions import Self
 
 from codebook_features.attach.code_ref import CodeRef
-from codebook_features.attach.interventions.spec import Force, force_refs
-from codebook_features.attach.interventions.spec import _positions as check_positions
+from codebook_features.attach.fingerprint import codebooks_fingerprint
+from codebook_features.attach.interventions.spec import Force, check_positions, force_refs
 from codebook_features.attach.sites import natural_key
 from codebook_features.errors import CodebookError
 from codebook_features.persist.files import CONCEPT_SUFFIX, CONCEPTS_DIR, write_text
@@ -52,25 +50,6 @@ if TYPE_CHECKING:
 KIND = "concept"
 """The value of a concept file's ``kind`` key: what marks a file as a concept of ours."""
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
-_FINGERPRINT_FIELDS = ("dim", "groups", "num_codes", "k", "similarity", "aggregate")
-
-
-def model_fingerprint(cbm: CodebookModel) -> str:
-    """sha256 over the codebooks in memory: per site in natural order, its name, the settings
-    that decide which codes fire, and the bytes of its parameters (code vectors, and the input
-    LayerNorm's weights when there is one). Equal for a model and its saved and reloaded copy;
-    unlike the store's file fingerprint it needs no files."""
-    digest = hashlib.sha256()
-    for site in sorted(cbm.sites, key=natural_key):
-        codebook = cbm.codebook(site)
-        config = {name: getattr(codebook.config, name) for name in _FINGERPRINT_FIELDS}
-        config["normalize_input"] = codebook.config.normalize_input
-        digest.update(json.dumps({"site": site, **config}, sort_keys=True).encode())
-        for name, param in sorted(codebook.named_parameters()):
-            data = param.detach().to("cpu", torch.float32).contiguous()
-            digest.update(name.encode())
-            digest.update(data.numpy().tobytes())
-    return digest.hexdigest()
 
 
 def check_name(name: Any) -> str:
@@ -144,8 +123,10 @@ class Concept(Record):
     """Letters, digits, ``-``, ``_`` and ``.``; also the file name (``<name>.json``)."""
     codes: Annotated[tuple[Code, ...], AfterValidator(_some_each_once)]
     """Best first, without repeats (``SITE/GROUP/CODE`` strings are accepted)."""
-    model: Annotated[str, Field(min_length=1)]
-    """The fingerprint of the model's codebooks (:func:`model_fingerprint`)."""
+    fingerprint: Annotated[str, Field(min_length=1)]
+    """The fingerprint of the model's codebooks
+    (:func:`~codebook_features.attach.fingerprint.codebooks_fingerprint`), as the code store
+    recorded with that model names it too."""
     sites: dict[str, SiteShape]
     """``{site: {groups, num_codes}}`` of the codes' sites, to check codes without the model."""
     selection: dict[str, Any] = Field(default_factory=dict)
@@ -205,16 +186,16 @@ class Concept(Record):
 
     def check(self, model: CodebookModel) -> None:
         """Refuse a model the concept was not made for (see :meth:`check_codes` for the rest)."""
-        found = model_fingerprint(model)
-        if found != self.model:
+        found = codebooks_fingerprint(model)
+        if found != self.fingerprint:
             dtypes = sorted({str(p.dtype) for p in model.codebooks.parameters()})
             hint = f"; the codebooks' dtype counts too (this model's: {', '.join(dtypes)})" * (
                 dtypes != ["torch.float32"]
             )
             raise CodebookError(
                 f"concept {self.name!r} was made for another model (codebooks "
-                f"{self.model[:12]}..., this model's are {found[:12]}...): build it again for "
-                f"this model (`codebook concept new`), or pass the model it was made for{hint}"
+                f"{self.fingerprint[:12]}..., this model's are {found[:12]}...): build it again "
+                f"for this model (`codebook concept new`), or pass the model it was made for{hint}"
             )
         self.check_codes(model)
 
@@ -239,7 +220,7 @@ class Concept(Record):
                 "mode": data["mode"],
                 "positions": data["positions"],
                 "codes": codes,
-                "model": data["model"],
+                "fingerprint": data["fingerprint"],
                 "sites": data["sites"],
                 "selection": data["selection"],
             }
@@ -270,6 +251,8 @@ class Concept(Record):
                 '{"code": "SITE/GROUP/CODE", "precision": ...}'
             )
         values = {k: v for k, v in data.items() if k != "kind"}
+        if "model" in values and "fingerprint" not in values:  # the key's earlier name
+            values["fingerprint"] = values.pop("model")
         entries = values.get("codes")
         if isinstance(entries, list):
             codes, scores = [], []

@@ -157,8 +157,8 @@ def _new(args: argparse.Namespace) -> None:
     config = settings_from_args(NewConcept, args)
     target = check_concept_target(concept_file(config.concepts_dir, config.name), config.overwrite)
     texts = (read_texts(config.examples), read_texts(config.contrast)) if config.examples else None
-    store = _store(config) if config.store else None
     model = load_codebook_model(config.model, what="concept new")
+    store = _store(config, model) if config.store else None
     common = {"rule": config.rule, "description": config.description}
     if texts is not None:
         concept = selection.concept_from_texts(
@@ -185,13 +185,13 @@ def _new(args: argparse.Namespace) -> None:
     _print_codes(concept)
 
 
-def _store(config: NewConcept) -> Any:
+def _store(config: NewConcept, model: Any) -> Any:
     """The store, refused when it was recorded with another model."""
     from codebook_features.store.model_loading import check_recorded_with
     from codebook_features.store.reader import CodeStore
 
     store = CodeStore(config.store)
-    check_recorded_with(store, config.model)
+    check_recorded_with(store, model, config.model)
     return store
 
 

@@ -227,10 +227,10 @@ class _Setup:
 
 
 def _setup(config: SteeringEvalConfig) -> _Setup:
+    from codebook_features.attach.fingerprint import codebooks_fingerprint
     from codebook_features.attach.loading import load_model_and_tokenizer
     from codebook_features.persist.ownership import STEERING_EVAL, check_output_dir, clear_own, mark
     from codebook_features.steering.classifier import TopicClassifier
-    from codebook_features.steering.concept import model_fingerprint
     from codebook_features.steering.selection import check_store, split_documents
     from codebook_features.store.model_loading import check_recorded_with
     from codebook_features.store.reader import CodeStore
@@ -256,7 +256,7 @@ def _setup(config: SteeringEvalConfig) -> _Setup:
     for site in setup.cbm.sites:  # generation must not change the codebooks' statistics
         setup.cbm.codebook(site).track_stats = False
     store = CodeStore(config.store)
-    check_recorded_with(store, config.model)
+    check_recorded_with(store, setup.cbm, config.model)
     check_store(store, setup.cbm)
     setup.fluency = {}
     documents = store.documents
@@ -299,7 +299,7 @@ def _setup(config: SteeringEvalConfig) -> _Setup:
     }
     setup.settings = config.generation
     setup.identity = {
-        "model": model_fingerprint(setup.cbm),
+        "model": codebooks_fingerprint(setup.cbm),
         "prompts": config.prompts,
         "settings": setup.settings.to_dict(),
     }

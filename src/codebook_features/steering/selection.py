@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from codebook_features.attach.code_ref import CodeRef
+from codebook_features.attach.fingerprint import codebooks_fingerprint
 from codebook_features.errors import CodebookError
 from codebook_features.search.regex import regex_token_rows, score_codes
 from codebook_features.search.topics import _labels
@@ -34,7 +35,6 @@ from codebook_features.steering.batches import check_batch_size, padded_batches,
 from codebook_features.steering.concept import (
     Concept,
     check_name,
-    model_fingerprint,
     site_shapes,
 )
 from codebook_features.steering.config import SelectionRule
@@ -125,7 +125,7 @@ def split_documents(
 def store_source(store: CodeStore, documents: Any) -> dict[str, Any]:
     source: dict[str, Any] = {
         "path": str(store.path),
-        "model": store.manifest.model.fingerprint,
+        "fingerprint": store.manifest.model.fingerprint,
         "documents": "all",
     }
     if documents is not None:
@@ -350,7 +350,7 @@ def _concept(
     concept = Concept(
         name=name,
         codes=refs,
-        model=model_fingerprint(model),
+        fingerprint=codebooks_fingerprint(model),
         sites=site_shapes(model, [r.site for r in refs]),
         selection=selection | {"rule": rule.to_dict()},
         scores=tuple(score for _, score in kept),

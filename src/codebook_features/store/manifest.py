@@ -2,8 +2,8 @@
 has finished, so a store with a manifest is a complete one. ``manifest.json`` holds::
 
     schema_version        format of the store (schema.SCHEMA_VERSION)
-    model                 {name, fingerprint (sha256 of codebook_config.json then
-                          codebooks.safetensors), model_type}
+    model                 {name, fingerprint (of its codebooks, as concepts record it;
+                          format 1: sha256 of its saved codebook files), model_type}
     tokenizer             the tokenizer's name (hub name or directory)
     data                  {dataset, config, split (None for local files), text_field,
                           label_fields, labels (names of class-label columns)}
@@ -45,7 +45,8 @@ class ModelRecord(Record):
     name: str | None = None
     """The saved model as given to ``codebook record`` (a directory or a hub name)."""
     fingerprint: str | None = None
-    """sha256 of its ``codebook_config.json`` then ``codebooks.safetensors``."""
+    """Its codebooks' fingerprint (``attach.fingerprint``), as concepts record it; in stores
+    of format 1, the sha256 of its ``codebook_config.json`` then ``codebooks.safetensors``."""
     model_type: str | None = None
     """The transformers model type (``gpt_neox``, ...)."""
 

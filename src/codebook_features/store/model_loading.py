@@ -40,12 +40,13 @@ class RecordingModel:
     """Tokens per forward window."""
     pad_id: int
     fingerprint: str
-    """sha256 of the saved codebooks (see :func:`fingerprint`)."""
+    """The codebooks' fingerprint (``attach.fingerprint``), as the manifest records it."""
 
 
 def load_recording_model(config: RecordConfig, world: int) -> RecordingModel:
     """Load and check ``config``'s tokenizer and model; with several processes each takes the
     GPU of its local rank."""
+    from codebook_features.attach.fingerprint import codebooks_fingerprint
     from codebook_features.attach.loading import check_fits, load_codebook_model, load_tokenizer
     from codebook_features.persist.sources import MODEL_FILES, check_source
 
@@ -85,7 +86,7 @@ def load_recording_model(config: RecordConfig, world: int) -> RecordingModel:
         activation_sites=activation_sites,
         max_length=c.max_length or min(context or DEFAULT_MAX_LENGTH, DEFAULT_MAX_LENGTH),
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
-        fingerprint=fingerprint(c.model),
+        fingerprint=codebooks_fingerprint(cbm),
     )
 
 
@@ -98,8 +99,30 @@ def context_length(config: Any) -> int | None:
     return None
 
 
-def fingerprint(model: str) -> str:
-    """sha256 over the model's ``codebook_config.json`` and then ``codebooks.safetensors``."""
+def check_recorded_with(store: Any, cbm: CodebookModel, source: str) -> None:
+    """Refuse a model (``cbm``, loaded from ``source``) other than the one ``store`` was
+    recorded with: the manifest names it by its codebooks' fingerprint
+    (:func:`~codebook_features.attach.fingerprint.codebooks_fingerprint`); a store of format 1
+    by the sha256 of the saved model's codebook files."""
+    from codebook_features.attach.fingerprint import codebooks_fingerprint
+
+    recorded = store.manifest.model.fingerprint
+    if not recorded:
+        return
+    if store.manifest.schema_version >= 2:
+        found = codebooks_fingerprint(cbm)
+    else:
+        found = _files_sha256(source)
+    if found != recorded:
+        raise CodebookError(
+            f"{source} is not the model {store.path} was recorded with: give that model, or "
+            "record the store again with this one"
+        )
+
+
+def _files_sha256(model: str) -> str:
+    """What stores of format 1 recorded: sha256 over the saved model's ``codebook_config.json``
+    and then ``codebooks.safetensors``."""
     from codebook_features.persist.checksums import CHUNK
     from codebook_features.persist.files import CODEBOOK_CONFIG, CODEBOOK_WEIGHTS
     from codebook_features.persist.model_files import fetch
@@ -110,14 +133,3 @@ def fingerprint(model: str) -> str:
             while block := f.read(CHUNK):
                 digest.update(block)
     return digest.hexdigest()
-
-
-def check_recorded_with(store: Any, model: str) -> None:
-    """Refuse a saved model other than the one ``store`` was recorded with (the manifest's
-    fingerprint of its files)."""
-    recorded = store.manifest.model.fingerprint
-    if recorded and fingerprint(model) != recorded:
-        raise CodebookError(
-            f"{model} is not the model {store.path} was recorded with: give that model, or "
-            "record the store again with this one"
-        )

@@ -38,8 +38,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-SCHEMA_VERSION = 1
-"""Bumped when a change of the format makes older readers wrong."""
+SCHEMA_VERSION = 2
+"""Bumped when a change of the format makes older readers wrong. 2: the manifest names the
+model by its codebooks' fingerprint (format 1: by the sha256 of its saved codebook files);
+this version reads both."""
 DOCUMENT_COLUMNS = ("document", "text")
 TOKEN_COLUMNS = ("document", "position", "token", "start", "end")
 

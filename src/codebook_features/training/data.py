@@ -30,7 +30,7 @@ BUILDERS = {
 }
 
 
-def load_tokenizer(config: ModelConfig) -> Any:
+def load_run_tokenizer(config: ModelConfig) -> Any:
     from transformers import AutoTokenizer
 
     source = config.tokenizer or config.name_or_path

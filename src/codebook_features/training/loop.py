@@ -54,7 +54,7 @@ from codebook_features.training.data import (
     BatchPlan,
     build_blocks,
     check_vocabulary,
-    load_tokenizer,
+    load_run_tokenizer,
 )
 from codebook_features.training.evaluation import EvalMetrics, code_counts, evaluate
 from codebook_features.training.plots import plot_code_usage, plot_losses
@@ -130,7 +130,7 @@ class Trainer:
         self.main = self.accelerator.is_main_process
         self._check_run_dir()
         set_seed(t.seed)
-        self.tokenizer = load_tokenizer(config.model)
+        self.tokenizer = load_run_tokenizer(config.model)
         model = build_base_model(config, self.tokenizer)
         self.cbm = CodebookModel(model, config.codebooks) if t.mode != "baseline" else None
         self.module: nn.Module = self.cbm if self.cbm is not None else model

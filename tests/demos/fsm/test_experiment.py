@@ -6,8 +6,9 @@ import warnings
 
 import pytest
 
-from codebook_features.demos.fsm.config import MachineSettings, Preset, Variant
+from codebook_features.demos.fsm.config import MachineSettings, Preset
 from codebook_features.demos.fsm.pipeline import PipelineResults, run_pipeline
+from codebook_features.demos.runner import Variant
 from codebook_features.settings.base import SavedFileWarning
 
 pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`

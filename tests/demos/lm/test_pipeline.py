@@ -8,8 +8,9 @@ import shlex
 
 import pytest
 
-from codebook_features.demos.lm.config import LmPreset, Variant
+from codebook_features.demos.lm.config import LmPreset
 from codebook_features.demos.lm.pipeline import run_lm_pipeline
+from codebook_features.demos.runner import Variant
 from codebook_features.errors import CodebookError
 from codebook_features.steering.config import GenerationSettings, SelectionRule
 from tests.model_zoo import TINY_NEOX

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from codebook_features.demos.lm.parsing import SourceDocument, words
-from codebook_features.demos.lm.split import chunk_document, chunk_text, split_documents
+from codebook_features.demos.lm.parsing import SourceDocument, word_count
+from codebook_features.demos.lm.split import chunk_document, chunk_text, split_corpus
 from codebook_features.errors import CodebookError
 
 
@@ -26,14 +26,14 @@ def origin(piece: SourceDocument) -> str:
 def test_chunks_cut_between_paragraphs_and_keep_every_word() -> None:
     text = "\n\n".join(" ".join(["w"] * n) for n in (30, 50, 20, 70))
     pieces = chunk_text(text, 100)
-    assert all(words(p) <= 100 for p in pieces)
-    assert sum(words(p) for p in pieces) == 170
+    assert all(word_count(p) <= 100 for p in pieces)
+    assert sum(word_count(p) for p in pieces) == 170
     assert all(not p.startswith("\n") and not p.endswith("\n") for p in pieces)
     assert chunk_text("short text", 100) == ["short text"]
     # a paragraph longer than the limit is cut between lines, then between words
     long_verse = "\n".join(" ".join(["v"] * 7) for _ in range(10))
-    assert [words(p) for p in chunk_text(long_verse, 20)] == [14, 14, 14, 14, 14]
-    assert [words(p) for p in chunk_text(" ".join(["x"] * 25), 10)] == [9, 8, 8]
+    assert [word_count(p) for p in chunk_text(long_verse, 20)] == [14, 14, 14, 14, 14]
+    assert [word_count(p) for p in chunk_text(" ".join(["x"] * 25), 10)] == [9, 8, 8]
 
 
 def test_chunk_ids_name_their_document() -> None:
@@ -45,12 +45,10 @@ def test_chunk_ids_name_their_document() -> None:
 
 def test_split_is_seeded_by_document_and_stratified() -> None:
     documents = corpus()
-    first = split_documents(documents, seed=3, validation_fraction=0.2, max_words=50)
-    again = split_documents(
-        list(reversed(documents)), seed=3, validation_fraction=0.2, max_words=50
-    )
+    first = split_corpus(documents, seed=3, validation_fraction=0.2, max_words=50)
+    again = split_corpus(list(reversed(documents)), seed=3, validation_fraction=0.2, max_words=50)
     assert first == again  # the input order does not matter
-    other = split_documents(documents, seed=4, validation_fraction=0.2, max_words=50)
+    other = split_corpus(documents, seed=4, validation_fraction=0.2, max_words=50)
     assert {p.id for p in other["validation"]} != {p.id for p in first["validation"]}
     train, validation = first["train"], first["validation"]
     assert {origin(p) for p in train}.isdisjoint({origin(p) for p in validation})
@@ -62,9 +60,7 @@ def test_split_is_seeded_by_document_and_stratified() -> None:
 
 
 def test_cap_per_label_balances_labels() -> None:
-    split = split_documents(
-        corpus(), seed=0, validation_fraction=0.2, max_words=50, max_per_label=20
-    )
+    split = split_corpus(corpus(), seed=0, validation_fraction=0.2, max_words=50, max_per_label=20)
     for name, cap in (("train", 16), ("validation", 4)):
         counts = {label: sum(p.label == label for p in split[name]) for label in ("big", "mid")}
         assert counts == {"big": cap, "mid": cap}
@@ -75,4 +71,4 @@ def test_cap_per_label_balances_labels() -> None:
 def test_a_label_needs_two_documents() -> None:
     lonely = SourceDocument("just one", "lonely", "test", "lonely/1")
     with pytest.raises(CodebookError, match="'lonely' has only 1 document"):
-        split_documents([*corpus(), lonely], seed=0, validation_fraction=0.1)
+        split_corpus([*corpus(), lonely], seed=0, validation_fraction=0.1)

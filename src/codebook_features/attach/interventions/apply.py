@@ -27,7 +27,7 @@ from codebook_features.attach.interventions.spec import (
     Force,
     Intervention,
     Positions,
-    _positions,
+    check_positions,
 )
 from codebook_features.errors import CodebookError
 
@@ -42,7 +42,7 @@ class TokenSelection:
 
     def __init__(self, model: CodebookModel, positions: Positions) -> None:
         self.model = model
-        self.positions = _positions(positions)
+        self.positions = check_positions(positions)
         self._prompt_end: int | None = None
 
     def start(self) -> None:

@@ -63,7 +63,7 @@ class _Spec:
             raise CodebookError(
                 f"unknown {self.kind} mode {self.mode!r}: choose from {', '.join(self.modes)}"
             )
-        object.__setattr__(self, "positions", _positions(self.positions))
+        object.__setattr__(self, "positions", check_positions(self.positions))
         if not (isinstance(self.codes, tuple) and not self.codes):  # () = not given
             object.__setattr__(self, "codes", group_codes(self.codes, groups, self.site))
 
@@ -278,7 +278,7 @@ def _is_int(value: Any) -> bool:
     return hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0 and "int" in str(value.dtype)
 
 
-def _positions(positions: Any) -> Positions:
+def check_positions(positions: Any) -> Positions:
     if isinstance(positions, str) and positions in ("all", "new"):
         return positions  # type: ignore[return-value]
     if not isinstance(positions, str) and isinstance(positions, Iterable):

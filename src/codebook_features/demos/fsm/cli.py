@@ -40,9 +40,9 @@ def _make(step: MakeData) -> None:
 
 
 def _train(step: TrainStep) -> None:
-    from codebook_features.demos.fsm.config import Variant
     from codebook_features.demos.fsm.data import FSMData
     from codebook_features.demos.fsm.pipeline import train_run
+    from codebook_features.demos.runner import Variant
 
     preset, variant = DEFAULT, None
     if step.start_from:
@@ -51,7 +51,7 @@ def _train(step: TrainStep) -> None:
             sites=step.sites,
             k=step.k,
             num_codes=step.num_codes,
-            steps=step.steps or DEFAULT.variants[0].steps,
+            steps=step.steps,
         )
     elif step.steps is not None:
         preset = DEFAULT.replace(baseline_steps=step.steps)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from codebook_features.demos.runner import Variant
 from codebook_features.settings.base import (
     NonNegativeInt,
     PositiveInt,
@@ -44,17 +45,6 @@ class MachineSettings(Settings):
     """Validation sequences."""
 
 
-class Variant(Settings):
-    """A codebook model of the comparison, finetuned from the trained baseline."""
-
-    name: str
-    sites: list[str]
-    k: PositiveInt
-    num_codes: PositiveInt
-    steps: PositiveInt
-    lr: PositiveNumber = 1e-3
-
-
 class Preset(Settings):
     """Sizes of every stage of the demo."""
 
@@ -64,6 +54,11 @@ class Preset(Settings):
     batch_size: PositiveInt = 32
     warmup_steps: NonNegativeInt = 100
     variants: list[Variant] = Field(default_factory=list)
+    """The codebook models compared with the baseline (finetuned from it)."""
+    variant_steps: PositiveInt = 600
+    """Steps of a variant that does not give its own."""
+    variant_lr: PositiveNumber = 1e-3
+    """Learning rate of a variant that does not give its own."""
     analysed: str = ""
     """Variant whose codes are analysed and intervened on."""
     eval_samples: PositiveInt = 256
@@ -76,13 +71,7 @@ PRESETS: dict[str, Preset] = {
     # on two CPU cores; 40 states with 4 edges does, with the same model.
     "default": Preset(
         variants=[
-            Variant(
-                name="Attn+MLP, k=1, C=512",
-                sites=["attn_heads", "mlp"],
-                k=1,
-                num_codes=512,
-                steps=600,
-            )
+            Variant(name="Attn+MLP, k=1, C=512", sites=["attn_heads", "mlp"], k=1, num_codes=512)
         ],
         analysed="Attn+MLP, k=1, C=512",
     ),
@@ -94,10 +83,9 @@ PRESETS: dict[str, Preset] = {
         baseline_lr=1e-3,
         batch_size=64,
         warmup_steps=500,
+        variant_steps=5000,
         variants=[
-            Variant(
-                name=f"{sites}, k={k}, C={codes}", sites=kinds, k=k, num_codes=codes, steps=5000
-            )
+            Variant(name=f"{sites}, k={k}, C={codes}", sites=kinds, k=k, num_codes=codes)
             for sites, kinds, k, codes in (
                 ("Attn only", ["attn_heads"], 1, 2000),
                 ("Attn+MLP", ["attn_heads", "mlp"], 1, 10000),

@@ -5,7 +5,6 @@ skipped when they are already there, so an interrupted pipeline continues where 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -15,10 +14,16 @@ import torch
 from pydantic import Field
 from safetensors import SafetensorError
 
-from codebook_features.demos.fsm.config import PRESETS, Preset, Variant
+from codebook_features.demos.fsm.config import PRESETS, Preset
 from codebook_features.demos.fsm.data import FSMData, make_data
 from codebook_features.demos.fsm.results import ModelAnalysis, SwapResults, TrainedModel
-from codebook_features.demos.runner import Stages, resume_results, train_or_reuse
+from codebook_features.demos.runner import (
+    DemoResults,
+    Stages,
+    Variant,
+    resume_results,
+    train_or_reuse,
+)
 from codebook_features.errors import CodebookError
 from codebook_features.persist.files import (
     BASELINE_RUN,
@@ -32,7 +37,6 @@ from codebook_features.persist.files import (
 )
 from codebook_features.persist.model_files import verify_model_dir
 from codebook_features.persist.ownership import FSM_DEMO, check_output_dir, mark
-from codebook_features.settings.base import Record, stamp
 
 logger = logging.getLogger(__name__)
 
@@ -40,36 +44,16 @@ BASELINE = "Baseline (no codebooks)"
 """The name of the model without codebooks in the comparison."""
 
 
-class PipelineResults(Record):
+class PipelineResults(DemoResults[Preset]):
     """Everything the demo measured; ``results.json`` is :meth:`to_dict`, written after every
     stage, so a run continues where it stopped."""
 
-    preset: str
-    """The preset's name (``custom`` for a :class:`Preset` given directly)."""
-    seed: int
-    settings: Preset
-    """The preset itself."""
-    seconds: dict[str, float] = Field(default_factory=dict)
-    """Wall seconds per stage."""
     models: dict[str, TrainedModel] = Field(default_factory=dict)
     """Each model of the comparison (the baseline, then the codebook variants)."""
     analysis: ModelAnalysis | None = None
     """Codes vs states of the analysed variant."""
     interventions: SwapResults | None = None
     """Swapping state codes in the analysed variant."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return stamp(self.model_dump(mode="json", exclude_none=True))
-
-    @classmethod
-    def load(cls, path: Path) -> PipelineResults:
-        """Read ``results.json`` (a newer version's file loads with a warning)."""
-        try:
-            return cls.from_saved(json.loads(path.read_text()), str(path))
-        except (ValueError, KeyError, TypeError, AttributeError) as error:  # CodebookError too
-            raise CodebookError(
-                f"{path} is damaged ({error}); delete it to run every stage again"
-            ) from error
 
 
 def train_run(
@@ -83,7 +67,6 @@ def train_run(
 ) -> Path:
     """Train the baseline (``variant`` None) or a codebook variant; resumes an unfinished run,
     and reuses a finished one made with the same settings (see :func:`train_or_reuse`)."""
-    from codebook_features.attach.model import CodebookModelConfig
     from codebook_features.training import DataConfig, ModelConfig, RunConfig, TrainingConfig
 
     model = (
@@ -91,7 +74,7 @@ def train_run(
         if start_from
         else ModelConfig(init=dict(preset.model), tokenizer=str(data.tokenizer))
     )
-    steps = variant.steps if variant else preset.baseline_steps
+    steps = (variant.steps or preset.variant_steps) if variant else preset.baseline_steps
     config = RunConfig(
         model=model,
         data=DataConfig(
@@ -99,17 +82,13 @@ def train_run(
             validation_dataset=str(data.validation),
             block_size=data.validation_tokens().shape[1],  # one sequence per block
         ),
-        codebooks=CodebookModelConfig(
-            num_codes=variant.num_codes, k=variant.k, sites=list(variant.sites)
-        )
-        if variant
-        else None,
+        codebooks=variant.codebooks() if variant else None,
         training=TrainingConfig(
             output_dir=str(out),
             mode="finetune" if variant else "baseline",
             steps=steps,
             batch_size=preset.batch_size,
-            lr=variant.lr if variant else preset.baseline_lr,
+            lr=(variant.lr or preset.variant_lr) if variant else preset.baseline_lr,
             schedule="cosine" if not variant else "constant",
             warmup_steps=0 if variant else preset.warmup_steps,
             eval_every=max(1, steps // 5),

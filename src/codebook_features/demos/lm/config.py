@@ -8,6 +8,7 @@ from typing import Any, Literal, get_args
 from pydantic import Field, model_validator
 from typing_extensions import Self
 
+from codebook_features.demos.runner import Variant
 from codebook_features.errors import CodebookError
 from codebook_features.settings.base import (
     NonNegativeInt,
@@ -72,18 +73,6 @@ class LmCorpusConfig(Settings):
         if len(set(self.sources)) != len(self.sources):
             raise CodebookError(f"sources names a source twice: {' '.join(self.sources)}")
         return self
-
-
-class Variant(Settings):
-    """A model of Table 2, finetuned from the base for the same number of steps."""
-
-    name: str
-    sites: list[str] = Field(default_factory=list)
-    """Codebook sites (none: a plain finetune)."""
-    k: PositiveInt = 8
-    num_codes: PositiveInt = 1024
-    groups: PositiveInt = 1
-    """Groups of the MLP codebooks (attention heads are always one group per head)."""
 
 
 class LmPreset(Settings):

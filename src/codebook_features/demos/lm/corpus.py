@@ -21,8 +21,8 @@ from typing import Any
 from codebook_features._version import __version__
 from codebook_features.demos.lm.config import LmCorpusConfig
 from codebook_features.demos.lm.corpus_sources import LoadedSource, load_source
-from codebook_features.demos.lm.parsing import SourceDocument, words
-from codebook_features.demos.lm.split import SPLITS, split_documents
+from codebook_features.demos.lm.parsing import SourceDocument, word_count
+from codebook_features.demos.lm.split import SPLITS, split_corpus
 from codebook_features.errors import CodebookError
 from codebook_features.persist.checksums import file_sha256
 from codebook_features.persist.files import (
@@ -203,7 +203,7 @@ def build_corpus(config: LmCorpusConfig) -> CorpusInfo:
     cache = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
     loaded = [load_source(name, cache) for name in config.sources]
     documents = [d for source in loaded for d in source.documents]
-    splits = split_documents(
+    splits = split_corpus(
         documents,
         seed=config.seed,
         validation_fraction=config.validation_fraction,
@@ -269,7 +269,7 @@ def corpus_summary(directory: str | os.PathLike) -> dict[str, Any]:
     for split in SPLITS:
         counts[split] = {}
         for row in read_rows(path, SPLIT_FILES[split]):
-            size = words(row["text"])
+            size = word_count(row["text"])
             entry = counts[split].setdefault(row["label"], {"documents": 0, "words": 0})
             entry["documents"] += 1
             entry["words"] += size

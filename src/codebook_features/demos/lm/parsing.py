@@ -53,10 +53,10 @@ class SourceDocument:
 
     @property
     def words(self) -> int:
-        return words(self.text)
+        return word_count(self.text)
 
 
-def words(text: str) -> int:
+def word_count(text: str) -> int:
     """Whitespace-separated words: how every count of this package measures text."""
     return len(text.split())
 

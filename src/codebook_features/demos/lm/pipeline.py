@@ -9,7 +9,6 @@ killed demo continues where it stopped (training runs resume from their checkpoi
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -18,19 +17,15 @@ from typing import Any
 from pydantic import Field
 
 from codebook_features.demos.lm.config import PRESETS, LmPreset
+from codebook_features.demos.runner import DemoResults
 from codebook_features.errors import CodebookError
-from codebook_features.settings.base import Record, stamp
 
 logger = logging.getLogger(__name__)
 
 
-class LmResults(Record):
+class LmResults(DemoResults[LmPreset]):
     """Everything the demo measured (``results.json``, rewritten after every stage)."""
 
-    preset: str
-    seed: int
-    settings: LmPreset
-    seconds: dict[str, float] = Field(default_factory=dict)
     corpus: dict[str, Any] | None = None
     """Documents and words per label and split, where the text came from, and a digest of the
     files (a demo continues only on the same corpus)."""
@@ -41,18 +36,6 @@ class LmResults(Record):
     """Topic codes per label, regex codes, and the codes-vs-neurons-vs-SAE table."""
     steering: dict[str, Any] | None = None
     """The steering evaluation's summary rows (the full report is in ``steering/``)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return stamp(self.model_dump(mode="json"))
-
-    @classmethod
-    def load(cls, path: Path) -> LmResults:
-        try:
-            return cls.from_saved(json.loads(path.read_text()), str(path))
-        except (ValueError, KeyError, TypeError, AttributeError) as error:  # CodebookError too
-            raise CodebookError(
-                f"{path} is damaged ({error}); delete it to run every stage again"
-            ) from error
 
 
 def run_lm_pipeline(

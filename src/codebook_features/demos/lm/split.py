@@ -15,7 +15,7 @@ import random
 from collections import defaultdict
 from dataclasses import replace
 
-from codebook_features.demos.lm.parsing import SourceDocument, words
+from codebook_features.demos.lm.parsing import SourceDocument, word_count
 from codebook_features.errors import CodebookError
 
 SPLITS = ("train", "validation")
@@ -24,7 +24,7 @@ SPLITS = ("train", "validation")
 def chunk_text(text: str, max_words: int) -> list[str]:
     """``text`` in pieces of at most ``max_words`` words, of about equal size, cut between
     paragraphs (blank lines) where possible, else between lines, else between words."""
-    if not words(text):
+    if not word_count(text):
         return []
     return [c for c in _pack(text, max_words, ("\n\n", "\n", " ")) if c.strip()]
 
@@ -35,13 +35,13 @@ def _target(remaining: int, limit: int) -> int:
 
 
 def _pack(text: str, limit: int, separators: tuple[str, ...]) -> list[str]:
-    if words(text) <= limit or not separators:
+    if word_count(text) <= limit or not separators:
         return [text]
     separator, finer = separators[0], separators[1:]
     pieces: list[str] = []
     for part in text.split(separator):
-        pieces += _pack(part, limit, finer) if words(part) > limit else [part]
-    sizes = [words(piece) for piece in pieces]
+        pieces += _pack(part, limit, finer) if word_count(part) > limit else [part]
+    sizes = [word_count(piece) for piece in pieces]
     remaining = sum(sizes)  # words not yet placed
     target = _target(remaining, limit)
     chunks: list[str] = []
@@ -71,7 +71,7 @@ def chunk_document(document: SourceDocument, max_words: int | None) -> list[Sour
     return [replace(document, text=p, id=f"{document.id}#{i}") for i, p in enumerate(pieces, 1)]
 
 
-def split_documents(
+def split_corpus(
     documents: list[SourceDocument],
     *,
     seed: int,

@@ -22,9 +22,8 @@ from codebook_features.persist.files import (
 )
 
 if TYPE_CHECKING:
-    from codebook_features.demos.lm.config import Variant
     from codebook_features.demos.lm.pipeline import LmResults
-    from codebook_features.demos.runner import Stages
+    from codebook_features.demos.runner import Stages, Variant
 
 
 class LmStages:
@@ -109,7 +108,6 @@ class LmStages:
     def train(self, name: str, variant: Variant | None, data: Path, start: Path) -> Path:
         """Train the base (``variant`` None, from ``start`` = the tokenizer) or a Table 2
         model (from ``start`` = the base); record its final validation metrics."""
-        from codebook_features.attach.model import CodebookModelConfig
         from codebook_features.demos.runner import train_or_reuse
         from codebook_features.training import DataConfig, ModelConfig, RunConfig, TrainingConfig
 
@@ -117,15 +115,8 @@ class LmStages:
         run = self.out / (LM_BASE_RUN if variant is None else slug(name))
         if name in self.results.models:
             return run / FINAL_DIR
-        steps = p.base_steps if variant is None else p.variant_steps
-        codebooks = None
-        if variant is not None and variant.sites:
-            codebooks = CodebookModelConfig(
-                sites=list(variant.sites),
-                num_codes=variant.num_codes,
-                k=variant.k,
-                groups=variant.groups,
-            )
+        steps = p.base_steps if variant is None else variant.steps or p.variant_steps
+        codebooks = None if variant is None else variant.codebooks()
         config = RunConfig(
             model=ModelConfig(init=dict(p.model), tokenizer=str(start))
             if variant is None
@@ -140,7 +131,7 @@ class LmStages:
                 mode="finetune" if codebooks is not None else "baseline",
                 steps=steps,
                 batch_size=p.batch_size,
-                lr=p.base_lr if variant is None else p.variant_lr,
+                lr=p.base_lr if variant is None else variant.lr or p.variant_lr,
                 schedule="cosine",
                 warmup_steps=min(50, steps // 10),
                 eval_every=max(1, steps // 4),
