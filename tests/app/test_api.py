@@ -64,7 +64,7 @@ def test_openapi_describes_every_endpoint(client) -> None:
     for path in (
         "/api/overview",
         "/api/search/regex",
-        "/api/codes/{site}/{group}/{code}",
+        "/api/codes/{site}/{group}/{id}",
         "/api/topics",
         "/api/documents/{document}",
         "/api/concepts",

@@ -32,7 +32,7 @@ OPERATIONS = [
     "GET /api/overview",
     "GET /api/plots/{name}",
     "GET /api/search/regex",
-    "GET /api/codes/{site}/{group}/{code}",
+    "GET /api/codes/{site}/{group}/{id}",
     "GET /api/topics",
     "GET /api/documents/{document}",
     "GET /api/concepts",
@@ -167,7 +167,7 @@ def mostly(good: Any, bad: Any) -> Any:
 
 @st.composite
 def code_text(draw: Any, sites: list[dict[str, Any]]) -> str:
-    """A code as ``SITE/GROUP/CODE``: mostly one the model has, else a near miss."""
+    """A code as ``SITE/GROUP/ID``: mostly one the model has, else a near miss."""
     site = draw(st.sampled_from(sites))
     name, groups, num_codes = site["name"], site["groups"], site["num_codes"]
     good = st.builds(
@@ -224,7 +224,7 @@ def requests_of(overview: dict[str, Any]) -> Any:
                 {
                     "site": st.just(site["name"]),
                     "group": st.integers(0, site["groups"] - 1),
-                    "code": st.integers(0, site["num_codes"] - 1),
+                    "id": st.integers(0, site["num_codes"] - 1),
                 }
             )
         ),
@@ -232,7 +232,7 @@ def requests_of(overview: dict[str, Any]) -> Any:
             {
                 "site": st.sampled_from([*names, "nope", "layers.0", "mlp"]),
                 "group": st.integers(0, 5),
-                "code": st.integers(0, 70),
+                "id": st.integers(0, 70),
             }
         ),
     )
@@ -253,7 +253,7 @@ def requests_of(overview: dict[str, Any]) -> Any:
             },
         ),
         request(
-            "GET /api/codes/{site}/{group}/{code}",
+            "GET /api/codes/{site}/{group}/{id}",
             code_path,
             {"top": st.integers(1, 200), "examples": st.integers(0, 100)},
         ),

@@ -39,7 +39,7 @@ def test_store_facts_match_slow_scans(store) -> None:
     other = np.asarray(store.ids("layers.1.attn_heads"))[rows]
     best = page.cooccurring[0]
     assert best.code.site == "layers.1.attn_heads"
-    assert best.count == int((other[:, best.code.group] == best.code.code).any(-1).sum())
+    assert best.count == int((other[:, best.code.group] == best.code.id).any(-1).sum())
     assert all(c.count <= best.count for c in page.cooccurring)
     assert page.similar is None and page.notes
     assert page.to_dict()["code"] == str(ref)
@@ -52,7 +52,7 @@ def test_similar_codes_and_logit_effect(store) -> None:
     vectors = cbm.codebook(ref.site).vectors[0].detach()
     cosine = torch.nn.functional.cosine_similarity(vectors, vectors[DRAGON][None], dim=-1)
     cosine[DRAGON] = -2
-    assert [c.code.code for c in page.similar] == cosine.topk(3).indices.tolist()
+    assert [c.code.id for c in page.similar] == cosine.topk(3).indices.tolist()
     unembed = cbm.model.get_output_embeddings().weight.detach()
     logits = unembed @ (vectors[DRAGON] / 2)  # mean of k = 2 codes
     assert page.logit_effect.up[0][1] == pytest.approx(float(logits.max()), rel=1e-5)
@@ -85,4 +85,4 @@ def test_code_command(store, capsys) -> None:
     page = json.loads(capsys.readouterr().out)
     assert page["code"] == code and page["top_tokens"][0]["share"] == 1.0
     assert main(["search", "code", "--store", str(store.path), "--code", "layers.0.mlp/0"]) == 2
-    assert "SITE/GROUP/CODE" in capsys.readouterr().err
+    assert "SITE/GROUP/ID" in capsys.readouterr().err

@@ -77,7 +77,7 @@ def test_ranking_equals_a_slow_scan_of_every_code(store, sort) -> None:
                     key = {"f1": (f1, p, r), "precision": (p, r), "recall": (r, p)}[sort]
                     slow.append(((*(-v for v in key), site, group, code), (p, r, len(fires))))
     slow.sort(key=lambda entry: entry[0])
-    assert [(s.code.site, s.code.group, s.code.code) for s in ranked] == [e[0][-3:] for e in slow]
+    assert [(s.code.site, s.code.group, s.code.id) for s in ranked] == [e[0][-3:] for e in slow]
     assert [(s.precision, s.recall, s.support) for s in ranked] == [e[1] for e in slow]
 
 

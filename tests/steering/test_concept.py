@@ -114,7 +114,7 @@ def edit(data: dict, **changes) -> dict:
 MISTAKES = {
     "unknown-key": (lambda d: edit(d, colour="red"), "unknown setting colour; known: name"),
     "bad-code": (lambda d: edit(d, codes=["layers.0.mlp/0"]), "codes.0: 'layers.0.mlp/0' does not"),
-    "code-type": (lambda d: edit(d, codes=[3]), "codes.0: a code must be a SITE/GROUP/CODE"),
+    "code-type": (lambda d: edit(d, codes=[3]), "codes.0: a code must be a SITE/GROUP/ID"),
     "out-of-range": (lambda d: edit(d, codes=["layers.1.mlp/0/99"]), "out of range"),
     "site-unlisted": (lambda d: edit(d, codes=["layers.0.mlp/0/1"]), "is not in sites"),
     "bad-name": (lambda d: edit(d, name="two words"), "name may hold only"),

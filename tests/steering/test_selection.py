@@ -57,7 +57,7 @@ def word_rows(store: CodeStore, word: str) -> set[int]:
 def occurrences(store: CodeStore, ref: CodeRef) -> set[int]:
     """Rows where the code fires, from the ids array (not through the index)."""
     ids = np.asarray(store.ids(ref.site))[:, ref.group, :]
-    return set(np.flatnonzero((ids == ref.code).any(axis=1)).tolist())
+    return set(np.flatnonzero((ids == ref.id).any(axis=1)).tolist())
 
 
 def check_scores(store: CodeStore, concept, positive: set[int], rows: set[int], rule) -> None:

@@ -62,19 +62,19 @@ def api_router() -> APIRouter:
             pattern, sites, sort, min_precision, min_recall, min_support, top, examples
         )
 
-    @router.get("/codes/{site}/{group}/{code}", response_model=s.CodePageOut, tags=["codes"])
+    @router.get("/codes/{site}/{group}/{id}", response_model=s.CodePageOut, tags=["codes"])
     def code(
         request: Request,
         site: Annotated[str, Path(max_length=200)],
         group: Annotated[int, Path(ge=0, le=2**31)],
-        code: Annotated[int, Path(ge=0, le=2**31)],
+        id: Annotated[int, Path(ge=0, le=2**31)],
         top: Top = 10,
         examples: Annotated[int, Query(ge=0, le=100)] = 8,
     ) -> s.CodePageOut:
         """One code: frequency, top tokens, contexts, co-occurring and similar codes, and its
         direct effect on the next-token logits."""
         app = browser(request)
-        return app.code(app.code_ref(site, group, code), top, examples)
+        return app.code(app.code_ref(site, group, id), top, examples)
 
     @router.get("/topics", response_model=s.TopicsOut, tags=["search"])
     def topics(

@@ -184,17 +184,17 @@ class CodeBrowser:
         ]
         return s.RegexOut(pattern=pattern, tokens=count, sort=sort, codes=codes)
 
-    def code_ref(self, site: str, group: int, code: int) -> CodeRef:
-        """The reference, refused (404) unless the store recorded that site, group and code."""
+    def code_ref(self, site: str, group: int, id: int) -> CodeRef:
+        """The reference, refused (404) unless the store recorded that site, group and id."""
         info = self.store.sites.get(site)
         if info is None:
             raise NotFound(f"the store has no site {site!r}; the overview lists its sites")
-        if not (0 <= group < info.groups and 0 <= code < info.num_codes):
+        if not (0 <= group < info.groups and 0 <= id < info.num_codes):
             raise NotFound(
                 f"{site} has {info.groups} group(s) of {info.num_codes} codes; "
-                f"{site}/{group}/{code} is not one of them"
+                f"{site}/{group}/{id} is not one of them"
             )
-        return CodeRef(site, group, code)
+        return CodeRef(site, group, id)
 
     def code(self, ref: CodeRef, top: int = 10, examples: int = 8) -> s.CodePageOut:
         from codebook_features.search.code_page import code_page
@@ -208,7 +208,7 @@ class CodeBrowser:
             url=code_url(ref),
             site=ref.site,
             group=ref.group,
-            id=ref.code,
+            id=ref.id,
             frequency=page.frequency,
             share=page.share,
             documents=page.documents,
@@ -326,7 +326,7 @@ class CodeBrowser:
         if not request.prompt.strip():
             raise RequestError("give a prompt: the text to continue")
         if not request.codes and not request.concept:
-            raise RequestError("give codes (SITE/GROUP/CODE) or a concept to steer with")
+            raise RequestError("give codes (SITE/GROUP/ID) or a concept to steer with")
         if request.top is not None and not request.concept:
             raise RequestError("top chooses among a concept's codes: give a concept too")
         concept = None

@@ -74,15 +74,15 @@ def page_router() -> APIRouter:
             request, "search.html", status, page="search", form=form, r=result, error=error
         )
 
-    @router.get("/codes/{site}/{group}/{code}")
+    @router.get("/codes/{site}/{group}/{id}")
     def code(
         request: Request,
         site: Annotated[str, PathParam(max_length=200)],
         group: Annotated[int, PathParam(ge=0, le=2**31)],
-        code: Annotated[int, PathParam(ge=0, le=2**31)],
+        id: Annotated[int, PathParam(ge=0, le=2**31)],
     ) -> HTMLResponse:
         app = app_of(request)
-        page = app.code(app.code_ref(site, group, code))
+        page = app.code(app.code_ref(site, group, id))
         names = app.concepts.names()
         return render(request, "code.html", page="code", p=page, concept_names=names)
 

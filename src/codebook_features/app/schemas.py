@@ -232,7 +232,7 @@ class SteerIn(Strict):
     concept: str | None = Field(default=None, max_length=100)
     """A saved concept's name."""
     codes: list[str] = Field(default_factory=list, max_length=100)
-    """Codes to force, as ``SITE/GROUP/CODE``."""
+    """Codes to force, as ``SITE/GROUP/ID``."""
     top: int | None = Field(default=None, ge=1, le=1000)
     """Force only the concept's first N codes."""
     mode: Mode | None = None

@@ -1,4 +1,4 @@
-"""Stable URLs of the browser's pages, built from what they show (a code's ``SITE/GROUP/CODE``
+"""Stable URLs of the browser's pages, built from what they show (a code's ``SITE/GROUP/ID``
 reference, a concept's name, a document's id), so a page can be shared."""
 
 from __future__ import annotations

@@ -157,10 +157,10 @@ def _cooccurring(store: CodeStore, ref: CodeRef, rows: np.ndarray, top: int) -> 
 @torch.no_grad()
 def _similar(codebook: Any, ref: CodeRef, top: int) -> list[CodeCount]:
     vectors = codebook.vectors[ref.group].float()
-    if ref.code >= vectors.shape[0]:
+    if ref.id >= vectors.shape[0]:
         raise CodebookError(f"{ref} is not in the model's codebook at {ref.site}")
-    cosine = torch.nn.functional.cosine_similarity(vectors, vectors[ref.code][None], dim=-1)
-    cosine[ref.code] = -2.0
+    cosine = torch.nn.functional.cosine_similarity(vectors, vectors[ref.id][None], dim=-1)
+    cosine[ref.id] = -2.0
     best = cosine.topk(min(top, vectors.shape[0] - 1)).indices.tolist()
     return [CodeCount(CodeRef(ref.site, ref.group, c), 0, float(cosine[c])) for c in best]
 
@@ -171,7 +171,7 @@ def residual_direction(model: Any, ref: CodeRef) -> tuple[torch.Tensor | None, s
     why not."""
     codebook = model.codebook(ref.site)
     config = codebook.config
-    vector = codebook.vectors[ref.group, ref.code].float()
+    vector = codebook.vectors[ref.group, ref.id].float()
     vector = vector / config.k if config.aggregate == "mean" else vector
     location = model.sites[ref.site]
     start, stop = ref.group * config.group_dim, (ref.group + 1) * config.group_dim

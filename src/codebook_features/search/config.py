@@ -107,7 +107,7 @@ class CodePageQuery(Settings):
     store: Text
     """The code store directory (written by ``codebook record``)."""
     code: Text
-    """The code, as ``SITE/GROUP/CODE`` (e.g. ``layers.3.attn_heads/2/417``)."""
+    """The code, as ``SITE/GROUP/ID`` (e.g. ``layers.3.attn_heads/2/417``)."""
     model: str | None = None
     """The saved codebook model (adds similar codes and the direct logit effect)."""
     top: PositiveInt = 10

@@ -37,8 +37,8 @@ class CodeFeatureCounts:
         return self.joint / self.positives.clamp_min(1)
 
     def best_codes(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """For every feature, the (group, code) with the highest F1 score:
-        ``group (F)``, ``code (F)``, ``precision (F)``, ``recall (F)``."""
+        """For every feature, the code (group and id) with the highest F1 score:
+        ``group (F)``, ``id (F)``, ``precision (F)``, ``recall (F)``."""
         p, r = self.precision, self.recall
         scores = f1(p, r)
         groups, codes, features = scores.shape

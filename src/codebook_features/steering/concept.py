@@ -85,7 +85,7 @@ def _code(value: Any) -> CodeRef:
     if isinstance(value, CodeRef):
         return value
     if not isinstance(value, str):
-        raise CodebookError(f"a code must be a SITE/GROUP/CODE string, got {value!r}")
+        raise CodebookError(f"a code must be a SITE/GROUP/ID string, got {value!r}")
     return CodeRef.parse(value)
 
 
@@ -105,7 +105,7 @@ def _not_named_code(score: dict[str, Any]) -> dict[str, Any]:
 
 
 Code = Annotated[CodeRef, PlainValidator(_code), PlainSerializer(str)]
-"""A code, given as a :class:`CodeRef` or a ``SITE/GROUP/CODE`` string."""
+"""A code, given as a :class:`CodeRef` or a ``SITE/GROUP/ID`` string."""
 ForcePositions = Annotated[
     Literal["all", "new"] | tuple[int, ...],
     PlainValidator(check_positions),
@@ -122,7 +122,7 @@ class Concept(Record):
     name: Annotated[str, AfterValidator(check_name)]
     """Letters, digits, ``-``, ``_`` and ``.``; also the file name (``<name>.json``)."""
     codes: Annotated[tuple[Code, ...], AfterValidator(_some_each_once)]
-    """Best first, without repeats (``SITE/GROUP/CODE`` strings are accepted)."""
+    """Best first, without repeats (``SITE/GROUP/ID`` strings are accepted)."""
     fingerprint: Annotated[str, Field(min_length=1)]
     """The fingerprint of the model's codebooks
     (:func:`~codebook_features.attach.fingerprint.codebooks_fingerprint`), as the code store
@@ -162,7 +162,7 @@ class Concept(Record):
                 raise CodebookError(
                     f"{where}: {ref}'s site is not in sites; add {ref.site}'s groups and num_codes"
                 )
-            if ref.group >= shape.groups or ref.code >= shape.num_codes:
+            if ref.group >= shape.groups or ref.id >= shape.num_codes:
                 raise CodebookError(
                     f"{where}: {ref} is out of range; {ref.site} has {shape.groups} group(s) "
                     f"of {shape.num_codes} codes"
@@ -248,7 +248,7 @@ class Concept(Record):
         if "scores" in data:
             raise CodebookError(
                 f"{source}: unknown setting scores; a code's scores go with it in codes, as "
-                '{"code": "SITE/GROUP/CODE", "precision": ...}'
+                '{"code": "SITE/GROUP/ID", "precision": ...}'
             )
         values = {k: v for k, v in data.items() if k != "kind"}
         if "model" in values and "fingerprint" not in values:  # the key's earlier name

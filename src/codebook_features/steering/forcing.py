@@ -26,7 +26,7 @@ def force_specs(
     positions: Any = None,
 ) -> list[Force]:
     """The concept's first ``top`` codes (in its own mode and positions unless given), then
-    ``codes`` (``SITE/GROUP/CODE``; mode ``all`` and positions ``new`` unless given), all
+    ``codes`` (``SITE/GROUP/ID``; mode ``all`` and positions ``new`` unless given), all
     checked against ``cbm``."""
     from codebook_features.attach.code_ref import CodeRef
     from codebook_features.attach.interventions import force_refs
@@ -43,10 +43,10 @@ def force_specs(
 
 
 def describe_intervention(data: dict[str, Any]) -> str:
-    """One line naming a spec's codes (``SITE/GROUP/CODE``), mode and positions."""
+    """One line naming a spec's codes (``SITE/GROUP/ID``), mode and positions."""
     if data.get("kind") in ("force", "ablate") and "codes" in data:
         codes = ", ".join(
-            f"{data['site']}/{group}/{code}" for group, ids in data["codes"].items() for code in ids
+            f"{data['site']}/{group}/{id_}" for group, ids in data["codes"].items() for id_ in ids
         )
         return f"{data['kind']} {codes} (mode {data['mode']}, positions {data['positions']})"
     rest = ", ".join(f"{k} {v}" for k, v in data.items() if k != "kind")

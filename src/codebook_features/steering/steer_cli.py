@@ -47,7 +47,7 @@ class SteerConfig(Settings):
     prompt: Annotated[str, AfterValidator(_text)]
     """The text to continue."""
     codes: Annotated[list[str], AfterValidator(_codes)] = Field(default_factory=list)
-    """Codes to force, as ``SITE/GROUP/CODE`` (e.g. ``layers.1.mlp/0/17``); several allowed."""
+    """Codes to force, as ``SITE/GROUP/ID`` (e.g. ``layers.1.mlp/0/17``); several allowed."""
     concept: str | None = None
     """The concept whose codes to force: a concept file (JSON, written by ``codebook
     concept``), or the name of one in ``concepts_dir``."""
@@ -70,7 +70,7 @@ class SteerConfig(Settings):
     def _something_to_steer_with(self) -> Self:
         if not self.codes and not self.concept:
             raise CodebookError(
-                "nothing to steer with: give --codes SITE/GROUP/CODE ... or --concept NAME_OR_FILE"
+                "nothing to steer with: give --codes SITE/GROUP/ID ... or --concept NAME_OR_FILE"
             )
         if self.top is not None and not self.concept:
             raise CodebookError("--top chooses among a concept's codes: give --concept too")

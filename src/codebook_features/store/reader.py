@@ -152,12 +152,12 @@ class CodeStore:
         """Token rows where the code fires, ascending."""
         ref = CodeRef.parse(ref) if isinstance(ref, str) else ref
         info = self._site(ref.site)
-        if ref.group >= info.groups or ref.code >= info.num_codes:
+        if ref.group >= info.groups or ref.id >= info.num_codes:
             raise CodebookError(
                 f"{ref} is not in this store: {ref.site} has {info.groups} group(s) of "
                 f"{info.num_codes} codes"
             )
-        flat = ref.group * info.num_codes + ref.code
+        flat = ref.group * info.num_codes + ref.id
         indptr = self._indptr(ref.site)
         rows = self._array(idx.rows_file(ref.site))[indptr[flat] : indptr[flat + 1]]
         return rows.astype(np.int64)

@@ -141,6 +141,16 @@ def test_results_file_keeps_its_layout(experiment) -> None:
         "run",
     ]
     assert list(saved["analysis"]) == ["model", "summary", "sites"]
+    assert list(saved["analysis"]["summary"]["per_state"][0]) == [
+        "state",
+        "site",
+        "group",
+        "id",
+        "precision",
+        "recall",
+        "neuron_precision",
+        "neuron",
+    ]
     assert list(saved["interventions"])[-1] == "transitions"
     assert set(saved["interventions"]["all"]) == {
         "normalized_jsd",
@@ -163,6 +173,20 @@ def test_results_without_a_version_stamp_resume(experiment) -> None:
         warnings.simplefilter("error")
         again = run_pipeline(out, SMALL, seed=0, progress=False)
     assert measures(again) == measures(results)
+
+
+def test_results_naming_the_code_id_code_still_load(experiment) -> None:
+    out, results = experiment
+    saved = json.loads((out / "results.json").read_text())
+    for pick in saved["analysis"]["summary"]["per_state"]:  # as written before the id's rename
+        pick["code"] = pick.pop("id")
+    path = out / "before-id.json"
+    path.write_text(json.dumps(saved))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = PipelineResults.load(path)
+    assert measures(loaded) == measures(results)
+    assert "code" not in loaded.to_dict()["analysis"]["summary"]["per_state"][0]
 
 
 def test_results_from_a_newer_version_load_with_a_warning(experiment) -> None:

@@ -200,7 +200,7 @@ def force_refs(
     by_site: dict[str, dict[int, list[int]]] = {}
     for ref in refs:
         ref = CodeRef.parse(ref) if isinstance(ref, str) else ref
-        by_site.setdefault(ref.site, {}).setdefault(ref.group, []).append(ref.code)
+        by_site.setdefault(ref.site, {}).setdefault(ref.group, []).append(ref.id)
     return [Force(site, codes, mode=mode, positions=positions) for site, codes in by_site.items()]
 
 

@@ -92,7 +92,7 @@ def analyze(cbm: CodebookModel, fsm: FSM, tokens: Tensor, batch_size: int = 64) 
                 state=s,
                 site=overall["site"][s],
                 group=overall["group"][s],
-                code=overall["code"][s],
+                id=overall["id"][s],
                 precision=overall["precision"][s],
                 recall=overall["recall"][s],
                 neuron_precision=float(neuron_precision[s]),
@@ -119,7 +119,7 @@ def _best_over_sites(
     model has none of that kind), by F1."""
     names = [n for n in best if n.endswith(f".{prefer}")] or list(best)
     result: dict[str, list] = {
-        k: [] for k in ("site", "group", "code", "precision", "recall", "seen")
+        k: [] for k in ("site", "group", "id", "precision", "recall", "seen")
     }
     for state in range(fsm.num_states):
 
@@ -127,10 +127,10 @@ def _best_over_sites(
             return f1(float(best[name][2][state]), float(best[name][3][state]))
 
         site = max(names, key=site_f1)
-        group, code, precision, recall = (t[state] for t in best[site])
+        group, id_, precision, recall = (t[state] for t in best[site])
         result["site"].append(site)
         result["group"].append(int(group))
-        result["code"].append(int(code))
+        result["id"].append(int(id_))
         result["precision"].append(float(precision))
         result["recall"].append(float(recall))
         result["seen"].append(bool(counts[site].positives[state] > 0))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, model_serializer, model_validator
+from pydantic import AliasChoices, Field, model_serializer, model_validator
 
 from codebook_features.attach.code_ref import CodeRef
 from codebook_features.settings.base import Record
@@ -58,7 +58,8 @@ class StatePick(Record):
     state: int
     site: str
     group: int
-    code: int
+    id: int = Field(validation_alias=AliasChoices("id", "code"))
+    """The code's id in its group's codebook (``code``, its earlier name, in older files)."""
     precision: float
     recall: float
     neuron_precision: float
@@ -66,8 +67,8 @@ class StatePick(Record):
 
     @property
     def ref(self) -> CodeRef:
-        """The code, by its one name (``SITE/GROUP/CODE``)."""
-        return CodeRef(self.site, self.group, self.code)
+        """The code, by its one name (``SITE/GROUP/ID``)."""
+        return CodeRef(self.site, self.group, self.id)
 
 
 class AnalysisSummary(Record):
