@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import codebook_features
 
 ROOT = Path(codebook_features.__file__).parent
@@ -182,3 +184,39 @@ def test_search_help_imports_none_of_the_heavy_libraries() -> None:
     assert f"{PACKAGE}.search.config" in imported, "the report is not what it should be"
     heavy = sorted(name for name in imported if name.split(".")[0] in HEAVY)
     assert not heavy, f"`codebook search regex --help` imports {', '.join(heavy)}"
+
+
+RUN_AND_LIST_HEAVY = """
+import sys
+from codebook_features.cli import main
+code = main(sys.argv[1:])
+names = ("torch", "transformers", "fastapi", "uvicorn", "accelerate")
+heavy = [m for m in names if m in sys.modules]
+print(code, " ".join(heavy))
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["search", "regex", "--store", "{store}", "--pattern", "dragon"],
+        ["search", "token", "--store", "{store}", "--token", "the"],
+        ["search", "topics", "--store", "{store}"],
+        ["search", "code", "--store", "{store}", "--code", "layers.0.mlp/0/3"],
+        ["concept", "list", "{concepts}"],
+    ],
+    ids=lambda argv: " ".join(argv[:2]),
+)
+def test_commands_that_run_no_model_import_no_model_library(argv, tmp_path) -> None:
+    """Searching a store and listing concepts read files: they start (and run) without
+    importing torch, transformers or the web stack."""
+    from tests.store.synthetic import write_store
+
+    store = write_store(tmp_path / "store")
+    (tmp_path / "concepts").mkdir()
+    argv = [a.format(store=store, concepts=tmp_path / "concepts") for a in argv]
+    command = [sys.executable, "-c", RUN_AND_LIST_HEAVY, *argv]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    code, *heavy = done.stdout.strip().splitlines()[-1].split(" ")
+    assert code == "0", done.stderr[-2000:]
+    assert [h for h in heavy if h] == []

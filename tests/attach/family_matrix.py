@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from codebook_features import CodebookModel, CodebookModelConfig
 from codebook_features.attach.families import Plan, attention_heads, plan_sites
-from codebook_features.attach.sites import SITE_KINDS
+from codebook_features.attach.site_names import SITE_KINDS
 from codebook_features.errors import CodebookError
 from tests.family_zoo import MODEL_TYPES, build_tiny
 

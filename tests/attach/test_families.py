@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from codebook_features import CodebookModel, CodebookModelConfig
-from codebook_features.attach.sites import SITE_KINDS
+from codebook_features.attach.site_names import SITE_KINDS
 from tests.model_zoo import (
     FAMILIES,
     LAYERS,

@@ -9,7 +9,7 @@ import torch
 
 from codebook_features import CodebookModel, CodebookModelConfig
 from codebook_features.attach.families import FAMILIES
-from codebook_features.attach.sites import SITE_KINDS
+from codebook_features.attach.site_names import SITE_KINDS
 from codebook_features.errors import CodebookError
 from tests.family_zoo import MODEL_TYPES, tiny
 from tests.model_zoo import tiny_model

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from codebook_features import CodebookError, CodebookModel, CodebookModelConfig
-from codebook_features.attach.sites import SITE_KINDS, match_sites
+from codebook_features.attach.site_names import SITE_KINDS, match_sites
 from tests.model_zoo import neox_model
 
 NAMES = [f"layers.{i}.{kind}" for i in range(16) for kind in ("attn_heads", "mlp")]

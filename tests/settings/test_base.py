@@ -143,7 +143,7 @@ def test_checkpoint_state_from_a_newer_version_resumes(tmp_path) -> None:
         "model": {"init": {"model_type": "gpt_neox"}, "tokenizer": "tok"},
         "data": {"dataset": "corpus.txt"},
         "codebooks": {"num_codes": 8},
-        "training": {"steps": 6, "new_option": True},
+        "training": {"steps": 6, "new_option": True, "log_to": ["wandb"]},
     }
     state = {
         "step": 3,
@@ -164,3 +164,17 @@ def test_checkpoint_state_from_a_newer_version_resumes(tmp_path) -> None:
     assert loaded["step"] == 3 and loaded["elapsed_s"] == 0.0
     assert loaded["config"]["training"]["steps"] == 6
     assert "new_option" not in loaded["config"]["training"]
+
+
+def test_a_logger_is_checked_when_a_run_starts_not_when_settings_are_read(monkeypatch) -> None:
+    """A checkpoint's saved settings name the loggers of the machine that wrote it; they read
+    on a machine without them, and only a run that would use one refuses it."""
+    import importlib.util
+
+    from codebook_features.training.config import TrainingConfig, check_loggers
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    settings = TrainingConfig(log_to=["wandb"])
+    with pytest.raises(CodebookError, match=r"training\.log_to names wandb, which is not"):
+        check_loggers(settings)
+    check_loggers(TrainingConfig())

@@ -12,7 +12,6 @@ from codebook_features.settings.base import NonNegativeInt, Settings
 from codebook_features.settings.options import (
     POSITIONAL,
     Parser,
-    add_config_option,
     add_options,
     settings_from_args,
 )
@@ -48,7 +47,6 @@ class Command(Settings):
 
 def parse(*argv: str) -> Command:
     parser = Parser(prog="cmd")
-    add_config_option(parser)
     add_options(parser, Command)
     return settings_from_args(Command, parser.parse_args(argv))
 

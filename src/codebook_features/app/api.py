@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import FileResponse
 
 from codebook_features.app import schemas as s
 from codebook_features.app.browser import MAX_TOP, CodeBrowser
+from codebook_features.search.scores import Rank
 
 ERRORS = {
     400: {"model": s.ErrorOut, "description": "The request cannot be answered as asked."},
@@ -49,7 +50,7 @@ def api_router() -> APIRouter:
         request: Request,
         pattern: Annotated[str, Query(min_length=1, max_length=1000)],
         sites: Sites = None,
-        sort: Literal["f1", "precision", "recall"] = "f1",
+        sort: Rank = "f1",
         min_precision: Annotated[float, Query(ge=0, le=1)] = 0.0,
         min_recall: Annotated[float, Query(ge=0, le=1)] = 0.0,
         min_support: Annotated[int, Query(ge=1, le=2**62)] = 1,

@@ -5,7 +5,7 @@ and steering. No build step: templates and assets ship in the package."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
@@ -16,6 +16,7 @@ from codebook_features.app.browser import MAX_TOP, CodeBrowser
 from codebook_features.app.errors import status_of
 from codebook_features.app.urls import code_url
 from codebook_features.errors import CodebookError
+from codebook_features.search.scores import Rank
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 TEMPLATES.env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.1f}%"
@@ -49,7 +50,7 @@ def page_router() -> APIRouter:
         request: Request,
         pattern: Annotated[str, Query(max_length=1000)] = "",
         sites: Annotated[str, Query(max_length=1000)] = "",
-        sort: Literal["f1", "precision", "recall"] = "f1",
+        sort: Rank = "f1",
         min_support: Annotated[int, Query(ge=1, le=2**62)] = 1,
         min_precision: Annotated[float, Query(ge=0, le=1)] = 0.0,
         top: Annotated[int, Query(ge=1, le=MAX_TOP)] = 20,

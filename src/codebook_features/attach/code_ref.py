@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from codebook_features.attach.sites import natural_key
+from codebook_features.attach.site_names import natural_key
 from codebook_features.errors import CodebookError
 
 if TYPE_CHECKING:

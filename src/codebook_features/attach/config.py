@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from typing_extensions import Self
 
+from codebook_features.attach.site_names import SITE_KINDS, is_site_pattern
 from codebook_features.codebook.config import CodebookConfig, CodebookSettings
 from codebook_features.errors import CodebookError
 from codebook_features.settings.base import Int, PositiveInt
@@ -31,8 +32,6 @@ class CodebookModelConfig(CodebookSettings):
 
     @model_validator(mode="after")
     def _sites_and_overrides(self) -> Self:
-        from codebook_features.attach.sites import SITE_KINDS
-
         if not self.sites:
             raise CodebookError("sites is empty: name at least one of " + ", ".join(SITE_KINDS))
         for entry in self.sites:
@@ -62,7 +61,9 @@ class CodebookModelConfig(CodebookSettings):
                     f"per_site[{kind!r}] has unknown setting(s) {', '.join(unknown)}; "
                     f"allowed: {', '.join(sorted(allowed))}"
                 )
-            CodebookSettings(**(self.settings() | _only_settings(overrides)))  # validates
+            CodebookSettings.from_dict(  # validates, naming the override
+                self.settings() | _only_settings(overrides), where=f"per_site.{kind}"
+            )
         return self
 
     def site_config(self, kind: str, width: int, heads: int) -> CodebookConfig:
@@ -79,6 +80,4 @@ def _only_settings(overrides: dict[str, Any]) -> dict[str, Any]:
 
 def _names_sites(entry: Any) -> bool:
     """Whether a ``sites`` entry is a full site name or a glob (rather than a kind)."""
-    return isinstance(entry, str) and (
-        entry.startswith("layers.") or any(c in entry for c in "*?[")
-    )
+    return isinstance(entry, str) and (entry.startswith("layers.") or is_site_pattern(entry))

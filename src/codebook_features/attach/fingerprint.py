@@ -14,7 +14,7 @@ import hashlib
 import json
 from typing import TYPE_CHECKING
 
-from codebook_features.attach.sites import natural_key
+from codebook_features.attach.site_names import natural_key
 
 if TYPE_CHECKING:
     from codebook_features.attach.model import CodebookModel

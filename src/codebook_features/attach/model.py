@@ -33,13 +33,8 @@ from codebook_features.attach.interventions import (
 )
 from codebook_features.attach.observation import Observation
 from codebook_features.attach.site_checks import check_sites
-from codebook_features.attach.sites import (
-    SiteLocation,
-    describe_sites,
-    match_sites,
-    num_heads,
-    resolve_sites,
-)
+from codebook_features.attach.site_names import describe_sites, match_sites
+from codebook_features.attach.sites import SiteLocation, num_heads, resolve_sites
 from codebook_features.attach.token_positions import TokenPositions
 from codebook_features.codebook import Codebook
 from codebook_features.errors import CodebookError

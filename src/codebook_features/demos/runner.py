@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from typing_extensions import Self
 
 from codebook_features.attach.config import CodebookModelConfig
@@ -62,6 +62,15 @@ class Variant(Settings):
     """Optimizer steps (default: the demo's steps for a variant)."""
     lr: PositiveNumber | None = None
     """Learning rate (default: the demo's for a variant)."""
+
+    @model_validator(mode="after")
+    def _plain_finetunes_alike(self) -> Self:
+        """A plain finetune has no codebook settings: whatever a file gives for them, they read
+        as the defaults, so two descriptions of the same finetune are equal."""
+        if not self.sites:
+            for name in ("k", "num_codes", "groups"):
+                setattr(self, name, type(self).model_fields[name].default)
+        return self
 
     def codebooks(self) -> CodebookModelConfig | None:
         """The codebooks to attach (``None`` for a plain finetune)."""

@@ -13,15 +13,17 @@ unembedding, without the final layer norm (a direct effect, not what the whole n
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from codebook_features.attach.code_ref import CodeRef
 from codebook_features.errors import CodebookError
 from codebook_features.search.regex import Example, _example
 from codebook_features.store.reader import CodeStore
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -105,9 +107,11 @@ def code_page(
     if model is None:
         notes.append("similar codes and the logit effect need the model")
         return CodePage(**page, notes=notes)
-    codebook = model.codebook(ref.site)
-    page["similar"] = _similar(codebook, ref, top)
-    effect, why = _logit_effect(model, ref, store, tokenizer, top)
+    import torch  # only with a model: a page from the store alone needs no torch
+
+    with torch.no_grad():
+        page["similar"] = _similar(model.codebook(ref.site), ref, top)
+        effect, why = _logit_effect(model, ref, store, tokenizer, top)
     if why:
         notes.append(why)
     return CodePage(**page, logit_effect=effect, notes=notes)
@@ -154,8 +158,9 @@ def _cooccurring(store: CodeStore, ref: CodeRef, rows: np.ndarray, top: int) -> 
     return found[:top]
 
 
-@torch.no_grad()
 def _similar(codebook: Any, ref: CodeRef, top: int) -> list[CodeCount]:
+    import torch
+
     vectors = codebook.vectors[ref.group].float()
     if ref.id >= vectors.shape[0]:
         raise CodebookError(f"{ref} is not in the model's codebook at {ref.site}")
@@ -165,10 +170,18 @@ def _similar(codebook: Any, ref: CodeRef, top: int) -> list[CodeCount]:
     return [CodeCount(CodeRef(ref.site, ref.group, c), 0, float(cosine[c])) for c in best]
 
 
-@torch.no_grad()
 def residual_direction(model: Any, ref: CodeRef) -> tuple[torch.Tensor | None, str]:
     """The code's share of its codebook's output as a residual-stream vector, or ``None`` and
     why not."""
+    import torch
+
+    with torch.no_grad():
+        return _residual_direction(model, ref)
+
+
+def _residual_direction(model: Any, ref: CodeRef) -> tuple[torch.Tensor | None, str]:
+    import torch
+
     codebook = model.codebook(ref.site)
     config = codebook.config
     vector = codebook.vectors[ref.group, ref.id].float()
@@ -187,6 +200,8 @@ def residual_direction(model: Any, ref: CodeRef) -> tuple[torch.Tensor | None, s
 
 def _projection(module: torch.nn.Module) -> torch.Tensor | None:
     """``(out, in)`` weight of a linear projection (``nn.Linear`` or GPT-2's ``Conv1D``)."""
+    import torch
+
     if isinstance(module, torch.nn.Linear):
         return module.weight
     weight = getattr(module, "weight", None)
@@ -195,11 +210,10 @@ def _projection(module: torch.nn.Module) -> torch.Tensor | None:
     return None
 
 
-@torch.no_grad()
 def _logit_effect(
     model: Any, ref: CodeRef, store: CodeStore, tokenizer: Any, top: int
 ) -> tuple[LogitEffect | None, str]:
-    direction, why = residual_direction(model, ref)
+    direction, why = _residual_direction(model, ref)
     if direction is None:
         return None, why
     unembed = model.model.get_output_embeddings()

@@ -4,12 +4,13 @@ numpy."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, model_validator
 from typing_extensions import Self
 
 from codebook_features.errors import CodebookError
+from codebook_features.search.scores import Rank
 from codebook_features.settings.base import (
     Fraction,
     Int,
@@ -18,6 +19,7 @@ from codebook_features.settings.base import (
     PositiveInt,
     PositiveNumber,
     Settings,
+    Text,
 )
 
 
@@ -27,8 +29,6 @@ def _not_blank(text: str) -> str:
     return text
 
 
-Text = Annotated[str, Field(min_length=1)]
-"""A non-empty text (a directory, a site, a pattern)."""
 Share = Annotated[Number, Field(gt=0, le=1)]
 """A share above 0, at most 1."""
 
@@ -40,7 +40,7 @@ class Ranking(Settings):
     """The code store directory (written by ``codebook record``)."""
     sites: list[str] = Field(default_factory=list)
     """Sites by name, kind or glob, e.g. ``layers.*.mlp`` (default: every recorded site)."""
-    sort: Literal["f1", "precision", "recall"] = "f1"
+    sort: Rank = "f1"
     """Rank codes by F1, precision or recall."""
     min_precision: Fraction = 0.0
     """Leave out codes less precise than this."""

@@ -16,18 +16,16 @@ import dataclasses
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 import regex as regex_module
 
 from codebook_features.attach.code_ref import CodeRef
-from codebook_features.attach.sites import natural_key
+from codebook_features.attach.site_names import natural_key
 from codebook_features.errors import CodebookError
-from codebook_features.search.scores import f1
+from codebook_features.search.scores import Rank, f1
 from codebook_features.store.reader import CodeStore
-
-SortKey = Literal["f1", "precision", "recall"]
 
 
 @dataclass(frozen=True)
@@ -133,7 +131,7 @@ def score_codes(
     positive: np.ndarray,
     sites: Any = None,
     *,
-    sort: SortKey = "f1",
+    sort: Rank = "f1",
     min_precision: float = 0.0,
     min_recall: float = 0.0,
     min_support: int = 1,

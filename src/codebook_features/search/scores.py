@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+Rank = Literal["f1", "precision", "recall"]
+"""How codes are ranked as classifiers of a feature: by F1, precision or recall."""
 
 
 def f1(precision: Any, recall: Any) -> Any:

@@ -188,7 +188,8 @@ class Settings(BaseModel):
             message = f"{source} was written by codebook-features {written} (this is {__version__})"
             if dropped:
                 message += f"; ignoring what this version does not know: {', '.join(dropped)}"
-            message += "; upgrade codebook-features to read all of it"
+            if is_newer(version):
+                message += "; upgrade codebook-features to read all of it"
             warnings.warn(message, SavedFileWarning, stacklevel=2)
         return result
 

@@ -61,19 +61,23 @@ def add_options(
     cls: type[BaseModel],
     prefix: str = "",
     defaults: BaseModel | None = None,
+    description: str | None = None,
 ) -> None:
-    """One ``--<prefix><field>`` option per (nested) field of ``cls``, documented from it;
-    ``defaults``: the values a nested section starts from (its field's default)."""
-    group = parser.add_argument_group(prefix.rstrip("."), _summary(cls)) if prefix else parser
+    """``--config FILE`` and one ``--<prefix><field>`` option per (nested) field of ``cls``,
+    documented from it; ``defaults``: the values a nested section starts from (its field's
+    default), ``description``: what the section is (its field's docstring)."""
+    if not prefix:
+        add_config_option(parser)
+    group = parser.add_argument_group(prefix.rstrip("."), description) if prefix else parser
     for name, field in cls.model_fields.items():
         default = field.get_default(call_default_factory=True)
         if defaults is not None:
             default = getattr(defaults, name)
         nested = nested_settings(field.annotation)
         if nested is not None:
-            add_options(
-                parser, nested, f"{prefix}{name}.", default if isinstance(default, nested) else None
-            )
+            section = default if isinstance(default, nested) else None
+            about = (field.description or _summary(nested) or "").replace("``", "")
+            add_options(parser, nested, f"{prefix}{name}.", section, " ".join(about.split()))
             continue
         shown = "required" if field.is_required() else f"default: {_shown(default)}"
         help_text = " ".join((field.description or "").replace("``", "").split())

@@ -32,7 +32,7 @@ from typing_extensions import Self
 from codebook_features.attach.code_ref import CodeRef
 from codebook_features.attach.fingerprint import codebooks_fingerprint
 from codebook_features.attach.interventions.spec import Force, check_positions, force_refs
-from codebook_features.attach.sites import natural_key
+from codebook_features.attach.site_names import natural_key
 from codebook_features.errors import CodebookError
 from codebook_features.persist.files import CONCEPT_SUFFIX, CONCEPTS_DIR, write_text
 from codebook_features.settings.base import (
@@ -40,6 +40,7 @@ from codebook_features.settings.base import (
     PositiveInt,
     Record,
     Settings,
+    Text,
     is_newer,
     stamp,
 )
@@ -123,7 +124,7 @@ class Concept(Record):
     """Letters, digits, ``-``, ``_`` and ``.``; also the file name (``<name>.json``)."""
     codes: Annotated[tuple[Code, ...], AfterValidator(_some_each_once)]
     """Best first, without repeats (``SITE/GROUP/ID`` strings are accepted)."""
-    fingerprint: Annotated[str, Field(min_length=1)]
+    fingerprint: Text
     """The fingerprint of the model's codebooks
     (:func:`~codebook_features.attach.fingerprint.codebooks_fingerprint`), as the code store
     recorded with that model names it too."""

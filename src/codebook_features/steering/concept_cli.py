@@ -12,7 +12,7 @@ from typing_extensions import Self
 
 from codebook_features.errors import CodebookError
 from codebook_features.persist.files import CONCEPTS_DIR
-from codebook_features.settings.base import PositiveInt, Settings
+from codebook_features.settings.base import PositiveInt, Settings, Text
 from codebook_features.settings.options import (
     POSITIONAL,
     add_options,
@@ -31,7 +31,7 @@ def _concept_name(name: str) -> str:
 class NewConcept(Settings):
     """Build a concept: codes chosen by a rule, saved as ``<concepts_dir>/<name>.json``."""
 
-    model: Annotated[str, Field(min_length=1)]
+    model: Text
     """The saved codebook model the concept is for (a directory or a hub name)."""
     name: Annotated[str, AfterValidator(_concept_name)]
     """The concept's name (letters, digits, - _ .); also its file name."""

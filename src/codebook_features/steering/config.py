@@ -9,11 +9,12 @@ that reading settings imports neither torch nor numpy.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field
 
 from codebook_features.errors import CodebookError
+from codebook_features.search.scores import Rank
 from codebook_features.settings.base import (
     Fraction,
     NonNegativeInt,
@@ -22,9 +23,9 @@ from codebook_features.settings.base import (
     PositiveInt,
     PositiveNumber,
     Settings,
+    Text,
 )
 
-Rank = Literal["precision", "f1", "recall"]
 Ranked = list[tuple[Any, dict[str, Any]]]
 """Candidate codes (:class:`~codebook_features.attach.code_ref.CodeRef`), best first, with
 their scores."""
@@ -60,7 +61,7 @@ def _some_sites(sites: tuple[str, ...]) -> tuple[str, ...]:
     return sites
 
 
-Sites = Annotated[tuple[Annotated[str, Field(min_length=1)], ...], AfterValidator(_some_sites)]
+Sites = Annotated[tuple[Text, ...], AfterValidator(_some_sites)]
 """Sites by name, kind or glob: at least one."""
 
 

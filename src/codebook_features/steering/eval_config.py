@@ -18,6 +18,7 @@ from codebook_features.settings.base import (
     OpenFraction,
     PositiveInt,
     Settings,
+    Text,
 )
 from codebook_features.steering.config import GenerationSettings, SelectionRule
 
@@ -39,16 +40,12 @@ def _concepts(entries: list[str]) -> list[str]:
     return entries
 
 
-Given = Annotated[str, Field(min_length=1)]
-"""A setting that must be given (not empty)."""
-
-
 class SteeringEvalConfig(Settings):
     """What to evaluate: a codebook model, a labelled store recorded from it, and concepts."""
 
-    model: Given
+    model: Text
     """The saved codebook model (directory or hub name)."""
-    store: Given
+    store: Text
     """A code store recorded from this model, with a label column (``codebook record``)."""
     label_field: str = "label"
     """The documents' label column: a concept is the documents of one label."""
@@ -58,7 +55,7 @@ class SteeringEvalConfig(Settings):
     concepts_dir: str | None = None
     """Use the concept file ``<LABEL>.json`` from here when there is one, instead of choosing
     codes from the selection half of the store."""
-    output_dir: Given
+    output_dir: Text
     """Where the report goes (new, empty, or an earlier evaluation to continue)."""
     overwrite: bool = False
     """Start again in ``output_dir`` (only an evaluation's own files are removed)."""

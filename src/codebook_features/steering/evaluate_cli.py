@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from codebook_features.settings.options import add_config_option, add_options, settings_from_args
+from codebook_features.settings.options import add_options, settings_from_args
 from codebook_features.steering.eval_config import SteeringEvalConfig
 
 
@@ -20,7 +20,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "paper's protocol: 10 samples of 200 new tokens per prompt. An interrupted evaluation "
         "continues when run again."
     )
-    add_config_option(parser)
     add_options(parser, SteeringEvalConfig)
     parser.set_defaults(run=run)
 

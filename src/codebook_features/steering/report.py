@@ -39,7 +39,9 @@ def _number(value: float, digits: int = 2) -> str:
 
 
 def markdown(report: SteeringReport) -> str:
-    settings = report.settings
+    from codebook_features.steering.eval_config import nested_content
+
+    settings = nested_content(report.settings)  # also a report of the earlier, flat layout
     generation = settings["generation"]
     lines = [
         "# Steering evaluation",

@@ -37,14 +37,13 @@ from codebook_features.steering.concept import (
     check_name,
     site_shapes,
 )
-from codebook_features.steering.config import SelectionRule
+from codebook_features.steering.config import Ranked, SelectionRule
 from codebook_features.store.model_loading import context_length
 
 if TYPE_CHECKING:
     from codebook_features.attach.model import CodebookModel
     from codebook_features.store.reader import CodeStore
 
-Ranked = list[tuple[CodeRef, dict[str, Any]]]
 """Candidate codes, best first, with their scores."""
 DEFAULT_RULE = SelectionRule()
 

@@ -14,7 +14,7 @@ from typing_extensions import Self
 
 from codebook_features.errors import CodebookError
 from codebook_features.persist.files import CONCEPTS_DIR
-from codebook_features.settings.base import Device, PositiveInt, Settings
+from codebook_features.settings.base import Device, PositiveInt, Settings, Text
 from codebook_features.settings.options import add_options, settings_from_args
 from codebook_features.steering.config import GenerationSettings
 
@@ -42,7 +42,7 @@ def _text(prompt: str) -> str:
 class SteerConfig(Settings):
     """What to steer, with which codes, and how to generate."""
 
-    model: Annotated[str, Field(min_length=1)]
+    model: Text
     """The saved codebook model: a directory (with its tokenizer) or a hub name."""
     prompt: Annotated[str, AfterValidator(_text)]
     """The text to continue."""

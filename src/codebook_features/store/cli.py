@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from codebook_features.settings.options import add_config_option, add_options, settings_from_args
+from codebook_features.settings.options import add_options, settings_from_args
 from codebook_features.store.config import RecordConfig
 
 
@@ -17,7 +17,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "and a manifest. Settings come from --config (YAML or JSON) and the options below, "
         "which override it. An interrupted recording continues when run again."
     )
-    add_config_option(parser)
     add_options(parser, RecordConfig)
     parser.set_defaults(run=run)
 

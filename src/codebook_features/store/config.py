@@ -9,7 +9,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from typing_extensions import Self
 
 from codebook_features.errors import CodebookError
-from codebook_features.settings.base import Device, PositiveInt, Settings
+from codebook_features.settings.base import Device, PositiveInt, Settings, Text
 
 RESERVED_COLUMNS = ("document", "text")
 """Columns of the documents table that label columns may not replace."""
@@ -22,26 +22,24 @@ def _distinct(names: list[str]) -> list[str]:
     return names
 
 
-Name = Annotated[str, Field(min_length=1)]
-"""A non-empty name (a column, a site, a setting)."""
-Names = Annotated[list[Name], AfterValidator(_distinct)]
+Names = Annotated[list[Text], AfterValidator(_distinct)]
 """Non-empty names, each at most once."""
 
 
 class RecordConfig(Settings):
     """What to record: a codebook model, text data, and where the store goes."""
 
-    model: Name
+    model: Text
     """A saved codebook model: a local directory (e.g. a run's ``final/``) or a hub name."""
-    dataset: Name
+    dataset: Text
     """A hub dataset name, or local files: a .txt/.jsonl/.json/.parquet path, a directory, a
     glob, or a comma-separated list (as for training)."""
     dataset_config: str | None = None
     """The hub dataset's configuration name, if it has several."""
-    split: Name = "validation"
+    split: Text = "validation"
     """Split of a hub dataset to record. Local files have a single split: they are used as
     they are."""
-    text_field: Name = "text"
+    text_field: Text = "text"
     """Column holding the text (jsonl/parquet/hub datasets)."""
     label_fields: Literal["all"] | Names = "all"
     """Extra columns copied into the documents table (e.g. ``label topic``); ``all``: every
@@ -50,7 +48,7 @@ class RecordConfig(Settings):
     """Read the dataset lazily, for corpora too large to prepare up front."""
     max_documents: PositiveInt | None = None
     """Record only the first this many documents (default: all)."""
-    sites: Annotated[list[Name], Field(min_length=1), AfterValidator(_distinct)] | None = None
+    sites: Annotated[list[Text], Field(min_length=1), AfterValidator(_distinct)] | None = None
     """Sites whose codes are recorded, by name, kind or glob (default: every site)."""
     max_length: PositiveInt | None = None
     """Tokens per forward window; a longer document is cut into consecutive windows, its
@@ -68,7 +66,7 @@ class RecordConfig(Settings):
     tokenizer: str | None = None
     """The tokenizer (hub name or directory; default: the model's own). It must be a fast
     tokenizer, which gives each token's character offsets."""
-    output_dir: Name
+    output_dir: Text
     """The store directory to write (new, empty, or an unfinished recording to continue)."""
     overwrite: bool = False
     """Replace the store in ``output_dir`` (only a store that holds nothing else)."""

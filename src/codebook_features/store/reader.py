@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from codebook_features.attach.code_ref import CodeRef
-from codebook_features.attach.sites import match_sites
+from codebook_features.attach.site_names import match_sites
 from codebook_features.errors import CodebookError
 from codebook_features.persist.files import ACTIVATIONS_DIR, INDEX_DIR, MANIFEST, SHARDS_DIR
 from codebook_features.store import index as idx

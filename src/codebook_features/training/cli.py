@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from codebook_features.errors import CodebookError
-from codebook_features.settings.options import add_config_option, add_options, settings_from_args
+from codebook_features.settings.options import add_options, settings_from_args
 from codebook_features.training.config import RunConfig
 
 
@@ -14,7 +14,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "Train codebooks into a causal LM. Settings come from --config (YAML or JSON, with "
         "sections model, data, codebooks, training) and the options below, which override it."
     )
-    add_config_option(parser)
     parser.add_argument(
         "--print_config", action="store_true", help="print the resolved settings and exit"
     )

@@ -151,16 +151,21 @@ class TrainingConfig(Settings):
     def _consistent(self) -> Self:
         if self.resume and self.overwrite:
             raise CodebookError("training.resume and training.overwrite exclude each other")
-        import importlib.util
-
-        for name in self.log_to:
-            if importlib.util.find_spec(name) is None:
-                raise CodebookError(
-                    f"training.log_to names {name}, which is not installed: pip install {name}"
-                )
         if self.stop_at is not None and self.stop_at > self.steps:
             raise CodebookError("training.stop_at must be between 1 and training.steps")
         return self
+
+
+def check_loggers(training: TrainingConfig) -> None:
+    """Refuse a logger that is not installed, before a run starts (not in the settings' own
+    checks: a checkpoint's saved settings must read on a machine without that logger)."""
+    import importlib.util
+
+    for name in training.log_to:
+        if importlib.util.find_spec(name) is None:
+            raise CodebookError(
+                f"training.log_to names {name}, which is not installed: pip install {name}"
+            )
 
 
 RESUME_FREE = {

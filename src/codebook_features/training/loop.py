@@ -49,7 +49,7 @@ from codebook_features.persist.rundir import RunDir
 from codebook_features.persist.sources import MODEL_FILES, check_source
 from codebook_features.settings.options import flatten
 from codebook_features.training import checkpoint as ckpt
-from codebook_features.training.config import RunConfig
+from codebook_features.training.config import RunConfig, check_loggers
 from codebook_features.training.data import (
     BatchPlan,
     build_blocks,
@@ -118,6 +118,7 @@ class Trainer:
 
         self.config = config
         t = config.training
+        check_loggers(t)
         self.run_dir = Path(t.output_dir)
         self.accelerator = Accelerator(
             cpu=t.device == "cpu",

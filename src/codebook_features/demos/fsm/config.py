@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from codebook_features.demos.runner import Variant
 from codebook_features.settings.base import (
@@ -65,13 +65,32 @@ class Preset(Settings):
     transitions: PositiveInt = 500
     model: dict[str, Any] = Field(default_factory=lambda: dict(GPT_NEOX_4L))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _machine_of_earlier_files(cls, data: Any) -> Any:
+        """Results files written before the machine's settings were nested hold them beside
+        the others: read them into ``machine``."""
+        if isinstance(data, dict) and "machine" not in data:
+            flat = {k: data[k] for k in MachineSettings.model_fields if k in data}
+            if flat:
+                rest = {k: v for k, v in data.items() if k not in flat}
+                return {**rest, "machine": flat}
+        return data
+
 
 PRESETS: dict[str, Preset] = {
     # The paper's machine (100 states, 10 edges) does not reach 95% state accuracy in minutes
     # on two CPU cores; 40 states with 4 edges does, with the same model.
     "default": Preset(
         variants=[
-            Variant(name="Attn+MLP, k=1, C=512", sites=["attn_heads", "mlp"], k=1, num_codes=512)
+            Variant(
+                name="Attn+MLP, k=1, C=512",
+                sites=["attn_heads", "mlp"],
+                k=1,
+                num_codes=512,
+                steps=600,
+                lr=1e-3,
+            )
         ],
         analysed="Attn+MLP, k=1, C=512",
     ),
@@ -83,9 +102,15 @@ PRESETS: dict[str, Preset] = {
         baseline_lr=1e-3,
         batch_size=64,
         warmup_steps=500,
-        variant_steps=5000,
         variants=[
-            Variant(name=f"{sites}, k={k}, C={codes}", sites=kinds, k=k, num_codes=codes)
+            Variant(
+                name=f"{sites}, k={k}, C={codes}",
+                sites=kinds,
+                k=k,
+                num_codes=codes,
+                steps=5000,
+                lr=1e-3,
+            )
             for sites, kinds, k, codes in (
                 ("Attn only", ["attn_heads"], 1, 2000),
                 ("Attn+MLP", ["attn_heads", "mlp"], 1, 10000),

@@ -134,7 +134,7 @@ def write_report(out: Path, results: PipelineResults, fsm: FSM) -> Path:
     if fsm.num_states != 100 or fsm.num_edges != 10:
         lines += [
             "",
-            "The paper's machine has 100 states and 10 edges (`--full` preset); this "
+            "The paper's machine has 100 states and 10 edges (`--preset full`); this "
             "run uses a smaller one so that it fits in minutes on a CPU.",
         ]
     lines += [

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from codebook_features.demos.lm.config import LmCorpusConfig, LmDemoSettings
 from codebook_features.settings.options import (
-    add_config_option,
     add_options,
     add_subcommand,
     settings_from_args,
@@ -53,7 +52,6 @@ def _data(parser: argparse.ArgumentParser) -> None:
         "document, every label in both) as JSON lines, with the licences and a manifest. "
         "Run again with the same settings, it reuses the finished corpus."
     )
-    add_config_option(parser)
     add_options(parser, LmCorpusConfig)
 
     def run(args: argparse.Namespace) -> None:

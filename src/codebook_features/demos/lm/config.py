@@ -17,6 +17,7 @@ from codebook_features.settings.base import (
     PositiveNumber,
     Settings,
 )
+from codebook_features.settings.options import POSITIONAL
 from codebook_features.steering.config import GenerationSettings, SelectionRule
 
 SourceName = Literal["brown", "bible", "shakespeare", "austen"]
@@ -47,7 +48,7 @@ TOPICS = {
 class LmCorpusConfig(Settings):
     """Which sources, and how they become the demo's training and validation documents."""
 
-    output_dir: str = Field(json_schema_extra={"positional": True})
+    output_dir: str = Field(json_schema_extra=POSITIONAL)
     """The corpus directory (train.jsonl, validation.jsonl, LICENSES.md, corpus.json)."""
     sources: list[SourceName] = Field(default_factory=lambda: list(SOURCE_NAMES), min_length=1)
     """Sources to include: brown (15 genre labels), bible, shakespeare, austen."""
@@ -122,6 +123,25 @@ class LmPreset(Settings):
     """How a label's codes are chosen: ranked by F1, since codes that fire on much of the
     label's text and little else steer, while the most precise codes are often rare ones that
     do not."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nested_settings_of_earlier_files(cls, data: Any) -> Any:
+        """Results files written before generation settings and the selection rule were
+        nested hold them beside the others: read them into ``generation`` and ``rule``."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for section, names in (
+            ("generation", ("samples", "max_new_tokens")),
+            ("rule", ("max_codes", "rank", "min_support")),
+        ):
+            flat = {name: data.pop(name) for name in names if name in data}
+            if flat and section not in data:
+                data[section] = flat
+            elif flat:
+                data |= flat  # both forms: the unknown flat keys are reported as such
+        return data
 
     @model_validator(mode="after")
     def _variants_named_once(self) -> Self:

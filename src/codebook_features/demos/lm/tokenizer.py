@@ -22,7 +22,9 @@ END_OF_TEXT = "<|endoftext|>"
 and also beginning, padding and unknown, as in GPT-2."""
 BYTE_ALPHABET = 256
 """Tokens every byte-level vocabulary starts with, one per byte."""
-TOKENIZER_FILES = frozenset({"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
+SAVED_TOKENIZER_FILES = frozenset(
+    {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}
+)
 """What ``save_pretrained`` writes for this tokenizer (the last one only in older transformers);
 a directory holding nothing else may be replaced with ``overwrite``."""
 
@@ -109,7 +111,7 @@ def _check_target(target: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise CodebookError(f"{target} is not empty: choose another directory or overwrite it")
-    other = sorted(p.name for p in target.iterdir() if p.name not in TOKENIZER_FILES)
+    other = sorted(p.name for p in target.iterdir() if p.name not in SAVED_TOKENIZER_FILES)
     if other:
         raise CodebookError(
             f"{target} also holds {', '.join(other[:5])}, which is not a tokenizer's: move them "
