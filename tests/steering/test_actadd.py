@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from codebook_features import CodebookError, CodebookModel, CodebookModelConfig
-from codebook_features.steering.actadd import AddActivation, mean_activation, steering_vector
+from codebook_features.steering.actadd import (
+    AddActivation,
+    activation_sums,
+    mean_activation,
+    steering_vector,
+    steering_vectors,
+)
 from codebook_features.steering.generate import GenerationSettings, generate_texts
 from tests.model_zoo import neox_model
 from tests.text_fixtures import write_corpus, write_tokenizer
@@ -180,6 +186,30 @@ def test_a_text_longer_than_the_context_is_averaged_over_its_windows(tok, site) 
     for batch_size in (1, 3):
         found = mean_activation(short, tok, site, texts, batch_size=batch_size)
         torch.testing.assert_close(found, by_hand.float(), atol=1e-6, rtol=1e-5)
+
+
+def test_per_text_sums_of_every_site_come_from_one_pass(tok) -> None:
+    """Each text's sum over its tokens (windows of a long text joined back), at every site at
+    once, with one site's codebook off: sums of any texts give their mean."""
+    config = CodebookModelConfig(num_codes=16, k=2, sites=["attn_heads", "mlp"])
+    short = CodebookModel(neox_model(vocab_size=len(tok), max_position_embeddings=3), config)
+    short = short.double().eval()
+    texts = [CONCEPT[2], CONTRAST[1], CONCEPT[1]]  # 8 tokens (three windows), 2 and 2
+    with short.disabled(["layers.1.mlp"]):
+        sums, tokens_of = activation_sums(short, tok, SITES, texts, batch_size=2)
+        for site in SITES:
+            for i, text in enumerate(texts):
+                alone = mean_activation(short, tok, site, [text], batch_size=1).double()
+                torch.testing.assert_close(sums[site][i] / tokens_of[i], alone)
+            both = mean_activation(short, tok, site, [texts[0], texts[2]])
+            mixed = (sums[site][[0, 2]].sum(0) / tokens_of[[0, 2]].sum()).float()
+            torch.testing.assert_close(mixed, both, atol=1e-6, rtol=1e-5)
+        vectors = steering_vectors(short, tok, SITES, texts[:1], texts[1:], batch_size=2)
+        for site in SITES:
+            alone = steering_vector(short, tok, site, texts[:1], texts[1:])
+            torch.testing.assert_close(vectors[site], alone)
+    assert tokens_of.tolist() == [8, 2, 2]
+    assert {site: s.shape for site, s in sums.items()} == {site: (3, 32) for site in SITES}
 
 
 @pytest.mark.parametrize(

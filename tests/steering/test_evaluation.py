@@ -65,16 +65,20 @@ def test_activation_addition_with_alpha_zero_equals_no_steering(evaluated) -> No
         base.perplexity,
     )
     generations = out / "generations"
-    (plain,) = generations.glob("unsteered-*.jsonl")
+    plain = {p.read_text() for p in generations.glob("unsteered-*.jsonl")}
+    assert len(plain) == 2  # the sweep's and the fresh seeds' unsteered texts
     (zero_file,) = generations.glob("actadd-dragon-0.0-new-*.jsonl")
-    assert zero_file.read_text() == plain.read_text()
+    assert zero_file.read_text() in plain
+    # alpha 0 changes nothing, so it is never the reported activation addition
+    assert report.topics["dragon"].activation_addition.settings["alpha"] == 4.0
 
 
 def test_report_files_and_rerun_gives_the_same_table(evaluated) -> None:
     world, out, report = evaluated
     assert (out / "plots" / "steering.png").stat().st_size > 0
     table = (out / "steering.md").read_text()
-    assert "## dragon" in table and "8 code(s), all, new" in table
+    assert "### dragon" in table and "8 code(s), all, new" in table
+    assert "## Reported, on fresh generations" in table
     assert load_report(out).to_dict() == report.to_dict()
     # a second run finds every condition's generations and gives the same numbers
     files = sorted((out / "generations").iterdir())
@@ -86,7 +90,44 @@ def test_report_files_and_rerun_gives_the_same_table(evaluated) -> None:
 def test_a_fresh_run_generates_the_same_table(evaluated, tmp_path) -> None:
     world, _, report = evaluated
     fresh = evaluate_steering(settings(world, tmp_path / "fresh", concepts=["sea"]))
-    assert [r.to_dict() for r in fresh.rows] == [r.to_dict() for r in report.rows_of("sea")]
+    assert [r.to_dict() for r in fresh.rows] == [
+        r.to_dict() for r in report.rows if r.concept == "sea"
+    ]
+    assert fresh.topics["sea"] == report.topics["sea"]
+
+
+def test_the_reported_setting_is_chosen_on_the_sweep_and_judged_on_fresh_seeds(
+    evaluated,
+) -> None:
+    _, out, report = evaluated
+    topic = report.topics["dragon"]
+    sweep = report.rows_of("dragon")
+    fresh = report.rows_of("dragon", seeds="fresh")
+    assert [r.method for r in fresh] == ["none", "codes", "actadd"]
+    assert all(r.seeds == "selection" for r in sweep) and len(sweep) == 5
+    # the rule: the sweep's best classifier rate under twice the unsteered perplexity
+    base = sweep[0]
+    allowed = [r for r in sweep if r.method == "codes" and r.perplexity < 2 * base.perplexity]
+    best = max(allowed, key=lambda r: (r.classifier.rate, -r.perplexity))
+    assert topic.steered.settings["codes"] == best.codes == fresh[1].codes
+    # reported on texts of other seeds than those it was chosen on
+    assert fresh[1].examples != next(r for r in sweep if r.codes == best.codes).examples
+    assert fresh[0].examples != base.examples
+    assert topic.steered.classifier == fresh[1].classifier.rate
+    assert topic.unsteered.perplexity == pytest.approx(fresh[0].perplexity)
+    # the planted topic moves on the fresh texts: rarely written unsteered, more often with
+    # its codes forced (not to 60% under the perplexity limit: not "moved" by the goal)
+    assert topic.steered.classifier_ci[0] > topic.unsteered.classifier_ci[1]
+    goal = (
+        topic.unsteered.classifier <= 0.2
+        and topic.steered.classifier >= 0.6
+        and topic.steered.classifier_ci[0] > topic.unsteered.classifier_ci[1]
+        and topic.steered.perplexity < 2 * topic.unsteered.perplexity
+    )
+    assert topic.moved is goal
+    saved = json.loads((out / "steering.json").read_text())["topics"]["dragon"]
+    assert set(saved["steered"]) >= {"classifier", "classifier_ci", "regex", "regex_ci"}
+    assert saved["steered"]["perplexity"] == pytest.approx(fresh[1].perplexity, rel=1e-5)
 
 
 def test_a_changed_concept_file_is_generated_again(tmp_path_factory, tmp_path) -> None:
@@ -113,7 +154,8 @@ def test_a_changed_concept_file_is_generated_again(tmp_path_factory, tmp_path) -
     assert first_row.codes == 8 and second_row.codes == 1
     assert not second["held_out"]  # chosen on every document, and the report says so
     assert "not held out" in (tmp_path / "eval" / "steering.md").read_text()
-    assert len(list((tmp_path / "eval" / "generations").glob("codes-dragon-*"))) == 2
+    # each concept's sweep and its reported condition on fresh seeds: no file was reused
+    assert len(list((tmp_path / "eval" / "generations").glob("codes-dragon-*"))) == 4
 
 
 def test_settings_of_another_evaluation_are_refused(evaluated) -> None:
@@ -164,6 +206,7 @@ def test_generation_given_in_part_keeps_the_paper_protocol_for_the_rest() -> Non
         ({"rule": {"max_codes": 0}}, "rule.max_codes: input should be greater than or equal to 1"),
         ({"concepts": ["sea", "sea=x"]}, "concepts names a label twice"),
         ({"concepts_dir": "/nonexistent"}, "not a directory"),
+        ({"selection_seed": 0}, "selection_seed equals generation.seed"),
     ],
 )
 def test_mistakes(tmp_path_factory, tmp_path, changes, message) -> None:
@@ -195,17 +238,20 @@ def test_command_line(tmp_path_factory, tmp_path, capsys) -> None:
     assert main(argv) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert printed.startswith("dragon: unsteered ")
-    assert "activation addition up to" in printed and str(out / "steering.md") in printed
+    assert "activation addition " in printed and str(out / "steering.md") in printed
     saved = json.loads((out / "steering.json").read_text())
     # samples and the rule from the file, max_new_tokens from the option over the file's 99
     generation, rule = saved["settings"]["generation"], saved["settings"]["rule"]
     assert (generation["samples"], generation["max_new_tokens"], rule["max_codes"]) == (4, 4, 2)
     assert len(saved["concepts"]["dragon"]["codes"]) == 2
     rows = saved["rows"]
-    assert [(r["method"], r["codes"], r["mode"], r["alpha"]) for r in rows] == [
-        ("none", None, None, None),
-        ("codes", 1, "least", None),
-        ("actadd", None, None, 2.0),
+    assert [(r["method"], r["codes"], r["mode"], r["alpha"], r["seeds"]) for r in rows] == [
+        ("none", None, None, None, "selection"),
+        ("codes", 1, "least", None, "selection"),
+        ("actadd", None, None, 2.0, "selection"),
+        ("none", None, None, None, "fresh"),
+        ("codes", 1, "least", None, "fresh"),
+        ("actadd", None, None, 2.0, "fresh"),
     ]
     # a mistake is one line, and the finished evaluation is untouched
     before = (out / "steering.json").read_text()
@@ -213,3 +259,75 @@ def test_command_line(tmp_path_factory, tmp_path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert "alphas.0: input should be a finite number" in err and "\n" not in err
     assert (out / "steering.json").read_text() == before
+
+
+def test_a_concept_chosen_on_another_store_of_the_same_ids_is_not_held_out(
+    tmp_path_factory, tmp_path
+) -> None:
+    """Two stores of the same size and document ids, with other texts: a concept chosen on
+    the selection half of one is not held out on the other, though the ids are the same."""
+    from codebook_features.attach.loading import load_codebook_model
+    from codebook_features.steering.concept import save_concept
+    from codebook_features.steering.selection import (
+        SelectionRule,
+        concept_from_label,
+        split_documents,
+    )
+    from codebook_features.store.reader import CodeStore
+    from codebook_features.store.record import RecordConfig, record
+    from tests.steering.planted import write_corpus
+
+    world = planted(tmp_path_factory)
+    other = tmp_path / "other-store"
+    record(
+        RecordConfig(
+            model=str(world.model),
+            dataset=str(write_corpus(tmp_path / "other.jsonl", 300, seed=7)),
+            output_dir=str(other),
+            max_length=64,
+            progress=False,
+        )
+    )
+    cbm = load_codebook_model(str(world.model))
+    mine, theirs = CodeStore(world.store), CodeStore(other)
+    assert sorted(mine.texts) == sorted(theirs.texts)  # the same ids ...
+    assert mine.texts != theirs.texts  # ... of other documents
+    assert mine.documents_fingerprint() != theirs.documents_fingerprint()
+    concepts = tmp_path / "concepts"
+    for store, name in ((mine, "mine"), (theirs, "theirs")):
+        selection, _ = split_documents(store, 0.5, 0)
+        concept = concept_from_label(
+            store, cbm, "dragon", "label", "dragon", SelectionRule(max_codes=2), selection
+        )
+        save_concept(concept, concepts / name / "dragon.json")
+    small = {"strengths": [2], "alphas": [], "generation": {"samples": 2}}
+    for name, held_out in (("mine", True), ("theirs", False)):
+        report = evaluate_steering(
+            settings(world, tmp_path / name, concepts_dir=str(concepts / name), **small)
+        )
+        assert report.concepts["dragon"]["held_out"] is held_out
+
+
+def test_a_classifier_learns_from_other_texts_than_the_store(tmp_path_factory, tmp_path) -> None:
+    world = planted(tmp_path_factory)
+    texts = world.store.parent / "train.jsonl"  # the training corpus: not in the store
+    small = {"strengths": [8], "alphas": [4.0], "generation": {"samples": 4}}
+    report = evaluate_steering(
+        settings(world, tmp_path / "eval", classifier_data=str(texts), **small)
+    )
+    # codes chosen on the whole store; the classifier judged on all of its documents
+    assert report.concepts["dragon"]["selection"]["store"]["documents"] == "all"
+    assert report.classifier.accuracy.total == 300
+    assert report.classifier.accuracy.rate > 0.9
+    assert "learned from `" in (tmp_path / "eval" / "steering.md").read_text()
+    # texts of the store itself are refused, and nothing is written
+    with pytest.raises(CodebookError, match=r"300 text\(s\) of classifier_data .* are documents"):
+        evaluate_steering(
+            settings(
+                world,
+                tmp_path / "leak",
+                classifier_data=str(world.store.parent / "valid.jsonl"),
+                **small,
+            )
+        )
+    assert not (tmp_path / "leak" / "steering.json").exists()

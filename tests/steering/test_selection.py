@@ -65,7 +65,7 @@ def check_scores(store: CodeStore, concept, positive: set[int], rows: set[int], 
     assert 0 < len(concept.codes) <= rule.max_codes
     per_group = Counter((ref.site, ref.group) for ref in concept.codes)
     assert max(per_group.values()) <= rule.per_group
-    precisions = []
+    ranks = []  # by the rule's rank: precision, recall or F1
     for ref, score in zip(concept.codes, concept.scores, strict=True):
         fires = occurrences(store, ref) & rows
         hits = len(fires & positive)
@@ -74,8 +74,11 @@ def check_scores(store: CodeStore, concept, positive: set[int], rows: set[int], 
         assert score["precision"] == pytest.approx(hits / len(fires), abs=1e-6)
         assert score["precision"] >= rule.min_precision
         assert score["recall"] == pytest.approx(hits / len(positive), abs=1e-6)
-        precisions.append(score["precision"])
-    assert precisions == sorted(precisions, reverse=True)
+        precision, recall = score["precision"], score["recall"]
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        assert score["f1"] == pytest.approx(f1, abs=1e-5)
+        ranks.append(score[rule.rank])
+    assert ranks == sorted(ranks, reverse=True)
 
 
 def test_a_regex_concept_has_the_precision_its_rule_demands(store, cbm):

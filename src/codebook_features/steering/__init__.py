@@ -5,7 +5,11 @@ from codebook_features._lazy import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        "codebook_features.steering.actadd": ["AddActivation", "steering_vector"],
+        "codebook_features.steering.actadd": [
+            "AddActivation",
+            "steering_vector",
+            "steering_vectors",
+        ],
         "codebook_features.steering.classifier": ["TopicClassifier"],
         "codebook_features.steering.concept": ["Concept", "load_concept", "save_concept"],
         "codebook_features.steering.eval_config": ["SteeringEvalConfig"],

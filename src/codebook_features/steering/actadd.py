@@ -35,39 +35,90 @@ if TYPE_CHECKING:
 
 
 @torch.no_grad()
-def mean_activation(
-    cbm: CodebookModel, tokenizer: Any, site: str, texts: Sequence[str], *, batch_size: int = 8
-) -> Tensor:
-    """The mean, over every token of ``texts``, of the activation the network reads at ``site``
-    (codebook output if enabled, else its input): a float32 CPU vector of the site's width.
+def activation_sums(
+    cbm: CodebookModel,
+    tokenizer: Any,
+    sites: Sequence[str],
+    texts: Sequence[str],
+    *,
+    batch_size: int = 8,
+) -> tuple[dict[str, Tensor], Tensor]:
+    """``(sums, tokens)``: per site, each text's sum over its tokens of the activation the
+    network reads there (codebook output if enabled, else its input), a float64 CPU tensor
+    ``(texts, width)``, and each text's number of tokens; all from one pass over the texts.
+    Sums of any set of the texts give their mean activation without running them again.
 
     Texts are tokenized without special tokens, as a code store records them; a text longer
     than the model's context is cut into consecutive windows, so every token counts."""
     from codebook_features.store.model_loading import context_length
 
-    width = cbm.codebook(site).config.dim  # refuses an unknown site
+    widths = {site: cbm.codebook(site).config.dim for site in sites}  # refuses unknown sites
     if isinstance(texts, str) or not texts:
         raise CodebookError("give a list of texts (at least one), not a single string")
     check_batch_size(batch_size)
     context = context_length(cbm.model.config)
     pieces: list[list[int]] = []
-    for text in texts:
+    owners: list[int] = []
+    for index, text in enumerate(texts):
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if not ids:
             raise CodebookError(f"the text {text!r} has no tokens")
-        pieces += windows(ids, context)
-    part = "outputs" if site in cbm.enabled else "inputs"
+        found = windows(ids, context)
+        pieces += found
+        owners += [index] * len(found)
+    parts = {site: "outputs" if site in cbm.enabled else "inputs" for site in widths}
+    watch = {part: part in parts.values() for part in ("inputs", "outputs")}
     device = next(cbm.parameters()).device
-    total = torch.zeros(width, dtype=torch.float64, device=device)
-    count = 0
-    for ids, mask, _ in padded_batches(pieces, batch_size, device):
-        watch = {"inputs": part == "inputs", "outputs": part == "outputs"}
-        with cbm.observe(site, ids=False, **watch) as seen:
+    sums = {site: torch.zeros(len(texts), w, dtype=torch.float64) for site, w in widths.items()}
+    tokens = torch.zeros(len(texts), dtype=torch.float64)
+    for ids, mask, rows in padded_batches(pieces, batch_size, device):
+        owner = torch.tensor([owners[i] for i in rows])
+        real = mask.bool()[:, :, None]
+        with cbm.observe(list(widths), ids=False, **watch) as seen:
             cbm(input_ids=ids, attention_mask=mask, use_cache=False)
-        acts = seen.joined(part, site).reshape(*ids.shape, width)
-        total += acts[mask.bool()].double().sum(0)
-        count += int(mask.sum())
-    return (total / count).float().cpu()
+        for site, width in widths.items():
+            acts = seen.joined(parts[site], site).reshape(*ids.shape, width).double()
+            kept = torch.where(real, acts, torch.zeros((), dtype=acts.dtype, device=acts.device))
+            sums[site].index_add_(0, owner, kept.sum(1).cpu())  # padding adds nothing
+        tokens.index_add_(0, owner, mask.sum(1).double().cpu())
+    return sums, tokens
+
+
+def mean_activations(
+    cbm: CodebookModel,
+    tokenizer: Any,
+    sites: Sequence[str],
+    texts: Sequence[str],
+    *,
+    batch_size: int = 8,
+) -> dict[str, Tensor]:
+    """Per site, the mean over every token of ``texts`` of the activation the network reads
+    there: float32 CPU vectors (see :func:`activation_sums`)."""
+    sums, tokens = activation_sums(cbm, tokenizer, sites, texts, batch_size=batch_size)
+    return {site: (total.sum(0) / tokens.sum()).float() for site, total in sums.items()}
+
+
+def mean_activation(
+    cbm: CodebookModel, tokenizer: Any, site: str, texts: Sequence[str], *, batch_size: int = 8
+) -> Tensor:
+    """The mean activation at one site (see :func:`mean_activations`)."""
+    return mean_activations(cbm, tokenizer, [site], texts, batch_size=batch_size)[site]
+
+
+def steering_vectors(
+    cbm: CodebookModel,
+    tokenizer: Any,
+    sites: Sequence[str],
+    concept_texts: Sequence[str],
+    contrast_texts: Sequence[str],
+    *,
+    batch_size: int = 8,
+) -> dict[str, Tensor]:
+    """Per site, the mean activation over the tokens of ``concept_texts`` minus the mean over
+    the tokens of ``contrast_texts`` (see :func:`mean_activations`): one pass per side."""
+    concept = mean_activations(cbm, tokenizer, sites, concept_texts, batch_size=batch_size)
+    contrast = mean_activations(cbm, tokenizer, sites, contrast_texts, batch_size=batch_size)
+    return {site: concept[site] - contrast[site] for site in concept}
 
 
 def steering_vector(
@@ -79,11 +130,10 @@ def steering_vector(
     *,
     batch_size: int = 8,
 ) -> Tensor:
-    """Mean activation at ``site`` over the tokens of ``concept_texts`` minus the mean over the
-    tokens of ``contrast_texts`` (see :func:`mean_activation`)."""
-    concept = mean_activation(cbm, tokenizer, site, concept_texts, batch_size=batch_size)
-    contrast = mean_activation(cbm, tokenizer, site, contrast_texts, batch_size=batch_size)
-    return concept - contrast
+    """The steering vector of one site (see :func:`steering_vectors`)."""
+    return steering_vectors(
+        cbm, tokenizer, [site], concept_texts, contrast_texts, batch_size=batch_size
+    )[site]
 
 
 class AddActivation:

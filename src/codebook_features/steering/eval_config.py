@@ -8,7 +8,8 @@ import hashlib
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
+from typing_extensions import Self
 
 from codebook_features.errors import CodebookError
 from codebook_features.settings.base import (
@@ -17,6 +18,7 @@ from codebook_features.settings.base import (
     Number,
     OpenFraction,
     PositiveInt,
+    PositiveNumber,
     Settings,
     Text,
 )
@@ -61,7 +63,12 @@ class SteeringEvalConfig(Settings):
     """Start again in ``output_dir`` (only an evaluation's own files are removed)."""
     selection_fraction: OpenFraction = 0.5
     """Share of the store's documents that codes and steering vectors are chosen on; the
-    classifier learns from the rest."""
+    classifier learns from the rest (not used with ``classifier_data``)."""
+    classifier_data: str | None = None
+    """Labelled texts for the topic classifier to learn from instead of the store's other
+    half (JSON lines or Parquet with a ``text`` and the label column, or a dataset name);
+    codes are then chosen on all of the store's documents, and none of them may be among
+    these texts. A larger set of texts gives a judge that errs less."""
     split_seed: NonNegativeInt = 0
     """Seed of the split of the store's documents."""
     rule: SelectionRule = Field(default_factory=SelectionRule)
@@ -73,8 +80,9 @@ class SteeringEvalConfig(Settings):
     )
     """Prompts every condition continues."""
     generation: GenerationSettings = PAPER_GENERATION
-    """How every condition generates (``samples`` per prompt and condition; ``seed`` also seeds
-    the classifier and the documents steering vectors average over); the default is the
+    """How the reported conditions generate (``samples`` per prompt and condition; ``seed``
+    also seeds the classifier and the documents steering vectors average over); the sweep
+    generates alike with ``selection_samples`` and ``selection_seed``. The default is the
     paper's protocol, and settings given in part keep it for the others."""
     strengths: Annotated[list[PositiveInt], Field(min_length=1)] = Field(
         default_factory=lambda: [1, 2, 4, 8]
@@ -92,6 +100,15 @@ class SteeringEvalConfig(Settings):
     alphas: list[Number] = Field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
     """Scales of the activation-addition baseline (0 is the unsteered model), which adds at
     the first of ``positions``."""
+    selection_samples: PositiveInt | None = None
+    """Samples per prompt of the sweep over strengths (none: ``generation.samples``)."""
+    selection_seed: NonNegativeInt | None = None
+    """Seed of the sweep's samples (none: ``generation.seed`` + 1). The reported code setting
+    and the activation addition it is compared with are chosen on the sweep and generated
+    again from ``generation.seed``, so they are judged on texts they were not chosen on."""
+    max_perplexity_ratio: PositiveNumber = 2.0
+    """The reported code setting is the sweep's highest classifier on-topic rate among the
+    settings whose perplexity stays under this multiple of the unsteered one."""
     vector_documents: PositiveInt = 200
     """Documents per side (concept, contrast) that steering vectors are averaged over."""
     batch_size: PositiveInt = 8
@@ -100,6 +117,23 @@ class SteeringEvalConfig(Settings):
     """Where to run the model (auto: a GPU when there is one)."""
     progress: bool = True
     """Show a progress bar."""
+
+    @property
+    def sweep(self) -> GenerationSettings:
+        """How the sweep generates: as reported conditions, from other seeds."""
+        return self.generation.replace(
+            samples=self.selection_samples or self.generation.samples,
+            seed=self.generation.seed + 1 if self.selection_seed is None else self.selection_seed,
+        )
+
+    @model_validator(mode="after")
+    def _sweep_seeds_differ(self) -> Self:
+        if self.selection_seed == self.generation.seed:
+            raise CodebookError(
+                "selection_seed equals generation.seed: the sweep the reported settings are "
+                "chosen on needs other seeds than the reported generations"
+            )
+        return self
 
     def content(self) -> dict[str, Any]:
         """The settings that decide the generations (a continued evaluation must match)."""

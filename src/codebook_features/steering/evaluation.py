@@ -5,7 +5,10 @@ The paper's protocol is the default (4 prompts x 10 samples, 200 new tokens, tem
 topic codes forced at every token in all slots), with what reviewers asked for:
 
 - **held-out selection**: the store's documents are split once (seeded); codes and steering
-  vectors are chosen on one part, the topic classifier is trained on the other;
+  vectors are chosen on one part, the topic classifier is trained on the other (or on
+  ``classifier_data``, texts the store does not hold, with codes chosen on the whole store);
+  a concept file counts as held out only when it was chosen on the same store's same
+  documents (by their fingerprints, not merely their ids);
 - **two on-topic measures**, each a rate with a 95% Wilson interval: the concept's regex (the
   paper's measure, matched without regard to case) and a bag-of-words classifier that does not
   use the model under test;
@@ -13,6 +16,9 @@ topic codes forced at every token in all slots), with what reviewers asked for:
 - **a strength sweep**: number of codes forced x slots (mode) x positions;
 - **the baseline**: activation addition (the mean activation of the concept's documents minus
   that of the others, at the concept's sites, added with scale alpha), swept over alpha;
+- **fair reporting**: the sweep runs on its own seeds; the code setting to report is chosen
+  there by a fixed rule (:mod:`~.choice`), with activation addition at the matching
+  perplexity, and both are generated again from fresh seeds and judged on those texts;
 - every sample has its own seed, shared by all conditions, so a rerun gives the same table.
 
 Stages run in order: set up (model, store, split, classifier, concepts, vectors), then every
@@ -40,6 +46,7 @@ import numpy as np
 from codebook_features.errors import CodebookError
 from codebook_features.persist.files import STEERING_GENERATIONS_DIR, STEERING_SETTINGS
 from codebook_features.settings.options import flatten
+from codebook_features.steering.config import GenerationSettings
 from codebook_features.steering.eval_config import (
     PAPER_PROMPTS,
     SteeringEvalConfig,
@@ -60,6 +67,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+CLASSIFIER_DATA_MIN_DF = 2
+"""A classifier learning from ``classifier_data`` (thousands of texts) leaves out words found
+in only one of them: as accurate, and several times faster to fit."""
+
 
 @dataclass(frozen=True)
 class Condition:
@@ -71,6 +82,11 @@ class Condition:
     mode: str | None = None
     positions: str | None = None
     alpha: float | None = None
+
+    @classmethod
+    def of(cls, row: ConditionResult) -> Condition:
+        """The condition a result row was measured under."""
+        return cls(row.method, row.concept, row.codes, row.mode, row.positions, row.alpha)
 
     @property
     def key(self) -> str:
@@ -86,23 +102,53 @@ def evaluate_steering(config: SteeringEvalConfig) -> SteeringReport:
     """Run the evaluation described in the module's docstring and write its report."""
     from tqdm.auto import tqdm
 
+    from codebook_features.steering.choice import (
+        choose_codes,
+        match_activation_addition,
+        topic_result,
+    )
     from codebook_features.steering.report import write_report
 
     setup = _setup(config)
     conditions = _conditions(config, setup)
+    sweep, fresh = config.sweep, config.generation
     rows: list[ConditionResult] = []
-    total = 1 + sum(len(c) for c in conditions.values())
+    topics = {}
+    total = 2 + sum(len(c) + 2 for c in conditions.values())
     with tqdm(
         total=total, desc="steering", unit="condition", disable=None if config.progress else True
     ) as bar:
-        unsteered = setup.generate(Condition("none"))
-        bar.update()
+        unsteered = setup.generate(Condition("none"), sweep)
+        fresh_unsteered = setup.generate(Condition("none"), fresh)
+        bar.update(2)
+        plain = [g.text for g in unsteered[1]]
         for name in setup.concepts:
-            rows.append(setup.score(Condition("none", name), unsteered))
+            base = setup.score(Condition("none", name), unsteered, "selection")
+            swept, changed = [], []
             for condition in conditions[name]:
                 bar.set_postfix_str(condition.key)
-                rows.append(setup.score(condition, setup.generate(condition)))
+                generated = setup.generate(condition, sweep)
+                swept.append(setup.score(condition, generated, "selection"))
+                changed.append([g.text for g in generated[1]] != plain)
                 bar.update()
+            codes, within = choose_codes(base, swept, changed, config.max_perplexity_ratio)
+            actadd = match_activation_addition(codes, swept, changed)
+            reported = [setup.score(Condition("none", name), fresh_unsteered, "fresh")]
+            for row in (codes, actadd):
+                if row is not None:
+                    condition = Condition.of(row)
+                    reported.append(
+                        setup.score(condition, setup.generate(condition, fresh), "fresh")
+                    )
+                bar.update()
+            rows += [base, *swept, *reported]
+            topics[name] = topic_result(
+                reported[0],
+                reported[1] if codes is not None else None,
+                reported[-1] if actadd is not None else None,
+                within,
+                config.max_perplexity_ratio,
+            )
     report = SteeringReport(
         model=config.model,
         store=config.store,
@@ -113,6 +159,7 @@ def evaluate_steering(config: SteeringEvalConfig) -> SteeringReport:
             for name, concept in setup.concepts.items()
         },
         rows=rows,
+        topics=topics,
     )
     write_report(Path(config.output_dir), report)
     return report
@@ -130,11 +177,11 @@ class _Setup:
     vectors: dict[str, dict[str, Any]]
     classifier: Any
     classifier_report: Any
-    settings: Any
     identity: dict[str, Any]
-    """What the generations depend on besides the condition: model, prompts, sampling."""
+    """What the generations depend on besides the condition and sampling: model, prompts."""
     held_out: dict[str, bool]
-    """Per concept: were its codes chosen on the selection half only?"""
+    """Per concept: were its codes chosen on the store's selection documents only (all of
+    them with ``classifier_data``)?"""
     fluency: dict[str, Any]
     """Perplexity per generations file (the unsteered one is scored once)."""
 
@@ -152,7 +199,9 @@ class _Setup:
             for site, vector in self.vectors[condition.concept].items()
         ]
 
-    def generations_file(self, condition: Condition, interventions: list[Any]) -> Path:
+    def generations_file(
+        self, condition: Condition, interventions: list[Any], settings: GenerationSettings
+    ) -> Path:
         """Where a condition's generations are kept: named by the condition and a digest of
         everything they depend on (model, prompts, sampling, the codes or vectors), so a
         changed concept or model is generated again, never read from an older file."""
@@ -163,17 +212,23 @@ class _Setup:
             for v in (getattr(i, "vector", None) for i in interventions)
             if v is not None
         ]
-        identity = self.identity | {"steering": describe(interventions), "vectors": vectors}
+        identity = self.identity | {
+            "settings": settings.to_dict(),
+            "steering": describe(interventions),
+            "vectors": vectors,
+        }
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return self.out / STEERING_GENERATIONS_DIR / f"{condition.key}-{digest[:16]}.jsonl"
 
-    def generate(self, condition: Condition) -> tuple[Path, list[Any]]:
+    def generate(
+        self, condition: Condition, settings: GenerationSettings
+    ) -> tuple[Path, list[Any]]:
         """The condition's generations, from its file when an earlier run made them."""
         from codebook_features.persist.files import write_text
         from codebook_features.steering.generate import Generation, generate_texts
 
         interventions = self.interventions(condition)
-        path = self.generations_file(condition, interventions)
+        path = self.generations_file(condition, interventions, settings)
         if path.is_file():
             try:
                 lines = path.read_text().splitlines()
@@ -185,14 +240,16 @@ class _Setup:
             self.cbm,
             self.tokenizer,
             self.config.prompts,
-            self.settings,
+            settings,
             interventions=interventions,
             batch_size=self.config.batch_size,
         )
         write_text(path, "".join(json.dumps(g.to_dict()) + "\n" for g in found))
         return path, found
 
-    def score(self, condition: Condition, generated: tuple[Path, list[Any]]) -> ConditionResult:
+    def score(
+        self, condition: Condition, generated: tuple[Path, list[Any]], seeds: str
+    ) -> ConditionResult:
         from codebook_features.steering.metrics import distinct_n, perplexity, regex_rate
 
         name = condition.concept
@@ -223,6 +280,7 @@ class _Setup:
             distinct_2=distinct_n(texts, 2),
             samples=len(texts),
             examples=texts[:3],
+            seeds=seeds,
         )
 
 
@@ -268,8 +326,6 @@ def _setup(config: SteeringEvalConfig) -> _Setup:
     ids = np.asarray(documents.column("document").to_numpy())
     texts = documents.column("text").to_pylist()
     labels = [str(v) for v in documents.column(config.label_field).to_pylist()]
-    selection, _ = split_documents(store, config.selection_fraction, config.split_seed)
-    chosen = np.isin(ids, selection)
     setup.regexes = {}
     for entry in config.concepts:
         label, regex = parse_concept(entry)
@@ -279,12 +335,34 @@ def _setup(config: SteeringEvalConfig) -> _Setup:
                 + ", ".join(sorted(set(labels)))
             )
         setup.regexes[label] = None if regex is None else re.compile(regex, re.IGNORECASE)
-    # the classifier learns from the held-out half and is judged on the selection half
-    train = [i for i in range(len(ids)) if not chosen[i]]
-    test = [i for i in range(len(ids)) if chosen[i]]
+    if config.classifier_data is None:
+        # the classifier learns from the held-out half and is judged on the selection half
+        selection, _ = split_documents(store, config.selection_fraction, config.split_seed)
+        chosen = np.isin(ids, selection)
+        judge = [(texts[i], labels[i]) for i in range(len(ids)) if not chosen[i]]
+    else:  # codes are chosen on the whole store, the classifier learns elsewhere
+        selection, chosen = None, np.ones(len(ids), dtype=bool)
+        judge = _classifier_texts(config, set(texts))
     setup.classifier = TopicClassifier.fit(
-        [texts[i] for i in train], [labels[i] for i in train], seed=config.generation.seed
+        [t for t, _ in judge],
+        [label for _, label in judge],
+        seed=config.generation.seed,
+        min_df=1 if config.classifier_data is None else CLASSIFIER_DATA_MIN_DF,
     )
+    unknown = [label for label in setup.regexes if label not in setup.classifier.labels]
+    if unknown:
+        where = (
+            "the classifier's half of the store has no document"
+            if config.classifier_data is None
+            else "classifier_data has no text"
+        )
+        raise CodebookError(
+            f"{where} labelled {', '.join(map(repr, unknown))}: the classifier can only judge "
+            "labels it learned (use a larger store, another --selection_fraction or "
+            "--classifier_data)"
+        )
+    known = set(setup.classifier.labels)
+    test = [i for i in range(len(ids)) if chosen[i] and labels[i] in known]
     setup.classifier_report = setup.classifier.evaluate(
         [texts[i] for i in test], [labels[i] for i in test]
     )
@@ -293,16 +371,8 @@ def _setup(config: SteeringEvalConfig) -> _Setup:
         setup.concepts[label], setup.held_out[label] = _concept(
             config, store, setup.cbm, label, selection
         )
-    setup.vectors = {
-        label: _vectors(config, setup, concept, texts, labels, chosen, label)
-        for label, concept in setup.concepts.items()
-    }
-    setup.settings = config.generation
-    setup.identity = {
-        "model": codebooks_fingerprint(setup.cbm),
-        "prompts": config.prompts,
-        "settings": setup.settings.to_dict(),
-    }
+    setup.vectors = _vectors(config, setup, texts, labels, chosen) if config.alphas else {}
+    setup.identity = {"model": codebooks_fingerprint(setup.cbm), "prompts": config.prompts}
     if state == "ours" and config.overwrite:
         clear_own(out, STEERING_EVAL)
     mark(out, STEERING_EVAL)
@@ -312,29 +382,65 @@ def _setup(config: SteeringEvalConfig) -> _Setup:
     return setup
 
 
-def _concept(
-    config: SteeringEvalConfig, store: Any, cbm: Any, label: str, selection: np.ndarray
-) -> tuple[Any, bool]:
-    """The label's concept, and whether its codes were chosen on the selection half only: a
-    concept file from ``concepts_dir`` when there is one (it says which documents chose it),
-    else codes chosen now on the selection half by the configured rule."""
-    from codebook_features.steering.concept import concept_file, load_concept
-    from codebook_features.steering.selection import concept_from_label, store_source
+def _classifier_texts(config: SteeringEvalConfig, store_texts: set[str]) -> list[tuple[str, str]]:
+    """``(text, label)`` of ``classifier_data``, refused when a store document is among them
+    (the classifier must not learn from the documents the codes are chosen on)."""
+    from codebook_features.training.config import DataConfig
+    from codebook_features.training.data import load_split
 
-    held_out = store_source(store, selection)["documents"]
+    source = config.classifier_data
+    data = load_split(DataConfig(dataset=source, streaming=False), "train")
+    missing = [c for c in ("text", config.label_field) if c not in data.column_names]
+    if missing:
+        raise CodebookError(
+            f"classifier_data {source} has no column {', '.join(map(repr, missing))}: give "
+            f"texts with a 'text' and a {config.label_field!r} column"
+        )
+    pairs = [
+        (str(text), str(label))
+        for text, label in zip(data["text"], data[config.label_field], strict=True)
+        if text and label is not None
+    ]
+    shared = sum(text in store_texts for text, _ in pairs)
+    if shared:
+        raise CodebookError(
+            f"{shared} text(s) of classifier_data {source} are documents of the store: the "
+            "classifier must not learn from the documents codes are chosen on; give texts "
+            "the store was not recorded from (e.g. the training split)"
+        )
+    return pairs
+
+
+def _concept(
+    config: SteeringEvalConfig, store: Any, cbm: Any, label: str, selection: np.ndarray | None
+) -> tuple[Any, bool]:
+    """The label's concept, and whether its codes were chosen on the selection documents
+    only: a concept file from ``concepts_dir`` when there is one (it says which store and
+    documents chose it), else codes chosen now on the selection documents by the rule."""
+    from codebook_features.steering.concept import concept_file, load_concept
+    from codebook_features.steering.selection import chosen_on, concept_from_label, store_source
+
+    expected = store_source(store, selection)
     if config.concepts_dir is not None:
         path = concept_file(config.concepts_dir, concept_name(label))
         if path.is_file():
             concept = load_concept(path, cbm)
-            chosen_on = (concept.selection.get("store") or {}).get("documents")
-            if chosen_on != held_out:
+            source = concept.selection.get("store")
+            held_out = chosen_on(source, expected, any_documents=selection is None)
+            if isinstance(source, dict) and "store" not in source:
                 log.warning(
-                    "the codes of %s were not chosen on the selection half of %s: the "
+                    "%s was made by an earlier version, which did not record the store's "
+                    "documents: it cannot be told held out; build it again to know",
+                    path,
+                )
+            elif not held_out:
+                log.warning(
+                    "the codes of %s were not chosen on the selection documents of %s: the "
                     "evaluation is not held out for them",
                     path,
                     store.path,
                 )
-            return concept, chosen_on == held_out
+            return concept, held_out
     concept = concept_from_label(
         store, cbm, concept_name(label), config.label_field, label, config.rule, selection
     )
@@ -344,37 +450,49 @@ def _concept(
 def _vectors(
     config: SteeringEvalConfig,
     setup: _Setup,
-    concept: Any,
     texts: list[str],
     labels: list[str],
     chosen: np.ndarray,
-    label: str,
-) -> dict[str, Any]:
-    """Activation-addition vectors at the concept's sites, from the selection half."""
-    from codebook_features.steering.actadd import steering_vector
+) -> dict[str, dict[str, Any]]:
+    """Per concept, activation-addition vectors at its sites: the mean activation of (at most
+    ``vector_documents``) selection documents of its label minus that of as many others,
+    from one pass over every document needed."""
+    from codebook_features.steering.actadd import activation_sums
 
     rng = np.random.default_rng(config.generation.seed)  # generation.seed seeds it all
-    inside = [i for i in range(len(texts)) if chosen[i] and labels[i] == label]
-    outside = [i for i in range(len(texts)) if chosen[i] and labels[i] != label]
-    if not inside or not outside:
-        raise CodebookError(
-            f"the selection half of the store has no documents {'of' if not inside else 'but'} "
-            f"label {label!r}: use a larger store or another --selection_fraction"
+    picks = {}
+    for label in setup.concepts:
+        inside = [i for i in range(len(texts)) if chosen[i] and labels[i] == label]
+        outside = [i for i in range(len(texts)) if chosen[i] and labels[i] != label]
+        if not inside or not outside:
+            raise CodebookError(
+                f"the selection documents of the store have no documents "
+                f"{'of' if not inside else 'but'} label {label!r}: use a larger store or "
+                "another --selection_fraction"
+            )
+        pick = config.vector_documents
+        picks[label] = (
+            sorted(rng.permutation(inside)[:pick].tolist()),
+            sorted(rng.permutation(outside)[:pick].tolist()),
         )
-    pick = config.vector_documents
-    inside = sorted(rng.permutation(inside)[:pick].tolist())
-    outside = sorted(rng.permutation(outside)[:pick].tolist())
-    sites = sorted({ref.site for ref in concept.codes})
+    needed = sorted({i for sides in picks.values() for side in sides for i in side})
+    row = {document: n for n, document in enumerate(needed)}
+    sites = {label: sorted({ref.site for ref in c.codes}) for label, c in setup.concepts.items()}
+    sums, tokens = activation_sums(
+        setup.cbm,
+        setup.tokenizer,
+        sorted({site for found in sites.values() for site in found}),
+        [texts[i] for i in needed],
+        batch_size=config.batch_size,
+    )
+
+    def mean(site: str, documents: list[int]) -> Any:
+        rows = [row[i] for i in documents]
+        return (sums[site][rows].sum(0) / tokens[rows].sum()).float()
+
     return {
-        site: steering_vector(
-            setup.cbm,
-            setup.tokenizer,
-            site,
-            [texts[i] for i in inside],
-            [texts[i] for i in outside],
-            batch_size=config.batch_size,
-        )
-        for site in sites
+        label: {site: mean(site, inside) - mean(site, outside) for site in sites[label]}
+        for label, (inside, outside) in picks.items()
     }
 
 

@@ -14,7 +14,13 @@ from codebook_features.persist.files import (
     write_text,
 )
 from codebook_features.steering.metrics import Rate
-from codebook_features.steering.results import ConditionResult, SteeringReport
+from codebook_features.steering.results import (
+    GOAL,
+    ConditionResult,
+    Reported,
+    SteeringReport,
+    TopicResult,
+)
 
 
 def write_report(out: Path, report: SteeringReport) -> None:
@@ -43,31 +49,61 @@ def markdown(report: SteeringReport) -> str:
 
     settings = nested_content(report.settings)  # also a report of the earlier, flat layout
     generation = settings["generation"]
+    if settings.get("classifier_data"):
+        judge = (
+            f"Codes and steering vectors were chosen on all of the store's documents; the topic "
+            f"classifier (bag of words) learned from `{settings['classifier_data']}` and labels "
+        )
+    else:
+        judge = (
+            f"Codes and steering vectors were chosen on {settings['selection_fraction']:.0%} of "
+            "the store's documents; the topic classifier (bag of words) learned from the "
+            "others and labels "
+        )
     lines = [
         "# Steering evaluation",
         "",
         f"Model `{report.model}`, store `{report.store}`. {len(settings['prompts'])} prompts x "
-        f"{generation['samples']} samples per condition, {generation['max_new_tokens']} new "
-        f"tokens, temperature {generation['temperature']}, seed {generation['seed']}. Codes and "
-        f"steering vectors were chosen on {settings['selection_fraction']:.0%} of the store's "
-        "documents; "
-        "the topic classifier (bag of words) learned from the others and labels "
-        f"{_rate(report.classifier.accuracy)} of the selection documents right.",
+        f"{generation['samples']} samples per reported condition, "
+        f"{generation['max_new_tokens']} new tokens, temperature {generation['temperature']}, "
+        f"seed {generation['seed']}. " + judge + f"{_rate(report.classifier.accuracy)} of the "
+        "store's documents it did not learn from right.",
         "",
         "On-topic rates are shares of generations with a 95% Wilson interval; perplexity is that "
         "of the generated tokens under the unsteered model.",
         "",
     ]
+    if report.topics:
+        ratio = settings.get("max_perplexity_ratio", 2.0)
+        lines += [
+            "## Reported, on fresh generations",
+            "",
+            "The code setting is the sweep's highest classifier rate with perplexity under "
+            f"{ratio:g}x the unsteered; activation addition is the alpha whose sweep "
+            "perplexity is closest to it. Both were generated again from fresh seeds. Moved: "
+            f"from at most {GOAL['from_at_most']:.0%} to at least {GOAL['to_at_least']:.0%} "
+            "(classifier), intervals apart, under the perplexity limit.",
+            "",
+            "| topic | unsteered (classifier) | codes (classifier) | codes (regex) | perplexity "
+            "(unsteered, codes) | setting | activation addition (classifier) | its "
+            "perplexity | moved |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for concept, topic in report.topics.items():
+            lines.append(_topic_line(concept, topic))
+        lines.append("")
+    lines += ["## The sweep", ""]
     for concept in report.concepts:
         saved = report.concepts[concept]
         codes = ", ".join(c["code"] for c in saved["codes"])
-        chosen = (
-            "chosen on the selection half (held out from the classifier)"
-            if saved.get("held_out", True)
-            else "from a concept file chosen on other documents: **not held out**"
-        )
+        if not saved.get("held_out", True):
+            chosen = "from a concept file chosen on other documents: **not held out**"
+        elif settings.get("classifier_data"):
+            chosen = "chosen on the store's documents, none of which the classifier learned from"
+        else:
+            chosen = "chosen on the selection documents (held out from the classifier)"
         lines += [
-            f"## {concept}",
+            f"### {concept}",
             "",
             f"Codes, best first ({chosen}): {codes}",
             "",
@@ -85,20 +121,74 @@ def markdown(report: SteeringReport) -> str:
     return "\n".join(lines)
 
 
+def _interval(rate: float | None, ci: list[float] | None) -> str:
+    if rate is None or ci is None:
+        return "-"
+    return f"{rate:.0%} [{ci[0]:.0%}, {ci[1]:.0%}]"
+
+
+def _setting(reported: Reported | None) -> str:
+    if reported is None:
+        return "-"
+    s = reported.settings
+    if s["method"] == "codes":
+        return f"{s['codes']} code(s), {s['mode']}, {s['positions']}"
+    return f"alpha {s['alpha']:g}"
+
+
+def _topic_line(concept: str, topic: TopicResult) -> str:
+    base, codes, actadd = topic.unsteered, topic.steered, topic.activation_addition
+    limit = "" if topic.within_perplexity or codes is None else " (none under the limit)"
+    return (
+        f"| {concept} | {_interval(base.classifier, base.classifier_ci)} | "
+        + (
+            f"{_interval(codes.classifier, codes.classifier_ci)} | "
+            f"{_interval(codes.regex, codes.regex_ci)} | "
+            f"{_number(base.perplexity, 1)}, {_number(codes.perplexity, 1)} | "
+            if codes is not None
+            else "- | - | - | "
+        )
+        + f"{_setting(codes)}{limit} | "
+        + (
+            f"{_interval(actadd.classifier, actadd.classifier_ci)} ({_setting(actadd)}) | "
+            f"{_number(actadd.perplexity, 1)} | "
+            if actadd is not None
+            else "- | - | "
+        )
+        + ("yes" if topic.moved else "no")
+        + " |"
+    )
+
+
 def summary_lines(report: SteeringReport) -> list[str]:
-    """One line per concept: unsteered against the strongest code and activation-addition
-    conditions (classifier rates), for a terminal."""
+    """One line per concept, for a terminal: the reported conditions on fresh generations
+    (classifier rates), or for a report of an earlier version the sweep's strongest ones."""
     lines = []
     for concept in report.concepts:
-        base = report.rows_of(concept, "none")[0]
-        parts = [f"{concept}: unsteered {base.classifier.rate:.0%}"]
+        topic = report.topics.get(concept)
+        if topic is not None:
+            base = topic.unsteered
+            parts = [f"{concept}: unsteered {base.classifier:.0%}"]
+            for name, reported in (
+                ("codes", topic.steered),
+                ("activation addition", topic.activation_addition),
+            ):
+                if reported is not None:
+                    parts.append(
+                        f"{name} {reported.classifier:.0%} ({_setting(reported)}; perplexity "
+                        f"{_number(reported.perplexity, 1)} vs {_number(base.perplexity, 1)})"
+                    )
+            lines.append(", ".join(parts) + (" - moved" if topic.moved else ""))
+            continue
+        base_row = report.rows_of(concept, "none")[0]
+        parts = [f"{concept}: unsteered {base_row.classifier.rate:.0%}"]
         for method, name in (("codes", "codes"), ("actadd", "activation addition")):
             rows = report.rows_of(concept, method)
             if rows:
                 best = max(rows, key=lambda r: r.classifier.rate)
                 parts.append(
                     f"{name} up to {best.classifier.rate:.0%} ({best.strength}; perplexity "
-                    f"{_number(best.perplexity, 1)} vs {_number(base.perplexity, 1)})"
+                    f"{_number(best.perplexity, 1)} vs {_number(base_row.perplexity, 1)})"
                 )
         lines.append(", ".join(parts))
     return lines
@@ -107,7 +197,9 @@ def summary_lines(report: SteeringReport) -> list[str]:
 def plot(report: SteeringReport, path: Path) -> None:
     """Per concept: on-topic rate against perplexity, by the classifier (top row) and by the
     regex (bottom row, when concepts have one), for the code sweep (one line per slot mode
-    and positions) and the activation-addition sweep, each from the unsteered point."""
+    and positions) and the activation-addition sweep, each from the unsteered point, with
+    the reported conditions on fresh generations in red, so both methods are compared at
+    matched perplexity on one plot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,6 +246,19 @@ def plot(report: SteeringReport, path: Path) -> None:
                     text = f"{r.codes}" if r.method == "codes" else f"a={r.alpha:g}"
                     ax.annotate(text, (r.perplexity, rate(r)), fontsize=7)
             ax.scatter([base.perplexity], [rate(base)], color="black", zorder=5)
+            for r in report.rows_of(concept, seeds="fresh"):
+                if getattr(r, measure) is None:
+                    continue
+                marker = {"none": "s", "codes": "*", "actadd": "D"}[r.method]
+                ax.scatter(
+                    [r.perplexity],
+                    [rate(r)],
+                    marker=marker,
+                    s=90,
+                    color="red",
+                    zorder=6,
+                    label=f"reported: {r.strength}" if line == 0 else None,
+                )
             ax.set_title(concept)
             ax.set_xlabel("perplexity under the unsteered model")
             ax.set_xscale("log")
@@ -161,7 +266,9 @@ def plot(report: SteeringReport, path: Path) -> None:
             ax.grid(alpha=0.3)
             if column == 0:
                 ax.set_ylabel(axis_label)
-    axes[0][-1].legend(fontsize=7)
+    for ax in axes[0]:
+        if ax.axison:
+            ax.legend(fontsize=6)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:

@@ -47,6 +47,9 @@ class ConditionResult(Record):
     distinct_2: Measured
     samples: NonNegativeInt
     examples: list[str] = Field(default_factory=list)
+    seeds: Literal["selection", "fresh"] = "selection"
+    """``selection``: the sweep that settings are chosen on; ``fresh``: the reported
+    conditions, generated again from other seeds."""
 
     @property
     def strength(self) -> str:
@@ -56,6 +59,60 @@ class ConditionResult(Record):
         if self.method == "codes":
             return f"{self.codes} code(s), {self.mode}, {self.positions}"
         return f"alpha {self.alpha:g}, {self.positions}"
+
+
+GOAL = {"from_at_most": 0.2, "to_at_least": 0.6}
+"""What counts as a topic moved (the language demo's goal): unsteered on-topic at most 20%,
+steered at least 60% by the classifier, their intervals apart, on fresh generations, at a
+perplexity under ``max_perplexity_ratio`` times the unsteered one."""
+
+
+class Reported(Record):
+    """One reported condition of a topic, for scripts: rates, intervals and perplexity."""
+
+    model_config = ConfigDict(frozen=True)
+
+    classifier: float
+    classifier_ci: list[float]
+    regex: float | None
+    regex_ci: list[float] | None
+    perplexity: Measured
+    settings: dict[str, Any] = Field(default_factory=dict)
+    """The condition: method, and codes/mode/positions or alpha."""
+
+    @classmethod
+    def of(cls, row: ConditionResult) -> Reported:
+        settings = {"method": row.method}
+        if row.method == "codes":
+            settings |= {"codes": row.codes, "mode": row.mode, "positions": row.positions}
+        elif row.method == "actadd":
+            settings |= {"alpha": row.alpha, "positions": row.positions}
+        return cls(
+            classifier=row.classifier.rate,
+            classifier_ci=[row.classifier.low, row.classifier.high],
+            regex=None if row.regex is None else row.regex.rate,
+            regex_ci=None if row.regex is None else [row.regex.low, row.regex.high],
+            perplexity=row.perplexity,
+            settings=settings,
+        )
+
+
+class TopicResult(Record):
+    """A topic's reported conditions on fresh generations: unsteered, the code setting chosen
+    on the sweep, and activation addition at the perplexity closest to it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    unsteered: Reported
+    steered: Reported | None
+    """None when no code setting changed the sweep's texts."""
+    activation_addition: Reported | None
+    """None when no alpha changed the sweep's texts."""
+    within_perplexity: bool
+    """Whether the chosen code setting kept the sweep's perplexity under the limit (if none
+    did, the least perplexing one is reported)."""
+    moved: bool
+    """Whether the codes met the goal (:data:`GOAL`) on the fresh generations."""
 
 
 class SteeringReport(Record):
@@ -72,6 +129,15 @@ class SteeringReport(Record):
     concepts: dict[str, dict[str, Any]]
     """Label -> the concept as saved (codes, scores, selection rule), and ``held_out``."""
     rows: list[ConditionResult]
+    topics: dict[str, TopicResult] = Field(default_factory=dict)
+    """Per concept, the reported conditions (empty in reports of earlier versions)."""
 
-    def rows_of(self, concept: str, method: str | None = None) -> list[ConditionResult]:
-        return [r for r in self.rows if r.concept == concept and method in (None, r.method)]
+    def rows_of(
+        self, concept: str, method: str | None = None, seeds: str = "selection"
+    ) -> list[ConditionResult]:
+        """A concept's rows of the sweep (or of the ``fresh`` reported conditions)."""
+        return [
+            r
+            for r in self.rows
+            if r.concept == concept and method in (None, r.method) and r.seeds == seeds
+        ]

@@ -50,7 +50,9 @@ DEFAULT_RULE = SelectionRule()
 __all__ = [
     "SelectionRule",
     "check_store",
+    "chosen_on",
     "concept_from_label",
+    "concept_from_ranked",
     "concept_from_regex",
     "concept_from_texts",
     "count_codes",
@@ -122,16 +124,34 @@ def split_documents(
 
 
 def store_source(store: CodeStore, documents: Any) -> dict[str, Any]:
+    """Which store and which of its documents a concept's codes were chosen on: the model's
+    fingerprint, a fingerprint of the store's documents (ids and texts) and one of the chosen
+    documents, so that a concept chosen on another store of the same size is told apart."""
     source: dict[str, Any] = {
         "path": str(store.path),
         "fingerprint": store.manifest.model.fingerprint,
+        "store": store.documents_fingerprint(),
         "documents": "all",
     }
     if documents is not None:
         ids = np.unique(np.asarray(documents, dtype=np.int64))
-        digest = hashlib.sha256(ids.astype("<i8").tobytes()).hexdigest()[:16]
-        source["documents"] = {"count": int(ids.size), "of": len(store.texts), "sha256": digest}
+        source["documents"] = {
+            "count": int(ids.size),
+            "of": len(store.texts),
+            "sha256": store.documents_fingerprint(ids),
+        }
     return source
+
+
+def chosen_on(source: Any, expected: dict[str, Any], *, any_documents: bool = False) -> bool:
+    """Whether a concept's recorded store source (``selection.store``) is ``expected``: the
+    same model and the same store documents (the path may differ), and the same chosen
+    documents unless ``any_documents`` (when none of the store's documents is in the
+    classifier's training texts, any of them may choose codes)."""
+    if not isinstance(source, dict):
+        return False
+    keys = ("fingerprint", "store") if any_documents else ("fingerprint", "store", "documents")
+    return all(source.get(key) == expected[key] for key in keys)
 
 
 def concept_from_regex(
@@ -209,7 +229,7 @@ def _from_store(
     keys = ("precision", "recall", "f1")
     ranked = [(s.code, {k: round(getattr(s, k), 6) for k in keys} | _counts(s)) for s in found]
     selection |= {"tokens": int(positive.size), "store": store_source(store, documents)}
-    return _concept(model, name, ranked, rule, selection, description)
+    return concept_from_ranked(model, name, ranked, rule, selection, description)
 
 
 def _counts(score: Any) -> dict[str, int]:
@@ -270,7 +290,7 @@ def concept_from_texts(
         "texts_sha256": _texts_digest(examples, contrast),
         "score": "log((a+alpha)/(A+alpha*V)) - log((b+alpha)/(B+alpha*V)), alpha = smoothing",
     }
-    return _concept(model, name, ranked, rule, selection, description)
+    return concept_from_ranked(model, name, ranked, rule, selection, description)
 
 
 @torch.no_grad()
@@ -330,14 +350,16 @@ def _texts_digest(examples: Sequence[str], contrast: Sequence[str]) -> str:
 
 
 # ---------------------------------------------------------------------- the concept
-def _concept(
+def concept_from_ranked(
     model: CodebookModel,
     name: str,
     ranked: Ranked,
     rule: SelectionRule,
     selection: dict[str, Any],
-    description: str,
+    description: str = "",
 ) -> Concept:
+    """The concept of the codes ``rule`` keeps of ``ranked`` (best first, with scores), saying
+    in ``selection`` how they were found; refused when the rule keeps none."""
     kept = rule.choose(ranked)
     if not kept:
         raise CodebookError(

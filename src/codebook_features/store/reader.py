@@ -7,6 +7,7 @@ a newer version loads with a warning (unknown keys dropped); a newer *format* is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from functools import cached_property
@@ -104,6 +105,32 @@ class CodeStore:
         return dict(
             zip(table.column("document").to_pylist(), table.column("text").to_pylist(), strict=True)
         )
+
+    def documents_fingerprint(self, ids: Any = None) -> str:
+        """A digest of the store's documents, or of ``ids`` among them: their ids and texts,
+        so two stores (or parts of stores) match only when they hold the same documents, not
+        merely as many or with the same ids."""
+        if ids is None:
+            return self._all_documents_fingerprint
+        return self._fingerprint(sorted({int(i) for i in ids}))
+
+    @cached_property
+    def _all_documents_fingerprint(self) -> str:
+        return self._fingerprint(sorted(self.texts))
+
+    def _fingerprint(self, chosen: list[int]) -> str:
+        texts = self.texts
+        unknown = [i for i in chosen if i not in texts]
+        if unknown:
+            raise CodebookError(
+                f"{len(unknown)} document id(s) are not in the store {self.path}: "
+                + ", ".join(map(str, unknown[:5]))
+            )
+        digest = hashlib.sha256()
+        for document in chosen:
+            text = texts[document].encode()
+            digest.update(f"{document}:{len(text)}:".encode() + text)
+        return digest.hexdigest()[:16]
 
     @cached_property
     def document_rows(self) -> tuple[np.ndarray, np.ndarray]:

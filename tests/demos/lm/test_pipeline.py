@@ -37,10 +37,11 @@ def tiny_preset(**changes: object) -> LmPreset:
         "regexes": [r"\bthe\b", r"\.\s"],
         "topics": {"dragon": DRAGON_REGEX, "sea": r"\b(ship|sail|waves)\b", "unicorn": "x"},
         "prompts": ["the"],
-        "generation": GenerationSettings(samples=2, max_new_tokens=4),
-        "strengths": [2],
+        "generation": GenerationSettings(samples=2, max_new_tokens=8),
+        "selection_samples": 2,
+        "strengths": [8],  # a code in each of the 8 heads
         "alphas": [2.0],
-        "rule": SelectionRule(max_codes=2, min_support=1, rank="f1"),
+        "rule": SelectionRule(max_codes=8, min_support=1, rank="f1"),
     } | changes
     return LmPreset(**values)
 
@@ -80,6 +81,20 @@ def test_every_stage_runs_and_reports(demo) -> None:
     assert [r["pattern"] for r in results.search["baselines"]][:2] == [r"\bthe\b", r"\.\s"]
     concepts = {r["concept"] for r in results.steering["rows"]}
     assert concepts == {"dragon", "sea"}  # unicorn is not a label of the corpus: left out
+    topics = results.steering["topics"]  # the reported conditions, for scripts
+    assert set(topics) == {"dragon", "sea"}
+    # steered is None only where no code setting changed the sweep's texts
+    assert any(topic["steered"] for topic in topics.values())
+    for topic in topics.values():
+        for reported in (topic["unsteered"], topic["steered"]):
+            if reported is None:
+                continue
+            assert set(reported) >= {"classifier", "classifier_ci", "regex", "perplexity"}
+            low, high = reported["classifier_ci"]
+            assert low <= reported["classifier"] <= high
+        assert topic["unsteered"]["settings"] == {"method": "none"}
+        assert topic["steered"] is None or topic["steered"]["settings"]["method"] == "codes"
+    assert results.steering["topic_choice"] == {"rule": "given"}
     report = (out / "report.md").read_text()
     for heading in ("## Corpus", "## Table 2", "## Codes found", "## Table 3"):
         assert heading in report
@@ -126,7 +141,7 @@ def test_another_corpus_is_refused(demo, tmp_path) -> None:
 def test_other_settings_and_a_foreign_directory_are_refused(demo, tmp_path) -> None:
     out, corpus, _, _ = demo
     with pytest.raises(CodebookError, match="other settings"):
-        other = tiny_preset(generation=GenerationSettings(samples=3, max_new_tokens=4))
+        other = tiny_preset(generation=GenerationSettings(samples=3, max_new_tokens=8))
         run_lm_pipeline(out, other, corpus=corpus, progress=False)
     foreign = tmp_path / "mine"
     foreign.mkdir()
@@ -155,3 +170,61 @@ def test_the_printed_serve_command_opens_the_browser_on_the_demo(demo) -> None:
     overview = client.get("/api/overview").json()
     assert overview["model_loaded"] and overview["tokens"] == results.store["tokens"]
     assert overview["run"]["name"] == "attention-codebooks"
+
+
+def test_ways_of_choosing_codes_are_compared_on_the_finished_demo(demo, capsys) -> None:
+    from codebook_features.cli import main
+
+    out, _, results, _ = demo
+    argv = ["lm", "methods", "--output_dir", str(out), "--strengths", "8"]
+    argv += ["--modes", "all", "--positions", "new", "--examples", "5"]
+    assert main(argv) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    methods = ("f1", "precision", "topic", "heads", "logodds")
+    for method in methods:
+        assert f"{method}: " in printed and " of 2 topics moved" in printed
+    found = json.loads((out / "methods" / "methods.json").read_text())
+    assert list(found["methods"]) == list(methods)
+    for method, result in found["methods"].items():
+        assert set(result["topics"]) == {"dragon", "sea"}, method
+        for topic in result["topics"].values():
+            steered = topic["steered"]
+            assert steered is None or steered["settings"]["codes"] <= 8
+        concept = json.loads((out / "methods" / "concepts" / method / "dragon.json").read_text())
+        heads = {tuple(c["code"].split("/")[:2]) for c in concept["codes"]}
+        assert len(heads) == len(concept["codes"]) <= 8  # one code per head
+    # the demo's F1 concept is the one the demo's evaluation chose
+    f1 = json.loads((out / "methods" / "concepts" / "f1" / "dragon.json").read_text())
+    demo_steering = json.loads((out / "steering" / "steering.json").read_text())
+    assert f1["codes"] == demo_steering["concepts"]["dragon"]["codes"]
+    table = (out / "methods" / "methods.md").read_text()
+    assert all(f"| {method} |" in table for method in methods)
+    # the demo's own results are untouched, and a rerun reuses every generation
+    assert json.loads((out / "results.json").read_text())["steering"] == results.steering
+    generated = sorted((out / "methods").rglob("*.jsonl"))
+    assert main(argv) == 0
+    assert sorted((out / "methods").rglob("*.jsonl")) == generated
+
+
+def test_topics_are_chosen_by_the_stated_rule_before_any_generation(demo, tmp_path) -> None:
+    """With no topics given, the labels the classifier recognises best on the validation
+    documents, each with a regex of its over-represented words."""
+    from codebook_features.demos.lm.stages import LmStages
+    from codebook_features.demos.runner import Stages
+
+    _, corpus, results, _ = demo
+    preset = tiny_preset(topics=None, topic_count=2, topic_words=3)
+    chosen = results.model_copy(update={"settings": preset})
+    stages = LmStages(
+        tmp_path, chosen, Stages(tmp_path / "r.json", chosen), corpus=corpus, progress=False
+    )
+    topics, choice = stages.topics(corpus, {"dragon", "sea", "farm"})
+    f1 = choice["f1"]
+    ranked = sorted(f1, key=lambda label: (-f1[label], label))
+    assert list(topics) == ranked[:2] and set(f1) == {"dragon", "sea", "farm"}
+    from tests.steering.planted import TOPICS
+
+    for label, regex in topics.items():
+        words = regex.removeprefix(r"\b(").removesuffix(r")\b").split("|")
+        assert len(words) == 3 and set(words) <= set(TOPICS[label])
+    assert "highest classifier F1" in choice["rule"] and choice["topics"] == topics

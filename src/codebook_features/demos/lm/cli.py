@@ -88,6 +88,32 @@ def _demo(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=run)
 
 
+def _methods(parser: argparse.ArgumentParser) -> None:
+    from codebook_features.demos.lm.methods import LmMethodsSettings
+
+    parser.description = (
+        "On a finished demo, compare ways of choosing a topic's codes for steering: token F1 "
+        "or precision (the demo's is F1), the paper's topic codes, heads ranked by how "
+        "differently their codes fall on the topic's tokens, and log-odds from example texts. "
+        "Each goes through the steering evaluation (sweep, then the chosen setting on fresh "
+        "seeds, the demo's topics and classifier); writes methods/methods.md and "
+        "methods/methods.json in the demo's directory. Continues where it stopped."
+    )
+    add_options(parser, LmMethodsSettings)
+
+    def run(args: argparse.Namespace) -> None:
+        from codebook_features.demos.lm.methods import METHODS_DIR, METHODS_REPORT, compare_methods
+
+        settings = settings_from_args(LmMethodsSettings, args)
+        found = compare_methods(settings)
+        for method, result in found["methods"].items():
+            moved = sum(t["moved"] for t in result["topics"].values())
+            print(f"{method}: {moved} of {len(result['topics'])} topics moved")
+        print(f"report: {settings.output_dir}/{METHODS_DIR}/{METHODS_REPORT}")
+
+    parser.set_defaults(run=run)
+
+
 def serve_command(out: str, results: LmResults) -> str:
     """The command that opens the code browser on the demo's store and its steered model."""
     from codebook_features.persist.files import FINAL_DIR, slug
@@ -100,6 +126,7 @@ def serve_command(out: str, results: LmResults) -> str:
 STAGES = {
     "data": (_data, "fetch, parse, label and split the demo's text corpus"),
     "demo": (_demo, "run the whole language demo (about 30 minutes on two CPU cores)"),
+    "methods": (_methods, "compare ways of choosing codes for steering on a finished demo"),
 }
 """Each sub-command of ``codebook lm``: its parser's setup and its help."""
 

@@ -34,16 +34,6 @@ GPT_NEOX_4x256 = {
 }
 """The base model: 4 layers, width 256, 8 heads (5.3M parameters with 4,096 tokens)."""
 
-TOPICS = {
-    "bible": r"\b(unto|lord|god|israel|thou|thee)\b",
-    "shakespeare": r"\b(thou|thee|thy|sir|lord|madam)\b",
-    "austen": r"\b(miss|mrs|lady|elizabeth|emma|anne)\b",
-    "news": r"\b(said|president|state|city|police|mr)\b",
-    "religion": r"\b(god|church|faith|christ|religious|spirit)\b",
-    "romance": r"\b(love|kissed|heart|darling|married)\b",
-}
-"""Concepts steered toward, with the regex of the paper's on-topic measure."""
-
 
 class LmCorpusConfig(Settings):
     """Which sources, and how they become the demo's training and validation documents."""
@@ -85,7 +75,7 @@ class LmPreset(Settings):
     batch_size: PositiveInt = 16
     base_steps: PositiveInt = 1500
     base_lr: PositiveNumber = 3e-3
-    variant_steps: PositiveInt = 400
+    variant_steps: PositiveInt = 300
     variant_lr: PositiveNumber = 1e-3
     variants: list[Variant] = Field(
         default_factory=lambda: [
@@ -103,26 +93,35 @@ class LmPreset(Settings):
         default_factory=lambda: [r"\bthe\b", r"\b(he|she)\b", r"ing\b", r"\d+", r"[.!?]"]
     )
     """Regex features of the codes-vs-neurons-vs-SAE table."""
-    topics: dict[str, str] = Field(default_factory=lambda: dict(TOPICS))
-    """Steered concepts (labels of the corpus) and their on-topic regexes."""
-    prompts: list[str] = Field(
-        default_factory=lambda: ["The", "It was", "And he said", "In the morning"]
-    )
+    topics: dict[str, str] | None = None
+    """Steered topics (labels of the corpus) and their on-topic regexes; none: chosen by the
+    rule of ``topic_count`` and ``topic_words`` before anything is generated."""
+    topic_count: PositiveInt = 6
+    """Steer this many labels: those the topic classifier (trained on the training split)
+    recognises best, by F1 on the validation documents."""
+    topic_words: PositiveInt = 6
+    """Each chosen topic's regex (the paper's on-topic measure): this many words at least 3x
+    over-represented in the label's training documents, those found in most of them."""
+    prompts: list[str] = Field(default_factory=lambda: ["The", "It was", "In the morning", "Then"])
+    """Openings that lean to no topic (unsteered, each label is rarely written)."""
     generation: GenerationSettings = Field(
-        default_factory=lambda: GenerationSettings(max_new_tokens=60, samples=10)
+        default_factory=lambda: GenerationSettings(max_new_tokens=60, samples=10, temperature=0.7)
     )
-    """How the steering evaluation generates (its seed is the demo's)."""
-    strengths: list[PositiveInt] = Field(default_factory=lambda: [4, 8, 16])
-    """Numbers of codes forced (best first), in all slots at every token (the paper's "all
-    codes" condition)."""
+    """How the reported conditions generate (their seed is the demo's); temperature 0.7
+    keeps the small model's text closer to its data than 1."""
+    selection_samples: PositiveInt = 5
+    """Samples per prompt of the sweep the reported settings are chosen on (other seeds)."""
+    strengths: list[PositiveInt] = Field(default_factory=lambda: [8, 16, 32])
+    """Numbers of codes forced (best first, one per attention head), in all slots at every
+    token (the paper's "all codes" condition)."""
     modes: list[Literal["least", "all", "add"]] = Field(default_factory=lambda: ["all"])
     alphas: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
     rule: SelectionRule = Field(
-        default_factory=lambda: SelectionRule(max_codes=16, rank="f1", min_support=20)
+        default_factory=lambda: SelectionRule(max_codes=32, rank="f1", min_support=20)
     )
-    """How a label's codes are chosen: ranked by F1, since codes that fire on much of the
-    label's text and little else steer, while the most precise codes are often rare ones that
-    do not."""
+    """How a label's codes are chosen: the best code of each head ranked by F1, since codes
+    that fire on much of the label's text and little else steer, while the most precise codes
+    are often rare ones that do not."""
 
     @model_validator(mode="before")
     @classmethod

@@ -163,46 +163,120 @@ def _table3(results: LmResults) -> list[str]:
     steering = results.steering
     if steering is None:
         return []
+    topics = steering.get("topics") or {}
+    choice = steering.get("topic_choice") or {}
     rows = steering["rows"]
+    p = results.settings
+    accuracy = steering["classifier"]["accuracy"]
+    if not topics:  # an evaluation of an earlier version: its own report has the sweep
+        return [
+            "## Table 3: steering toward a topic",
+            "",
+            f"See `{steering['dir']}/steering.md`.",
+            "",
+        ]
+    moved = sum(t["moved"] for t in topics.values())
+    fluency = next(iter(topics.values()))["unsteered"]["perplexity"] if topics else None
     lines = [
         "## Table 3: steering toward a topic",
         "",
-        "Share of generations on topic by the bag-of-words classifier (trained on other "
-        "documents than those the codes were chosen on), and by the topic's regex, with 95% "
-        "intervals; perplexity of the generations under the unsteered model. The code setting "
-        "and the activation-addition scale shown are the best by classifier rate on these same "
-        "generations (so both are a little optimistic; codes had "
-        f"{len(results.settings.strengths) * len(results.settings.modes)} settings, activation "
-        f"addition {len(results.settings.alphas)}); the full sweep is in `steering/steering.md`.",
+        f"Steered model: {p.steered}, validation loss "
+        f"{_num((results.models.get(p.steered) or {}).get('loss'), 3)}. Fluency: its unsteered "
+        f"generations have a perplexity of {_num(fluency, 1)} under it (lower is closer to "
+        "its training text).",
         "",
-        "| topic | unsteered | codes | perplexity (unsteered -> codes) | activation addition "
-        "| its perplexity | regex (unsteered -> codes) |",
-        "|---|---|---|---|---|---|---|",
+        f"Topics: {choice.get('rule', 'given in the preset')}. The judge is a bag-of-words "
+        "classifier trained on the training split (it labels "
+        f"{_pct(accuracy)} of the validation documents right); the codes were chosen on the "
+        "validation documents (the store). The code setting is chosen on a sweep with its own "
+        f"seeds ({p.selection_samples} samples per prompt): the highest classifier rate with "
+        "perplexity under 2x the unsteered; activation addition is the alpha whose sweep "
+        "perplexity is closest to it. Both are then generated again from fresh seeds "
+        f"({p.generation.samples} samples x {len(p.prompts)} prompts, temperature "
+        f"{p.generation.temperature:g}), and those texts are the ones scored here, with 95% "
+        "intervals. Moved: from at most 20% to at least 60%, intervals apart, under 2x the "
+        f"perplexity. **{moved} of {len(topics)} topics moved.**",
+        "",
+        "| topic | classifier F1 on human text | unsteered | codes | setting | perplexity "
+        "(unsteered -> codes) | regex (unsteered -> codes) | activation addition | its "
+        "perplexity | moved |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for concept in dict.fromkeys(r["concept"] for r in rows):
-        mine = [r for r in rows if r["concept"] == concept]
-        base = next(r for r in mine if r["method"] == "none")
-        codes = _best([r for r in mine if r["method"] == "codes"])
-        added = _best([r for r in mine if r["method"] == "actadd"])
+    f1 = choice.get("f1", {})
+    for name, topic in topics.items():
+        base, codes, added = topic["unsteered"], topic["steered"], topic["activation_addition"]
         lines.append(
-            f"| {concept} | {_pct(base['classifier'])} | "
-            f"{_pct(codes['classifier']) if codes else '-'} | "
-            f"{_num(base['perplexity'], 1)} -> {_num(codes and codes['perplexity'], 1)} | "
-            f"{_pct(added['classifier']) if added else '-'} (alpha "
-            f"{added['alpha'] if added else '-'}) | {_num(added and added['perplexity'], 1)} | "
-            f"{_pct(base['regex'])} -> {_pct(codes['regex']) if codes else '-'} |"
+            f"| {name} | {_num(f1.get(name))} | {_ci(base, 'classifier')} | "
+            f"{_ci(codes, 'classifier')} | {_setting(codes)} | {_num(base['perplexity'], 1)} "
+            f"-> {_num(codes and codes['perplexity'], 1)} | {_ci(base, 'regex')} -> "
+            f"{_ci(codes, 'regex')} | {_ci(added, 'classifier')} ({_setting(added)}) | "
+            f"{_num(added and added['perplexity'], 1)} | {'yes' if topic['moved'] else 'no'} |"
         )
-    lines += ["", "Some steered generations (codes forced):", ""]
-    for concept in dict.fromkeys(r["concept"] for r in rows):
-        codes = _best([r for r in rows if r["concept"] == concept and r["method"] == "codes"])
-        if codes and codes["examples"]:
-            text = " ".join(codes["examples"][0].split())
-            lines.append(f"- **{concept}**: {text}")
+    lines += ["", *_sweep(rows, topics)]
+    lines += ["Steered generations (codes forced, fresh seeds):", ""]
+    for name in topics:
+        fresh = [
+            r
+            for r in rows
+            if r["concept"] == name and r["method"] == "codes" and r.get("seeds") == "fresh"
+        ]
+        if fresh and fresh[0]["examples"]:
+            lines.append(f"- **{name}**: {' '.join(fresh[0]['examples'][0].split())}")
     return [*lines, ""]
 
 
-def _best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    return max(rows, key=lambda r: r["classifier"]["rate"] or 0.0, default=None)
+def _sweep(rows: list[dict[str, Any]], topics: dict[str, Any]) -> list[str]:
+    """The sweep the settings were chosen on: classifier rate (perplexity) per setting."""
+    swept = [
+        r for r in rows if r.get("seeds", "selection") == "selection" and r["method"] != "none"
+    ]
+    settings = list(dict.fromkeys(_row_setting(r) for r in swept))
+    if not settings:
+        return []
+    lines = [
+        "The sweep (its own seeds): on topic by the classifier (perplexity); unsteered first.",
+        "",
+        "| topic | unsteered | " + " | ".join(settings) + " |",
+        "|---" * (len(settings) + 2) + "|",
+    ]
+    for name in topics:
+        mine = {_row_setting(r): r for r in swept if r["concept"] == name}
+        base = next(
+            r
+            for r in rows
+            if r["concept"] == name and r["method"] == "none" and r.get("seeds") != "fresh"
+        )
+        cells = [_cell(base)] + [_cell(mine.get(s)) for s in settings]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _row_setting(row: dict[str, Any]) -> str:
+    if row["method"] == "codes":
+        return f"{row['codes']} codes, {row['mode']}, {row['positions']}"
+    return f"alpha {row['alpha']:g}, {row['positions']}"
+
+
+def _cell(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "-"
+    return f"{row['classifier']['rate']:.0%} ({_num(row['perplexity'], 0)})"
+
+
+def _ci(reported: dict[str, Any] | None, measure: str) -> str:
+    if reported is None or reported.get(measure) is None:
+        return "-"
+    low, high = reported[f"{measure}_ci"]
+    return f"{reported[measure]:.0%} [{low:.0%}, {high:.0%}]"
+
+
+def _setting(reported: dict[str, Any] | None) -> str:
+    if reported is None:
+        return "-"
+    s = reported["settings"]
+    if s["method"] == "codes":
+        return f"{s['codes']} codes, {s['mode']}, {s['positions']}"
+    return f"alpha {s['alpha']:g}"
 
 
 def plot_models(out: Path, results: LmResults) -> None:
@@ -250,12 +324,11 @@ def summary_lines(results: LmResults) -> list[str]:
             else ""
         )
         lines.append(f"{model}: validation loss {row['loss']:.3f}{extra}")
-    rows = (results.steering or {}).get("rows", [])
-    for concept in dict.fromkeys(r["concept"] for r in rows):
-        base = next(r for r in rows if r["concept"] == concept and r["method"] == "none")
-        codes = _best([r for r in rows if r["concept"] == concept and r["method"] == "codes"])
+    for name, topic in ((results.steering or {}).get("topics") or {}).items():
+        codes = topic["steered"]
         lines.append(
-            f"{concept}: on topic {_pct(base['classifier'])} unsteered, "
-            f"{_pct(codes['classifier']) if codes else '-'} with its codes forced"
+            f"{name}: on topic {_ci(topic['unsteered'], 'classifier')} unsteered, "
+            f"{_ci(codes, 'classifier')} with its codes forced ({_setting(codes)})"
+            + (" - moved" if topic["moved"] else "")
         )
     return lines

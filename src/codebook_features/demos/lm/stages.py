@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from codebook_features.errors import CodebookError
 from codebook_features.persist.files import (
@@ -55,7 +55,7 @@ class LmStages:
             self.train(variant.name, variant, data, base)
         store = self.record(data)
         self.search(store)
-        self.steer(store)
+        self.steer(store, data)
         write_report(self.out, self.results)
 
     # ------------------------------------------------------------------ data and tokenizer
@@ -211,7 +211,7 @@ class LmStages:
             }
 
     # ------------------------------------------------------------------ steering
-    def steer(self, store_dir: Path) -> None:
+    def steer(self, store_dir: Path, data: Path) -> None:
         from codebook_features.steering.evaluation import SteeringEvalConfig, evaluate_steering
         from codebook_features.store.reader import CodeStore
 
@@ -219,23 +219,26 @@ class LmStages:
             return
         p = self.preset
         labels = {str(v) for v in CodeStore(store_dir).documents.column("label").to_pylist()}
-        concepts = [f"{label}={regex}" for label, regex in p.topics.items() if label in labels]
-        if not concepts:
-            raise CodebookError(
-                f"none of the steered topics ({', '.join(p.topics)}) is a label of the corpus "
-                f"({', '.join(sorted(labels))})"
-            )
         with self.stages.stage("steering"):
+            topics, choice = self.topics(data, labels)
+            concepts = [f"{label}={regex}" for label, regex in topics.items() if label in labels]
+            if not concepts:
+                raise CodebookError(
+                    f"none of the steered topics ({', '.join(topics)}) is a label of the "
+                    f"corpus ({', '.join(sorted(labels))})"
+                )
             report = evaluate_steering(
                 SteeringEvalConfig(
                     model=str(self.out / slug(p.steered) / FINAL_DIR),
                     store=str(store_dir),
                     label_field="label",
                     concepts=concepts,
+                    classifier_data=str(data / LM_TRAIN_FILE),
                     output_dir=str(self.out / LM_STEERING_DIR),
                     rule=p.rule,
                     prompts=list(p.prompts),
                     generation=p.generation.replace(seed=self.results.seed),
+                    selection_samples=p.selection_samples,
                     strengths=list(p.strengths),
                     modes=list(p.modes),
                     alphas=list(p.alphas),
@@ -244,6 +247,47 @@ class LmStages:
             )
             self.results.steering = {
                 "dir": LM_STEERING_DIR,
+                "topic_choice": choice,
                 "classifier": report.classifier.to_dict(),
+                "topics": {name: topic.to_dict() for name, topic in report.topics.items()},
                 "rows": [row.to_dict() for row in report.rows],
             }
+
+    def topics(self, data: Path, labels: set[str]) -> tuple[dict[str, str], dict[str, Any]]:
+        """The steered topics and their regexes, and how they were chosen: given in the
+        preset, or by its rule (the labels the classifier recognises best, each with its most
+        over-represented words), before anything is generated."""
+        from codebook_features.demos.lm.corpus import read_rows
+        from codebook_features.steering.classifier import TopicClassifier
+        from codebook_features.steering.evaluation import CLASSIFIER_DATA_MIN_DF
+        from codebook_features.steering.topics import (
+            best_recognised,
+            distinctive_words,
+            words_regex,
+        )
+
+        p = self.preset
+        if p.topics is not None:
+            return dict(p.topics), {"rule": "given"}
+        train = [(r["text"], r["label"]) for r in read_rows(data, LM_TRAIN_FILE)]
+        held = [(r["text"], r["label"]) for r in read_rows(data, LM_VALIDATION_FILE)]
+        texts, names = [t for t, _ in train], [label for _, label in train]
+        classifier = TopicClassifier.fit(
+            texts, names, seed=self.results.seed, min_df=CLASSIFIER_DATA_MIN_DF
+        )
+        known = set(classifier.labels)
+        held = [(t, label) for t, label in held if label in known]
+        report = classifier.evaluate([t for t, _ in held], [label for _, label in held])
+        ranked = best_recognised(report, len(report.per_label))
+        chosen = [label for label, _ in ranked if label in labels][: p.topic_count]
+        topics = {
+            label: words_regex(distinctive_words(texts, names, label, p.topic_words))
+            for label in chosen
+        }
+        choice = {
+            "rule": f"the {p.topic_count} labels with the highest classifier F1 on the "
+            f"validation documents; regex: {p.topic_words} over-represented words",
+            "f1": {label: round(f1, 4) for label, f1 in ranked},
+            "topics": topics,
+        }
+        return topics, choice
