@@ -77,7 +77,7 @@ class SelectionRule(Settings):
     what steers in practice, and modes ``least``/``all`` fit at most k codes in a group."""
     max_codes: PositiveInt = 16
     """At most this many codes in all: on the language demo, forcing one code in each of 16
-    to 32 heads steers, where 1 to 8 codes barely move the text."""
+    heads moves most topics, where 8 codes move only the most distinctive ones."""
     min_precision: Fraction = 0.0
     """Leave out less precise codes (texts: share of a code's firings in the examples)."""
     min_support: PositiveInt = 5
