@@ -190,6 +190,11 @@ LM_STORE_DIR = "store"
 """The language demo's code store, inside its output directory."""
 LM_STEERING_DIR = "steering"
 """The language demo's steering evaluation, inside its output directory."""
+LM_METHODS_DIR = "methods"
+"""``codebook lm methods``' comparison, inside the demo's directory: one steering evaluation
+per method, their concepts in ``concepts/<method>/``, and the files below."""
+LM_METHODS_RESULTS = "methods.json"
+LM_METHODS_REPORT = "methods.md"
 
 
 def slug(text: str) -> str:

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from codebook_features.errors import CodebookError
+from codebook_features.search.scores import f1
 from codebook_features.steering.classifier import ClassifierReport
 
 WORD = re.compile(r"[a-z]{3,}")
@@ -27,7 +28,7 @@ def best_recognised(report: ClassifierReport, count: int) -> list[tuple[str, flo
     for label, score in report.per_label.items():
         p, r = score.precision, score.recall
         if score.support and p == p and r == r:
-            scored.append((label, 2 * p * r / (p + r) if p + r else 0.0))
+            scored.append((label, f1(p, r)))
     scored.sort(key=lambda item: (-item[1], item[0]))
     return scored[:count]
 

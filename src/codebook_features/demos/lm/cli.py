@@ -102,14 +102,15 @@ def _methods(parser: argparse.ArgumentParser) -> None:
     add_options(parser, LmMethodsSettings)
 
     def run(args: argparse.Namespace) -> None:
-        from codebook_features.demos.lm.methods import METHODS_DIR, METHODS_REPORT, compare_methods
+        from codebook_features.demos.lm.methods import compare_methods
+        from codebook_features.persist.files import LM_METHODS_DIR, LM_METHODS_REPORT
 
         settings = settings_from_args(LmMethodsSettings, args)
         found = compare_methods(settings)
         for method, result in found["methods"].items():
             moved = sum(t["moved"] for t in result["topics"].values())
             print(f"{method}: {moved} of {len(result['topics'])} topics moved")
-        print(f"report: {settings.output_dir}/{METHODS_DIR}/{METHODS_REPORT}")
+        print(f"report: {settings.output_dir}/{LM_METHODS_DIR}/{LM_METHODS_REPORT}")
 
     parser.set_defaults(run=run)
 

@@ -31,9 +31,6 @@ from codebook_features.errors import CodebookError
 from codebook_features.settings.base import NonNegativeInt, PositiveInt, Settings
 
 Method = Literal["f1", "precision", "topic", "heads", "logodds"]
-METHODS_DIR = "methods"
-METHODS_RESULTS = "methods.json"
-METHODS_REPORT = "methods.md"
 
 
 class LmMethodsSettings(Settings):
@@ -73,7 +70,11 @@ def compare_methods(settings: LmMethodsSettings, progress: bool = True) -> dict[
     from codebook_features.attach.loading import load_model_and_tokenizer
     from codebook_features.demos.lm.pipeline import LmResults
     from codebook_features.persist.files import (
+        CONCEPTS_DIR,
         FINAL_DIR,
+        LM_METHODS_DIR,
+        LM_METHODS_REPORT,
+        LM_METHODS_RESULTS,
         LM_STEERING_DIR,
         LM_STORE_DIR,
         LM_TRAIN_FILE,
@@ -101,12 +102,12 @@ def compare_methods(settings: LmMethodsSettings, progress: bool = True) -> dict[
     model_dir = out / slug(p.steered) / FINAL_DIR
     cbm, tokenizer = load_model_and_tokenizer(str(model_dir), "auto")
     store = CodeStore(out / LM_STORE_DIR)
-    results_file = out / METHODS_DIR / METHODS_RESULTS
+    results_file = out / LM_METHODS_DIR / LM_METHODS_RESULTS
     earlier = json.loads(results_file.read_text())["methods"] if results_file.is_file() else {}
     found: dict[str, Any] = {"methods": {}}
     for method in settings.methods:
-        directory = out / METHODS_DIR / method
-        chosen = out / METHODS_DIR / "concepts" / method
+        directory = out / LM_METHODS_DIR / method
+        chosen = out / LM_METHODS_DIR / CONCEPTS_DIR / method
         for entry in concepts:
             label = entry.partition("=")[0]
             path = concept_file(chosen, concept_name(label))
@@ -158,7 +159,7 @@ def compare_methods(settings: LmMethodsSettings, progress: bool = True) -> dict[
         "methods"
     ]
     write_json(results_file, found)
-    write_text(out / METHODS_DIR / METHODS_REPORT, markdown(found))
+    write_text(out / LM_METHODS_DIR / LM_METHODS_REPORT, markdown(found))
     return found
 
 
@@ -227,6 +228,7 @@ def _head_ranked(store: Any, label: str) -> tuple[list[Any], dict[str, Any]]:
     variation distance between their code distributions on the label's tokens and the
     others'."""
     from codebook_features.attach.code_ref import CodeRef
+    from codebook_features.search import scores
     from codebook_features.search.topics import document_labels
     from codebook_features.steering.selection import document_token_rows
 
@@ -243,12 +245,7 @@ def _head_ranked(store: Any, label: str) -> tuple[list[Any], dict[str, Any]]:
         distance = 0.5 * np.abs(p - q).sum(axis=1)
         precision = np.divide(a, a + b, out=np.zeros_like(a), where=(a + b) > 0)
         recall = a / max(len(inside), 1)
-        f1 = np.divide(
-            2 * precision * recall,
-            precision + recall,
-            out=np.zeros_like(a),
-            where=(precision + recall) > 0,
-        )
+        f1 = scores.f1(precision, recall)
         for group in range(info.groups):
             code = int(f1[group].argmax())
             score = {
