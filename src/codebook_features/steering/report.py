@@ -121,36 +121,25 @@ def markdown(report: SteeringReport) -> str:
     return "\n".join(lines)
 
 
-def _interval(rate: float | None, ci: list[float] | None) -> str:
-    if rate is None or ci is None:
-        return "-"
-    return f"{rate:.0%} [{ci[0]:.0%}, {ci[1]:.0%}]"
-
-
 def _setting(reported: Reported | None) -> str:
-    if reported is None:
-        return "-"
-    s = reported.settings
-    if s["method"] == "codes":
-        return f"{s['codes']} code(s), {s['mode']}, {s['positions']}"
-    return f"alpha {s['alpha']:g}"
+    return "-" if reported is None else reported.setting
 
 
 def _topic_line(concept: str, topic: TopicResult) -> str:
     base, codes, actadd = topic.unsteered, topic.steered, topic.activation_addition
     limit = "" if topic.within_perplexity or codes is None else " (none under the limit)"
     return (
-        f"| {concept} | {_interval(base.classifier, base.classifier_ci)} | "
+        f"| {concept} | {base.on_topic('classifier')} | "
         + (
-            f"{_interval(codes.classifier, codes.classifier_ci)} | "
-            f"{_interval(codes.regex, codes.regex_ci)} | "
+            f"{codes.on_topic('classifier')} | "
+            f"{codes.on_topic('regex')} | "
             f"{_number(base.perplexity, 1)}, {_number(codes.perplexity, 1)} | "
             if codes is not None
             else "- | - | - | "
         )
         + f"{_setting(codes)}{limit} | "
         + (
-            f"{_interval(actadd.classifier, actadd.classifier_ci)} ({_setting(actadd)}) | "
+            f"{actadd.on_topic('classifier')} ({_setting(actadd)}) | "
             f"{_number(actadd.perplexity, 1)} | "
             if actadd is not None
             else "- | - | "

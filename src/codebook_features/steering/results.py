@@ -80,6 +80,21 @@ class Reported(Record):
     settings: dict[str, Any] = Field(default_factory=dict)
     """The condition: method, and codes/mode/positions or alpha."""
 
+    def on_topic(self, measure: Literal["classifier", "regex"]) -> str:
+        """The rate by ``measure`` with its interval, for tables (``-`` without a regex)."""
+        rate, ci = getattr(self, measure), getattr(self, f"{measure}_ci")
+        return "-" if rate is None or ci is None else f"{rate:.0%} [{ci[0]:.0%}, {ci[1]:.0%}]"
+
+    @property
+    def setting(self) -> str:
+        """The condition in a few words, for tables."""
+        s = self.settings
+        if s["method"] == "codes":
+            return f"{s['codes']} code(s), {s['mode']}, {s['positions']}"
+        if s["method"] == "actadd":
+            return f"alpha {s['alpha']:g}"
+        return "unsteered"
+
     @classmethod
     def of(cls, row: ConditionResult) -> Reported:
         settings = {"method": row.method}

@@ -4,9 +4,10 @@ codes vs neurons vs SAE latents), ``plots/models.png``, and a short summary for 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from codebook_features.persist.files import LM_LOSS_PLOT, PLOTS_DIR, REPORT_FILE, write_text
+from codebook_features.steering.results import ConditionResult, Reported
 
 if TYPE_CHECKING:
     from codebook_features.demos.lm.pipeline import LmResults
@@ -252,9 +253,7 @@ def _sweep(rows: list[dict[str, Any]], topics: dict[str, Any]) -> list[str]:
 
 
 def _row_setting(row: dict[str, Any]) -> str:
-    if row["method"] == "codes":
-        return f"{row['codes']} codes, {row['mode']}, {row['positions']}"
-    return f"alpha {row['alpha']:g}, {row['positions']}"
+    return ConditionResult.model_validate(row).strength
 
 
 def _cell(row: dict[str, Any] | None) -> str:
@@ -263,20 +262,12 @@ def _cell(row: dict[str, Any] | None) -> str:
     return f"{row['classifier']['rate']:.0%} ({_num(row['perplexity'], 0)})"
 
 
-def _ci(reported: dict[str, Any] | None, measure: str) -> str:
-    if reported is None or reported.get(measure) is None:
-        return "-"
-    low, high = reported[f"{measure}_ci"]
-    return f"{reported[measure]:.0%} [{low:.0%}, {high:.0%}]"
+def _ci(reported: dict[str, Any] | None, measure: Literal["classifier", "regex"]) -> str:
+    return "-" if reported is None else Reported.model_validate(reported).on_topic(measure)
 
 
 def _setting(reported: dict[str, Any] | None) -> str:
-    if reported is None:
-        return "-"
-    s = reported["settings"]
-    if s["method"] == "codes":
-        return f"{s['codes']} codes, {s['mode']}, {s['positions']}"
-    return f"alpha {s['alpha']:g}"
+    return "-" if reported is None else Reported.model_validate(reported).setting
 
 
 def plot_models(out: Path, results: LmResults) -> None:
