@@ -25,7 +25,12 @@ from codebook_features.search.baselines import (
 )
 from codebook_features.search.neurons import best_neurons
 from codebook_features.search.regex import regex_token_rows
-from codebook_features.search.sae import SAEConfig, fraction_of_variance_unexplained, train_sae
+from codebook_features.search.sae import (
+    SAEConfig,
+    TopKSAE,
+    fraction_of_variance_unexplained,
+    train_sae,
+)
 from codebook_features.store.reader import CodeStore
 from tests.store.synthetic import DRAGON, WORDS, write_store
 from tests.store.test_record import settings, world  # noqa: F401 (a fixture)
@@ -186,6 +191,42 @@ def test_sae_training_is_seeded(store: CodeStore) -> None:
     for name, value in first.state_dict().items():
         assert torch.equal(value, second.state_dict()[name]), name
     assert not torch.equal(first.W_dec, other.W_dec)
+
+
+def test_sae_training_does_not_depend_on_the_threads(store: CodeStore) -> None:
+    acts = store.activations(SITE)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = sae_with_steps(acts, 20)
+        torch.set_num_threads(4)
+        four = sae_with_steps(acts, 20)
+    finally:
+        torch.set_num_threads(threads)
+    for name, value in one.state_dict().items():
+        assert torch.equal(value, four.state_dict()[name]), name
+
+
+def test_sae_decoding_matches_dense_latents_times_the_decoder() -> None:
+    """The decoder reads only each token's k rows; the obvious reference multiplies the dense
+    latents by the whole decoder. Outputs and gradients agree."""
+    generator = torch.Generator().manual_seed(0)
+    sae = TopKSAE(width=8, latents=20, k=3, generator=generator)
+    indices = torch.stack([torch.randperm(20, generator=generator)[:3] for _ in range(30)])
+    grad = torch.randn(30, 8, generator=generator)
+    results = []
+    for decode in (
+        sae._decode_normalized,
+        lambda v, i: torch.zeros(30, 20).scatter(1, i, v) @ sae.W_dec + sae.b_dec,
+    ):
+        values = torch.rand(30, 3, generator=torch.Generator().manual_seed(1))
+        values.requires_grad_(True)
+        sae.zero_grad(set_to_none=True)
+        out = decode(values, indices)
+        out.backward(grad)
+        results.append((out.detach(), sae.W_dec.grad.clone(), values.grad.clone()))
+    for fast, reference in zip(*results, strict=True):
+        torch.testing.assert_close(fast, reference)
 
 
 def test_sparse_latent_scores_match_a_dense_scan() -> None:

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from codebook_features import CodebookError
-from codebook_features.steering.classifier import ClassifierReport, TopicClassifier
+from codebook_features.steering.classifier import ClassifierReport, TopicClassifier, word_windows
 from codebook_features.steering.metrics import Rate
 
 TRAIN = {
@@ -116,3 +116,26 @@ def test_refusals() -> None:
         classifier.evaluate([], [])
     with pytest.raises(CodebookError, match="single str"):
         classifier.predict("the bride")
+
+
+def test_word_windows() -> None:
+    texts = ["one two three four five six seven", "short text", "a b c d"]
+    windows, labels = word_windows(texts, ["x", "y", "z"], 3)
+    # whole windows only: a rest shorter than a window is dropped, a short text kept whole
+    assert windows == ["one two three", "four five six", "short text", "a b c"]
+    assert labels == ["x", "x", "y", "z"]
+    assert word_windows(texts, ["x", "y", "z"], None) == (texts, ["x", "y", "z"])
+    assert word_windows(["a  b\n c"], ["x"], 2) == (["a b"], ["x"])  # any whitespace
+    with pytest.raises(CodebookError, match="at least 1 word"):
+        word_windows(texts, ["x", "y", "z"], 0)
+
+
+def test_windows_judge_short_texts_as_their_documents() -> None:
+    """Learning from windows of long documents keeps what whole documents teach: each window
+    of a held-out document is labelled as the document."""
+    texts = [" ".join(texts) for texts in TRAIN.values()]  # one long document per topic
+    classifier = TopicClassifier.fit(*word_windows(texts, list(TRAIN), 8))
+    held = [" ".join(t for t, label in HELD_OUT if label == name) for name in TRAIN]
+    report = classifier.evaluate(*word_windows(held, list(TRAIN), 4))
+    assert report.accuracy.total == sum(len(h.split()) // 4 for h in held)
+    assert report.accuracy.rate >= 0.75

@@ -11,6 +11,7 @@ from codebook_features.errors import CodebookError
 from codebook_features.steering.config import GenerationSettings
 from codebook_features.steering.evaluation import SteeringEvalConfig, evaluate_steering
 from codebook_features.steering.report import load_report
+from codebook_features.store.reader import CodeStore
 from tests.steering.planted import DRAGON_REGEX, planted
 
 pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
@@ -134,7 +135,6 @@ def test_a_changed_concept_file_is_generated_again(tmp_path_factory, tmp_path) -
     from codebook_features.attach.loading import load_codebook_model
     from codebook_features.steering.concept import save_concept
     from codebook_features.steering.selection import SelectionRule, concept_from_label
-    from codebook_features.store.reader import CodeStore
 
     world = planted(tmp_path_factory)
     cbm, store = load_codebook_model(str(world.model)), CodeStore(world.store)
@@ -320,6 +320,20 @@ def test_a_classifier_learns_from_other_texts_than_the_store(tmp_path_factory, t
     assert report.classifier.accuracy.total == 300
     assert report.classifier.accuracy.rate > 0.9
     assert "learned from `" in (tmp_path / "eval" / "steering.md").read_text()
+    # windows: the classifier learns from and is checked on texts of a generation's length
+    windowed = evaluate_steering(
+        settings(
+            world, tmp_path / "windows", classifier_data=str(texts), classifier_window=4, **small
+        )
+    )
+    documents = CodeStore(world.store).documents.column("text").to_pylist()
+    assert windowed.classifier.accuracy.total == sum(
+        max(1, len(text.split()) // 4) for text in documents
+    )
+    human = windowed.classifier.per_label["dragon"].recall
+    table = (tmp_path / "windows" / "steering.md").read_text()
+    assert "4-word windows" in table
+    assert f"| dragon | {human:.0%} | " in table
     # texts of the store itself are refused, and nothing is written
     with pytest.raises(CodebookError, match=r"300 text\(s\) of classifier_data .* are documents"):
         evaluate_steering(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from codebook_features.errors import CodebookError
@@ -54,11 +55,12 @@ class TopKSAE(nn.Module):
         return out.scatter_(1, indices, values)
 
     def _decode_normalized(self, values: Tensor, indices: Tensor) -> Tensor:
-        # dense latents times the decoder: the backward of gathering the k decoder rows
-        # accumulates in a thread-dependent order on CPU, and training must repeat exactly
-        # (as large as the encoder's pre-activations, which exist anyway)
-        dense = torch.zeros(values.shape[0], self.W_dec.shape[0], dtype=values.dtype)
-        return dense.scatter(1, indices, values) @ self.W_dec + self.b_dec
+        # the k decoder rows weighted by their values: embedding_bag's backward sums each
+        # row's gradient in an order that does not depend on the threads (training must
+        # repeat exactly), and it costs k rows per token, not all of the latents
+        return F.embedding_bag(indices, self.W_dec, per_sample_weights=values, mode="sum") + (
+            self.b_dec
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """The reconstruction of ``x``, in the input's own scale."""

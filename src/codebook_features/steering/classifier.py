@@ -154,6 +154,31 @@ class TopicClassifier:
             )
 
 
+def word_windows(
+    texts: Sequence[str], labels: Sequence[str], words: int | None
+) -> tuple[list[str], list[str]]:
+    """Each text cut into consecutive windows of ``words`` words (a shorter rest is dropped,
+    a shorter text kept whole), with its label; ``words`` None keeps the texts whole.
+
+    A classifier that judges short generations should learn from, and be checked on, texts
+    of their length: a bag of words learned from 500-word documents recognises a label less
+    often in 45 words, and its recall on windows of genuine text says how often real text of
+    the label would count as on topic."""
+    if words is None:
+        return list(texts), list(labels)
+    if words < 1:
+        raise CodebookError(f"windows need at least 1 word, got {words}")
+    out_texts: list[str] = []
+    out_labels: list[str] = []
+    for text, label in zip(texts, labels, strict=True):
+        split = text.split()
+        starts = range(0, len(split) - words + 1, words) if len(split) >= words else [0]
+        for start in starts:
+            out_texts.append(" ".join(split[start : start + words]))
+            out_labels.append(label)
+    return out_texts, out_labels
+
+
 def _texts(texts: Any, where: str) -> list[str]:
     if isinstance(texts, str):
         raise CodebookError(f"{where} takes a list of texts, got a single str")

@@ -69,6 +69,12 @@ class SteeringEvalConfig(Settings):
     half (JSON lines or Parquet with a ``text`` and the label column, or a dataset name);
     codes are then chosen on all of the store's documents, and none of them may be among
     these texts. A larger set of texts gives a judge that errs less."""
+    classifier_window: PositiveInt | None = None
+    """Words per text the classifier learns from and is checked on: its texts (and the held-out
+    documents of its report) are cut into windows of this many words, about the generations'
+    length (60 tokens are some 45 words), so it judges texts like those it learned from, and
+    its recall per label says how often genuine text of that length counts as on topic;
+    none: whole texts."""
     split_seed: NonNegativeInt = 0
     """Seed of the split of the store's documents."""
     rule: SelectionRule = Field(default_factory=SelectionRule)

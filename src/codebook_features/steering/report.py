@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from codebook_features.persist.files import (
@@ -66,8 +67,15 @@ def markdown(report: SteeringReport) -> str:
         f"Model `{report.model}`, store `{report.store}`. {len(settings['prompts'])} prompts x "
         f"{generation['samples']} samples per reported condition, "
         f"{generation['max_new_tokens']} new tokens, temperature {generation['temperature']}, "
-        f"seed {generation['seed']}. " + judge + f"{_rate(report.classifier.accuracy)} of the "
-        "store's documents it did not learn from right.",
+        f"seed {generation['seed']}. "
+        + judge
+        + f"{_rate(report.classifier.accuracy)} of the "
+        + (
+            f"{window}-word windows of the "
+            if (window := settings.get("classifier_window")) is not None
+            else ""
+        )
+        + "store's documents it did not learn from right.",
         "",
         "On-topic rates are shares of generations with a 95% Wilson interval; perplexity is that "
         "of the generated tokens under the unsteered model.",
@@ -84,13 +92,18 @@ def markdown(report: SteeringReport) -> str:
             f"from at most {GOAL['from_at_most']:.0%} to at least {GOAL['to_at_least']:.0%} "
             "(classifier), intervals apart, under the perplexity limit.",
             "",
-            "| topic | unsteered (classifier) | codes (classifier) | codes (regex) | perplexity "
-            "(unsteered, codes) | setting | activation addition (classifier) | its "
-            "perplexity | moved |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "Human text: the share of the classifier's held-out texts of the label"
+            + (f" ({window}-word windows)" if window is not None else "")
+            + " that it calls on topic, the rate genuine text of the topic gets.",
+            "",
+            "| topic | human text (classifier) | unsteered (classifier) | codes (classifier) | "
+            "codes (regex) | perplexity (unsteered, codes) | setting | activation addition "
+            "(classifier) | its perplexity | moved |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for concept, topic in report.topics.items():
-            lines.append(_topic_line(concept, topic))
+            score = report.classifier.per_label.get(concept)
+            lines.append(_topic_line(concept, topic, None if score is None else score.recall))
         lines.append("")
     lines += ["## The sweep", ""]
     for concept in report.concepts:
@@ -125,11 +138,12 @@ def _setting(reported: Reported | None) -> str:
     return "-" if reported is None else reported.setting
 
 
-def _topic_line(concept: str, topic: TopicResult) -> str:
+def _topic_line(concept: str, topic: TopicResult, human: float | None) -> str:
     base, codes, actadd = topic.unsteered, topic.steered, topic.activation_addition
     limit = "" if topic.within_perplexity or codes is None else " (none under the limit)"
+    human_rate = "-" if human is None or math.isnan(human) else f"{human:.0%}"
     return (
-        f"| {concept} | {base.on_topic('classifier')} | "
+        f"| {concept} | {human_rate} | {base.on_topic('classifier')} | "
         + (
             f"{codes.on_topic('classifier')} | "
             f"{codes.on_topic('regex')} | "

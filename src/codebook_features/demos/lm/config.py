@@ -75,7 +75,7 @@ class LmPreset(Settings):
     batch_size: PositiveInt = 16
     base_steps: PositiveInt = 1500
     base_lr: PositiveNumber = 3e-3
-    variant_steps: PositiveInt = 300
+    variant_steps: PositiveInt = 250
     variant_lr: PositiveNumber = 1e-3
     variants: list[Variant] = Field(
         default_factory=lambda: [
@@ -98,10 +98,15 @@ class LmPreset(Settings):
     rule of ``topic_count`` and ``topic_words`` before anything is generated."""
     topic_count: PositiveInt = 6
     """Steer this many labels: those the topic classifier (trained on the training split)
-    recognises best, by F1 on the validation documents."""
+    recognises best, by F1 on windows of ``classifier_window`` words of the validation
+    documents."""
     topic_words: PositiveInt = 6
     """Each chosen topic's regex (the paper's on-topic measure): this many words at least 3x
     over-represented in the label's training documents, those found in most of them."""
+    classifier_window: PositiveInt | None = 45
+    """The judge learns from, and is checked on, windows of this many words of its texts,
+    about the length of a generation (60 tokens); none: whole documents. A label whose
+    validation windows it recognises badly cannot show steering, however well it works."""
     prompts: list[str] = Field(default_factory=lambda: ["The", "It was", "In the morning", "Then"])
     """Openings that lean to no topic (unsteered, each label is rarely written)."""
     generation: GenerationSettings = Field(
@@ -115,7 +120,12 @@ class LmPreset(Settings):
     """Numbers of codes forced (best first, one per attention head), in all slots at every
     token (the paper's "all codes" condition)."""
     modes: list[Literal["least", "all", "add"]] = Field(default_factory=lambda: ["all"])
-    alphas: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
+    alphas: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0])
+    """Activation addition's scales (at 8 its text is far past any code setting's
+    perplexity, so it is never the matched one)."""
+    generation_batch: PositiveInt = 16
+    """Sequences per forward pass of the steering evaluation: all of a prompt's samples at
+    once (the texts do not depend on it, each sample has its own seed)."""
     rule: SelectionRule = Field(
         default_factory=lambda: SelectionRule(max_codes=32, rank="f1", min_support=20)
     )

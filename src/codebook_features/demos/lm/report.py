@@ -177,6 +177,11 @@ def _table3(results: LmResults) -> list[str]:
             "",
         ]
     moved = sum(t["moved"] for t in topics.values())
+    texts = (
+        "the documents"
+        if p.classifier_window is None
+        else f"{p.classifier_window}-word windows of the documents"
+    )
     fluency = next(iter(topics.values()))["unsteered"]["perplexity"] if topics else None
     lines = [
         "## Table 3: steering toward a topic",
@@ -187,8 +192,10 @@ def _table3(results: LmResults) -> list[str]:
         "its training text).",
         "",
         f"Topics: {choice.get('rule', 'given in the preset')}. The judge is a bag-of-words "
-        "classifier trained on the training split (it labels "
-        f"{_pct(accuracy)} of the validation documents right); the codes were chosen on the "
+        f"classifier trained on {texts} of the training split (it labels "
+        f"{_pct(accuracy)} of those of the validation documents right; human text: the share of "
+        "a label's validation texts it calls on topic, the rate genuine text of the topic "
+        "gets); the codes were chosen on the "
         "validation documents (the store). The code setting is chosen on a sweep with its own "
         f"seeds ({p.selection_samples} samples per prompt): the highest classifier rate with "
         "perplexity under 2x the unsteered; activation addition is the alpha whose sweep "
@@ -198,16 +205,17 @@ def _table3(results: LmResults) -> list[str]:
         "intervals. Moved: from at most 20% to at least 60%, intervals apart, under 2x the "
         f"perplexity. **{moved} of {len(topics)} topics moved.**",
         "",
-        "| topic | classifier F1 on human text | unsteered | codes | setting | perplexity "
+        "| topic | human text | unsteered | codes | setting | perplexity "
         "(unsteered -> codes) | regex (unsteered -> codes) | activation addition | its "
         "perplexity | moved |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    f1 = choice.get("f1", {})
+    per_label = steering["classifier"].get("per_label", {})
     for name, topic in topics.items():
         base, codes, added = topic["unsteered"], topic["steered"], topic["activation_addition"]
+        human = (per_label.get(name) or {}).get("recall")
         lines.append(
-            f"| {name} | {_num(f1.get(name))} | {_ci(base, 'classifier')} | "
+            f"| {name} | {'-' if human is None else f'{human:.0%}'} | {_ci(base, 'classifier')} | "
             f"{_ci(codes, 'classifier')} | {_setting(codes)} | {_num(base['perplexity'], 1)} "
             f"-> {_num(codes and codes['perplexity'], 1)} | {_ci(base, 'regex')} -> "
             f"{_ci(codes, 'regex')} | {_ci(added, 'classifier')} ({_setting(added)}) | "

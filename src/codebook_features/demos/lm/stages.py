@@ -134,7 +134,7 @@ class LmStages:
                 lr=p.base_lr if variant is None else variant.lr or p.variant_lr,
                 schedule="cosine",
                 warmup_steps=min(50, steps // 10),
-                eval_every=max(1, steps // 4),
+                eval_every=max(1, steps // 2),
                 save_every=max(1, steps // 4),
                 kmeans_init=codebooks is not None,
                 seed=self.results.seed,
@@ -234,6 +234,7 @@ class LmStages:
                     label_field="label",
                     concepts=concepts,
                     classifier_data=str(data / LM_TRAIN_FILE),
+                    classifier_window=p.classifier_window,
                     output_dir=str(self.out / LM_STEERING_DIR),
                     rule=p.rule,
                     prompts=list(p.prompts),
@@ -242,6 +243,7 @@ class LmStages:
                     strengths=list(p.strengths),
                     modes=list(p.modes),
                     alphas=list(p.alphas),
+                    batch_size=p.generation_batch,
                     progress=self.progress,
                 )
             )
@@ -258,7 +260,7 @@ class LmStages:
         preset, or by its rule (the labels the classifier recognises best, each with its most
         over-represented words), before anything is generated."""
         from codebook_features.demos.lm.corpus import read_rows
-        from codebook_features.steering.classifier import TopicClassifier
+        from codebook_features.steering.classifier import TopicClassifier, word_windows
         from codebook_features.steering.evaluation import CLASSIFIER_DATA_MIN_DF
         from codebook_features.steering.topics import (
             best_recognised,
@@ -273,20 +275,29 @@ class LmStages:
         held = [(r["text"], r["label"]) for r in read_rows(data, LM_VALIDATION_FILE)]
         texts, names = [t for t, _ in train], [label for _, label in train]
         classifier = TopicClassifier.fit(
-            texts, names, seed=self.results.seed, min_df=CLASSIFIER_DATA_MIN_DF
+            *word_windows(texts, names, p.classifier_window),
+            seed=self.results.seed,
+            min_df=CLASSIFIER_DATA_MIN_DF,
         )
         known = set(classifier.labels)
         held = [(t, label) for t, label in held if label in known]
-        report = classifier.evaluate([t for t, _ in held], [label for _, label in held])
+        report = classifier.evaluate(
+            *word_windows([t for t, _ in held], [label for _, label in held], p.classifier_window)
+        )
         ranked = best_recognised(report, len(report.per_label))
         chosen = [label for label, _ in ranked if label in labels][: p.topic_count]
         topics = {
             label: words_regex(distinctive_words(texts, names, label, p.topic_words))
             for label in chosen
         }
+        where = (
+            "the validation documents"
+            if p.classifier_window is None
+            else f"{p.classifier_window}-word windows of the validation documents"
+        )
         choice = {
-            "rule": f"the {p.topic_count} labels with the highest classifier F1 on the "
-            f"validation documents; regex: {p.topic_words} over-represented words",
+            "rule": f"the {p.topic_count} labels with the highest classifier F1 on {where}; "
+            f"regex: {p.topic_words} over-represented words",
             "f1": {label: round(f1, 4) for label, f1 in ranked},
             "topics": topics,
         }
