@@ -113,6 +113,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (text / "list.yaml").write_text("- 1\n- 2\n")
     (text / "unknown.yaml").write_text(yaml.safe_dump(config | {"trainer": {"steps": 3}}))
     (text / "binary.yaml").write_bytes(bytes(range(256)))
+    (text / "badrow.jsonl").write_text('{"text": "a b"}\n{"text": "cut\n{"text": "c d"}\n')
     run_ok(["train", "--config", str(text / "run.yaml")])
     foreign = root / "foreign"
     (foreign / "plots").mkdir(parents=True)
@@ -385,6 +386,29 @@ CASES: list[tuple[str, str, str]] = [
         "exclude each other",
     ),
     ("cli-train-bad-number", "train --config {root}/text/run.yaml --training.lr abc", "lr"),
+    (
+        "cli-record-bad-jsonl-row",
+        "record --model {root}/run/final --dataset {root}/text/badrow.jsonl "
+        "--output_dir {root}/newstore",
+        "badrow.jsonl line 2 is not valid JSON",
+    ),
+    (
+        "cli-record-plain-model",
+        "record --model {root}/base/final --dataset {root}/text/corpus.txt "
+        "--output_dir {root}/newstore",
+        "has no codebooks (no codebook_config.json): it is a plain model; add codebooks",
+    ),
+    (
+        "cli-record-missing-model",
+        "record --model {root}/runs/missing/final --dataset {root}/text/corpus.txt "
+        "--output_dir {root}/newstore",
+        "missing/final does not exist",
+    ),
+    (
+        "cli-steer-plain-model",
+        "steer --model {root}/base/final --prompt 1 --codes layers.0.mlp/0/1",
+        "it is a plain model",
+    ),
 ]
 for damage in DAMAGE:
     CASES.append(

@@ -385,3 +385,88 @@ def test_concurrent_saves_to_one_concept_keep_every_code(client, tmp_path) -> No
         assert set(pool.map(save, codes)) == {200}
     saved = load_concept(tmp_path / "concepts" / "many.json").codes
     assert sorted(map(str, saved)) == sorted(["layers.0.mlp/0/0", *codes])
+
+
+# ---------------------------------------------------------------------- hostile and odd input
+HOSTILE_BODIES = [
+    b'{"prompt": "the", "codes": ["layers.0.mlp/0/1"], "alpha": NaN, "temperature": NaN}',
+    b'{"prompt": "the", "codes": [Infinity], "max_new_tokens": -Infinity}',
+    b'{"name": "\\ud800", "codes": ["\\ud800"], "description": "\\ud800"}',
+    b'{"name": "x", "codes": [' + b'"' + b"a" * 5_000_000 + b'"]}',
+    b'{"name": "x", "codes": [' + b",".join([b"1"] * 100_000) + b"]}",
+]
+
+
+@pytest.mark.parametrize("body", HOSTILE_BODIES, ids=["nan", "inf", "surrogate", "5mb", "many"])
+def test_hostile_bodies_get_a_short_answer(client, body) -> None:
+    ok(client.post("/api/concepts/x/codes", json={"codes": ["layers.0.mlp/0/1"]}))
+    headers = {"Content-Type": "application/json"}
+    for method, path in (
+        ("POST", "/api/steer"),
+        ("POST", "/api/concepts"),
+        ("POST", "/api/concepts/x/codes"),
+        ("PATCH", "/api/concepts/x"),
+    ):
+        response = client.request(method, path, content=body, headers=headers)
+        assert response.status_code < 500, (method, path, response.text[:300])
+        if response.status_code >= 400:
+            assert len(response.content) < 8_000, (method, path, len(response.content))
+            response.json()  # JSON that says where, without echoing the input
+
+
+def test_an_unknown_page_is_the_sites_error_page(client) -> None:
+    page = client.get("/no/such/page")
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+    assert "Error 404" in page.text
+    api = client.get("/api/no/such/thing")
+    assert api.status_code == 404 and api.json() == {"detail": "Not Found"}
+
+
+def test_its_own_loopback_address_is_answered(web_world, tmp_path) -> None:
+    client = make_client(web_world, tmp_path / "c", None, host="127.0.0.2")
+    assert client.get("/api/overview", headers={"Host": "127.0.0.2:8000"}).status_code == 200
+    assert client.get("/api/overview", headers={"Host": "evil.example"}).status_code == 400
+
+
+def test_a_concepts_dir_that_is_a_file_is_refused_at_start(web_world, tmp_path) -> None:
+    afile = tmp_path / "concepts.txt"
+    afile.write_text("mine\n")
+    with pytest.raises(CodebookError, match="is a file: give a directory"):
+        make_client(web_world, afile, None)
+    assert afile.read_text() == "mine\n"
+
+
+def test_a_concept_of_another_model_is_read_but_not_changed(client, tmp_path) -> None:
+    ok(client.post("/api/concepts/mine/codes", json={"codes": ["layers.0.mlp/0/1"]}))
+    path = tmp_path / "concepts" / "mine.json"
+    data = json.loads(path.read_text())
+    data["fingerprint"] = "0" * len(data["fingerprint"])
+    path.write_text(json.dumps(data))
+    before = path.read_text()
+    page = client.get("/concepts/mine")
+    assert page.status_code == 200 and "made for another model" in page.text
+    assert 'id="concept-edit"' not in page.text and 'id="concept-delete"' not in page.text
+    refused(client.delete("/api/concepts/mine"), 409, "another model")
+    refused(client.patch("/api/concepts/mine", json={"description": "x"}), 409, "another model")
+    assert path.read_text() == before
+
+
+def test_option_values_keep_their_spaces(client) -> None:
+    """A select's option without a value sends its text with whitespace collapsed: every
+    option names its value."""
+    import re
+
+    ok(client.post("/api/concepts/x/codes", json={"codes": ["layers.0.mlp/0/1"]}))
+    for path in ("/search", "/topics", "/steer", "/concepts/x"):
+        html = client.get(path).text
+        options = re.findall(r"<option[^>]*>", html)
+        assert options, path
+        assert all("value=" in o for o in options), (path, options)
+
+
+def test_a_concept_name_with_a_final_newline_is_refused(client, tmp_path) -> None:
+    body = {"codes": ["layers.0.mlp/0/1"]}
+    refused(client.post("/api/concepts/abc%0A/codes", json=body), 400, "only letters")
+    assert client.post("/api/concepts", json={"name": "abc\n", **body}).status_code == 422
+    directory = tmp_path / "concepts"
+    assert not directory.exists() or not list(directory.iterdir())

@@ -73,6 +73,19 @@ def _settings(sites: list[str]) -> CodebookModelConfig:
     return CodebookModelConfig(num_codes=8, k=1, sites=sites)
 
 
+def _layer_head_count(model: nn.Module, projection: nn.Module) -> int | None:
+    """The head count the layer's attention module states (its own, which a sliding-window
+    layer or a decoder of an encoder-decoder family may not share with the config), else the
+    config's."""
+    for module in model.modules():
+        if any(child is projection for child in module.children()):
+            for name in ("num_heads", "num_attention_heads", "n_head", "n_heads"):
+                value = getattr(module, name, None)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    return value
+    return attention_heads(model)[0]
+
+
 def _check_site(model: nn.Module, names: list[str], ids: Tensor, plain: Tensor) -> None:
     """Disabled == plain, the attn_heads layout, a forced code seen and felt, and a backward
     pass (a model that changes a site's tensor in place would break it)."""
@@ -83,7 +96,7 @@ def _check_site(model: nn.Module, names: list[str], ids: Tensor, plain: Tensor) 
             with cbm.disabled():
                 assert torch.equal(cbm(ids).logits, plain), f"{site}: disabled differs from plain"
             if site.endswith("attn_heads"):
-                heads, _ = attention_heads(model)
+                heads = _layer_head_count(model, cbm.sites[site].module)
                 config = cbm.codebook(site).config
                 assert config.groups == heads and config.dim % heads == 0, f"{site}: layout"
             with cbm.capture([site]) as before:

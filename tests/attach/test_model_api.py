@@ -2,6 +2,7 @@
 details, and every user mistake getting our error."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -160,6 +161,12 @@ def test_checkpoint_for_another_model_is_refused(tmp_path) -> None:
 def test_damaged_or_missing_checkpoints_are_refused(tmp_path) -> None:
     with pytest.raises(CodebookError, match="not a saved codebook model"):
         CodebookModel.from_pretrained(tmp_path)
+    missing = tmp_path / "runs" / "missing" / "final"
+    with pytest.raises(CodebookError, match=r"missing/final does not exist: give an existing"):
+        CodebookModel.from_pretrained(missing)
+    neox_model().save_pretrained(tmp_path / "plain")  # a model without codebooks: not damaged
+    with pytest.raises(CodebookError, match=r"has no codebooks .* plain model; add codebooks by"):
+        CodebookModel.from_pretrained(tmp_path / "plain")
     neox().save(tmp_path / "saved")
     (tmp_path / "saved" / CODEBOOK_CONFIG).write_text("{not json")
     with pytest.raises(CodebookError, match="is damaged"):
@@ -307,3 +314,22 @@ def test_a_model_saved_by_a_newer_version_loads_with_a_warning(tmp_path) -> None
     assert again.codebook_config == cbm.codebook_config
     with pytest.raises(CodebookError, match="unknown setting"):  # what users type stays strict
         CodebookModelConfig.from_dict({"num_codes": 8, "future_setting": 3})
+
+
+def test_a_forward_logs_nothing_the_plain_model_does_not(caplog) -> None:
+    import transformers
+
+    warning_once = transformers.utils.logging.warning_once
+    warning_once.cache_clear()  # each message is logged once per process: start afresh
+    transformers.logging.enable_propagation()
+    try:
+        cbm = neox()
+        ids = torch.zeros(1, 4, dtype=torch.long)
+        with caplog.at_level(logging.WARNING):
+            cbm(input_ids=ids, use_cache=False)
+            cbm(input_ids=ids, use_cache=True)
+            cbm.generate(ids, max_new_tokens=2, do_sample=False, pad_token_id=0)
+    finally:
+        transformers.logging.disable_propagation()
+        warning_once.cache_clear()
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("transformers")]

@@ -42,7 +42,17 @@ def test_store_facts_match_slow_scans(store) -> None:
     assert best.count == int((other[:, best.code.group] == best.code.id).any(-1).sum())
     assert all(c.count <= best.count for c in page.cooccurring)
     assert page.similar is None and page.notes
-    assert page.to_dict()["code"] == str(ref)
+    data = page.to_dict()
+    assert data["code"] == str(ref)
+    # every code is named SITE/GROUP/ID, as everywhere else
+    assert [CodeRef.parse(c["code"]) for c in data["cooccurring"]] == [
+        c.code for c in page.cooccurring
+    ]
+    assert data["cooccurring"][0] == {
+        "code": str(best.code),
+        "count": best.count,
+        "share": best.share,
+    }
 
 
 def test_similar_codes_and_logit_effect(store) -> None:
@@ -53,6 +63,7 @@ def test_similar_codes_and_logit_effect(store) -> None:
     cosine = torch.nn.functional.cosine_similarity(vectors, vectors[DRAGON][None], dim=-1)
     cosine[DRAGON] = -2
     assert [c.code.id for c in page.similar] == cosine.topk(3).indices.tolist()
+    assert [c["code"] for c in page.to_dict()["similar"]] == [str(c.code) for c in page.similar]
     unembed = cbm.model.get_output_embeddings().weight.detach()
     logits = unembed @ (vectors[DRAGON] / 2)  # mean of k = 2 codes
     assert page.logit_effect.up[0][1] == pytest.approx(float(logits.max()), rel=1e-5)

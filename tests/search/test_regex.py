@@ -10,6 +10,7 @@ import pytest
 from codebook_features import CodebookError
 from codebook_features.attach.code_ref import CodeRef
 from codebook_features.search import regex_codes, regex_token_rows
+from codebook_features.search.regex import MAX_WRITTEN_OUT, written_out_size
 from codebook_features.store.reader import CodeStore
 from tests.store.synthetic import DRAGON, SITES, write_store
 
@@ -170,3 +171,15 @@ def test_a_search_past_its_time_limit_is_refused(store) -> None:
     with pytest.raises(CodebookError, match="took longer than"):
         regex_token_rows(store, r"\w", time_limit=1e-9)  # cheap, but everywhere
     assert len(regex_token_rows(store, r"\w", time_limit=60))
+
+
+def test_patterns_that_unroll_past_the_limit_are_refused_before_compiling(store) -> None:
+    assert written_out_size(r"\bdragons?\b") == 9
+    assert written_out_size(r"[a-z]{3}-\d{2,4}") == 3 + 1 + 4
+    assert written_out_size(r"(ab){2,3}") == 6 and written_out_size(r"x{,5}") == 5
+    assert written_out_size("a{}") == 3  # not a count: literal braces
+    bomb = r"(?:a{3000}){3000}"
+    assert written_out_size(bomb) > MAX_WRITTEN_OUT
+    with pytest.raises(CodebookError, match="repeats too much to compile"):
+        regex_token_rows(store, bomb)  # refused by its size, before compiling it takes seconds
+    assert len(regex_token_rows(store, r"(?:dragon ){1,3}")) > 0  # modest counts still work

@@ -18,6 +18,7 @@ from codebook_features.cli import main
 from codebook_features.settings.base import VERSION_KEY, SavedFileWarning
 from codebook_features.steering.concept import (
     Concept,
+    check_name,
     find_concept,
     list_concepts,
     load_concept,
@@ -208,6 +209,20 @@ def test_a_directory_of_concepts(cbm, tmp_path):
     assert find_concept(tmp_path / "b.json") == tmp_path / "b.json"
     with pytest.raises(CodebookError, match="no concept 'c'"):
         find_concept("c", tmp_path)
+    (tmp_path / "broken.txt.json").write_text("{not json, and not a concept")
+    assert [c.name for c in list_concepts(tmp_path)] == ["a", "b"]  # not ours: skipped
+    # a concept file cut short is damaged, not skipped
+    text = (tmp_path / "b.json").read_text()
+    (tmp_path / "b.json").write_text(text[: len(text) // 2])
+    with pytest.raises(CodebookError, match=r"b\.json"):
+        list_concepts(tmp_path)
+
+
+def test_concept_names_are_matched_in_full() -> None:
+    assert check_name("dragon.v2_x-1") == "dragon.v2_x-1"
+    for bad in ("nl\n", "a b", "a/b", "..", "", "x\n\n"):
+        with pytest.raises(CodebookError, match="only letters, digits"):
+            check_name(bad)
 
 
 # ---------------------------------------------------------------------------- forcing

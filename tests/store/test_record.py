@@ -630,3 +630,27 @@ def test_offsets_keep_leading_spaces_with_a_trimming_post_processor(
             assert texts[document][start:end] == piece
             spaced += 1
     assert spaced > 0
+
+
+def test_a_corpus_edited_in_place_is_not_continued(world: Path, tmp_path: Path) -> None:
+    """The same file name and size, other text: a stopped recording does not continue over it
+    (the first shards would hold the old text, the rest the new)."""
+    corpus = tmp_path / "corpus.jsonl"
+    shutil.copy(world / "corpus.jsonl", corpus)
+    out = tmp_path / "stopped"
+
+    def stop(info: ShardInfo) -> None:
+        if info.shard == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        record(settings(world, out, dataset=str(corpus)), on_shard=stop)
+    data = bytearray(corpus.read_bytes())
+    last = data.rindex(b'"text"')  # a letter of the last document's text, in another case
+    letter = next(i for i in range(last + 8, len(data)) if chr(data[i]).isalpha())
+    data[letter] = ord(chr(data[letter]).swapcase())
+    size = corpus.stat().st_size
+    corpus.write_bytes(bytes(data))
+    assert corpus.stat().st_size == size
+    with pytest.raises(CodebookError, match=r"other settings \(data_files differ\)"):
+        record(settings(world, out, dataset=str(corpus)))

@@ -37,6 +37,15 @@ SNIPPET = 160
 """Characters of a document shown beside a topic code."""
 
 
+def _check_concepts_dir(config: ServeConfig) -> None:
+    path = Path(config.concepts_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise CodebookError(
+            f"--concepts_dir {config.concepts_dir} is a file: give a directory for the concepts "
+            "(it is made when the first concept is saved)"
+        )
+
+
 class CodeBrowser:
     """The browser's state: the opened store, the optional model, and its limits."""
 
@@ -47,6 +56,7 @@ class CodeBrowser:
         tokenizer: Any = None,
         store: CodeStore | None = None,
     ) -> None:
+        _check_concepts_dir(config)
         self.config = config
         self.store = store or CodeStore(config.store)
         self.model = model
@@ -59,6 +69,7 @@ class CodeBrowser:
     def load(cls, config: ServeConfig) -> CodeBrowser:
         """Open the store, and load the model (checked to be the one the store was recorded
         with) when the config names one."""
+        _check_concepts_dir(config)  # before the model is loaded: a mistake shows at once
         if config.model is None:
             return cls(config)
         from codebook_features.attach.loading import load_model_and_tokenizer

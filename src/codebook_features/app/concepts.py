@@ -25,6 +25,8 @@ from codebook_features.steering.concept import (
     site_shapes,
 )
 
+_OTHER_MODEL = "concept {name!r} was made for another model: it can be read here but not changed"
+
 
 class ConceptFolder:
     """The concepts of ``directory``; ``model`` (with its ``fingerprint``) allows creating
@@ -127,6 +129,10 @@ class ConceptFolder:
             path = self._path(name)
             if not is_concept_file(path):
                 raise NotFound(f"no concept {name!r} to delete")
+            if self.fingerprint is not None:  # with the model: only its own concepts
+                concept = self._read(path)
+                if concept.fingerprint != self.fingerprint:
+                    raise Conflict(_OTHER_MODEL.format(name=concept.name))
             path.unlink()
         return s.Deleted(deleted=name)
 
@@ -182,10 +188,7 @@ class ConceptFolder:
     def _save(self, concept: Concept, overwrite: bool = False) -> Concept:
         if self.model is not None:
             if concept.fingerprint != self.fingerprint:
-                raise Conflict(
-                    f"concept {concept.name!r} was made for another model: it can be read "
-                    "here but not changed"
-                )
+                raise Conflict(_OTHER_MODEL.format(name=concept.name))
             concept.check_codes(self.model)
         save_concept(concept, self._path(concept.name), overwrite=overwrite)
         return concept

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from codebook_features._version import __version__
@@ -56,7 +57,8 @@ def create_app(
         redoc_url=None,
     )
     if not config.exposed:  # a page elsewhere cannot reach it by pointing its own name here
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=LOCAL_NAMES)
+        own = f"[{config.host}]" if ":" in config.host else config.host  # e.g. 127.0.0.2
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=[*LOCAL_NAMES, own])
     app.state.browser = browser
     app.include_router(api_router())
     app.include_router(page_router())
@@ -72,11 +74,25 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> Response:
         if request.url.path.startswith("/api/"):
-            return await request_validation_exception_handler(request, error)
+            # where and what, never the input: it may be huge, or not encodable (NaN, a lone
+            # surrogate), and the client has it anyway
+            detail = [
+                {"loc": list(e["loc"]), "msg": _short(str(e["msg"])), "type": e["type"]}
+                for e in error.errors()[:MAX_ERRORS]
+            ]
+            return JSONResponse({"detail": detail}, status_code=422)
         fields = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in error.errors()
+            f"{'.'.join(str(p) for p in e['loc'][1:])}: {_short(str(e['msg']))}"
+            for e in error.errors()[:MAX_ERRORS]
         )
         return error_page(request, f"check the form: {fields}", 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        if request.url.path.startswith("/api/"):
+            return await http_exception_handler(request, error)
+        message = "no such page" if error.status_code == 404 else str(error.detail)
+        return error_page(request, message, error.status_code)
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Any) -> Response:
@@ -91,6 +107,16 @@ def create_app(
         return response
 
     return app
+
+
+MAX_ERRORS = 20
+"""Validation errors reported per request (a body of a million bad items gets a short answer)."""
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """``text`` encodable as UTF-8 JSON and at most ``limit`` characters."""
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _is_json(request: Request) -> bool:

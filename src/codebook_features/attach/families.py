@@ -174,6 +174,54 @@ def attention_heads(model: nn.Module) -> tuple[int | None, str]:
     return heads, ""
 
 
+_HEAD_DIM_NAMES = ("head_dim", "head_size", "attention_head_size")
+_HEAD_COUNT_NAMES = ("num_heads", "num_attention_heads", "n_head", "n_heads")
+
+
+def layer_heads(model: nn.Module, block: nn.Module, projection: nn.Module, width: int) -> int:
+    """The number of heads whose outputs ``projection`` (an attention's output projection in
+    ``block``) reads, ``width`` features in all: from the attention module around it (its head
+    size or head count), since the model config's count is not always that layer's (sliding-
+    window layers of their own size, a decoder-only model of an encoder-decoder family whose
+    config counts the encoder's heads); from the config only when the module says nothing."""
+    attention = _parent_of(block, projection)
+    for holder in (attention, projection):
+        if holder is None:
+            continue
+        size = _positive_int(holder, _HEAD_DIM_NAMES)
+        if size is not None and width % size == 0:
+            return width // size
+        count = _positive_int(holder, _HEAD_COUNT_NAMES)
+        if count is not None and width % count == 0:
+            return count
+    heads, why = attention_heads(model)
+    if heads is None:
+        raise CodebookError(f"{why}; attn_heads codebooks need the heads of each layer")
+    if width % heads:
+        raise CodebookError(
+            f"the attention output of {width} features does not split into the config's "
+            f"{heads} heads, and its attention module does not say its head size: attn_heads "
+            "cannot be split here (use attn)"
+        )
+    return heads
+
+
+def _positive_int(module: nn.Module, names: tuple[str, ...]) -> int | None:
+    for name in names:
+        value = getattr(module, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def _parent_of(block: nn.Module, child: nn.Module) -> nn.Module | None:
+    """The module of ``block`` that holds ``child`` directly."""
+    for module in block.modules():
+        if any(c is child for c in module.children()):
+            return module
+    return None
+
+
 def model_type(model: nn.Module) -> str:
     return str(getattr(getattr(model, "config", None), "model_type", None))
 

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from codebook_features._version import __version__
 from codebook_features.attach.config import CodebookModelConfig
+from codebook_features.attach.families import layer_heads
 from codebook_features.attach.interventions import (
     Ablate,
     AblateCodes,
@@ -34,7 +35,7 @@ from codebook_features.attach.interventions import (
 from codebook_features.attach.observation import Observation
 from codebook_features.attach.site_checks import check_sites
 from codebook_features.attach.site_names import describe_sites, match_sites
-from codebook_features.attach.sites import SiteLocation, num_heads, resolve_sites
+from codebook_features.attach.sites import SiteLocation, resolve_sites
 from codebook_features.attach.token_positions import TokenPositions
 from codebook_features.codebook import Codebook
 from codebook_features.errors import CodebookError
@@ -70,7 +71,6 @@ class CodebookModel(nn.Module):
         widths = facts.widths
         # sites whose tensor the model changes in place: their hooks hand over copies
         self._changed_in_place = facts.changed_in_place
-        heads = num_heads(model) if any(s.kind == "attn_heads" for s in locations) else 1
         param = next(model.parameters())  # dtype, and device for sites without parameters
         self.codebooks = nn.ModuleDict()
         self.sites: dict[str, SiteLocation] = {}
@@ -78,6 +78,11 @@ class CodebookModel(nn.Module):
             if str(site.layer) not in self.codebooks:
                 self.codebooks[str(site.layer)] = nn.ModuleDict()
             layer = self.codebooks[str(site.layer)]
+            heads = (
+                layer_heads(model, plan.blocks[site.layer], site.module, widths[site.name])
+                if site.kind == "attn_heads"
+                else 1
+            )
             cb_config = config.site_config(site.kind, widths[site.name], heads)
             device = next(site.module.parameters(), param).device  # models split over devices
             layer[site.kind] = Codebook(cb_config, device=device, dtype=param.dtype)
@@ -117,6 +122,11 @@ class CodebookModel(nn.Module):
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
         return self.model.generate(*args, **kwargs)
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The wrapped model's token embedding, as on a Hugging Face model (its
+        ``num_embeddings`` is the vocabulary the model reads)."""
+        return self.model.get_input_embeddings()
 
     def codebook(self, site: str) -> Codebook:
         """The codebook at a site named like ``layers.3.attn_heads``."""
@@ -365,7 +375,10 @@ class CodebookModel(nn.Module):
         """
         from transformers import AutoModelForCausalLM
 
+        from codebook_features.persist.sources import check_exists
+
         hub = {k: model_kwargs[k] for k in HUB_OPTIONS if k in model_kwargs}
+        check_exists(str(name_or_path), "model")  # by name, not as a malformed hub id
         description = read_description(name_or_path, hub)  # fail early, before loading
         if verify:
             verify_files(name_or_path, description, hub)

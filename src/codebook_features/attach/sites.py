@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from codebook_features.attach.families import Plan, attention_heads, plan_sites, refusal
+from codebook_features.attach.families import Plan, plan_sites, refusal
 from codebook_features.attach.site_names import SITE_KINDS, match_sites, site_matches, site_name
 from codebook_features.errors import CodebookError
 
@@ -112,11 +112,3 @@ def select_layers(layers: str | list[int], count: int) -> list[int]:
             )
         chosen.add(i % count)
     return sorted(chosen)
-
-
-def num_heads(model: nn.Module) -> int:
-    """The model's number of attention heads (the groups of an attn_heads codebook)."""
-    heads, why = attention_heads(model)
-    if heads is None:
-        raise CodebookError(f"{why}; attn_heads codebooks need one head count")
-    return heads

@@ -99,8 +99,10 @@ CACHE_ARGUMENTS = ("cache", "past_key_values", "cache_params", "state")
 def _cache_of(values: dict) -> Any:
     """The KV cache or recurrent state among a forward pass's arguments or outputs."""
     for key in CACHE_ARGUMENTS:
-        if values.get(key) is not None:
-            return values[key]
+        # the plain mapping's lookup: a model output's own get() warns on deprecated names
+        value = dict.get(values, key) if isinstance(values, dict) else values.get(key)
+        if value is not None:
+            return value
     return None
 
 

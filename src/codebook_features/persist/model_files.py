@@ -15,7 +15,7 @@ from typing import Any
 
 from codebook_features.errors import CodebookError
 from codebook_features.persist.checksums import verify_checksums
-from codebook_features.persist.files import CODEBOOK_CONFIG, MODEL_CHECKSUMS
+from codebook_features.persist.files import CODEBOOK_CONFIG, MODEL_CHECKSUMS, MODEL_CONFIG
 
 HUB_OPTIONS = ("revision", "subfolder", "token", "cache_dir", "force_download", "local_files_only")
 """Options of ``from_pretrained`` that say where files are, for the codebook files too."""
@@ -33,11 +33,37 @@ def fetch(name_or_path: str | os.PathLike, filename: str, hub: dict[str, Any]) -
     except OSError as error:
         raise CodebookError(f"could not read {filename} from {name_or_path}: {error}") from error
     if path is None:
+        if filename == CODEBOOK_CONFIG and _has_model_config(name_or_path, hub):
+            raise CodebookError(
+                f"{name_or_path} has no codebooks (no {CODEBOOK_CONFIG}): it is a plain model; "
+                "add codebooks by training with them (codebook train --model.name_or_path "
+                f"{name_or_path} --codebooks.sites attn_heads ...), or in Python with "
+                "CodebookModel(model, config)"
+            )
+        if Path(str(name_or_path)).expanduser().is_dir():
+            raise CodebookError(
+                f"{name_or_path} has no {filename}: it is not a saved codebook model (save one "
+                "with CodebookModel.save, or attach new codebooks with CodebookModel(model, "
+                "config))"
+            )
         raise CodebookError(
-            f"{name_or_path} has no {filename}: it is not a saved codebook model "
-            "(attach new codebooks with CodebookModel(model, config))"
+            f"{name_or_path} has no {filename}: it is neither a local directory nor a hub model "
+            "that could be reached: give a saved codebook model's directory or a hub name"
         )
     return path
+
+
+def _has_model_config(name_or_path: str | os.PathLike, hub: dict[str, Any]) -> bool:
+    """Whether a Hugging Face model (with or without codebooks) is there."""
+    from transformers.utils import cached_file
+
+    try:
+        found = cached_file(
+            str(name_or_path), MODEL_CONFIG, _raise_exceptions_for_missing_entries=False, **hub
+        )
+    except OSError:
+        return False
+    return found is not None
 
 
 def verify_files(
@@ -63,8 +89,9 @@ def verify_files(
 
 def read_description(name_or_path: str | os.PathLike, hub: dict[str, Any]) -> dict[str, Any]:
     """The saved model's ``codebook_config.json``, checked for what loading needs."""
+    text = Path(fetch(name_or_path, CODEBOOK_CONFIG, hub)).read_text()  # says what is missing
     try:
-        description = json.loads(Path(fetch(name_or_path, CODEBOOK_CONFIG, hub)).read_text())
+        description = json.loads(text)
         if not isinstance(description["config"], dict) or not description["sites"]:
             raise ValueError("no codebook settings or sites")
     except (ValueError, KeyError, TypeError) as error:

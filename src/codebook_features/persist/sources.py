@@ -35,7 +35,13 @@ def check_source(name: str, what: str, needs: tuple[str, ...]) -> None:
                 f"{name} is not a {what} directory (it has no {' or '.join(needs)}): give a "
                 f"directory saved with save_pretrained, or a hub name"
             )
-    elif looks_local(name):
+    else:
+        check_exists(name, what)
+
+
+def check_exists(name: str, what: str) -> None:
+    """Refuse a local path that does not exist (a hub name passes)."""
+    if looks_local(name) and not Path(name).expanduser().exists():
         raise CodebookError(
             f"{name} does not exist: give an existing {what} directory, or a hub name such as "
             "EleutherAI/pythia-70m"

@@ -75,8 +75,9 @@ class CodePage:
         data = asdict(self)
         data["code"] = str(self.code)
         for key in ("cooccurring", "similar"):
-            if data[key] is not None:
-                data[key] = [{**c, "code": str(c["code"])} for c in data[key]]
+            codes = getattr(self, key)
+            if codes is not None:  # asdict turned each CodeRef into a dict: name it instead
+                data[key] = [{**asdict(c), "code": str(c.code)} for c in codes]
         return data
 
 

@@ -214,6 +214,52 @@ _FLAGS = {
 """Python's flags and the ``regex`` library's: the same meaning, not always the same bits."""
 
 
+MAX_WRITTEN_OUT = 100_000
+"""Compiling unrolls counted repeats: ``(?:a{3000}){3000}`` takes seconds and gigabytes before
+any search could be stopped, so a pattern whose counted repeats multiply past this is refused."""
+
+_COUNT = re.compile(r"\{(\d*)(?:,(\d*))?\}")
+
+
+def written_out_size(pattern: str) -> int:
+    """About how many atoms ``pattern`` has once every counted repeat ``{n}``/``{n,m}`` is
+    written out (a bound, not the compiled size: alternatives are added, not the longest
+    taken; ``+`` and ``*`` count once)."""
+    sizes = [0]  # the running size of each open group
+    last = 0  # the size of the atom or group a quantifier would repeat
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            i, last = i + 2, 1
+            sizes[-1] += 1
+            continue
+        if char == "[":  # a class is one atom: skip to its closing bracket
+            j = i + 1 + (pattern[i + 1 : i + 2] == "^")
+            j += pattern[j : j + 1] == "]"
+            while j < len(pattern) and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            i, last = j + 1, 1
+            sizes[-1] += 1
+            continue
+        if char == "(":
+            sizes.append(0)
+        elif char == ")":
+            last = sizes.pop() if len(sizes) > 1 else 0
+            sizes[-1] += last
+        elif char == "{" and (count := _COUNT.match(pattern, i)) and any(count.groups()):
+            times = max(int(n) for n in count.groups() if n)
+            sizes[-1] += last * (times - 1)
+            last *= times
+            i = count.end()
+            continue
+        elif char not in "|?*+":
+            sizes[-1] += 1
+            last = 1
+        i += 1
+    return sum(sizes)
+
+
 def _compile(pattern: str | re.Pattern[str]) -> Any:
     """The pattern compiled by the ``regex`` library (Python's syntax, plus a time limit)."""
     if isinstance(pattern, re.Pattern):
@@ -223,6 +269,12 @@ def _compile(pattern: str | re.Pattern[str]) -> Any:
         text, flags = pattern, 0
     if not isinstance(text, str):
         raise CodebookError(f"a pattern must be text, got {text!r}")
+    size = written_out_size(text)
+    if size > MAX_WRITTEN_OUT:
+        raise CodebookError(
+            f"{text[:60]!r} repeats too much to compile (some {size:,} atoms once its counted "
+            "repeats {n} are written out): use smaller counts, or + and *"
+        )
     try:
         return regex_module.compile(text, flags)
     except (regex_module.error, ValueError, OverflowError, RecursionError) as error:

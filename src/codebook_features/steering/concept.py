@@ -50,12 +50,13 @@ if TYPE_CHECKING:
 
 KIND = "concept"
 """The value of a concept file's ``kind`` key: what marks a file as a concept of ours."""
-_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
+"""A concept's name, matched in full (``$`` would also match before a final newline)."""
 
 
 def check_name(name: Any) -> str:
     """Refuse a concept name that is not also a plain file name."""
-    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
         raise CodebookError(
             f"a concept's name may hold only letters, digits, '-', '_' and '.', got {name!r}"
         )
@@ -293,12 +294,20 @@ class Concept(Record):
 
 # ---------------------------------------------------------------------- files
 def is_concept_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a JSON file that says it is a concept (whatever its state)."""
+    """Whether ``path`` is a JSON file that says it is a concept (whatever its state: a file
+    cut short still says so in its first line, and is reported as damaged, not skipped)."""
     try:
-        data = json.loads(Path(path).read_text())
+        text = Path(path).read_text()
     except (OSError, ValueError):
         return False
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return _CLAIMS_CONCEPT.search(text) is not None
     return isinstance(data, dict) and data.get("kind") == KIND
+
+
+_CLAIMS_CONCEPT = re.compile(r'^\s*\{\s*"kind"\s*:\s*"' + re.escape(KIND) + '"')
 
 
 def check_concept_target(path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -355,7 +364,7 @@ def find_concept(
     path = Path(name_or_file)
     if path.is_file():
         return path
-    if _NAME.match(str(name_or_file)) and concept_file(directory, str(name_or_file)).is_file():
+    if _NAME.fullmatch(str(name_or_file)) and concept_file(directory, str(name_or_file)).is_file():
         return concept_file(directory, str(name_or_file))
     raise CodebookError(
         f"no concept {str(name_or_file)!r}: give a concept file, or the name of one in "

@@ -9,7 +9,6 @@ a window is cut into consecutive windows whose positions go on across them.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from codebook_features.errors import CodebookError
+from codebook_features.persist.checksums import file_sha256
 from codebook_features.store.config import RESERVED_COLUMNS
 
 if TYPE_CHECKING:
@@ -69,7 +69,8 @@ class Corpus:
     split: str | None
     """The hub split read (None for local files, which have a single split)."""
     data_files: list[list[Any]] | None
-    """Local files and their sizes: a recording continues only on the same files."""
+    """Local files and the sha256 of their bytes: a recording continues only on the same
+    files."""
     label_fields: list[str]
     label_types: dict[str, Any]
     """Arrow type of each label column."""
@@ -141,7 +142,8 @@ def load_corpus(config: RecordConfig) -> Corpus:
     )
     files = local_files(c.dataset or "")
     local = files is not None
-    data_files = [[f, os.path.getsize(f)] for f in files] if files else None
+    # by content, not size: a file edited in place at the same size is another corpus
+    data_files = [[f, file_sha256(f)] for f in files] if files else None
     dataset = load_split(data, "train" if local else c.split)
     features = getattr(dataset, "features", None)
     first = None

@@ -6,8 +6,11 @@ exactly the batches the interrupted one would have seen, and processes never ove
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
+import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,17 +132,64 @@ def load_split(config: DataConfig, split: str, spec: str | None = None) -> Any:
                     "local files have a single split: use data.validation_dataset for "
                     "separate validation files"
                 )
-            return datasets.load_dataset(
-                builders.pop(),
-                data_files={"train": files},
-                split="train",
-                streaming=config.streaming,
-            )
+            builder = builders.pop()
+            try:
+                with _datasets_errors_quiet():
+                    return datasets.load_dataset(
+                        builder,
+                        data_files={"train": files},
+                        split="train",
+                        streaming=config.streaming,
+                    )
+            except datasets.exceptions.DatasetGenerationError as error:
+                raise CodebookError(_unreadable(files, error)) from error
         return datasets.load_dataset(
             spec, config.dataset_config, split=split, streaming=config.streaming
         )
+    except CodebookError:
+        raise
     except (FileNotFoundError, ValueError, ConnectionError) as error:
         raise CodebookError(f"could not load dataset {spec!r} ({split}): {error}") from error
+
+
+@contextlib.contextmanager
+def _datasets_errors_quiet() -> Iterator[None]:
+    """The datasets library logs a file it cannot parse before raising; the error we raise
+    instead says it once, with the file and line."""
+    logger = logging.getLogger("datasets")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _unreadable(files: list[str], error: Exception) -> str:
+    """One line naming the file (and for JSON lines the line) the datasets library could not
+    parse: found by reading the files again, only on this error path."""
+    for file in files:
+        if Path(file).suffix != ".jsonl":
+            continue
+        with open(file, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as bad:
+                    return (
+                        f"data file {file} line {number} is not valid JSON ({bad.msg}, column "
+                        f"{bad.colno}): fix or remove that line"
+                    )
+                if not isinstance(row, dict):
+                    return (
+                        f"data file {file} line {number} is not a JSON object: each line must "
+                        'be one object such as {"text": "..."}'
+                    )
+    cause = error.__cause__ or error
+    first = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    return f"the data files could not be read ({first}): check {', '.join(files)}"
 
 
 def _validation_source(config: DataConfig) -> Any:

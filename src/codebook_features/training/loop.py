@@ -121,7 +121,9 @@ class Trainer:
         check_loggers(t)
         self.run_dir = Path(t.output_dir)
         self.accelerator = Accelerator(
-            cpu=t.device == "cpu",
+            # "auto" without a GPU is the CPU: said outright, or accelerate sets up no data
+            # parallelism under torchrun (each process would train alone, as rank 0)
+            cpu=t.device == "cpu" or (t.device == "auto" and not torch.cuda.is_available()),
             mixed_precision=t.mixed_precision,
             log_with=t.log_to or None,
             project_dir=str(self.run_dir),

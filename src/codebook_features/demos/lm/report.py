@@ -192,10 +192,10 @@ def _table3(results: LmResults) -> list[str]:
         "its training text).",
         "",
         f"Topics: {choice.get('rule', 'given in the preset')}. The judge is a bag-of-words "
-        f"classifier trained on {texts} of the training split (it labels "
-        f"{_pct(accuracy)} of those of the validation documents right; human text: the share of "
-        "a label's validation texts it calls on topic, the rate genuine text of the topic "
-        "gets); the codes were chosen on the "
+        f"classifier trained on {texts} of the training split; it labels {_pct(accuracy)} "
+        f"of {texts} of the validation split right, and human text is the share of a label's "
+        "that it calls on topic, the rate genuine text of the topic gets. The codes were chosen "
+        "on the "
         "validation documents (the store). The code setting is chosen on a sweep with its own "
         f"seeds ({p.selection_samples} samples per prompt): the highest classifier rate with "
         "perplexity under 2x the unsteered; activation addition is the alpha whose sweep "
