@@ -394,10 +394,16 @@ HOSTILE_BODIES = [
     b'{"name": "\\ud800", "codes": ["\\ud800"], "description": "\\ud800"}',
     b'{"name": "x", "codes": [' + b'"' + b"a" * 5_000_000 + b'"]}',
     b'{"name": "x", "codes": [' + b",".join([b"1"] * 100_000) + b"]}",
+    b'{"\\ud800": 1, "prompt": "the", "name": "x", "codes": []}',
+    b'{"' + b"k" * 5_000_000 + b'": 1, "prompt": "the", "name": "x", "codes": []}',
 ]
 
 
-@pytest.mark.parametrize("body", HOSTILE_BODIES, ids=["nan", "inf", "surrogate", "5mb", "many"])
+@pytest.mark.parametrize(
+    "body",
+    HOSTILE_BODIES,
+    ids=["nan", "inf", "surrogate", "5mb", "many", "surrogate-key", "5mb-key"],
+)
 def test_hostile_bodies_get_a_short_answer(client, body) -> None:
     ok(client.post("/api/concepts/x/codes", json={"codes": ["layers.0.mlp/0/1"]}))
     headers = {"Content-Type": "application/json"}

@@ -121,9 +121,16 @@ def test_missing_or_damaged_activations_are_clear_errors(store: CodeStore, tmp_p
     damaged = add_activations(write_store(tmp_path / "damaged", documents=400, per_shard=150))
     opened = CodeStore(damaged)  # the index is built (and the checksums checked) first
     file = damaged / ACTIVATIONS_DIR / ACTIVATIONS_SHARD.format(rank=0, shard=2)
-    file.write_bytes(file.read_bytes()[:-10])
-    with pytest.raises(CodebookError, match=r"could not be read.*damaged"):
+    data = bytearray(file.read_bytes())
+    data[-10] ^= 0x40  # a value flipped, the size the same: it would have turned into NaN
+    file.write_bytes(bytes(data))
+    with pytest.raises(CodebookError, match=r"activations-.* in .* is damaged.*record"):
         opened.activations(SITE)
+    with pytest.raises(CodebookError, match=r"activations-.* in .* is damaged"):
+        compare_baselines(CodeStore(damaged), [r"dragon"], SITE, sae_steps=1)
+    file.write_bytes(bytes(data[:-10]))
+    with pytest.raises(CodebookError, match=r"activations-.* in .* is damaged"):
+        CodeStore(damaged).activations(SITE)
 
 
 def test_a_planted_neuron_has_precision_one(store: CodeStore) -> None:

@@ -178,8 +178,17 @@ def test_patterns_that_unroll_past_the_limit_are_refused_before_compiling(store)
     assert written_out_size(r"[a-z]{3}-\d{2,4}") == 3 + 1 + 4
     assert written_out_size(r"(ab){2,3}") == 6 and written_out_size(r"x{,5}") == 5
     assert written_out_size("a{}") == 3  # not a count: literal braces
+    assert written_out_size(r"(?P<w>a){20000}") == 20000  # a group's prefix is no atom
     bomb = r"(?:a{3000}){3000}"
     assert written_out_size(bomb) > MAX_WRITTEN_OUT
-    with pytest.raises(CodebookError, match="repeats too much to compile"):
+    for hidden in (
+        r"(?#[)(?:a{3000}){3000}]",  # a bracket in a comment does not hide the rest
+        "(?x)#[\n(?:a{3000}){3000}#]",  # nor one in a verbose-mode comment
+        r"[(?:a{3000}){3000}",  # nor an unclosed class
+    ):
+        assert written_out_size(hidden) > MAX_WRITTEN_OUT, hidden
+    with pytest.raises(CodebookError, match="too large to compile"):
+        regex_token_rows(store, "a{" + "9" * 5000 + "}")  # a count too long for int()
+    with pytest.raises(CodebookError, match="too large to compile"):
         regex_token_rows(store, bomb)  # refused by its size, before compiling it takes seconds
     assert len(regex_token_rows(store, r"(?:dragon ){1,3}")) > 0  # modest counts still work

@@ -1,6 +1,7 @@
 """The store's reader and index, on a store with planted codes: ids and postings against slow
 scans, SQL over the shards, damage and concurrent first opens."""
 
+import json
 import re
 
 import numpy as np
@@ -140,8 +141,45 @@ def test_a_damaged_index_is_reported(tmp_path) -> None:
     CodeStore(root)
     rows = root / "index" / "layers.0.mlp.rows.npy"
     rows.write_bytes(rows.read_bytes()[:20])
-    with pytest.raises(CodebookError, match=r"index file .* is damaged"):
+    with pytest.raises(CodebookError, match=r"index/layers\.0\.mlp\.rows\.npy in .* is damaged"):
         CodeStore(root).occurrences("layers.0.mlp/0/7")
+
+
+def flip(path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x04
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_bits_anywhere_a_query_reads_are_refused(tmp_path) -> None:
+    """The same size, other bytes: an index file, a documents shard or an activations file
+    checked against its recorded sha256 the first time a query reads it, not answered from."""
+    root = write_store(tmp_path / "s")
+    store = CodeStore(root)
+    expected = store.occurrences("layers.0.mlp/0/7")
+    flip(root / "index" / "layers.0.mlp.rows.npy", -3)  # a row number, not the header
+    assert np.array_equal(store.occurrences("layers.0.mlp/0/7"), expected)  # checked already
+    with pytest.raises(CodebookError, match=r"rows\.npy in .* is damaged.*rebuild"):
+        CodeStore(root).occurrences("layers.0.mlp/0/7")
+    shard = next((root / "shards").glob("documents-*.parquet"))
+    flip(shard, len(shard.read_bytes()) // 2)
+    with pytest.raises(CodebookError, match=r"documents-.*\.parquet in .* is damaged.*record"):
+        _ = CodeStore(root).texts
+    with pytest.raises(CodebookError, match=r"documents-.*\.parquet in .* is damaged"):
+        CodeStore(root).sql("select count(*) from documents")
+    fresh = write_store(tmp_path / "u")
+    CodeStore(fresh).verify()  # every file, at once
+    flip(fresh / "index" / "token.npy", -2)
+    with pytest.raises(CodebookError, match=r"index/token\.npy in .* is damaged"):
+        CodeStore(fresh).verify()
+    other = write_store(tmp_path / "t")
+    CodeStore(other)
+    info = other / "index" / "index.json"
+    info.write_text(
+        json.dumps({k: v for k, v in json.loads(info.read_text()).items() if k != "files"})
+    )
+    with pytest.raises(CodebookError, match="does not list the index's checksums"):
+        CodeStore(other).ids("layers.0.mlp")
 
 
 def _open_and_count(path: str) -> int:

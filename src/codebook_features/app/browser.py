@@ -81,7 +81,9 @@ class CodeBrowser:
         return cls(config, model, tokenizer, store)
 
     def warm(self) -> None:
-        """Read what every query needs once, so the first requests are as fast as the rest."""
+        """Check the store's files and read what every query needs once, so the first
+        requests are as fast as the rest."""
+        self.store.verify()
         _ = self.store.texts, self.store.document_rows, self.store.start, self.store.end
 
     # ------------------------------------------------------------------ overview

@@ -160,7 +160,10 @@ class ConceptFolder:
             concept = load_concept(path)
         except CodebookError as error:
             reason = str(error).replace(str(path), path.name)
-            raise Conflict(f"the concept file {path.name} cannot be used: {reason}") from None
+            raise Conflict(
+                f"the concept file {path.name} cannot be used: {reason}; fix or delete the file "
+                "by hand"
+            ) from None
         if concept.name != path.stem:
             raise Conflict(
                 f"{path.name} holds the concept {concept.name!r}: a concept's file is named "

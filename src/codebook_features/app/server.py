@@ -77,12 +77,16 @@ def create_app(
             # where and what, never the input: it may be huge, or not encodable (NaN, a lone
             # surrogate), and the client has it anyway
             detail = [
-                {"loc": list(e["loc"]), "msg": _short(str(e["msg"])), "type": e["type"]}
+                {
+                    "loc": [_short(p) if isinstance(p, str) else p for p in e["loc"]],
+                    "msg": _short(str(e["msg"])),
+                    "type": e["type"],
+                }
                 for e in error.errors()[:MAX_ERRORS]
             ]
             return JSONResponse({"detail": detail}, status_code=422)
         fields = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'][1:])}: {_short(str(e['msg']))}"
+            f"{_short('.'.join(str(p) for p in e['loc'][1:]))}: {_short(str(e['msg']))}"
             for e in error.errors()[:MAX_ERRORS]
         )
         return error_page(request, f"check the form: {fields}", 422)

@@ -188,12 +188,14 @@ def layer_heads(model: nn.Module, block: nn.Module, projection: nn.Module, width
     for holder in (attention, projection):
         if holder is None:
             continue
-        size = _positive_int(holder, _HEAD_DIM_NAMES)
-        if size is not None and width % size == 0:
-            return width // size
+        # the count first: in multi-head latent attention the head size named head_dim is
+        # that of queries and keys, not of the values the projection reads
         count = _positive_int(holder, _HEAD_COUNT_NAMES)
         if count is not None and width % count == 0:
             return count
+        size = _positive_int(holder, _HEAD_DIM_NAMES)
+        if size is not None and width % size == 0:
+            return width // size
     heads, why = attention_heads(model)
     if heads is None:
         raise CodebookError(f"{why}; attn_heads codebooks need the heads of each layer")

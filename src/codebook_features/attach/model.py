@@ -21,7 +21,6 @@ from torch import Tensor, nn
 
 from codebook_features._version import __version__
 from codebook_features.attach.config import CodebookModelConfig
-from codebook_features.attach.families import layer_heads
 from codebook_features.attach.interventions import (
     Ablate,
     AblateCodes,
@@ -78,11 +77,7 @@ class CodebookModel(nn.Module):
             if str(site.layer) not in self.codebooks:
                 self.codebooks[str(site.layer)] = nn.ModuleDict()
             layer = self.codebooks[str(site.layer)]
-            heads = (
-                layer_heads(model, plan.blocks[site.layer], site.module, widths[site.name])
-                if site.kind == "attn_heads"
-                else 1
-            )
+            heads = facts.heads.get(site.name, 1)
             cb_config = config.site_config(site.kind, widths[site.name], heads)
             device = next(site.module.parameters(), param).device  # models split over devices
             layer[site.kind] = Codebook(cb_config, device=device, dtype=param.dtype)

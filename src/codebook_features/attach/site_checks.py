@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from codebook_features.attach.families import attention_heads, refusal, text_config
+from codebook_features.attach.families import layer_heads, refusal, text_config
 from codebook_features.attach.sites import SiteLocation
 from codebook_features.attach.token_positions import unflatten
 from codebook_features.errors import CodebookError
@@ -74,6 +74,8 @@ class SiteFacts:
 
     widths: dict[str, int]
     changed_in_place: frozenset[str]
+    heads: dict[str, int] = field(default_factory=dict)
+    """Each attn_heads site's heads, as its layer's attention module has them."""
 
 
 def first_tensor(value: Any) -> Any:
@@ -163,16 +165,23 @@ def check_sites(
         for module, training in modes.items():
             module.training = training
     _check_depth(ran, sites, family)
-    widths, changed = {}, set()
+    widths, changed, heads = {}, set(), {}
     for site in sites:
         record = ran[site.layer] if site.kind == "block" else seen[site.name]
         widths[site.name] = _check_site(site, record, ran[site.layer], ids.shape, family, model)
+        if site.kind == "attn_heads":
+            try:
+                heads[site.name] = layer_heads(
+                    model, blocks[site.layer], site.module, widths[site.name]
+                )
+            except CodebookError as error:
+                raise _refuse(family, site, str(error)) from None
         if site.name in projected:
             _check_projection(site, record, projected[site.name], family)
         tensor = record.produced if site.kind == "block" else record.main
         if _changed(record.kept, tensor):
             changed.add(site.name)
-    return SiteFacts(widths, frozenset(changed))
+    return SiteFacts(widths, frozenset(changed), heads)
 
 
 def _probe_tokens(model: nn.Module) -> Tensor:
@@ -259,12 +268,6 @@ def _check_site(
                 "inside; name the projection that carries the site in "
                 "codebook_features/attach/families.py"
             )
-    if site.kind == "attn_heads":
-        heads, why = attention_heads(model)
-        if heads is None:
-            raise refuse(why)
-        if width % heads:
-            raise refuse(f"its width {width} is not a multiple of the {heads} attention heads")
     if site.kind in ("attn_heads", "mlp_hidden"):
         out = record.produced
         if not isinstance(out, Tensor) or not isinstance(hidden, Tensor):

@@ -218,13 +218,21 @@ MAX_WRITTEN_OUT = 100_000
 """Compiling unrolls counted repeats: ``(?:a{3000}){3000}`` takes seconds and gigabytes before
 any search could be stopped, so a pattern whose counted repeats multiply past this is refused."""
 
-_COUNT = re.compile(r"\{(\d*)(?:,(\d*))?\}")
+_COUNT = re.compile(r"\{([0-9]*)(?:,([0-9]*))?\}")
+_HUGE = 10**9
+"""A count of more digits than this has is taken as this (past any limit, and ``int`` of a
+4,300-digit string would raise)."""
 
 
 def written_out_size(pattern: str) -> int:
     """About how many atoms ``pattern`` has once every counted repeat ``{n}``/``{n,m}`` is
     written out (a bound, not the compiled size: alternatives are added, not the longest
-    taken; ``+`` and ``*`` count once)."""
+    taken; ``+`` and ``*`` count once). Comments are skipped; with and without verbose mode
+    (``#`` to the end of a line), whichever is larger."""
+    return max(_written_out(pattern, verbose=False), _written_out(pattern, verbose=True))
+
+
+def _written_out(pattern: str, verbose: bool) -> int:
     sizes = [0]  # the running size of each open group
     last = 0  # the size of the atom or group a quantifier would repeat
     i = 0
@@ -234,21 +242,37 @@ def written_out_size(pattern: str) -> int:
             i, last = i + 2, 1
             sizes[-1] += 1
             continue
-        if char == "[":  # a class is one atom: skip to its closing bracket
+        if verbose and char == "#":
+            end = pattern.find("\n", i)
+            i = len(pattern) if end < 0 else end + 1
+            continue
+        if pattern.startswith("(?#", i):
+            end = pattern.find(")", i)
+            i = len(pattern) if end < 0 else end + 1
+            continue
+        if char == "[":  # a class is one atom: skip to its closing bracket, if it has one
             j = i + 1 + (pattern[i + 1 : i + 2] == "^")
             j += pattern[j : j + 1] == "]"
             while j < len(pattern) and pattern[j] != "]":
                 j += 2 if pattern[j] == "\\" else 1
-            i, last = j + 1, 1
+            i, last = (j + 1 if j < len(pattern) else i + 1), 1
             sizes[-1] += 1
             continue
         if char == "(":
+            if pattern.startswith("(?", i):  # a group's prefix (?:, (?P<name>, (?i) ...
+                j = i + 2
+                while j < len(pattern) and pattern[j] not in ":>=!)":
+                    j += 1
+                if j < len(pattern) and pattern[j] == ")":  # inline flags: no group
+                    i, last = j + 1, 0
+                    continue
+                i = j
             sizes.append(0)
         elif char == ")":
             last = sizes.pop() if len(sizes) > 1 else 0
             sizes[-1] += last
         elif char == "{" and (count := _COUNT.match(pattern, i)) and any(count.groups()):
-            times = max(int(n) for n in count.groups() if n)
+            times = max(int(n) if len(n) <= 9 else _HUGE for n in count.groups() if n)
             sizes[-1] += last * (times - 1)
             last *= times
             i = count.end()
@@ -272,8 +296,8 @@ def _compile(pattern: str | re.Pattern[str]) -> Any:
     size = written_out_size(text)
     if size > MAX_WRITTEN_OUT:
         raise CodebookError(
-            f"{text[:60]!r} repeats too much to compile (some {size:,} atoms once its counted "
-            "repeats {n} are written out): use smaller counts, or + and *"
+            f"{text[:60]!r} is too large to compile (some {size:,} atoms once its counted "
+            "repeats {n} are written out): use smaller counts, + and *, or a shorter pattern"
         )
     try:
         return regex_module.compile(text, flags)

@@ -158,7 +158,8 @@ def word_windows(
     texts: Sequence[str], labels: Sequence[str], words: int | None
 ) -> tuple[list[str], list[str]]:
     """Each text cut into consecutive windows of ``words`` words (a shorter rest is dropped,
-    a shorter text kept whole), with its label; ``words`` None keeps the texts whole.
+    a shorter text kept whole, an empty one dropped), with its label; ``words`` None keeps the
+    texts whole.
 
     A classifier that judges short generations should learn from, and be checked on, texts
     of their length: a bag of words learned from 500-word documents recognises a label less
@@ -172,6 +173,8 @@ def word_windows(
     out_labels: list[str] = []
     for text, label in zip(texts, labels, strict=True):
         split = text.split()
+        if not split:  # no words: nothing to learn or judge
+            continue
         starts = range(0, len(split) - words + 1, words) if len(split) >= words else [0]
         for start in starts:
             out_texts.append(" ".join(split[start : start + words]))

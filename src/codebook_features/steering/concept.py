@@ -302,8 +302,10 @@ def is_concept_file(path: str | os.PathLike) -> bool:
         return False
     try:
         data = json.loads(text)
+    except json.JSONDecodeError as error:  # cut short, not followed by more (JSON lines)
+        return not error.msg.startswith("Extra data") and _CLAIMS_CONCEPT.search(text) is not None
     except ValueError:
-        return _CLAIMS_CONCEPT.search(text) is not None
+        return False
     return isinstance(data, dict) and data.get("kind") == KIND
 
 

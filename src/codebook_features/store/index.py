@@ -6,7 +6,8 @@ code fires are ``rows[indptr[c]:indptr[c + 1]]`` for the flat code ``c = group *
 id``, sorted; per-code counts are ``diff(indptr)``. Building streams the shards batch by batch
 (memory bounded), fills the arrays in place, and sorts rows by code with a counting sort over
 chunks, so it is linear in the number of tokens. The index is rebuilt when the manifest
-changes (it records the manifest's sha256).
+changes (it records the manifest's sha256), and it records the sha256 of each of its files,
+which a reader checks the first time it uses that file.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from codebook_features.errors import CodebookError
-from codebook_features.persist.checksums import file_sha256, verify_checksums
+from codebook_features.persist.checksums import (
+    directory_checksums,
+    file_sha256,
+    verify_checksums,
+)
 from codebook_features.persist.files import (
     INDEX_DIR,
     INDEX_INFO,
@@ -36,7 +41,7 @@ from codebook_features.store.schema import TOKEN_COLUMNS
 if TYPE_CHECKING:
     from codebook_features.store.manifest import Manifest
 
-INDEX_VERSION = 3
+INDEX_VERSION = 4
 TOKEN_ARRAYS = {
     "document": np.int64,
     "position": np.int32,
@@ -147,7 +152,12 @@ def build_index(store: Path, manifest: Manifest) -> None:
         del columns, ids, document
         write_json(
             tmp / INDEX_INFO,
-            {"index_version": INDEX_VERSION, "manifest_sha256": file_sha256(store / MANIFEST)},
+            {
+                "index_version": INDEX_VERSION,
+                "manifest_sha256": file_sha256(store / MANIFEST),
+                # each file's digest, checked when a reader first uses it
+                "files": directory_checksums(tmp, exclude=[INDEX_INFO]),
+            },
         )
         target = store / INDEX_DIR
         old = store / f".{INDEX_DIR}.old"

@@ -19,7 +19,14 @@ import numpy as np
 from codebook_features.attach.code_ref import CodeRef
 from codebook_features.attach.site_names import match_sites
 from codebook_features.errors import CodebookError
-from codebook_features.persist.files import ACTIVATIONS_DIR, INDEX_DIR, MANIFEST, SHARDS_DIR
+from codebook_features.persist.checksums import verify_checksums
+from codebook_features.persist.files import (
+    ACTIVATIONS_DIR,
+    INDEX_DIR,
+    INDEX_INFO,
+    MANIFEST,
+    SHARDS_DIR,
+)
 from codebook_features.store import index as idx
 from codebook_features.store.manifest import Manifest, SiteRecord
 from codebook_features.store.schema import SCHEMA_VERSION
@@ -47,9 +54,59 @@ class CodeStore:
     def open(cls, path: str | os.PathLike) -> CodeStore:
         return cls(path)
 
+    # ------------------------------------------------------------------ integrity
+    @cached_property
+    def _verified(self) -> set[Path]:
+        """Files checked against their recorded sha256 since this store was opened."""
+        return set()
+
+    @cached_property
+    def _index_digests(self) -> dict[str, str]:
+        path = self.path / INDEX_DIR / INDEX_INFO
+        try:
+            files = json.loads(path.read_text()).get("files")
+        except (OSError, ValueError, AttributeError):
+            files = None
+        if not isinstance(files, dict):
+            raise CodebookError(
+                f"{path} is damaged (it does not list the index's checksums): {self._rebuild}"
+            )
+        return files
+
+    @property
+    def _rebuild(self) -> str:
+        return f"delete {self.path / INDEX_DIR} and open the store again to rebuild it"
+
+    def _verify(self, path: Path, digest: str | None, fix: str) -> None:
+        """Refuse ``path`` unless it hashes to ``digest``; each file once per open, so a
+        query reads only what was recorded, at the cost of one pass over the files it uses."""
+        if path in self._verified:
+            return
+        name = path.relative_to(self.path).as_posix()
+        if digest is None:
+            raise CodebookError(f"{name} in {self.path} has no recorded checksum: {fix}")
+        verify_checksums({name: digest}, lambda _: path, str(self.path), fix)
+        self._verified.add(path)
+
+    def verify(self) -> None:
+        """Check every file of the store and its index against its recorded sha256 now, so
+        that no later query pays for it (each file is checked once per open either way)."""
+        for name in self._index_digests:
+            self._verify(self.path / INDEX_DIR / name, self._index_digests[name], self._rebuild)
+        for relative in self.manifest.files:
+            self._verify_recorded(relative)
+
+    def _verify_recorded(self, relative: str) -> Path:
+        """A shard or activations file, checked against the manifest."""
+        path = self.path / relative
+        if self.manifest.files:  # stores of the first format recorded none: nothing to check
+            self._verify(path, self.manifest.files.get(relative), "record the store again")
+        return path
+
     # ------------------------------------------------------------------ tokens and documents
     def _array(self, name: str) -> np.ndarray:
         path = self.path / INDEX_DIR / name
+        self._verify(path, self._index_digests.get(name), self._rebuild)
         try:
             return np.load(path, mmap_mode="r")
         except (OSError, ValueError) as error:
@@ -90,7 +147,7 @@ class CodeStore:
 
         parts = []
         for shard in self.manifest.shards:
-            path = self.path / SHARDS_DIR / shard.documents
+            path = self._verify_recorded(f"{SHARDS_DIR}/{shard.documents}")
             try:
                 parts.append(pq.read_table(path))
             except (OSError, pa.ArrowException) as error:
@@ -239,7 +296,8 @@ class CodeStore:
             )
         files = self.manifest.activations.files if self.manifest.activations else []
         parts = [
-            _safetensors_array(self.path / ACTIVATIONS_DIR / f.file, site, f.rows) for f in files
+            _safetensors_array(self._verify_recorded(f"{ACTIVATIONS_DIR}/{f.file}"), site, f.rows)
+            for f in files
         ]
         if len(parts) == 1:
             return parts[0]
@@ -257,7 +315,10 @@ class CodeStore:
 
         connection = duckdb.connect()
         for view, key in (("documents", "documents"), ("tokens", "tokens")):
-            files = [str(self.path / SHARDS_DIR / getattr(s, key)) for s in self.manifest.shards]
+            files = [
+                str(self._verify_recorded(f"{SHARDS_DIR}/{getattr(s, key)}"))
+                for s in self.manifest.shards
+            ]
             listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
             connection.execute(f"create view {view} as select * from read_parquet([{listed}])")
         try:

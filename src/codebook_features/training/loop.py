@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -121,9 +122,14 @@ class Trainer:
         check_loggers(t)
         self.run_dir = Path(t.output_dir)
         self.accelerator = Accelerator(
-            # "auto" without a GPU is the CPU: said outright, or accelerate sets up no data
-            # parallelism under torchrun (each process would train alone, as rank 0)
-            cpu=t.device == "cpu" or (t.device == "auto" and not torch.cuda.is_available()),
+            # "auto" under torchrun without a GPU is the CPU: said outright, or accelerate sets
+            # up no data parallelism (each process would train alone, as rank 0)
+            cpu=t.device == "cpu"
+            or (
+                t.device == "auto"
+                and not torch.cuda.is_available()
+                and int(os.environ.get("WORLD_SIZE", "1")) > 1
+            ),
             mixed_precision=t.mixed_precision,
             log_with=t.log_to or None,
             project_dir=str(self.run_dir),
