@@ -134,8 +134,8 @@ def test_windows_judge_short_texts_as_their_documents() -> None:
     """Learning from windows of long documents keeps what whole documents teach: each window
     of a held-out document is labelled as the document."""
     texts = [" ".join(texts) for texts in TRAIN.values()]  # one long document per topic
-    classifier = TopicClassifier.fit(*word_windows(texts, list(TRAIN), 8))
+    classifier = TopicClassifier.fit(texts, list(TRAIN), window=8)
     held = [" ".join(t for t, label in HELD_OUT if label == name) for name in TRAIN]
-    report = classifier.evaluate(*word_windows(held, list(TRAIN), 4))
+    report = classifier.evaluate(held, list(TRAIN), window=4)
     assert report.accuracy.total == sum(len(h.split()) // 4 for h in held)
     assert report.accuracy.rate >= 0.75

@@ -58,6 +58,7 @@ class TopicClassifier:
         seed: int = 0,
         min_df: int = 1,
         stop_words: str | None = "english",
+        window: int | None = None,
     ) -> TopicClassifier:
         """Train on labelled texts (at least two distinct labels).
 
@@ -66,7 +67,9 @@ class TopicClassifier:
         otherwise outvote the few topic words. Words and word pairs are weighted by sublinear
         TF-IDF, so a generated text that repeats a word does not dominate. Classes are
         balanced, so a topic with fewer examples is not predicted less for that reason.
-        ``min_df`` drops features seen in fewer training texts.
+        ``min_df`` drops features seen in fewer training texts. ``window``: learn from
+        windows of this many words of the texts (:func:`word_windows`), for judging texts of
+        about that length.
         """
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
@@ -78,6 +81,7 @@ class TopicClassifier:
         labels = list(labels)
         if len(labels) != len(texts):
             raise CodebookError(f"fit got {len(texts)} texts but {len(labels)} labels")
+        texts, labels = word_windows(texts, labels, window)
         if not all(isinstance(label, str) for label in labels):
             raise CodebookError("labels must be strings, e.g. 'weddings' or 'other'")
         if len(set(labels)) < 2:
@@ -121,14 +125,18 @@ class TopicClassifier:
         predicted = self.predict(texts)
         return Rate(hits=sum(p == label for p in predicted), total=len(predicted))
 
-    def evaluate(self, texts: Sequence[str], labels: Sequence[str]) -> ClassifierReport:
-        """Accuracy and per-label precision/recall on held-out labelled texts."""
+    def evaluate(
+        self, texts: Sequence[str], labels: Sequence[str], *, window: int | None = None
+    ) -> ClassifierReport:
+        """Accuracy and per-label precision/recall on held-out labelled texts (with
+        ``window``, on windows of that many words of them, as :meth:`fit` learns)."""
         texts = _texts(texts, "evaluate")
         labels = list(labels)
         if not texts:
             raise CodebookError("evaluate needs held-out labelled texts, got none")
         if len(labels) != len(texts):
             raise CodebookError(f"evaluate got {len(texts)} texts but {len(labels)} labels")
+        texts, labels = word_windows(texts, labels, window)
         for label in set(labels):
             self._check_label(label, "evaluate")
         predicted = self.predict(texts)

@@ -288,7 +288,7 @@ def _setup(config: SteeringEvalConfig) -> _Setup:
     from codebook_features.attach.fingerprint import codebooks_fingerprint
     from codebook_features.attach.loading import load_model_and_tokenizer
     from codebook_features.persist.ownership import STEERING_EVAL, check_output_dir, clear_own, mark
-    from codebook_features.steering.classifier import TopicClassifier, word_windows
+    from codebook_features.steering.classifier import TopicClassifier
     from codebook_features.steering.selection import check_store, split_documents
     from codebook_features.store.model_loading import check_recorded_with
     from codebook_features.store.reader import CodeStore
@@ -344,11 +344,11 @@ def _setup(config: SteeringEvalConfig) -> _Setup:
         selection, chosen = None, np.ones(len(ids), dtype=bool)
         judge = _classifier_texts(config, set(texts))
     setup.classifier = TopicClassifier.fit(
-        *word_windows(
-            [t for t, _ in judge], [label for _, label in judge], config.classifier_window
-        ),
+        [t for t, _ in judge],
+        [label for _, label in judge],
         seed=config.generation.seed,
         min_df=1 if config.classifier_data is None else CLASSIFIER_DATA_MIN_DF,
+        window=config.classifier_window,
     )
     unknown = [label for label in setup.regexes if label not in setup.classifier.labels]
     if unknown:
@@ -365,7 +365,7 @@ def _setup(config: SteeringEvalConfig) -> _Setup:
     known = set(setup.classifier.labels)
     test = [i for i in range(len(ids)) if chosen[i] and labels[i] in known]
     setup.classifier_report = setup.classifier.evaluate(
-        *word_windows([texts[i] for i in test], [labels[i] for i in test], config.classifier_window)
+        [texts[i] for i in test], [labels[i] for i in test], window=config.classifier_window
     )
     setup.concepts, setup.held_out = {}, {}
     for label in setup.regexes:

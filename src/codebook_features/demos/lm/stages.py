@@ -260,7 +260,7 @@ class LmStages:
         preset, or by its rule (the labels the classifier recognises best, each with its most
         over-represented words), before anything is generated."""
         from codebook_features.demos.lm.corpus import read_rows
-        from codebook_features.steering.classifier import TopicClassifier, word_windows
+        from codebook_features.steering.classifier import TopicClassifier
         from codebook_features.steering.evaluation import CLASSIFIER_DATA_MIN_DF
         from codebook_features.steering.topics import (
             best_recognised,
@@ -275,14 +275,16 @@ class LmStages:
         held = [(r["text"], r["label"]) for r in read_rows(data, LM_VALIDATION_FILE)]
         texts, names = [t for t, _ in train], [label for _, label in train]
         classifier = TopicClassifier.fit(
-            *word_windows(texts, names, p.classifier_window),
+            texts,
+            names,
             seed=self.results.seed,
             min_df=CLASSIFIER_DATA_MIN_DF,
+            window=p.classifier_window,
         )
         known = set(classifier.labels)
         held = [(t, label) for t, label in held if label in known]
         report = classifier.evaluate(
-            *word_windows([t for t, _ in held], [label for _, label in held], p.classifier_window)
+            [t for t, _ in held], [label for _, label in held], window=p.classifier_window
         )
         ranked = best_recognised(report, len(report.per_label))
         chosen = [label for label, _ in ranked if label in labels][: p.topic_count]
