@@ -1,8 +1,10 @@
 """Regex -> codes, on a store with planted codes."""
 
+import os
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -192,3 +194,26 @@ def test_patterns_that_unroll_past_the_limit_are_refused_before_compiling(store)
     with pytest.raises(CodebookError, match="too large to compile"):
         regex_token_rows(store, bomb)  # refused by its size, before compiling it takes seconds
     assert len(regex_token_rows(store, r"(?:dragon ){1,3}")) > 0  # modest counts still work
+
+
+def test_the_time_limit_is_wall_clock_time(store) -> None:
+    """On a busy machine CPU time runs slower than the clock: here three busy processes share
+    the search's one core, so a limit counted in CPU time would answer after about four times
+    its length. The answer must come at the limit."""
+    core = min(os.sched_getaffinity(0))
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
+    before = os.sched_getaffinity(0)
+    try:
+        for process in busy:
+            os.sched_setaffinity(process.pid, {core})
+        os.sched_setaffinity(0, {core})
+        began = time.monotonic()
+        with pytest.raises(CodebookError, match="took longer than 1 s"):
+            regex_token_rows(store, r"(?:.|..)*\d" * 3, time_limit=1.0)  # backtracks on every line
+        waited = time.monotonic() - began
+    finally:
+        os.sched_setaffinity(0, before)
+        for process in busy:
+            process.kill()
+            process.wait()
+    assert waited < 2.5, f"refused after {waited:.1f} s of wall-clock time"

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, NoReturn
 
@@ -69,24 +71,58 @@ def regex_token_rows(
     store: CodeStore, pattern: str | re.Pattern[str], *, time_limit: float | None = None
 ) -> np.ndarray:
     """Token rows (ascending) that overlap a match of ``pattern`` (or of its first group).
-    With ``time_limit`` (seconds), a search that takes longer is stopped and refused, so
-    neither a pattern that backtracks without end nor one that matches everywhere can hold a
-    server's worker."""
+    With ``time_limit`` (seconds of wall-clock time), a search that takes longer is stopped and
+    refused, so neither a pattern that backtracks without end nor one that matches everywhere
+    can hold a server's worker, however busy the machine."""
     regex = _compile(pattern)
-    deadline = None if time_limit is None else time.monotonic() + time_limit
+    if time_limit is None:
+        return _token_rows(store, regex, None, threading.Event())
+    return _within(time_limit, regex, lambda stop: _token_rows(store, regex, time_limit, stop))
+
+
+def _within(time_limit: float, regex: Any, work: Callable[[threading.Event], np.ndarray]) -> Any:
+    """``work`` run on a thread of its own, its answer awaited for ``time_limit`` seconds of
+    wall-clock time. The ``regex`` library's own limit counts CPU time, which on a busy machine
+    runs several times slower than the clock; so the caller gets its refusal at the deadline,
+    and the abandoned search is told to stop (between documents) and is held within the same
+    number of CPU seconds (inside one)."""
+    stop = threading.Event()
+    answer: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            answer["rows"] = work(stop)
+        except BaseException as error:  # handed to the caller
+            answer["error"] = error
+
+    thread = threading.Thread(target=run, name="regex search", daemon=True)
+    thread.start()
+    thread.join(time_limit)
+    if thread.is_alive():
+        stop.set()
+        _too_slow(regex, time_limit)
+    if "error" in answer:
+        raise answer["error"]
+    return answer["rows"]
+
+
+def _token_rows(
+    store: CodeStore, regex: Any, time_limit: float | None, stop: threading.Event
+) -> np.ndarray:
     documents, firsts = store.document_rows
     starts, ends = store.start, store.end
     texts = store.texts
+    deadline = None if time_limit is None else time.monotonic() + time_limit
     found: list[np.ndarray] = []
     for i, document in enumerate(documents.tolist()):
-        if deadline is not None and time.monotonic() > deadline:
-            _too_slow(regex, time_limit)
+        if stop.is_set():
+            break
         lo, hi = int(firsts[i]), int(firsts[i + 1])
         spans = [
             match.span(1) if regex.groups else match.span()
             for match in _matches(regex, texts[document], deadline, time_limit)
         ]
-        spans = [(begin, stop) for begin, stop in spans if begin >= 0 and stop > begin]
+        spans = [(begin, end) for begin, end in spans if begin >= 0 and end > begin]
         if spans:
             rows = _overlapping(np.asarray(starts[lo:hi]), np.asarray(ends[lo:hi]), spans)
             found.append(np.flatnonzero(rows) + lo)
@@ -306,10 +342,14 @@ def _compile(pattern: str | re.Pattern[str]) -> Any:
 
 
 def _matches(compiled: Any, text: str, deadline: float | None, limit: float | None) -> list[Any]:
+    """The matches in ``text``; with a deadline, the ``regex`` library's CPU-time limit set to
+    the wall-clock time left (CPU time never runs faster than the clock) and the interpreter
+    lock released, so that the thread waiting for the deadline can answer on time."""
     if deadline is None:
         return list(compiled.finditer(text))
     try:
-        return list(compiled.finditer(text, timeout=max(deadline - time.monotonic(), 1e-3)))
+        left = max(deadline - time.monotonic(), 1e-3)
+        return list(compiled.finditer(text, concurrent=True, timeout=left))
     except TimeoutError:
         _too_slow(compiled, limit)
 
