@@ -34,7 +34,7 @@ class ServeConfig(Settings):
     device: Device = "auto"
     """Where to run the model (auto: a GPU when there is one)."""
     regex_time_limit: PositiveNumber = 2.0
-    """Seconds a regex search may take before it is stopped and refused."""
+    """Seconds of wall-clock time a regex search may match for before it is refused."""
     generation_time_limit: PositiveNumber = 30.0
     """Seconds a steering request may generate for (half unsteered, half steered)."""
     max_new_tokens: PositiveInt = 200

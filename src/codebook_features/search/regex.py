@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, NoReturn
@@ -71,21 +70,43 @@ def regex_token_rows(
     store: CodeStore, pattern: str | re.Pattern[str], *, time_limit: float | None = None
 ) -> np.ndarray:
     """Token rows (ascending) that overlap a match of ``pattern`` (or of its first group).
-    With ``time_limit`` (seconds of wall-clock time), a search that takes longer is stopped and
-    refused, so neither a pattern that backtracks without end nor one that matches everywhere
-    can hold a server's worker, however busy the machine."""
+    With ``time_limit`` (seconds of wall-clock time), a search still matching then is refused,
+    so neither a pattern that backtracks without end nor one that matches everywhere can hold
+    a server's worker, however busy the machine."""
     regex = _compile(pattern)
+    tokens = _Tokens(*store.document_rows, store.start, store.end, store.texts)  # read here
     if time_limit is None:
-        return _token_rows(store, regex, None, threading.Event())
-    return _within(time_limit, regex, lambda stop: _token_rows(store, regex, time_limit, stop))
+        return _token_rows(tokens, regex, None, threading.Event())
+    limit = min(time_limit, MAX_TIME_LIMIT)
+    return _within(limit, regex, lambda stop: _token_rows(tokens, regex, limit, stop))
+
+
+MAX_TIME_LIMIT = 1e6
+"""Longer limits are taken as this (about 12 days; a thread cannot wait for any longer)."""
+
+BACKSTOP = 4
+"""The ``regex`` library's own limit, as a multiple of the wall-clock one. It counts the CPU
+time of the whole process (every thread), so it cannot be the limit itself: it only bounds a
+search abandoned at its deadline, and is generous enough not to cut a search short while
+other threads of a server work."""
+
+
+@dataclass(frozen=True)
+class _Tokens:
+    """What a search reads of a store, read before it starts (the store's files are loaded and
+    checked in the caller, not counted against the time limit)."""
+
+    documents: np.ndarray
+    firsts: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    texts: Any
 
 
 def _within(time_limit: float, regex: Any, work: Callable[[threading.Event], np.ndarray]) -> Any:
     """``work`` run on a thread of its own, its answer awaited for ``time_limit`` seconds of
-    wall-clock time. The ``regex`` library's own limit counts CPU time, which on a busy machine
-    runs several times slower than the clock; so the caller gets its refusal at the deadline,
-    and the abandoned search is told to stop (between documents) and is held within the same
-    number of CPU seconds (inside one)."""
+    wall-clock time, then refused. The abandoned search is told to stop, which it does before
+    its next document; inside one, the ``regex`` library's limit (:data:`BACKSTOP`) ends it."""
     stop = threading.Event()
     answer: dict[str, Any] = {}
 
@@ -107,25 +128,21 @@ def _within(time_limit: float, regex: Any, work: Callable[[threading.Event], np.
 
 
 def _token_rows(
-    store: CodeStore, regex: Any, time_limit: float | None, stop: threading.Event
+    tokens: _Tokens, regex: Any, time_limit: float | None, stop: threading.Event
 ) -> np.ndarray:
-    documents, firsts = store.document_rows
-    starts, ends = store.start, store.end
-    texts = store.texts
-    deadline = None if time_limit is None else time.monotonic() + time_limit
     found: list[np.ndarray] = []
-    for i, document in enumerate(documents.tolist()):
+    for i, document in enumerate(tokens.documents.tolist()):
         if stop.is_set():
             break
-        lo, hi = int(firsts[i]), int(firsts[i + 1])
+        lo, hi = int(tokens.firsts[i]), int(tokens.firsts[i + 1])
         spans = [
             match.span(1) if regex.groups else match.span()
-            for match in _matches(regex, texts[document], deadline, time_limit)
+            for match in _matches(regex, tokens.texts[document], time_limit)
         ]
         spans = [(begin, end) for begin, end in spans if begin >= 0 and end > begin]
         if spans:
-            rows = _overlapping(np.asarray(starts[lo:hi]), np.asarray(ends[lo:hi]), spans)
-            found.append(np.flatnonzero(rows) + lo)
+            starts, ends = np.asarray(tokens.starts[lo:hi]), np.asarray(tokens.ends[lo:hi])
+            found.append(np.flatnonzero(_overlapping(starts, ends, spans)) + lo)
     return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
@@ -341,15 +358,13 @@ def _compile(pattern: str | re.Pattern[str]) -> Any:
         raise CodebookError(f"{text!r} is not a valid regular expression: {error}") from error
 
 
-def _matches(compiled: Any, text: str, deadline: float | None, limit: float | None) -> list[Any]:
-    """The matches in ``text``; with a deadline, the ``regex`` library's CPU-time limit set to
-    the wall-clock time left (CPU time never runs faster than the clock) and the interpreter
-    lock released, so that the thread waiting for the deadline can answer on time."""
-    if deadline is None:
+def _matches(compiled: Any, text: str, limit: float | None) -> list[Any]:
+    """The matches in ``text``; with a limit, the interpreter lock released (the thread
+    waiting for the deadline answers on time) and the ``regex`` library's backstop set."""
+    if limit is None:
         return list(compiled.finditer(text))
     try:
-        left = max(deadline - time.monotonic(), 1e-3)
-        return list(compiled.finditer(text, concurrent=True, timeout=left))
+        return list(compiled.finditer(text, concurrent=True, timeout=BACKSTOP * limit))
     except TimeoutError:
         _too_slow(compiled, limit)
 
