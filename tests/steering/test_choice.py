@@ -107,4 +107,29 @@ def test_intervals_must_be_apart() -> None:
         **(row("codes", 0, 120.0, codes=8).to_dict() | {"classifier": Rate(hits=6, total=10)})
     )
     assert steered.classifier.low < base.classifier.high
-    assert not topic_result(base, steered, None, True, 2.0).moved
+    result = topic_result(base, steered, None, True, 2.0)
+    assert not result.moved and result.why_not == ["the intervals of unsteered and codes overlap"]
+
+
+def test_a_topic_not_moved_says_why() -> None:
+    base, steered = row("none", 12, 100.0), row("codes", 20, 210.0, codes=8)
+    steered = ConditionResult(**(steered.to_dict() | {"regex": Rate(hits=36, total=40)}))
+    result = topic_result(base, steered, None, False, 2.0, human=0.5)
+    assert not result.moved
+    assert result.why_not == [
+        "already 30% on topic unsteered (goal: from 20%)",
+        "codes reach 50% (goal: 60%)",
+        "the judge calls only 50% of the topic's human text on topic",
+        "perplexity 210.0, over 2x the unsteered 100.0",
+    ]
+    judged_well = topic_result(base, steered, None, False, 2.0, human=0.9).why_not
+    assert judged_well[2] == (
+        "the topic's words come (90% by the regex) but the judge does not read the text as "
+        "the topic"
+    )
+    assert result.verdict.startswith("no: already 30%")
+    moved = topic_result(BASE, row("codes", 32, 120.0, codes=8), None, True, 2.0, human=0.9)
+    assert moved.moved and moved.why_not == [] and moved.verdict == "yes"
+    assert topic_result(BASE, None, None, False, 2.0).why_not == [
+        "no code setting changed the texts"
+    ]

@@ -55,19 +55,52 @@ def topic_result(
     actadd: ConditionResult | None,
     within: bool,
     max_ratio: float,
+    human: float | None = None,
 ) -> TopicResult:
-    """The reported conditions of one topic (fresh rows), and whether it met :data:`GOAL`."""
-    moved = (
-        steered is not None
-        and unsteered.classifier.rate <= GOAL["from_at_most"]
-        and steered.classifier.rate >= GOAL["to_at_least"]
-        and steered.classifier.low > unsteered.classifier.high
-        and steered.perplexity < max_ratio * unsteered.perplexity
-    )
+    """The reported conditions of one topic (fresh rows), whether it met :data:`GOAL`, and
+    if not, why (``human``: the share of the label's held-out human text the judge calls on
+    topic)."""
+    reasons = shortfall(unsteered, steered, max_ratio, human)
     return TopicResult(
         unsteered=Reported.of(unsteered),
         steered=None if steered is None else Reported.of(steered),
         activation_addition=None if actadd is None else Reported.of(actadd),
         within_perplexity=within,
-        moved=moved,
+        moved=not reasons,
+        why_not=reasons,
     )
+
+
+def shortfall(
+    unsteered: ConditionResult,
+    steered: ConditionResult | None,
+    max_ratio: float,
+    human: float | None = None,
+) -> list[str]:
+    """Each part of :data:`GOAL` the reported code setting missed, in a few words with its
+    numbers, and what the numbers suggest limits it; empty when the topic moved."""
+    low, high = GOAL["from_at_most"], GOAL["to_at_least"]
+    if steered is None:
+        return ["no code setting changed the texts"]
+    reasons = []
+    before, after = unsteered.classifier, steered.classifier
+    if before.rate > low:
+        reasons.append(f"already {before.rate:.0%} on topic unsteered (goal: from {low:.0%})")
+    if after.rate < high:
+        reasons.append(f"codes reach {after.rate:.0%} (goal: {high:.0%})")
+        words = steered.regex
+        if human is not None and human == human and human < high:
+            reasons.append(f"the judge calls only {human:.0%} of the topic's human text on topic")
+        elif words is not None and words.rate >= high:
+            reasons.append(
+                f"the topic's words come ({words.rate:.0%} by the regex) but the judge does "
+                "not read the text as the topic"
+            )
+    elif after.low <= before.high:
+        reasons.append("the intervals of unsteered and codes overlap")
+    if steered.perplexity >= max_ratio * unsteered.perplexity:
+        reasons.append(
+            f"perplexity {steered.perplexity:.1f}, over {max_ratio:g}x the unsteered "
+            f"{unsteered.perplexity:.1f}"
+        )
+    return reasons

@@ -148,6 +148,7 @@ def evaluate_steering(config: SteeringEvalConfig) -> SteeringReport:
                 reported[-1] if actadd is not None else None,
                 within,
                 config.max_perplexity_ratio,
+                human=_human_rate(setup.classifier_report, name),
             )
     report = SteeringReport(
         model=config.model,
@@ -163,6 +164,12 @@ def evaluate_steering(config: SteeringEvalConfig) -> SteeringReport:
     )
     write_report(Path(config.output_dir), report)
     return report
+
+
+def _human_rate(report: Any, label: str) -> float | None:
+    """The share of the label's held-out human texts the classifier calls on topic."""
+    score = report.per_label.get(label)
+    return None if score is None or not score.support else score.recall
 
 
 class _Setup:

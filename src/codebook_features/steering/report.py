@@ -158,7 +158,7 @@ def _topic_line(concept: str, topic: TopicResult, human: float | None) -> str:
             if actadd is not None
             else "- | - | "
         )
-        + ("yes" if topic.moved else "no")
+        + topic.verdict
         + " |"
     )
 

@@ -128,6 +128,16 @@ class TopicResult(Record):
     did, the least perplexing one is reported)."""
     moved: bool
     """Whether the codes met the goal (:data:`GOAL`) on the fresh generations."""
+    why_not: list[str] = Field(default_factory=list)
+    """When not moved: each part of the goal missed, with its numbers (empty in results of
+    earlier versions)."""
+
+    @property
+    def verdict(self) -> str:
+        """``yes``, or ``no`` with the reasons, for tables."""
+        if self.moved:
+            return "yes"
+        return "no: " + "; ".join(self.why_not) if self.why_not else "no"
 
 
 class SteeringReport(Record):

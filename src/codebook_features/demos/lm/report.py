@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from codebook_features.persist.files import LM_LOSS_PLOT, PLOTS_DIR, REPORT_FILE, write_text
-from codebook_features.steering.results import ConditionResult, Reported
+from codebook_features.steering.results import ConditionResult, Reported, TopicResult
 
 if TYPE_CHECKING:
     from codebook_features.demos.lm.pipeline import LmResults
@@ -219,7 +219,8 @@ def _table3(results: LmResults) -> list[str]:
             f"{_ci(codes, 'classifier')} | {_setting(codes)} | {_num(base['perplexity'], 1)} "
             f"-> {_num(codes and codes['perplexity'], 1)} | {_ci(base, 'regex')} -> "
             f"{_ci(codes, 'regex')} | {_ci(added, 'classifier')} ({_setting(added)}) | "
-            f"{_num(added and added['perplexity'], 1)} | {'yes' if topic['moved'] else 'no'} |"
+            f"{_num(added and added['perplexity'], 1)} | "
+            f"{TopicResult.model_validate(topic).verdict} |"
         )
     lines += ["", *_sweep(rows, topics)]
     lines += ["Steered generations (codes forced, fresh seeds):", ""]
