@@ -27,12 +27,13 @@ from codebook_features.settings.options import flat_fields
 from codebook_features.steering.concept_cli import ListConcepts, NewConcept, ShowConcept
 from codebook_features.steering.eval_config import SteeringEvalConfig
 from codebook_features.steering.steer_cli import SteerConfig
-from codebook_features.store.config import RecordConfig
+from codebook_features.store.config import IndexConfig, RecordConfig
 from codebook_features.training.config import RunConfig
 
 SETTINGS = {
     "train": RunConfig,
     "record": RecordConfig,
+    "index": IndexConfig,
     "search regex": RegexSearch,
     "search token": TokenSearch,
     "search topics": TopicSearch,

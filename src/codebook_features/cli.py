@@ -40,6 +40,10 @@ COMMANDS: dict[str, Command] = {
         "codebook_features.store.cli",
         "record which codes fire on which tokens of a text corpus (a code store)",
     ),
+    "index": Command(
+        "codebook_features.store.index_cli",
+        "build a code store's index (for stores recorded by an earlier version)",
+    ),
     "search": Command(
         "codebook_features.search.cli",
         "search a code store: codes for a pattern, a token, or topics",

@@ -32,7 +32,7 @@ from codebook_features.search.sae import (
     train_sae,
 )
 from codebook_features.store.reader import CodeStore
-from tests.store.synthetic import DRAGON, WORDS, write_store
+from tests.store.synthetic import DRAGON, WORDS, reindex, write_store
 from tests.store.test_record import settings, world  # noqa: F401 (a fixture)
 
 SITE = "layers.0.mlp"  # 1 group, k = 2, 50 codes: an SAE of 50 latents, 2 active
@@ -84,6 +84,7 @@ def add_activations(root: Path) -> Path:
         "files": listed,
     }
     (root / MANIFEST).write_text(json.dumps(manifest))
+    reindex(root)
     return root
 
 

@@ -14,6 +14,8 @@ import pyarrow.parquet as pq
 
 from codebook_features.persist.checksums import file_sha256
 from codebook_features.persist.files import DOCUMENTS_SHARD, MANIFEST, SHARDS_DIR, TOKENS_SHARD
+from codebook_features.store.index import ensure_index
+from codebook_features.store.reader import read_manifest
 from codebook_features.store.schema import SCHEMA_VERSION, id_dtype
 
 WORDS = ["the", "red", "dragon", "flies", "over", "a", "café", "near", "日本", "town", "at", "dawn"]
@@ -26,7 +28,9 @@ TOPIC = 5
 (those labelled "fantasy")."""
 
 
-def write_store(root: Path, documents: int = 40, per_shard: int = 15, seed: int = 0) -> Path:
+def write_store(
+    root: Path, documents: int = 40, per_shard: int = 15, seed: int = 0, *, index: bool = True
+) -> Path:
     rng = random.Random(seed)
     (root / SHARDS_DIR).mkdir(parents=True)
     shards, files, total = [], {}, 0
@@ -101,4 +105,11 @@ def write_store(root: Path, documents: int = 40, per_shard: int = 15, seed: int 
         "files": files,
     }
     (root / MANIFEST).write_text(json.dumps(manifest))
+    if index:
+        reindex(root)  # as record does
     return root
+
+
+def reindex(root: Path) -> None:
+    """Build a store's index anew, as ``codebook index`` does (after a test edits it)."""
+    ensure_index(root, read_manifest(root), rebuild=True)

@@ -3,14 +3,16 @@ scans, SQL over the shards, damage and concurrent first opens."""
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from codebook_features import CodebookError
 from codebook_features.attach.code_ref import CodeRef
+from codebook_features.search import regex_codes
 from codebook_features.store.reader import CodeStore
-from tests.store.synthetic import DRAGON, SITES, write_store
+from tests.store.synthetic import DRAGON, SITES, reindex, write_store
 
 
 @pytest.fixture
@@ -46,11 +48,11 @@ def test_sql_over_the_shards(store) -> None:
 
 
 def test_damage_is_refused_clearly(tmp_path) -> None:
-    root = write_store(tmp_path / "a")
+    root = write_store(tmp_path / "a", index=False)
     shard = next((root / "shards").glob("tokens-*.parquet"))
     shard.write_bytes(shard.read_bytes()[:100])
     with pytest.raises(CodebookError, match=r"tokens-.*\.parquet in .* is damaged"):
-        CodeStore(root)
+        reindex(root)
     assert not (root / "index").exists()
     root = write_store(tmp_path / "b")
     (root / "manifest.json").write_text("{truncated")
@@ -60,21 +62,43 @@ def test_damage_is_refused_clearly(tmp_path) -> None:
         CodeStore(tmp_path)
 
 
-def test_index_is_built_once_and_rebuilt_when_the_manifest_changes(tmp_path) -> None:
+def test_opening_and_searching_a_store_leave_it_unchanged(tmp_path, capsys) -> None:
+    """The index is written with the store; readers never write. A store without a current
+    index (recorded by an earlier version, or edited) is refused with the command that
+    builds it, and that command does."""
+    from codebook_features.cli import main
+
     root = write_store(tmp_path / "s")
-    CodeStore(root)
-    stamp = (root / "index" / "index.json").stat().st_mtime_ns
-    CodeStore(root)
-    assert (root / "index" / "index.json").stat().st_mtime_ns == stamp
+
+    def files() -> dict[str, bytes]:
+        found = (p for p in root.rglob("*") if p.is_file())
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in found}
+
+    before = files()
+    store = CodeStore(root)
+    store.verify()
+    regex_codes(store, "dragon")
+    store.occurrences(f"layers.0.mlp/0/{DRAGON}")
+    assert main(["search", "regex", "--pattern", "dragon", "--store", str(root)]) == 0
+    assert files() == before
     manifest = root / "manifest.json"
     manifest.write_text(manifest.read_text() + "\n")
-    again = CodeStore(root)
-    assert (root / "index" / "index.json").stat().st_mtime_ns != stamp
-    assert again.num_tokens > 0
+    refusal = rf"no index of this version .*: run `codebook index --store {root}`"
+    with pytest.raises(CodebookError, match=refusal):
+        CodeStore(root)
+    assert {n: b for n, b in files().items() if n != "manifest.json"} == {
+        n: b for n, b in before.items() if n != "manifest.json"
+    }
+    capsys.readouterr()
+    assert main(["index", "--store", str(root)]) == 0
+    assert "bytes per token" in capsys.readouterr().out
+    assert CodeStore(root).num_tokens > 0
     assert re.fullmatch(
         r"[0-9a-f]{64}",
         __import__("json").loads((root / "index" / "index.json").read_text())["manifest_sha256"],
     )
+    assert main(["index", "--store", str(tmp_path / "nothing")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
 
 
 def test_index_with_tiny_chunks_equals_one_pass(tmp_path, monkeypatch) -> None:
@@ -128,6 +152,7 @@ def test_a_manifest_from_a_newer_version_loads_with_a_warning(tmp_path) -> None:
     manifest["codebook_features_version"] = "99.0.0"
     (root / "manifest.json").write_text(json.dumps(manifest))
     with pytest.warns(SavedFileWarning, match=r"99\.0\.0.*not know: sites\.layers\.0\.mlp\.future"):
+        reindex(root)
         store = CodeStore(root)
     assert store.sites["layers.0.mlp"].num_codes == SITES["layers.0.mlp"][2]
     manifest["schema_version"] = SCHEMA_VERSION + 1  # a newer format is refused
@@ -183,17 +208,21 @@ def test_flipped_bits_anywhere_a_query_reads_are_refused(tmp_path) -> None:
 
 
 def _open_and_count(path: str) -> int:
+    from codebook_features.store.index import ensure_index
+    from codebook_features.store.reader import read_manifest
+
+    ensure_index(Path(path), read_manifest(Path(path)))
     store = CodeStore(path)
     return int(store.counts("layers.0.mlp")[0, DRAGON])
 
 
-def test_processes_opening_a_new_store_together_build_one_index(tmp_path, monkeypatch) -> None:
+def test_processes_indexing_a_store_together_build_one_index(tmp_path, monkeypatch) -> None:
     import multiprocessing
     import os
 
     from codebook_features.store import index
 
-    root = write_store(tmp_path / "store")
+    root = write_store(tmp_path / "store", index=False)
     builds = tmp_path / "builds"
     builds.mkdir()
     real_build = index.build_index

@@ -28,6 +28,7 @@ from codebook_features.store import record as record_module
 from codebook_features.store.record import RecordConfig, ShardInfo, record
 from codebook_features.store.schema import SCHEMA_VERSION, id_dtype
 from tests.model_zoo import TINY_NEOX
+from tests.store.synthetic import reindex
 
 pytestmark = pytest.mark.slow  # trains models or serves a store: not in `make test-fast`
 
@@ -158,6 +159,7 @@ def test_the_store_names_its_model_as_concepts_do(world: Path, store: Path, tmp_
     digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
     manifest |= {"schema_version": 1, "model": manifest["model"] | {"fingerprint": digest}}
     (old / "manifest.json").write_text(json.dumps(manifest))
+    reindex(old)
     check_recorded_with(CodeStore(old), cbm, str(world / "model"))
     changed.save(tmp_path / "changed")
     with pytest.raises(CodebookError, match="is not the model"):
@@ -420,8 +422,7 @@ def test_overwrite_replaces_only_a_store_of_our_own(
     assert len(manifest_of(out)["shards"]) == 1
     with pytest.raises(CodebookError, match="other settings"):
         record(settings(world, out))
-    (out / "index").mkdir()  # what a reader caches beside the shards is the store's own
-    (out / "index" / "document.npy").write_bytes(b"index")
+    (out / "index" / "document.npy").write_bytes(b"index")  # the index is the store's own
     record(settings(world, out, overwrite=True))
     assert contents(out) == contents(store)
     (out / "shards" / "mine.txt").write_text("mine")

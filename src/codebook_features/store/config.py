@@ -90,3 +90,10 @@ class RecordConfig(Settings):
                 "document id have their own columns): leave them out of label_fields"
             )
         return self
+
+
+class IndexConfig(Settings):
+    """Which store to index."""
+
+    store: Text
+    """The store directory (written by ``codebook record``)."""

@@ -1,5 +1,7 @@
 """The store's index: token columns and code ids as memory-mapped arrays, and per code its token
-rows (CSR), built once from the shards and cached in ``index/`` beside them.
+rows (CSR), built from the shards into ``index/`` beside them by ``codebook record`` (or, for a
+store recorded by an earlier version, once by ``codebook index --store STORE``); opening a
+store only reads it, so a search or a server never writes into a store.
 
 A code page or a precision/recall query then touches only the rows it needs: the rows where a
 code fires are ``rows[indptr[c]:indptr[c + 1]]`` for the flat code ``c = group * num_codes +
@@ -80,12 +82,23 @@ def index_is_current(store: Path) -> bool:
     ) == file_sha256(store / MANIFEST)
 
 
-def ensure_index(store: Path, manifest: Manifest) -> None:
-    """Build the index unless a current one is there. Processes opening a new store at the
-    same time wait for the first one's build (a lock file beside the index) instead of
-    replacing each other's index while it is being read."""
-    if index_is_current(store):
-        return
+def require_index(store: Path) -> None:
+    """Refuse a store without a current index, saying how to build it."""
+    if not index_is_current(store):
+        raise CodebookError(
+            f"{store} has no index of this version (recorded by an earlier version, or its "
+            f"index was removed): run `codebook index --store {store}` once, which writes "
+            f"{store / INDEX_DIR}"
+        )
+
+
+def ensure_index(store: Path, manifest: Manifest, *, rebuild: bool = False) -> bool:
+    """Build the index unless a current one is there (``rebuild``: in any case, e.g. over a
+    damaged one). Processes building at the same time wait for the first one's build (a lock
+    file beside the index) instead of replacing each other's index while it is being read.
+    Returns whether it built one."""
+    if index_is_current(store) and not rebuild:
+        return False
     with open(store / INDEX_LOCK, "a") as lock:
         try:
             import fcntl
@@ -93,8 +106,10 @@ def ensure_index(store: Path, manifest: Manifest) -> None:
             fcntl = None  # type: ignore[assignment]
         if fcntl is not None:
             fcntl.flock(lock, fcntl.LOCK_EX)
-        if not index_is_current(store):
-            build_index(store, manifest)
+        if index_is_current(store) and not rebuild:
+            return False
+        build_index(store, manifest)
+        return True
 
 
 def build_index(store: Path, manifest: Manifest) -> None:

@@ -1,7 +1,8 @@
 """Reading a code store: its manifest, documents, token columns, code ids per site (memory
 mapped), the occurrences of a code, and SQL over the shards through DuckDB.
 
-The first open builds the index (``store/index.py``) once; later opens map it. A manifest from
+Opening only reads: the index (``store/index.py``) is written by ``codebook record`` (or by
+``codebook index`` for a store of an earlier version) and mapped here. A manifest from
 a newer version loads with a warning (unknown keys dropped); a newer *format* is refused.
 """
 
@@ -37,18 +38,12 @@ class CodeStore:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.manifest: Manifest = _read_manifest(self.path)
+        self.manifest: Manifest = read_manifest(self.path)
         self.sites: dict[str, SiteRecord] = self.manifest.sites
         """What each recorded site holds."""
         self.num_tokens = self.manifest.counts.tokens
         self.num_documents = self.manifest.counts.documents
-        try:
-            idx.ensure_index(self.path, self.manifest)  # returns at once when it is current
-        except OSError as error:
-            raise CodebookError(
-                f"could not build the index of {self.path} ({error.strerror or error}): the "
-                "first open writes it beside the shards, so open it once where it is writable"
-            ) from error
+        idx.require_index(self.path)  # only read: record (or codebook index) writes it
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> CodeStore:
@@ -75,7 +70,7 @@ class CodeStore:
 
     @property
     def _rebuild(self) -> str:
-        return f"delete {self.path / INDEX_DIR} and open the store again to rebuild it"
+        return f"run `codebook index --store {self.path}` to rebuild its index"
 
     def _verify(self, path: Path, digest: str | None, fix: str) -> None:
         """Refuse ``path`` unless it hashes to ``digest``; each file once per open, so a
@@ -111,8 +106,7 @@ class CodeStore:
             return np.load(path, mmap_mode="r")
         except (OSError, ValueError) as error:
             raise CodebookError(
-                f"the index file {path} is damaged ({str(error).splitlines()[0]}): delete "
-                f"{self.path / INDEX_DIR} and open the store again to rebuild it"
+                f"the index file {path} is damaged ({str(error).splitlines()[0]}): {self._rebuild}"
             ) from error
 
     @cached_property
@@ -348,7 +342,7 @@ def _safetensors_array(path: Path, name: str, rows: int) -> np.ndarray:
         raise idx.damaged(path, error, "activations file") from error
 
 
-def _read_manifest(path: Path) -> Manifest:
+def read_manifest(path: Path) -> Manifest:
     file = path / MANIFEST
     if not path.is_dir():
         raise CodebookError(f"{path} is not a directory: give a code store's directory")

@@ -23,6 +23,7 @@ from codebook_features.settings.base import NonNegativeInt, NonNegativeNumber, R
 from codebook_features.store.config import RESERVED_COLUMNS, RecordConfig
 from codebook_features.store.documents import READ_CHUNK, load_corpus
 from codebook_features.store.group import ProcessGroup
+from codebook_features.store.index import ensure_index
 from codebook_features.store.manifest import Manifest, write_store_manifest
 from codebook_features.store.model_loading import DEFAULT_MAX_LENGTH, load_recording_model
 from codebook_features.store.progress import (
@@ -110,6 +111,9 @@ class _Recorder:
             manifest = Manifest.from_saved(
                 json.loads((self.root / MANIFEST).read_text()), str(self.root / MANIFEST)
             )
+            if group.rank == 0:  # the index too, so that searching only reads the store
+                ensure_index(self.root, manifest)
+            group.barrier()
         finally:
             group.close()
         seconds = time.monotonic() - started
