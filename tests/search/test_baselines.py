@@ -120,7 +120,7 @@ def test_missing_or_damaged_activations_are_clear_errors(store: CodeStore, tmp_p
         plain.activations(SITE)
     assert len(plain.activation_rows) == 0
     damaged = add_activations(write_store(tmp_path / "damaged", documents=400, per_shard=150))
-    opened = CodeStore(damaged)  # the index is built (and the checksums checked) first
+    opened = CodeStore(damaged)  # opened before the damage: reading finds it
     file = damaged / ACTIVATIONS_DIR / ACTIVATIONS_SHARD.format(rank=0, shard=2)
     data = bytearray(file.read_bytes())
     data[-10] ^= 0x40  # a value flipped, the size the same: it would have turned into NaN

@@ -117,10 +117,10 @@ def test_a_topic_not_moved_says_why() -> None:
     result = topic_result(base, steered, None, False, 2.0, human=0.5)
     assert not result.moved
     assert result.why_not == [
-        "already 30% on topic unsteered (goal: from 20%)",
+        "already 30% on topic unsteered (goal: at most 20%)",
         "codes reach 50% (goal: 60%)",
         "the judge calls only 50% of the topic's human text on topic",
-        "perplexity 210.0, over 2x the unsteered 100.0",
+        "perplexity 210.0, not under 2x the unsteered 100.0",
     ]
     judged_well = topic_result(base, steered, None, False, 2.0, human=0.9).why_not
     assert judged_well[2] == (
@@ -133,3 +133,9 @@ def test_a_topic_not_moved_says_why() -> None:
     assert topic_result(BASE, None, None, False, 2.0).why_not == [
         "no code setting changed the texts"
     ]
+    # a NaN perplexity (no token scored) is no success; rates that round to the goal say so
+    lost = topic_result(BASE, row("codes", 32, float("nan"), codes=8), None, True, 2.0)
+    assert not lost.moved and lost.why_not[-1].startswith("perplexity nan")
+    short = row("codes", 0, 120.0, codes=8)
+    short = ConditionResult(**(short.to_dict() | {"classifier": Rate(hits=119, total=200)}))
+    assert topic_result(BASE, short, None, True, 2.0).why_not == ["codes reach 59.5% (goal: 60%)"]

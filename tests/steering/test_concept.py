@@ -25,7 +25,6 @@ from codebook_features.steering.concept import (
     save_concept,
     site_shapes,
 )
-from codebook_features.store.reader import CodeStore
 from tests.steering.recorded import World, save_model, world
 
 CODES = ("layers.0.attn_heads/1/3", "layers.0.attn_heads/2/7", "layers.1.mlp/0/5")
@@ -353,7 +352,6 @@ def test_command_mistakes_get_one_line_and_change_nothing(
     recorded, other, tmp_path, capsys, line, message
 ):
     concepts = tmp_path / "concepts"
-    CodeStore(recorded.store)  # its index exists before the snapshot
     kept = ["--name", "kept", "--store", str(recorded.store), "--pattern", "dragon"]
     assert (
         main(

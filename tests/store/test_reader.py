@@ -1,7 +1,8 @@
 """The store's reader and index, on a store with planted codes: ids and postings against slow
-scans, SQL over the shards, damage and concurrent first opens."""
+scans, SQL over the shards, damage, concurrent builds, and readers that never write."""
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -75,6 +76,8 @@ def test_opening_and_searching_a_store_leave_it_unchanged(tmp_path, capsys) -> N
         return {p.relative_to(root).as_posix(): p.read_bytes() for p in found}
 
     before = files()
+    mode = os.stat(root).st_mode & 0o777  # whoever can read the store can read its index
+    assert os.stat(root / "index").st_mode & 0o777 == mode
     store = CodeStore(root)
     store.verify()
     regex_codes(store, "dragon")
@@ -83,7 +86,7 @@ def test_opening_and_searching_a_store_leave_it_unchanged(tmp_path, capsys) -> N
     assert files() == before
     manifest = root / "manifest.json"
     manifest.write_text(manifest.read_text() + "\n")
-    refusal = rf"no index of this version .*: run `codebook index --store {root}`"
+    refusal = rf"no current index .*: run `codebook index --store {root}`"
     with pytest.raises(CodebookError, match=refusal):
         CodeStore(root)
     assert {n: b for n, b in files().items() if n != "manifest.json"} == {

@@ -25,6 +25,7 @@ from codebook_features import CodebookError, CodebookModel, CodebookModelConfig
 from codebook_features.cli import main
 from codebook_features.persist.files import MANIFEST
 from codebook_features.store import record as record_module
+from codebook_features.store.index import index_is_current
 from codebook_features.store.record import RecordConfig, ShardInfo, record
 from codebook_features.store.schema import SCHEMA_VERSION, id_dtype
 from tests.model_zoo import TINY_NEOX
@@ -142,7 +143,7 @@ def test_the_store_names_its_model_as_concepts_do(world: Path, store: Path, tmp_
     from codebook_features.store.reader import CodeStore
 
     cbm = CodebookModel.from_pretrained(world / "model")
-    copy = tmp_path / "store"  # opening a store writes its index: the shared one stays as it is
+    copy = tmp_path / "store"  # its manifest is edited below: the shared store stays as it is
     shutil.copytree(store, copy)
     reader = CodeStore(copy)
     assert reader.manifest.model.fingerprint == codebooks_fingerprint(cbm)
@@ -580,6 +581,7 @@ def test_two_processes_record_one_store(world: Path, tmp_path: Path) -> None:
     ranks = [s["rank"] for s in manifest["shards"]]
     assert set(ranks) == {0, 1} and ranks == sorted(ranks)
     assert manifest["recording"]["processes"] == 2
+    assert index_is_current(out)  # written by the first process once every shard was there
     assert {s["tokens"] for s in manifest["shards"]} >= {
         "tokens-00000-00000.parquet",
         "tokens-00001-00000.parquet",

@@ -78,29 +78,39 @@ def shortfall(
     human: float | None = None,
 ) -> list[str]:
     """Each part of :data:`GOAL` the reported code setting missed, in a few words with its
-    numbers, and what the numbers suggest limits it; empty when the topic moved."""
+    numbers, and what the numbers suggest limits it; empty when the topic moved. Each test is
+    written as the goal holding, so a NaN rate or perplexity counts as missing it."""
     low, high = GOAL["from_at_most"], GOAL["to_at_least"]
     if steered is None:
         return ["no code setting changed the texts"]
     reasons = []
     before, after = unsteered.classifier, steered.classifier
-    if before.rate > low:
-        reasons.append(f"already {before.rate:.0%} on topic unsteered (goal: from {low:.0%})")
-    if after.rate < high:
-        reasons.append(f"codes reach {after.rate:.0%} (goal: {high:.0%})")
+    if not before.rate <= low:
+        reasons.append(
+            f"already {_share(before.rate, low)} on topic unsteered (goal: at most {low:.0%})"
+        )
+    if not after.rate >= high:
+        reasons.append(f"codes reach {_share(after.rate, high)} (goal: {high:.0%})")
         words = steered.regex
-        if human is not None and human == human and human < high:
-            reasons.append(f"the judge calls only {human:.0%} of the topic's human text on topic")
+        if human is not None and human < high:
+            reasons.append(
+                f"the judge calls only {_share(human, high)} of the topic's human text on topic"
+            )
         elif words is not None and words.rate >= high:
             reasons.append(
                 f"the topic's words come ({words.rate:.0%} by the regex) but the judge does "
                 "not read the text as the topic"
             )
-    elif after.low <= before.high:
+    elif not after.low > before.high:
         reasons.append("the intervals of unsteered and codes overlap")
-    if steered.perplexity >= max_ratio * unsteered.perplexity:
+    if not steered.perplexity < max_ratio * unsteered.perplexity:
         reasons.append(
-            f"perplexity {steered.perplexity:.1f}, over {max_ratio:g}x the unsteered "
+            f"perplexity {steered.perplexity:.1f}, not under {max_ratio:g}x the unsteered "
             f"{unsteered.perplexity:.1f}"
         )
     return reasons
+
+
+def _share(rate: float, goal: float) -> str:
+    """A rate for a reason: one decimal where whole percents would read as the goal itself."""
+    return f"{rate:.1%}" if f"{rate:.0%}" == f"{goal:.0%}" else f"{rate:.0%}"

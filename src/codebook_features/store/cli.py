@@ -28,5 +28,6 @@ def run(args: argparse.Namespace) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
         print(
             f"recorded {result.documents} documents, {result.tokens} tokens in "
-            f"{result.shards} shard(s) ({result.tokens_per_s:,.0f} tokens/s): {result.path}"
+            f"{result.shards} shard(s) ({result.tokens_per_s:,.0f} tokens/s, indexed in "
+            f"{result.index_seconds:.1f} s): {result.path}"
         )

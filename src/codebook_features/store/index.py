@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,6 +77,11 @@ def index_is_current(store: Path) -> bool:
     info = store / INDEX_DIR / INDEX_INFO
     try:
         data = json.loads(info.read_text())
+    except PermissionError as error:
+        raise CodebookError(
+            f"cannot read the index of {store} ({error.strerror}): ask its owner to make "
+            f"{store / INDEX_DIR} readable"
+        ) from error
     except (OSError, ValueError):
         return False
     return data.get("index_version") == INDEX_VERSION and data.get(
@@ -86,8 +93,9 @@ def require_index(store: Path) -> None:
     """Refuse a store without a current index, saying how to build it."""
     if not index_is_current(store):
         raise CodebookError(
-            f"{store} has no index of this version (recorded by an earlier version, or its "
-            f"index was removed): run `codebook index --store {store}` once, which writes "
+            f"{store} has no current index (recorded by an earlier version, a recording "
+            "stopped while indexing, an edited manifest, or a removed or damaged index): run "
+            f"`codebook index --store {shlex.quote(str(store))}` once, which writes "
             f"{store / INDEX_DIR}"
         )
 
@@ -174,6 +182,7 @@ def build_index(store: Path, manifest: Manifest) -> None:
                 "files": directory_checksums(tmp, exclude=[INDEX_INFO]),
             },
         )
+        os.chmod(tmp, stat.S_IMODE(store.stat().st_mode))  # readable by whoever reads the store
         target = store / INDEX_DIR
         old = store / f".{INDEX_DIR}.old"
         if target.exists():

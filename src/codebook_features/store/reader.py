@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,7 @@ class CodeStore:
 
     @property
     def _rebuild(self) -> str:
-        return f"run `codebook index --store {self.path}` to rebuild its index"
+        return f"run `codebook index --store {shlex.quote(str(self.path))}` to rebuild its index"
 
     def _verify(self, path: Path, digest: str | None, fix: str) -> None:
         """Refuse ``path`` unless it hashes to ``digest``; each file once per open, so a

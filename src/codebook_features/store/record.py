@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
+import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from codebook_features.errors import CodebookError
 from codebook_features.persist.files import MANIFEST
 from codebook_features.settings.base import NonNegativeInt, NonNegativeNumber, Record
 from codebook_features.store.config import RESERVED_COLUMNS, RecordConfig
@@ -33,6 +36,8 @@ from codebook_features.store.progress import (
     save_progress,
 )
 from codebook_features.store.shards import ShardWriter
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_MAX_LENGTH",
@@ -61,9 +66,11 @@ class RecordResult(Record):
     shards: NonNegativeInt
     """Shards in the store (of every process)."""
     seconds: NonNegativeNumber
-    """Wall time of this call."""
+    """Wall time of this call's recording (the index not counted)."""
     tokens_per_s: NonNegativeNumber
-    """Tokens recorded by this call (every process) per second of it."""
+    """Tokens recorded by this call (every process) per second of its recording."""
+    index_seconds: NonNegativeNumber = 0.0
+    """Wall time of writing the index after the recording."""
 
 
 def record(
@@ -111,12 +118,12 @@ class _Recorder:
             manifest = Manifest.from_saved(
                 json.loads((self.root / MANIFEST).read_text()), str(self.root / MANIFEST)
             )
-            if group.rank == 0:  # the index too, so that searching only reads the store
-                ensure_index(self.root, manifest)
-            group.barrier()
+            recorded = time.monotonic()
+            if group.rank == 0:  # the index too, so that searching only reads the store (the
+                self._index(manifest)  # other processes are done: none waits on a failure)
         finally:
             group.close()
-        seconds = time.monotonic() - started
+        seconds = recorded - started
         tokens = manifest.counts.tokens
         return RecordResult(
             path=str(self.root),
@@ -125,7 +132,20 @@ class _Recorder:
             shards=len(manifest.shards),
             seconds=round(seconds, 3),
             tokens_per_s=round((tokens - tokens_before) / max(seconds, 1e-9), 1),
+            index_seconds=round(time.monotonic() - recorded, 3),
         )
+
+    def _index(self, manifest: Manifest) -> None:
+        """Write the store's index; a failure says the recording itself is complete."""
+        log.info("indexing %s tokens", f"{manifest.counts.tokens:,}")
+        try:
+            ensure_index(self.root, manifest)
+        except OSError as error:
+            raise CodebookError(
+                f"the recording of {self.root} is complete, but its index could not be written "
+                f"({error.strerror or error}): make room, then run `codebook index --store "
+                f"{shlex.quote(str(self.root))}`"
+            ) from error
 
     def _settings(self, world: int) -> dict[str, Any]:
         """What decides the content of the store: a recording continues only with these."""
