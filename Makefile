@@ -59,7 +59,7 @@ lock: test-latest
 	$(LATEST_VENV)/bin/python .ci/write-lock $(LOCK)
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_codebook.py
+	$(PY) benchmarks/bench_codebook.py --original
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples

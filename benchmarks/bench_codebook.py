@@ -129,6 +129,20 @@ def write_readme_table(results: list[dict], info: dict) -> None:
             f"{100 * r['memory_ratio']:.1f}% |"
         )
     where = f"{info['cpu']}, {info['threads']} threads" if info["device"] == "cpu" else info["gpu"]
+    originals = [r for r in results if "original" in r]
+    if originals:
+        rows += [
+            "",
+            "| codes C | ours fwd+bwd | original 0.1.2 fwd+bwd | speed-up | ours peak "
+            "| original peak |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in originals:
+            rows.append(
+                f"| {r['num_codes']:,} | {r['ours']['seconds']:.2f} s | "
+                f"{r['original']['seconds']:.2f} s | {r['vs_original']:.1f}x | "
+                f"{r['ours']['peak_mib']:,.0f} MiB | {r['original']['peak_mib']:,.0f} MiB |"
+            )
     table = "\n".join(
         [f"Measured on {where}, torch {info['torch']} ({info['device']}):", "", *rows]
     )
@@ -141,6 +155,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=None, help="timed runs per process")
     parser.add_argument("--rounds", type=int, default=None, help="processes per implementation")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--original",
+        action="store_true",
+        help="also time the original package (0.1.2, in benchmarks/.original-venv) at sizes "
+        "up to 16,384 codes, taking turns with ours",
+    )
     parser.add_argument("--child", choices=["ours", "reference"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -153,9 +173,17 @@ def main() -> None:
         row = {"num_codes": num_codes, "groups": GROUPS, "group_dim": GROUP_DIM, "k": K}
         row["tokens"] = TOKENS
         runs: dict[str, list[dict]] = {"ours": [], "reference": []}
+        if args.original and small and args.device == "cpu":
+            runs["original"] = []
         for _ in range(rounds):
             for impl in runs:
-                runs[impl].append(run_child(impl, num_codes, reps, args.device))
+                if impl == "original":
+                    from original import time_layer
+
+                    found = time_layer(GROUPS, GROUP_DIM, K, TOKENS, num_codes, reps)
+                else:
+                    found = run_child(impl, num_codes, reps, args.device)
+                runs[impl].append(found)
         for impl, done in runs.items():
             times = [t for run in done for t in run["all_seconds"]]
             row[impl] = {
@@ -169,6 +197,8 @@ def main() -> None:
                 flush=True,
             )
         row["speedup"] = row["reference"]["seconds"] / row["ours"]["seconds"]
+        if "original" in row:
+            row["vs_original"] = row["original"]["seconds"] / row["ours"]["seconds"]
         row["memory_ratio"] = row["ours"]["peak_mib"] / row["reference"]["peak_mib"]
         results.append(row)
     info = machine(args.device)
