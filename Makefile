@@ -60,6 +60,7 @@ lock: test-latest
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_codebook.py --original
+	$(PY) benchmarks/bench_train_step.py --original
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples

@@ -113,6 +113,12 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per round and side")
+    parser.add_argument(
+        "--original",
+        action="store_true",
+        help="also time the original package's step (0.1.2, in benchmarks/.original-venv), "
+        "one process per round, taking turns with ours",
+    )
     args = parser.parse_args()
     plain, with_codes = build(False, args.device), build(True, args.device)
     steps = {
@@ -122,9 +128,15 @@ def main() -> None:
     for step in steps.values():  # warm-up (and the top-k kernel's first build)
         time_steps(step, 2, args.device)
     times: dict[str, list[float]] = {name: [] for name in steps}
+    original: list[dict] = []
     for _ in range(args.rounds):
         for name, step in steps.items():
             times[name] += time_steps(step, args.steps, args.device)
+        if args.original and args.device == "cpu":
+            from original import run
+
+            spec = {"model_config": MODEL, "batch": BATCH, "seq": SEQ, "rounds": 1}
+            original.append(run("step", **spec, steps=args.steps))
     median = {name: statistics.median(t) for name, t in times.items()}
     results = {
         "machine": cpu_name() if args.device == "cpu" else torch.cuda.get_device_name(),
@@ -135,9 +147,21 @@ def main() -> None:
         "step_without_s": round(median["without"], 4),
         "step_with_s": round(median["with"], 4),
         "ratio": round(median["with"] / median["without"], 3),
+        **(
+            {
+                "original_without_s": round(statistics.median(o["without"] for o in original), 4),
+                "original_with_s": round(statistics.median(o["with"] for o in original), 4),
+            }
+            if original
+            else {}
+        ),
         "profile_with": profile(steps["with"], args.device),
         "profile_without": profile(steps["without"], args.device),
     }
+    if original:
+        results["original_ratio"] = round(
+            results["original_with_s"] / results["original_without_s"], 3
+        )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"train_step_{args.device}.json").write_text(json.dumps(results, indent=2) + "\n")
     write_readme(results)
@@ -154,6 +178,16 @@ def write_readme(r: dict) -> None:
         f"| without codebooks | {r['step_without_s']} | | |",
         f"| with codebooks (attention heads + MLP, k = 1, C = 1,000) | {r['step_with_s']} "
         f"| {r['ratio']:.2f}x | <= 1.2x |",
+        *(
+            [
+                f"| original 0.1.2 without codebooks (transformers 4.35.2) | "
+                f"{r['original_without_s']} | | |",
+                f"| original 0.1.2 with its TokFSM codebooks | {r['original_with_s']} | "
+                f"{r['original_ratio']:.2f}x | |",
+            ]
+            if "original_ratio" in r
+            else []
+        ),
         "",
         "Operators by self time per step, with codebooks | without:",
         "",

@@ -63,12 +63,17 @@ def python() -> Path:
     return executable
 
 
-def time_layer(groups: int, group_dim: int, k: int, tokens: int, num_codes: int, reps: int) -> dict:
-    """One process of the original's layer: ``{"seconds", "all_seconds", "peak_mib"}``."""
-    cmd = [str(python()), str(CHILD), "--groups", str(groups), "--group_dim", str(group_dim)]
-    cmd += ["--k", str(k), "--tokens", str(tokens), "--codes", str(num_codes)]
-    cmd += ["--reps", str(reps)]
+def run(mode: str, **spec: object) -> dict:
+    """One process of ``original_child.py`` in the original's environment: ``layer`` (one
+    layer's forward + backward) or ``step`` (training steps without and with codebooks)."""
+    cmd = [str(python()), str(CHILD), mode, "--spec", json.dumps(spec)]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd="/", check=False)
     if done.returncode:
-        sys.exit(f"the original's layer failed:\n{done.stderr[-3000:]}")
+        sys.exit(f"the original's {mode} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def time_layer(groups: int, group_dim: int, k: int, tokens: int, num_codes: int, reps: int) -> dict:
+    """One process of the original's layer: ``{"seconds", "all_seconds", "peak_mib"}``."""
+    spec = {"groups": groups, "group_dim": group_dim, "k": k, "tokens": tokens}
+    return run("layer", **spec, num_codes=num_codes, reps=reps)
