@@ -20,6 +20,7 @@ from codebook_features.search.config import (
     BaselinesSearch,
     CodePageQuery,
     RegexSearch,
+    TextQuery,
     TokenSearch,
     TopicSearch,
 )
@@ -38,6 +39,7 @@ SETTINGS = {
     "search token": TokenSearch,
     "search topics": TopicSearch,
     "search code": CodePageQuery,
+    "search text": TextQuery,
     "search baselines": BaselinesSearch,
     "concept new": NewConcept,
     "concept show": ShowConcept,

@@ -114,6 +114,9 @@ STAND_INS: dict[str, StandIn] = {
     "runs/my-run/final": StandIn(why="the tiny model's sites and codes", replace=TINY_STORE),
     "codebook search baselines --store runs/store --site layers.3.attn_heads --patterns "
     "'\\bthe\\b' 'ing\\b'": StandIn(why="the tiny model's sites", replace=TINY_SITES),
+    "codebook search text --model runs/my-run/final --text 'The dragon flew over the sea.'": (
+        AS_WRITTEN
+    ),
     "codebook concept new --model runs/my-run/final --store runs/store --name dragon --pattern "
     "'\\bdragons?\\b' --rule.max_codes 16": AS_WRITTEN,
     "codebook concept new --model runs/my-run/final --name kjv --examples kjv.txt --contrast "

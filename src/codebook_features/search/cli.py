@@ -14,6 +14,7 @@ from codebook_features.search.config import (
     BaselinesSearch,
     CodePageQuery,
     RegexSearch,
+    TextQuery,
     TokenSearch,
     TopicSearch,
 )
@@ -25,6 +26,7 @@ QUERIES: dict[str, tuple[type[Settings], str]] = {
     "token": (TokenSearch, "codes ranked by precision and recall for a token"),
     "topics": (TopicSearch, "codes that fire across whole documents"),
     "code": (CodePageQuery, "one code's page: tokens, contexts, co-occurring codes, logits"),
+    "text": (TextQuery, "the codes a model chooses on your own text, token by token"),
     "baselines": (BaselinesSearch, "codes vs neurons vs SAE latents on regex features"),
 }
 """Query name -> its settings type and one-line help."""
@@ -47,6 +49,9 @@ def run(cls: type[Settings], args: argparse.Namespace) -> None:
     from codebook_features.store.reader import CodeStore
 
     query, as_json = settings_from_args(cls, args), args.json
+    if isinstance(query, TextQuery):
+        _print_text(query, as_json)
+        return
     store = CodeStore(query.store)
     if isinstance(query, CodePageQuery):
         _print_page(store, query, as_json)
@@ -90,6 +95,23 @@ def run(cls: type[Settings], args: argparse.Namespace) -> None:
             f"{score.code!s:<32} {score.precision:>9.3f} {score.recall:>7.3f} "
             f"{score.support:>8,}  {example}"
         )
+
+
+def _print_text(query: TextQuery, as_json: bool) -> None:
+    """Each token of the text and, per site, its code ids (``group: id/id``), or JSON."""
+    from codebook_features.attach.loading import load_model_and_tokenizer
+    from codebook_features.search.text_codes import text_codes
+
+    model, tokenizer = load_model_and_tokenizer(query.model)
+    found = text_codes(model.eval(), tokenizer, query.text, query.sites or None)
+    if as_json:
+        print(json.dumps({"tokens": [t.to_dict() for t in found]}))
+        return
+    for token in found:
+        print(f"{token.position:>4} {token.text!r}")
+        for site, groups in token.codes.items():
+            ids = "  ".join(f"{g}:" + "/".join(map(str, slots)) for g, slots in enumerate(groups))
+            print(f"       {site:<24} {ids}")
 
 
 def _print_page(store: Any, query: CodePageQuery, as_json: bool) -> None:

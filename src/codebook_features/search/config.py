@@ -74,6 +74,17 @@ class TokenSearch(Ranking):
     """Match the token's text exactly, spaces included."""
 
 
+class TextQuery(Settings):
+    """Which codes a model chooses on a text of your own, token by token."""
+
+    model: Text
+    """A saved codebook model: a local directory (e.g. a run's ``final/``) or a hub name."""
+    text: Annotated[str, AfterValidator(_not_blank)]
+    """The text to run the model on (no special tokens are added)."""
+    sites: list[str] = Field(default_factory=list)
+    """Sites by name, kind or glob, e.g. ``layers.*.mlp`` (default: every site)."""
+
+
 class TopicSearch(Settings):
     """Codes that fire across a large share of whole documents."""
 
