@@ -476,3 +476,25 @@ def test_a_concept_name_with_a_final_newline_is_refused(client, tmp_path) -> Non
     assert client.post("/api/concepts", json={"name": "abc\n", **body}).status_code == 422
     directory = tmp_path / "concepts"
     assert not directory.exists() or not list(directory.iterdir())
+
+
+# ---------------------------------------------------------------------- your own text
+def test_your_text_equals_the_library(client, store_only, loaded) -> None:
+    from codebook_features.search.text_codes import text_codes
+
+    data = ok(client.post("/api/text", json={"text": "the red cat sees a dragon"}))
+    expected = text_codes(loaded[0], loaded[1], "the red cat sees a dragon")
+    assert data["tokens"] == [t.to_dict() for t in expected]
+    assert data["sites"] == list(expected[0].codes)
+    some = ok(client.post("/api/text", json={"text": "the red cat", "sites": "layers.1.*"}))
+    assert some["sites"] and all(s.startswith("layers.1.") for s in some["sites"])
+    refused(client.post("/api/text", json={"text": "the cat", "sites": "nope"}), 400, "nope")
+    refused(client.post("/api/text", json={"text": "   "}), 400, "give a text")
+    assert client.post("/api/text", json={"text": "x" * 4001}).status_code == 422
+    assert client.post("/api/text", json={"text": "a", "other": 1}).status_code == 422
+    refused(store_only.post("/api/text", json={"text": "the cat"}), 409, "--model")
+    page = client.get("/text", params={"text": "the red cat", "sites": "layers.1.mlp", "group": 0})
+    assert page.status_code == 200
+    first = expected[0].codes["layers.1.mlp"][0][0]
+    assert f'href="/codes/layers.1.mlp/0/{first}"' in page.text
+    assert store_only.get("/text", params={"text": "the cat"}).status_code == 409

@@ -191,6 +191,7 @@ def test_every_page_renders(tab: Tab) -> None:
         ("/topics", "Topic codes", "topics"),
         ("/concepts", "Concepts", "concepts"),
         ("/steer", "Steering playground", "steer"),
+        ("/text", "Codes of your text", "text"),
         ("/documents/0", "Document 0", "document"),
     ]:
         page = tab.open(path, heading)
@@ -333,3 +334,28 @@ def test_search_concept_steer_and_delete(tab: Tab) -> None:
     shots.append(tab.shot("concepts-after-delete"))
     tab.assert_clean()
     assert_pngs(shots)
+
+
+def test_your_text_shows_its_codes_and_links_them(tab: Tab) -> None:
+    expect = sync_api.expect
+    page = tab.open("/text", "Codes of your text")
+    page.get_by_label("Text").fill("the red cat sees a dragon")
+    page.get_by_label("Sites").fill("layers.1.mlp")
+    page.get_by_role("button", name="Run").click()
+    page.wait_for_url(re.compile(r"/text\?text=the"))
+    api = page.request.post("/api/text", data={"text": "the red cat sees a dragon"}).json()
+    rows = page.locator("table.text-codes tbody tr")
+    expect(rows).to_have_count(len(api["tokens"]))
+    for i, token in enumerate(api["tokens"]):  # the token as written, its codes as the API says
+        expect(rows.nth(i).locator(".tok")).to_have_text(token["text"])
+        ids = [str(i) for i in token["codes"]["layers.1.mlp"][0] if i >= 0]
+        expect(rows.nth(i).locator(".group").first.locator("a.code")).to_have_text(ids)
+    headings = page.locator("table.text-codes thead th").all_inner_texts()
+    assert headings == ["#", "token", "layers.1.mlp"]
+    shot = tab.shot("text")
+    link = rows.last.locator("a.code").first
+    code = link.get_attribute("title")
+    link.click()
+    page.wait_for_url(re.compile(r"/codes/"))
+    tab.check(code)
+    assert_pngs([shot])

@@ -41,6 +41,7 @@ OPERATIONS = [
     "PATCH /api/concepts/{name}",
     "DELETE /api/concepts/{name}",
     "POST /api/concepts/{name}/codes",
+    "POST /api/text",
     "POST /api/steer",
 ]
 """Every operation of the API (checked against the schema, so a new one is not left out)."""
@@ -301,6 +302,13 @@ def requests_of(overview: dict[str, Any]) -> Any:
             body=body({"codes": codes}, {"description": ODD_TEXT}),
         ),
         request(
+            "POST /api/text",
+            body=body(
+                {"text": mostly(st.sampled_from(PROMPTS), ODD_TEXT)},
+                {"sites": mostly(st.sampled_from(["", *names, *kinds, "nope"]), ODD_TEXT)},
+            ),
+        ),
+        request(
             "POST /api/steer",
             body=body(
                 {"prompt": mostly(st.sampled_from(PROMPTS), ODD_TEXT)},
@@ -354,6 +362,7 @@ def domain_fuzz(app: Any, examples: int) -> list[tuple[str, int]]:
         ("POST /api/concepts", {}, {}, {"name": CONCEPT_NAMES[0], "codes": [code]}),
         ("POST /api/steer", {}, {}, {"prompt": PROMPTS[0], "concept": CONCEPT_NAMES[0]}),
         ("GET /api/search/regex", {}, {"pattern": "the"}, None),
+        ("POST /api/text", {}, {}, {"text": PROMPTS[0]}),
     ]
 
     @fuzz_settings(examples)
@@ -385,6 +394,7 @@ def test_domain_fuzz(fuzz_app: Any) -> None:
     assert ("POST /api/concepts", 201) in seen
     assert ("POST /api/steer", 200) in seen
     assert ("GET /api/search/regex", 200) in seen
+    assert ("POST /api/text", 200) in seen
 
 
 def test_domain_fuzz_without_model(bare_app: Any) -> None:
@@ -448,6 +458,17 @@ def pages_of(overview: dict[str, Any]) -> Any:
             (st.sampled_from(CONCEPT_NAMES) | NAME_TEXT).map(
                 lambda name: "/concepts/" + quote(name, safe="")
             )
+        ),
+        url(
+            st.just("/text"),
+            query(
+                {},
+                optional={
+                    "text": st.sampled_from(PROMPTS) | ODD_TEXT,
+                    "sites": site_list,
+                    "group": st.sampled_from(["", "0", "1", "99", "-1", "x"]),
+                },
+            ),
         ),
         url(
             st.just("/steer"),

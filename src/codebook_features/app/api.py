@@ -127,6 +127,19 @@ def api_router() -> APIRouter:
         return browser(request).concepts.delete(name)
 
     @router.post(
+        "/text",
+        response_model=s.TextOut,
+        tags=["text"],
+        responses={
+            409: {"model": s.ErrorOut, "description": "No model loaded."},
+            429: {"model": s.ErrorOut, "description": "A generation is running."},
+        },
+    )
+    def text(request: Request, body: s.TextIn) -> s.TextOut:
+        """Run the model on a text of your own: every token with each site's code ids."""
+        return browser(request).text(body.text, body.sites)
+
+    @router.post(
         "/steer",
         response_model=s.SteerOut,
         tags=["steering"],

@@ -321,6 +321,24 @@ class CodeBrowser:
             )
         return self.model
 
+    # ------------------------------------------------------------------ your own text
+    def text(self, text: str, sites: str = "") -> s.TextOut:
+        """Every token of ``text`` with the codes each site chose there (one model pass, not
+        beside a generation: both would observe the same model)."""
+        from codebook_features.search.text_codes import text_codes
+
+        model = self.need_model("running the model on a text")
+        if not self._generating.acquire(timeout=self.config.generation_time_limit):
+            raise Busy("a steering request is running: try again when it has finished")
+        try:
+            found = text_codes(model, self.tokenizer, text, _sites(sites))
+        finally:
+            self._generating.release()
+        names = list(found[0].codes) if found else []
+        return s.TextOut(
+            text=text, sites=names, tokens=[s.TokenCodesOut(**t.to_dict()) for t in found]
+        )
+
     # ------------------------------------------------------------------ steering
     def steer(self, request: s.SteerIn) -> s.SteerOut:
         from codebook_features.steering.concept import load_concept

@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 
 from codebook_features.app.browser import MAX_TOP, CodeBrowser
 from codebook_features.app.errors import status_of
+from codebook_features.app.schemas import MAX_TEXT
 from codebook_features.app.urls import code_url
 from codebook_features.errors import CodebookError
 from codebook_features.search.scores import Rank
@@ -132,6 +133,28 @@ def page_router() -> APIRouter:
         return render(
             request, "concept.html", page="concepts", c=app_of(request).concepts.get(name)
         )
+
+    @router.get("/text")
+    def text(
+        request: Request,
+        text: Annotated[str, Query(max_length=MAX_TEXT)] = "",
+        sites: Annotated[str, Query(max_length=1000)] = "",
+        group: Annotated[str, Query(max_length=10)] = "",
+    ) -> HTMLResponse:
+        app = app_of(request)
+        head = int(group) if group.strip().isdigit() else None  # empty: every group
+        form = {"text": text, "sites": sites, "group": head}
+        result, error, status = None, None, 200
+        if group.strip() and head is None:
+            error, status = f"head (group) must be a number, got {group!r}", 400
+        elif app.model is None:
+            error, status = "this page needs the model: start the browser with --model DIR", 409
+        elif text.strip():
+            try:
+                result = app.text(text, sites)
+            except CodebookError as e:
+                error, status = str(e), status_of(e)
+        return render(request, "text.html", status, page="text", form=form, r=result, error=error)
 
     @router.get("/steer")
     def steer(

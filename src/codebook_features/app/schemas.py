@@ -258,5 +258,33 @@ class SteerOut(BaseModel):
     seconds: float
 
 
+# ---------------------------------------------------------------------- your own text
+MAX_TEXT = 4000
+"""Characters of a text the app runs the model on."""
+
+
+class TextIn(Strict):
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    sites: str = Field(default="", max_length=1000)
+    """Sites by name, kind or glob, comma separated (default: every site)."""
+
+
+class TokenCodesOut(BaseModel):
+    position: int
+    token: int
+    text: str
+    """Its characters in the text."""
+    start: int
+    end: int
+    codes: dict[str, list[list[int]]]
+    """Site -> per group, the ids of its slots (``-1``: empty)."""
+
+
+class TextOut(BaseModel):
+    text: str
+    sites: list[str]
+    tokens: list[TokenCodesOut]
+
+
 class ErrorOut(BaseModel):
     detail: str
