@@ -498,3 +498,28 @@ def test_your_text_equals_the_library(client, store_only, loaded) -> None:
     first = expected[0].codes["layers.1.mlp"][0][0]
     assert f'href="/codes/layers.1.mlp/0/{first}"' in page.text
     assert store_only.get("/text", params={"text": "the cat"}).status_code == 409
+
+
+def test_next_tokens_equal_the_library(client, store_only, loaded) -> None:
+    from markupsafe import escape
+
+    from codebook_features.search.text_codes import next_tokens
+
+    text = "the red cat sees a dragon"
+    data = ok(client.post("/api/text/next", json={"text": text}))
+    plain, _ = next_tokens(loaded[0], loaded[1], text)
+    assert data == {"plain": [t.to_dict() for t in plain], "changed": None}
+    body = {"text": text, "force": ["layers.1.mlp/0/3"], "ablate": [], "position": 1}
+    data = ok(client.post("/api/text/next", json=body | {"mode": "least"}))
+    _, changed = next_tokens(
+        loaded[0], loaded[1], text, force=["layers.1.mlp/0/3"], position=1, mode="least"
+    )
+    assert data["changed"] == [t.to_dict() for t in changed]
+    refused(client.post("/api/text/next", json=body | {"position": 99}), 400, "not a token")
+    refused(client.post("/api/text/next", json=body | {"force": ["nope/0/1"]}), 400, "nope")
+    refused(store_only.post("/api/text/next", json={"text": text}), 409, "--model")
+    page = client.get("/text", params={"text": text, "force": "layers.1.mlp/0/3", "at": "1"})
+    assert page.status_code == 200 and "next-changed" in page.text
+    assert str(escape(changed[0].text)) in page.text  # as the template escapes it
+    bad = client.get("/text", params={"text": text, "force": "layers.1.mlp/0/999"})
+    assert bad.status_code == 400 and 'class="error"' in bad.text

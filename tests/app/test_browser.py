@@ -352,7 +352,23 @@ def test_your_text_shows_its_codes_and_links_them(tab: Tab) -> None:
         expect(rows.nth(i).locator(".group").first.locator("a.code")).to_have_text(ids)
     headings = page.locator("table.text-codes thead th").all_inner_texts()
     assert headings == ["#", "token", "layers.1.mlp"]
+    plain = page.locator("table.next-plain tbody tr")
+    expect(plain).to_have_count(10)
+    # force a code at the last token: a second distribution, as the API gives it
+    forced = rows.last.locator("a.code").first.get_attribute("title")
+    page.get_by_label("Force codes").fill(forced)
+    page.get_by_label("Slots").select_option("least")
+    page.get_by_role("button", name="Run").click()
+    page.wait_for_url(re.compile(r"force="))
+    text = "the red cat sees a dragon"
+    after = page.request.post(
+        "/api/text/next", data={"text": text, "force": [forced], "mode": "least"}
+    ).json()
+    changed = page.locator("table.next-changed tbody tr")
+    expect(changed).to_have_count(len(after["changed"]))
+    expect(changed.first.locator(".tok")).to_have_text(after["changed"][0]["text"])
     shot = tab.shot("text")
+    rows = page.locator("table.text-codes tbody tr")
     link = rows.last.locator("a.code").first
     code = link.get_attribute("title")
     link.click()

@@ -42,6 +42,7 @@ OPERATIONS = [
     "DELETE /api/concepts/{name}",
     "POST /api/concepts/{name}/codes",
     "POST /api/text",
+    "POST /api/text/next",
     "POST /api/steer",
 ]
 """Every operation of the API (checked against the schema, so a new one is not left out)."""
@@ -309,6 +310,18 @@ def requests_of(overview: dict[str, Any]) -> Any:
             ),
         ),
         request(
+            "POST /api/text/next",
+            body=body(
+                {"text": mostly(st.sampled_from(PROMPTS), ODD_TEXT)},
+                {
+                    "force": mostly(st.lists(code_text(sites), max_size=2), empty),
+                    "ablate": mostly(st.lists(code_text(sites), max_size=2), empty),
+                    "position": optional(st.integers(0, 40)),
+                    "mode": mode,
+                },
+            ),
+        ),
+        request(
             "POST /api/steer",
             body=body(
                 {"prompt": mostly(st.sampled_from(PROMPTS), ODD_TEXT)},
@@ -363,6 +376,7 @@ def domain_fuzz(app: Any, examples: int) -> list[tuple[str, int]]:
         ("POST /api/steer", {}, {}, {"prompt": PROMPTS[0], "concept": CONCEPT_NAMES[0]}),
         ("GET /api/search/regex", {}, {"pattern": "the"}, None),
         ("POST /api/text", {}, {}, {"text": PROMPTS[0]}),
+        ("POST /api/text/next", {}, {}, {"text": PROMPTS[0], "force": [code]}),
     ]
 
     @fuzz_settings(examples)
@@ -395,6 +409,7 @@ def test_domain_fuzz(fuzz_app: Any) -> None:
     assert ("POST /api/steer", 200) in seen
     assert ("GET /api/search/regex", 200) in seen
     assert ("POST /api/text", 200) in seen
+    assert ("POST /api/text/next", 200) in seen
 
 
 def test_domain_fuzz_without_model(bare_app: Any) -> None:
@@ -467,6 +482,10 @@ def pages_of(overview: dict[str, Any]) -> Any:
                     "text": st.sampled_from(PROMPTS) | ODD_TEXT,
                     "sites": site_list,
                     "group": st.sampled_from(["", "0", "1", "99", "-1", "x"]),
+                    "force": st.just(f"{names[0]}/0/0") | ODD_TEXT,
+                    "ablate": st.just(f"{names[-1]}/0/1") | ODD_TEXT,
+                    "at": st.sampled_from(["", "0", "2", "999", "x"]),
+                    "mode": st.sampled_from(["all", "least", "add", "nope"]),
                 },
             ),
         ),

@@ -80,3 +80,38 @@ def test_the_command_prints_each_token_and_its_codes(saved, loaded, capsys) -> N
     assert "/".join(map(str, first.codes["layers.0.mlp"][0])) in table
     assert main(["search", "text", "--model", str(saved), "--text", " "]) == 2
     assert "text: should hold more than spaces" in capsys.readouterr().err
+
+
+def test_next_tokens_without_and_with_a_code_forced_or_ablated(loaded) -> None:
+    from codebook_features.search.text_codes import next_tokens
+
+    cbm, tok = loaded
+    ids = tok(TEXT, add_special_tokens=False)["input_ids"]
+    plain, none = next_tokens(cbm, tok, TEXT, top=5)
+    assert none is None and len(plain) == 5
+    with torch.no_grad():
+        probabilities = cbm(input_ids=torch.tensor([ids])).logits[0, -1].softmax(-1)
+    values, tokens = probabilities.topk(5)
+    assert [t.token for t in plain] == tokens.tolist()
+    assert [t.probability for t in plain] == pytest.approx(values.tolist(), abs=1e-6)
+    last = len(ids) - 1
+    chosen = text_codes(cbm, tok, TEXT)[last].codes["layers.1.mlp"][0]
+    other = next(i for i in range(16) if i not in chosen)
+    forced_plain, forced = next_tokens(cbm, tok, TEXT, force=[f"layers.1.mlp/0/{other}"], top=5)
+    assert forced_plain == plain
+    force = cbm.force_codes("layers.1.mlp", {0: other}, positions=(last,), mode="all")
+    with torch.no_grad(), force:
+        expected = cbm(input_ids=torch.tensor([ids])).logits[0, -1].softmax(-1).topk(5)
+    assert [t.token for t in forced] == expected.indices.tolist()
+    assert [t.probability for t in forced] != [t.probability for t in plain]
+    _, ablated = next_tokens(cbm, tok, TEXT, ablate=[f"layers.1.mlp/0/{chosen[0]}"], position=0)
+    with torch.no_grad(), cbm.ablate_codes("layers.1.mlp", {0: chosen[0]}, positions=(0,)):
+        expected = cbm(input_ids=torch.tensor([ids])).logits[0, -1].softmax(-1).topk(10)
+    assert [t.token for t in ablated] == expected.indices.tolist()
+    for bad, why in [
+        ({"force": ["layers.1.mlp/0/999"]}, "999"),
+        ({"force": ["nope/0/1"]}, "nope"),
+        ({"position": 99}, "not a token"),
+    ]:
+        with pytest.raises(CodebookError, match=why):
+            next_tokens(cbm, tok, TEXT, **bad)

@@ -140,6 +140,20 @@ def api_router() -> APIRouter:
         return browser(request).text(body.text, body.sites)
 
     @router.post(
+        "/text/next",
+        response_model=s.NextOut,
+        tags=["text"],
+        responses={
+            409: {"model": s.ErrorOut, "description": "No model loaded."},
+            429: {"model": s.ErrorOut, "description": "A generation is running."},
+        },
+    )
+    def next_tokens(request: Request, body: s.NextIn) -> s.NextOut:
+        """The most likely next tokens after a text, without and with codes forced or removed
+        at one of its tokens (the last by default)."""
+        return browser(request).next_tokens(body)
+
+    @router.post(
         "/steer",
         response_model=s.SteerOut,
         tags=["steering"],

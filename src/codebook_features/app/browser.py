@@ -339,6 +339,31 @@ class CodeBrowser:
             text=text, sites=names, tokens=[s.TokenCodesOut(**t.to_dict()) for t in found]
         )
 
+    def next_tokens(self, request: s.NextIn) -> s.NextOut:
+        """The next-token distribution after a text, without and with codes forced or removed
+        at one of its tokens."""
+        from codebook_features.search.text_codes import next_tokens
+
+        model = self.need_model("the next-token distribution")
+        if not self._generating.acquire(timeout=self.config.generation_time_limit):
+            raise Busy("a steering request is running: try again when it has finished")
+        try:
+            plain, changed = next_tokens(
+                model,
+                self.tokenizer,
+                request.text,
+                force=request.force,
+                ablate=request.ablate,
+                position=request.position,
+                mode=request.mode,
+            )
+        finally:
+            self._generating.release()
+        return s.NextOut(
+            plain=[s.NextTokenOut(**t.to_dict()) for t in plain],
+            changed=None if changed is None else [s.NextTokenOut(**t.to_dict()) for t in changed],
+        )
+
     # ------------------------------------------------------------------ steering
     def steer(self, request: s.SteerIn) -> s.SteerOut:
         from codebook_features.steering.concept import load_concept

@@ -11,10 +11,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 
 from codebook_features.app.browser import MAX_TOP, CodeBrowser
 from codebook_features.app.errors import status_of
-from codebook_features.app.schemas import MAX_TEXT
+from codebook_features.app.schemas import MAX_TEXT, Mode, NextIn
 from codebook_features.app.urls import code_url
 from codebook_features.errors import CodebookError
 from codebook_features.search.scores import Rank
@@ -24,6 +25,11 @@ TEMPLATES.env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.1f}%"
 TEMPLATES.env.filters["num"] = lambda v: "" if v is None else f"{v:,}"
 TEMPLATES.env.filters["fixed"] = lambda v, d=3: "" if v is None else f"{v:.{d}f}"
 TEMPLATES.env.globals["code_url"] = code_url
+
+
+def _refs(text: str) -> list[str]:
+    """Codes written ``SITE/GROUP/ID``, separated by commas or spaces."""
+    return [part for part in text.replace(",", " ").split() if part]
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -140,21 +146,40 @@ def page_router() -> APIRouter:
         text: Annotated[str, Query(max_length=MAX_TEXT)] = "",
         sites: Annotated[str, Query(max_length=1000)] = "",
         group: Annotated[str, Query(max_length=10)] = "",
+        force: Annotated[str, Query(max_length=10_000)] = "",
+        ablate: Annotated[str, Query(max_length=10_000)] = "",
+        at: Annotated[str, Query(max_length=10)] = "",
+        mode: Mode = "all",
     ) -> HTMLResponse:
         app = app_of(request)
         head = int(group) if group.strip().isdigit() else None  # empty: every group
-        form = {"text": text, "sites": sites, "group": head}
-        result, error, status = None, None, 200
-        if group.strip() and head is None:
-            error, status = f"head (group) must be a number, got {group!r}", 400
+        position = int(at) if at.strip().isdigit() else None  # empty: the last token
+        form = {
+            "text": text,
+            "sites": sites,
+            "group": head,
+            "force": force,
+            "ablate": ablate,
+            "at": position,
+            "mode": mode,
+        }
+        result, after, error, status = None, None, None, 200
+        if (group.strip() and head is None) or (at.strip() and position is None):
+            error, status = "head (group) and token must be numbers", 400
         elif app.model is None:
             error, status = "this page needs the model: start the browser with --model DIR", 409
         elif text.strip():
             try:
                 result = app.text(text, sites)
+                codes = {"force": _refs(force), "ablate": _refs(ablate)}
+                after = app.next_tokens(NextIn(text=text, position=position, mode=mode, **codes))
             except CodebookError as e:
                 error, status = str(e), status_of(e)
-        return render(request, "text.html", status, page="text", form=form, r=result, error=error)
+            except ValidationError as e:
+                error, status = f"bad codes: {e.errors()[0]['msg']}", 400
+        return render(
+            request, "text.html", status, page="text", form=form, r=result, next=after, error=error
+        )
 
     @router.get("/steer")
     def steer(

@@ -286,5 +286,30 @@ class TextOut(BaseModel):
     tokens: list[TokenCodesOut]
 
 
+class NextIn(Strict):
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    force: list[str] = Field(default_factory=list, max_length=100)
+    """Codes to force, as ``SITE/GROUP/ID``."""
+    ablate: list[str] = Field(default_factory=list, max_length=100)
+    """Codes to remove, as ``SITE/GROUP/ID``."""
+    position: int | None = Field(default=None, ge=0, le=1_000_000)
+    """The token where the codes are forced or removed (default: the last)."""
+    mode: Mode = "all"
+    """Which slots a forced code takes (``least``: one, ``all``: every slot of its group)."""
+
+
+class NextTokenOut(BaseModel):
+    token: int
+    text: str
+    probability: float
+
+
+class NextOut(BaseModel):
+    plain: list[NextTokenOut]
+    """The most likely next tokens after the text."""
+    changed: list[NextTokenOut] | None
+    """The same with the codes forced or removed (none without codes)."""
+
+
 class ErrorOut(BaseModel):
     detail: str

@@ -1,8 +1,10 @@
 """The codes a model chooses on a text of your own: each token, with its character span and
-the code ids of every site (per group, in slot order).
+the code ids of every site (per group, in slot order); and what the model would write next,
+without and with some codes forced or ablated.
 
 A store answers for the text it recorded; this runs the model on any text, so a user can see
-which codes fire on a sentence they wrote, then open those codes' pages in the store.
+which codes fire on a sentence they wrote, open those codes' pages in the store, and see what
+forcing or removing one does to the next token.
 """
 
 from __future__ import annotations
@@ -37,11 +39,66 @@ class TokenCodes:
         return asdict(self)
 
 
-def text_codes(
-    model: CodebookModel, tokenizer: Any, text: str, sites: Any = None
-) -> list[TokenCodes]:
-    """Run ``model`` on ``text`` (no special tokens added) and return every token with the
-    code ids of ``sites`` (all by default: names, kinds or globs)."""
+@dataclass(frozen=True)
+class NextToken:
+    """A token the model might write next, and its probability."""
+
+    token: int
+    text: str
+    probability: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def next_tokens(
+    model: CodebookModel,
+    tokenizer: Any,
+    text: str,
+    *,
+    force: Any = (),
+    ablate: Any = (),
+    position: int | None = None,
+    mode: str = "all",
+    top: int = 10,
+) -> tuple[list[NextToken], list[NextToken] | None]:
+    """The ``top`` most likely next tokens after ``text``, and the same with the codes
+    ``force`` forced (into ``mode`` slots) and ``ablate`` removed at token ``position`` (the
+    last by default); the second is None without codes. Codes are ``SITE/GROUP/ID``."""
+    from codebook_features.attach.code_ref import CodeRef, check_codes
+
+    ids = _encode(model, tokenizer, text)
+    where = len(ids) - 1 if position is None else position
+    if not 0 <= where < len(ids):
+        raise CodebookError(f"position {where} is not a token of the text (0 to {len(ids) - 1})")
+    steering = []
+    for codes, apply in ((force, model.force_codes), (ablate, model.ablate_codes)):
+        for ref in (CodeRef.parse(c) if isinstance(c, str) else c for c in codes):
+            check_codes(model, ref.site, ref.group, [ref.id])
+            options = {"mode": mode} if apply == model.force_codes else {}
+            steering.append(apply(ref.site, {ref.group: ref.id}, positions=(where,), **options))
+    plain = _next(model, tokenizer, ids, [], top)
+    return plain, (_next(model, tokenizer, ids, steering, top) if steering else None)
+
+
+def _next(model: CodebookModel, tokenizer: Any, ids: list[int], steering: list[Any], top: int):
+    from contextlib import ExitStack
+
+    device = next(model.parameters()).device
+    with torch.no_grad(), ExitStack() as stack:
+        for item in steering:
+            stack.enter_context(item)
+        logits = model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits
+    probabilities = logits[0, -1].float().softmax(-1)
+    values, tokens = probabilities.topk(min(top, probabilities.numel()))
+    return [
+        NextToken(int(t), tokenizer.decode([int(t)]), round(float(v), 6))
+        for v, t in zip(values.tolist(), tokens.tolist(), strict=True)
+    ]
+
+
+def _encode(model: CodebookModel, tokenizer: Any, text: str) -> list[int]:
+    """The text's token ids, refused when empty, too long, or over the model's context."""
     from codebook_features.store.model_loading import context_length
 
     if not isinstance(text, str) or not text.strip():
@@ -50,14 +107,7 @@ def text_codes(
         raise CodebookError(
             f"the text has {len(text):,} characters; give at most {MAX_CHARACTERS:,}"
         )
-    if not getattr(tokenizer, "is_fast", False):
-        raise CodebookError(
-            "this tokenizer is a slow one, which gives no character offsets: use the model's "
-            "fast tokenizer"
-        )
-    names = model.select_sites(sites)
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if not ids:
         raise CodebookError("the text gives no tokens")
     limit = context_length(model.model.config)
@@ -66,6 +116,24 @@ def text_codes(
             f"the text is {len(ids):,} tokens long; this model reads at most {limit:,}: give a "
             "shorter text"
         )
+    return ids
+
+
+def text_codes(
+    model: CodebookModel, tokenizer: Any, text: str, sites: Any = None
+) -> list[TokenCodes]:
+    """Run ``model`` on ``text`` (no special tokens added) and return every token with the
+    code ids of ``sites`` (all by default: names, kinds or globs)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise CodebookError(
+            "this tokenizer is a slow one, which gives no character offsets: use the model's "
+            "fast tokenizer"
+        )
+    names = model.select_sites(sites)
+    ids = _encode(model, tokenizer, text)
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)[
+        "offset_mapping"
+    ]
     device = next(model.parameters()).device
     with torch.no_grad(), model.capture(names) as seen:
         model(input_ids=torch.tensor([ids], device=device), use_cache=False)
