@@ -337,6 +337,9 @@ def test_search_concept_steer_and_delete(tab: Tab) -> None:
 
 
 def test_your_text_shows_its_codes_and_links_them(tab: Tab) -> None:
+    from codebook_features.app.pages import shown
+
+    assert shown(" a\tb\n") == "\u2423a\u21e5b\u21b5" and shown("ab ") == "ab "
     expect = sync_api.expect
     page = tab.open("/text", "Codes of your text")
     page.get_by_label("Text").fill("the red cat sees a dragon")
@@ -347,7 +350,7 @@ def test_your_text_shows_its_codes_and_links_them(tab: Tab) -> None:
     rows = page.locator("table.text-codes tbody tr")
     expect(rows).to_have_count(len(api["tokens"]))
     for i, token in enumerate(api["tokens"]):  # the token as written, its codes as the API says
-        expect(rows.nth(i).locator(".tok")).to_have_text(token["text"])
+        expect(rows.nth(i).locator(".tok")).to_have_text(shown(token["text"]))
         ids = [str(i) for i in token["codes"]["layers.1.mlp"][0] if i >= 0]
         expect(rows.nth(i).locator(".group").first.locator("a.code")).to_have_text(ids)
     headings = page.locator("table.text-codes thead th").all_inner_texts()
@@ -366,7 +369,7 @@ def test_your_text_shows_its_codes_and_links_them(tab: Tab) -> None:
     ).json()
     changed = page.locator("table.next-changed tbody tr")
     expect(changed).to_have_count(len(after["changed"]))
-    expect(changed.first.locator(".tok")).to_have_text(after["changed"][0]["text"])
+    expect(changed.first.locator(".tok")).to_have_text(shown(after["changed"][0]["text"]))
     shot = tab.shot("text")
     rows = page.locator("table.text-codes tbody tr")
     link = rows.last.locator("a.code").first

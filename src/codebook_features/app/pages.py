@@ -27,6 +27,15 @@ TEMPLATES.env.filters["fixed"] = lambda v, d=3: "" if v is None else f"{v:.{d}f}
 TEMPLATES.env.globals["code_url"] = code_url
 
 
+def shown(token: str) -> str:
+    """A token's text with line breaks, tabs and a leading space made visible."""
+    visible = token.replace("\n", "\u21b5").replace("\t", "\u21e5")
+    return "\u2423" + visible[1:] if visible.startswith(" ") else visible
+
+
+TEMPLATES.env.filters["shown"] = shown
+
+
 def _refs(text: str) -> list[str]:
     """Codes written ``SITE/GROUP/ID``, separated by commas or spaces."""
     return [part for part in text.replace(",", " ").split() if part]
