@@ -498,6 +498,16 @@ def test_your_text_equals_the_library(client, store_only, loaded) -> None:
     first = expected[0].codes["layers.1.mlp"][0][0]
     assert f'href="/codes/layers.1.mlp/0/{first}"' in page.text
     assert store_only.get("/text", params={"text": "the cat"}).status_code == 409
+    for odd in ({"group": "\u00b2"}, {"at": "\u00b2"}, {"at": "9999999999"}, {"text": "  "}):
+        page = client.get("/text", params={"text": "the cat"} | odd)
+        assert page.status_code == 400 and 'class="error"' in page.text, odd
+
+
+def test_your_text_is_refused_past_the_codes_a_page_shows(client, monkeypatch) -> None:
+    from codebook_features.app import browser
+
+    monkeypatch.setattr(browser, "MAX_TEXT_CODES", 10)
+    refused(client.post("/api/text", json={"text": "the red cat"}), 400, "fewer sites")
 
 
 def test_next_tokens_equal_the_library(client, store_only, loaded) -> None:

@@ -481,10 +481,10 @@ def pages_of(overview: dict[str, Any]) -> Any:
                 optional={
                     "text": st.sampled_from(PROMPTS) | ODD_TEXT,
                     "sites": site_list,
-                    "group": st.sampled_from(["", "0", "1", "99", "-1", "x"]),
+                    "group": st.sampled_from(["", "0", "1", "99", "-1", "x", "\u00b2"]),
                     "force": st.just(f"{names[0]}/0/0") | ODD_TEXT,
                     "ablate": st.just(f"{names[-1]}/0/1") | ODD_TEXT,
-                    "at": st.sampled_from(["", "0", "2", "999", "x"]),
+                    "at": st.sampled_from(["", "0", "2", "999", "x", "\u00b2", "9" * 12]),
                     "mode": st.sampled_from(["all", "least", "add", "nope"]),
                 },
             ),

@@ -104,6 +104,14 @@ def test_next_tokens_without_and_with_a_code_forced_or_ablated(loaded) -> None:
         expected = cbm(input_ids=torch.tensor([ids])).logits[0, -1].softmax(-1).topk(5)
     assert [t.token for t in forced] == expected.indices.tolist()
     assert [t.probability for t in forced] != [t.probability for t in plain]
+    # two codes of one head share its slots, as one spec forcing both would
+    pair = [f"layers.1.mlp/0/{other}", f"layers.1.mlp/0/{chosen[0]}"]
+    _, both = next_tokens(cbm, tok, TEXT, force=pair, top=5)
+    force = cbm.force_codes("layers.1.mlp", {0: [other, chosen[0]]}, positions=(last,), mode="all")
+    with torch.no_grad(), force:
+        expected = cbm(input_ids=torch.tensor([ids])).logits[0, -1].softmax(-1).topk(5)
+    assert [t.token for t in both] == expected.indices.tolist()
+    assert [t.probability for t in both] == pytest.approx(expected.values.tolist(), abs=1e-6)
     _, ablated = next_tokens(cbm, tok, TEXT, ablate=[f"layers.1.mlp/0/{chosen[0]}"], position=0)
     with torch.no_grad(), cbm.ablate_codes("layers.1.mlp", {0: chosen[0]}, positions=(0,)):
         expected = cbm(input_ids=torch.tensor([ids])).logits[0, -1].softmax(-1).topk(10)

@@ -13,6 +13,8 @@ import dataclasses
 import math
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,11 @@ from codebook_features.search.regex import Example
 from codebook_features.store.reader import CodeStore
 
 MAX_TOP = 200
+MAX_TEXT_CODES = 200_000
+"""Code ids a text page or answer may hold (tokens x codes per token): a bigger one is refused
+with the advice to choose fewer sites (a page of 200,000 links is already some 20 MB)."""
+TEXT_WAIT = 2.0
+"""Seconds a text request waits for the model while a generation runs, then a 429."""
 """The most rows any list query returns."""
 """Tokens a steering request generates when it does not say."""
 SNIPPET = 160
@@ -322,18 +329,31 @@ class CodeBrowser:
         return self.model
 
     # ------------------------------------------------------------------ your own text
+    @contextmanager
+    def _model_turn(self) -> Iterator[None]:
+        """The model to itself for one short pass (a generation observes the same model);
+        waits briefly, so that waiting requests do not hold the server's workers."""
+        if not self._generating.acquire(timeout=TEXT_WAIT):
+            raise Busy("the model is busy (a generation or another text): try again shortly")
+        try:
+            yield
+        finally:
+            self._generating.release()
+
     def text(self, text: str, sites: str = "") -> s.TextOut:
         """Every token of ``text`` with the codes each site chose there (one model pass, not
         beside a generation: both would observe the same model)."""
         from codebook_features.search.text_codes import text_codes
 
         model = self.need_model("running the model on a text")
-        if not self._generating.acquire(timeout=self.config.generation_time_limit):
-            raise Busy("a steering request is running: try again when it has finished")
-        try:
+        with self._model_turn():
             found = text_codes(model, self.tokenizer, text, _sites(sites))
-        finally:
-            self._generating.release()
+        shown = sum(len(ids) for t in found[:1] for groups in t.codes.values() for ids in groups)
+        if shown * len(found) > MAX_TEXT_CODES:
+            raise RequestError(
+                f"{len(found):,} tokens x {shown:,} codes each is more than this page shows "
+                f"({MAX_TEXT_CODES:,}): choose fewer sites or a shorter text"
+            )
         names = list(found[0].codes) if found else []
         return s.TextOut(
             text=text, sites=names, tokens=[s.TokenCodesOut(**t.to_dict()) for t in found]
@@ -345,9 +365,7 @@ class CodeBrowser:
         from codebook_features.search.text_codes import next_tokens
 
         model = self.need_model("the next-token distribution")
-        if not self._generating.acquire(timeout=self.config.generation_time_limit):
-            raise Busy("a steering request is running: try again when it has finished")
-        try:
+        with self._model_turn():
             plain, changed = next_tokens(
                 model,
                 self.tokenizer,
@@ -357,8 +375,6 @@ class CodeBrowser:
                 position=request.position,
                 mode=request.mode,
             )
-        finally:
-            self._generating.release()
         return s.NextOut(
             plain=[s.NextTokenOut(**t.to_dict()) for t in plain],
             changed=None if changed is None else [s.NextTokenOut(**t.to_dict()) for t in changed],

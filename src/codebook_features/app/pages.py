@@ -4,6 +4,7 @@ and steering. No build step: templates and assets ship in the package."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,6 +35,12 @@ def shown(token: str) -> str:
 
 
 TEMPLATES.env.filters["shown"] = shown
+
+
+def _count(text: str) -> int | None:
+    """A whole number written in ASCII digits (at most 9 of them), or None."""
+    text = text.strip()
+    return int(text) if re.fullmatch(r"[0-9]{1,9}", text) else None
 
 
 def _refs(text: str) -> list[str]:
@@ -161,8 +168,7 @@ def page_router() -> APIRouter:
         mode: Mode = "all",
     ) -> HTMLResponse:
         app = app_of(request)
-        head = int(group) if group.strip().isdigit() else None  # empty: every group
-        position = int(at) if at.strip().isdigit() else None  # empty: the last token
+        head, position = _count(group), _count(at)  # empty: every group, the last token
         form = {
             "text": text,
             "sites": sites,
@@ -174,10 +180,12 @@ def page_router() -> APIRouter:
         }
         result, after, error, status = None, None, None, 200
         if (group.strip() and head is None) or (at.strip() and position is None):
-            error, status = "head (group) and token must be numbers", 400
+            error, status = "head (group) and token must be whole numbers (0, 1, 2, ...)", 400
         elif app.model is None:
             error, status = "this page needs the model: start the browser with --model DIR", 409
-        elif text.strip():
+        elif text and not text.strip():
+            error, status = "give a text: some characters to run the model on", 400
+        elif text:
             try:
                 result = app.text(text, sites)
                 codes = {"force": _refs(force), "ablate": _refs(ablate)}
@@ -185,7 +193,8 @@ def page_router() -> APIRouter:
             except CodebookError as e:
                 error, status = str(e), status_of(e)
             except ValidationError as e:
-                error, status = f"bad codes: {e.errors()[0]['msg']}", 400
+                first = e.errors()[0]
+                error, status = f"{first['loc'][-1]}: {first['msg']}", 400
         return render(
             request, "text.html", status, page="text", form=form, r=result, next=after, error=error
         )

@@ -295,7 +295,8 @@ class NextIn(Strict):
     position: int | None = Field(default=None, ge=0, le=1_000_000)
     """The token where the codes are forced or removed (default: the last)."""
     mode: Mode = "all"
-    """Which slots a forced code takes (``least``: one, ``all``: every slot of its group)."""
+    """Which slots a forced code takes (``least``: the least similar one, ``all``: every slot of
+    its group, ``add``: one more slot)."""
 
 
 class NextTokenOut(BaseModel):

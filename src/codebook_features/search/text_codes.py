@@ -67,16 +67,19 @@ def next_tokens(
     last by default); the second is None without codes. Codes are ``SITE/GROUP/ID``."""
     from codebook_features.attach.code_ref import CodeRef, check_codes
 
-    ids = _encode(model, tokenizer, text)
+    ids, _ = _encode(model, tokenizer, text)
     where = len(ids) - 1 if position is None else position
     if not 0 <= where < len(ids):
         raise CodebookError(f"position {where} is not a token of the text (0 to {len(ids) - 1})")
     steering = []
     for codes, apply in ((force, model.force_codes), (ablate, model.ablate_codes)):
-        for ref in (CodeRef.parse(c) if isinstance(c, str) else c for c in codes):
+        by_site: dict[str, dict[int, list[int]]] = {}  # one spec per site: codes of a group
+        for ref in (CodeRef.parse(c) if isinstance(c, str) else c for c in codes):  # share it
             check_codes(model, ref.site, ref.group, [ref.id])
-            options = {"mode": mode} if apply == model.force_codes else {}
-            steering.append(apply(ref.site, {ref.group: ref.id}, positions=(where,), **options))
+            by_site.setdefault(ref.site, {}).setdefault(ref.group, []).append(ref.id)
+        options = {"mode": mode} if apply == model.force_codes else {}
+        for site, groups in by_site.items():
+            steering.append(apply(site, groups, positions=(where,), **options))
     plain = _next(model, tokenizer, ids, [], top)
     return plain, (_next(model, tokenizer, ids, steering, top) if steering else None)
 
@@ -97,8 +100,11 @@ def _next(model: CodebookModel, tokenizer: Any, ids: list[int], steering: list[A
     ]
 
 
-def _encode(model: CodebookModel, tokenizer: Any, text: str) -> list[int]:
-    """The text's token ids, refused when empty, too long, or over the model's context."""
+def _encode(
+    model: CodebookModel, tokenizer: Any, text: str, *, offsets: bool = False
+) -> tuple[list[int], list[tuple[int, int]] | None]:
+    """The text's token ids (and character offsets), refused when empty, too long, or over the
+    model's context. No special tokens are added, as a store records its documents."""
     from codebook_features.store.model_loading import context_length
 
     if not isinstance(text, str) or not text.strip():
@@ -107,7 +113,8 @@ def _encode(model: CodebookModel, tokenizer: Any, text: str) -> list[int]:
         raise CodebookError(
             f"the text has {len(text):,} characters; give at most {MAX_CHARACTERS:,}"
         )
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=offsets)
+    ids = encoded["input_ids"]
     if not ids:
         raise CodebookError("the text gives no tokens")
     limit = context_length(model.model.config)
@@ -116,7 +123,7 @@ def _encode(model: CodebookModel, tokenizer: Any, text: str) -> list[int]:
             f"the text is {len(ids):,} tokens long; this model reads at most {limit:,}: give a "
             "shorter text"
         )
-    return ids
+    return ids, (encoded["offset_mapping"] if offsets else None)
 
 
 def text_codes(
@@ -130,10 +137,7 @@ def text_codes(
             "fast tokenizer"
         )
     names = model.select_sites(sites)
-    ids = _encode(model, tokenizer, text)
-    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)[
-        "offset_mapping"
-    ]
+    ids, offsets = _encode(model, tokenizer, text, offsets=True)
     device = next(model.parameters()).device
     with torch.no_grad(), model.capture(names) as seen:
         model(input_ids=torch.tensor([ids], device=device), use_cache=False)
