@@ -49,6 +49,8 @@ def python() -> Path:
     import torch
 
     pins = [*REQUIREMENTS, f"torch=={torch.__version__}"]  # the very build ours uses
+    build = torch.__version__.partition("+")[2]  # e.g. cpu, cu128: from PyTorch's own index
+    index = [f"--extra-index-url=https://download.pytorch.org/whl/{build}"] if build else []
     executable = VENV / "bin" / "python"
     stamp = VENV / "requirements.json"
     wanted = {"with": pins, "without": WITHOUT_DEPENDENCIES}
@@ -57,7 +59,7 @@ def python() -> Path:
     print(f"installing the original ({WITHOUT_DEPENDENCIES[0]}) into {VENV} ...", flush=True)
     venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
     pip = [str(executable), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, *pins], check=True)
+    subprocess.run([*pip, *index, *pins], check=True)
     subprocess.run([*pip, "--no-deps", *WITHOUT_DEPENDENCIES], check=True)
     stamp.write_text(json.dumps(wanted))
     return executable
@@ -66,7 +68,7 @@ def python() -> Path:
 def run(mode: str, **spec: object) -> dict:
     """One process of ``original_child.py`` in the original's environment: ``layer`` (one
     layer's forward + backward) or ``step`` (training steps without and with codebooks)."""
-    cmd = [str(python()), str(CHILD), mode, "--spec", json.dumps(spec)]
+    cmd = [str(python()), "-I", str(CHILD), mode, "--spec", json.dumps(spec)]  # isolated
     done = subprocess.run(cmd, capture_output=True, text=True, cwd="/", check=False)
     if done.returncode:
         sys.exit(f"the original's {mode} failed:\n{done.stderr[-3000:]}")

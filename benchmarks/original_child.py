@@ -5,8 +5,10 @@ ours (``step``).
 
 The original (codebook-features 0.1.2) is a ``GroupCodebookLayer`` of ``CodebookLayer``s,
 one per group, each a LayerNorm and an ``InnerProductSnapFunction`` whose backward passes the
-gradient straight through and adds the reconstruction gradient to the codes. It is imported
-from that environment; nothing of this project is. Prints one JSON line.
+gradient straight through and, with the ``aeloss`` its training uses (and ours is timed with),
+adds the reconstruction gradient to the codes; its ``CodebookModel`` sets that loss, so for a
+lone layer it is set here. It is imported from that environment (run isolated, ``python -I``),
+and checked to be that release. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -26,8 +28,13 @@ def _proc_status(field: str) -> int:
 
 def measure(groups: int, group_dim: int, k: int, tokens: int, num_codes: int, reps: int) -> dict:
     import torch
-    from codebook_features.models import GroupCodebookLayer, InnerProductSnapFunction
+    from codebook_features.models import (
+        BaseSnapFunction,
+        GroupCodebookLayer,
+        InnerProductSnapFunction,
+    )
 
+    BaseSnapFunction.loss = "aeloss"  # what its CodebookModel sets from its config
     torch.manual_seed(0)
     dim = groups * group_dim
     layer = GroupCodebookLayer(
@@ -107,7 +114,18 @@ def measure_step(model_config: dict, batch: int, seq: int, rounds: int, steps: i
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def _check_release() -> None:
+    import importlib.metadata
+
+    import codebook_features
+
+    version = importlib.metadata.version("codebook-features")
+    if version != "0.1.2" or "original-venv" not in codebook_features.__file__:
+        raise SystemExit(f"not the original: codebook-features {version} from {codebook_features}")
+
+
 def main() -> None:
+    _check_release()
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["layer", "step"])
     parser.add_argument("--spec", required=True, help="the measurement's sizes, as JSON")
