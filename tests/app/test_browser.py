@@ -241,17 +241,35 @@ def test_search_concept_steer_and_delete(tab: Tab) -> None:
     support = results.locator("thead th", has_text="support")
     support.click()
     expect(support).to_have_attribute("aria-sort", "descending")
-    values = column(page, "table.results", 5)
+    values = column(page, "table.results", 6)
     assert values == sorted(values, reverse=True)
     support.click()
     expect(support).to_have_attribute("aria-sort", "ascending")
-    values = column(page, "table.results", 5)
+    values = column(page, "table.results", 6)
     assert values == sorted(values) and values[0] < values[-1]
     assert rows.count() == len(values)
+    # hits and several examples per code, as the API gives them
+    api = page.request.get("/api/search/regex", params={"pattern": "<script>"}).json()["codes"]
+    hits = column(page, "table.results", 5)
+    assert all(h <= n for h, n in zip(hits, values, strict=True))
+    assert sorted(hits) == sorted(float(c["hits"]) for c in api)
+    most = max(len(c["examples"]) for c in api)
+    assert most > 1 and page.locator("td.examples").nth(0).locator(".ctx").count() <= most
+    assert page.locator("td.examples .ctx").count() == sum(len(c["examples"]) for c in api)
     precision = results.locator("thead th", has_text="precision")
     precision.click()
     values = column(page, "table.results", 2)
     assert values == sorted(values, reverse=True)
+
+    # a minimum recall leaves out the codes below it
+    page.get_by_label("Min recall").fill("0.5")
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_url(re.compile(r"min_recall=0\.5"))
+    recalls = column(page, "table.results", 3)
+    assert recalls and min(recalls) >= 0.5
+    precision = page.locator("table.results thead th", has_text="precision")
+    precision.click()
+    rows = page.locator("table.results tbody tr")
 
     # the best code by precision, on its page
     link = rows.first.locator("a.code")

@@ -449,6 +449,7 @@ def pages_of(overview: dict[str, Any]) -> Any:
                     "sort": st.sampled_from(["f1", "recall", "nope"]),
                     "min_support": number,
                     "min_precision": number,
+                    "min_recall": number,
                     "top": number,
                 },
             ),

@@ -76,6 +76,7 @@ def page_router() -> APIRouter:
         sort: Rank = "f1",
         min_support: Annotated[int, Query(ge=1, le=2**62)] = 1,
         min_precision: Annotated[float, Query(ge=0, le=1)] = 0.0,
+        min_recall: Annotated[float, Query(ge=0, le=1)] = 0.0,
         top: Annotated[int, Query(ge=1, le=MAX_TOP)] = 20,
     ) -> HTMLResponse:
         form = {
@@ -84,13 +85,14 @@ def page_router() -> APIRouter:
             "sort": sort,
             "min_support": min_support,
             "min_precision": min_precision,
+            "min_recall": min_recall,
             "top": top,
         }
         result, error, status = None, None, 200
         if pattern:
             try:
                 result = app_of(request).regex(
-                    pattern, sites, sort, min_precision, 0.0, min_support, top
+                    pattern, sites, sort, min_precision, min_recall, min_support, top
                 )
             except CodebookError as e:
                 error, status = str(e), status_of(e)
