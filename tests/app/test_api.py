@@ -533,3 +533,17 @@ def test_next_tokens_equal_the_library(client, store_only, loaded) -> None:
     assert str(escape(changed[0].text)) in page.text  # as the template escapes it
     bad = client.get("/text", params={"text": text, "force": "layers.1.mlp/0/999"})
     assert bad.status_code == 400 and 'class="error"' in bad.text
+
+
+def test_a_concept_saved_with_codes_takes_its_mode(client) -> None:
+    # k = 2: in modes all and least a head takes two codes, so a third is refused; add takes more
+    codes = [f"layers.1.mlp/0/{i}" for i in (2, 3, 4)]
+    made = ok(client.post("/api/concepts/heads/codes", json={"codes": codes[:2]}))
+    assert made["mode"] == "all"
+    refused(client.post("/api/concepts/heads/codes", json={"codes": codes[2:]}), 400, "add")
+    more = ok(client.post("/api/concepts/heads/codes", json={"codes": codes[2:], "mode": "add"}))
+    assert (more["mode"], more["codes"]) == ("add", codes)
+    new = ok(client.post("/api/concepts/one/codes", json={"codes": codes[:1], "mode": "least"}))
+    assert (new["mode"], new["codes"]) == ("least", codes[:1])
+    bad = client.post("/api/concepts/x/codes", json={"codes": codes, "mode": "nope"})
+    assert bad.status_code == 422

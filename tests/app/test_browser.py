@@ -289,11 +289,13 @@ def test_search_concept_steer_and_delete(tab: Tab) -> None:
 
     # saved to a new concept from the code page
     page.get_by_placeholder("concept name").fill(CONCEPT)
+    page.get_by_label("Forced into").select_option("add")  # the mode is chosen when saving
     page.locator("#save-concept").get_by_role("button", name="Save").click()
     status = page.locator("#save-status")
     expect(status).to_have_text(f"saved to {CONCEPT} (1 codes)")
     expect(status).not_to_have_class(re.compile(r"\bbad\b"))
     expect(status.locator("a")).to_have_attribute("href", f"/concepts/{CONCEPT}")
+    assert page.request.get(f"/api/concepts/{CONCEPT}").json()["mode"] == "add"
     tab.assert_clean()
 
     tab.open("/concepts", "Concepts")

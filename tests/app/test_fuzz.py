@@ -300,7 +300,7 @@ def requests_of(overview: dict[str, Any]) -> Any:
         request(
             "POST /api/concepts/{name}/codes",
             {"name": concept},
-            body=body({"codes": codes}, {"description": ODD_TEXT}),
+            body=body({"codes": codes}, {"description": ODD_TEXT, "mode": mode}),
         ),
         request(
             "POST /api/text",

@@ -93,11 +93,12 @@ class ConceptFolder:
 
     def _add_codes(self, name: str, request: s.CodesIn) -> s.ConceptOut:
         if not self._path(name).exists():
-            return self._out(self._save(self._new(name, request.codes, request.description)))
+            new = self._new(name, request.codes, request.description, request.mode or "all")
+            return self._out(self._save(new))
         concept = self._load(name)
         new = [c for c in _refs(request.codes) if c not in concept.codes]
         codes = [str(c) for c in (*concept.codes, *new)]
-        return self._change(concept, s.ConceptEdit(codes=codes))
+        return self._change(concept, s.ConceptEdit(codes=codes, mode=request.mode))
 
     def edit(self, name: str, request: s.ConceptEdit) -> s.ConceptOut:
         """Change the fields ``request`` gives; the others stay."""
@@ -171,7 +172,7 @@ class ConceptFolder:
             )
         return concept
 
-    def _new(self, name: str, codes: list[str], description: str) -> Concept:
+    def _new(self, name: str, codes: list[str], description: str, mode: str = "all") -> Concept:
         if self.model is None or self.fingerprint is None:
             raise Conflict(
                 "saving a new concept needs the model: start the browser with --model DIR"
@@ -186,6 +187,7 @@ class ConceptFolder:
             sites=site_shapes(self.model, [r.site for r in refs]),
             selection={"method": "browser"},
             description=description,
+            mode=mode,
         )
 
     def _save(self, concept: Concept, overwrite: bool = False) -> Concept:

@@ -220,6 +220,10 @@ class ConceptEdit(Strict):
 class CodesIn(Strict):
     codes: list[str] = Field(min_length=1, max_length=1000)
     description: str = Field(default="", max_length=10_000)
+    mode: Mode | None = None
+    """How the concept is forced (a new one: ``all`` unless given; an existing one changes to
+    it): ``all`` and ``least`` put a head's codes in its k slots, so a head takes at most k
+    codes; ``add`` adds slots and takes any number."""
 
 
 class Deleted(BaseModel):

@@ -70,7 +70,8 @@ function saveConcept(form) {
     event.preventDefault();
     const name = form.elements.name.value.trim();
     try {
-      const concept = await api("POST", `/api/concepts/${encodeURIComponent(name)}/codes`, { codes: [form.dataset.code] });
+      const body = { codes: [form.dataset.code], mode: form.elements.mode.value };
+      const concept = await api("POST", `/api/concepts/${encodeURIComponent(name)}/codes`, body);
       output.textContent = "";
       const link = document.createElement("a");
       link.href = concept.url;
