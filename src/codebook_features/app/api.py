@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import FileResponse
@@ -30,6 +30,14 @@ Name = Annotated[str, Path(max_length=100, description="A concept's name.")]
 
 def browser(request: Request) -> CodeBrowser:
     return request.app.state.browser
+
+
+def _needs_model(busy: str) -> dict[int | str, dict[str, Any]]:
+    """The documented errors of a request that runs the model: none loaded, or busy."""
+    return {
+        409: {"model": s.ErrorOut, "description": "No model loaded."},
+        429: {"model": s.ErrorOut, "description": busy},
+    }
 
 
 def api_router() -> APIRouter:
@@ -130,10 +138,7 @@ def api_router() -> APIRouter:
         "/text",
         response_model=s.TextOut,
         tags=["text"],
-        responses={
-            409: {"model": s.ErrorOut, "description": "No model loaded."},
-            429: {"model": s.ErrorOut, "description": "A generation is running."},
-        },
+        responses=_needs_model("The model is busy with a generation or another text."),
     )
     def text(request: Request, body: s.TextIn) -> s.TextOut:
         """Run the model on a text of your own: every token with each site's code ids."""
@@ -143,10 +148,7 @@ def api_router() -> APIRouter:
         "/text/next",
         response_model=s.NextOut,
         tags=["text"],
-        responses={
-            409: {"model": s.ErrorOut, "description": "No model loaded."},
-            429: {"model": s.ErrorOut, "description": "A generation is running."},
-        },
+        responses=_needs_model("The model is busy with a generation or another text."),
     )
     def next_tokens(request: Request, body: s.NextIn) -> s.NextOut:
         """The most likely next tokens after a text, without and with codes forced or removed
@@ -157,10 +159,7 @@ def api_router() -> APIRouter:
         "/steer",
         response_model=s.SteerOut,
         tags=["steering"],
-        responses={
-            409: {"model": s.ErrorOut, "description": "No model loaded."},
-            429: {"model": s.ErrorOut, "description": "Another generation is running."},
-        },
+        responses=_needs_model("Another generation is running."),
     )
     def steer(request: Request, body: s.SteerIn) -> s.SteerOut:
         """Continue a prompt without and with forced codes, sample by sample (one request at a

@@ -33,13 +33,12 @@ from codebook_features.search.regex import Example
 from codebook_features.store.reader import CodeStore
 
 MAX_TOP = 200
+"""The most rows any list query returns."""
 MAX_TEXT_CODES = 200_000
 """Code ids a text page or answer may hold (tokens x codes per token): a bigger one is refused
 with the advice to choose fewer sites (a page of 200,000 links is already some 20 MB)."""
 TEXT_WAIT = 2.0
 """Seconds a text request waits for the model while a generation runs, then a 429."""
-"""The most rows any list query returns."""
-"""Tokens a steering request generates when it does not say."""
 SNIPPET = 160
 """Characters of a document shown beside a topic code."""
 

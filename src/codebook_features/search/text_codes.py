@@ -9,6 +9,7 @@ forcing or removing one does to the next token.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -72,12 +73,12 @@ def next_tokens(
     if not 0 <= where < len(ids):
         raise CodebookError(f"position {where} is not a token of the text (0 to {len(ids) - 1})")
     steering = []
-    for codes, apply in ((force, model.force_codes), (ablate, model.ablate_codes)):
+    kinds = ((force, model.force_codes, {"mode": mode}), (ablate, model.ablate_codes, {}))
+    for codes, apply, options in kinds:
         by_site: dict[str, dict[int, list[int]]] = {}  # one spec per site: codes of a group
         for ref in (CodeRef.parse(c) if isinstance(c, str) else c for c in codes):  # share it
             check_codes(model, ref.site, ref.group, [ref.id])
             by_site.setdefault(ref.site, {}).setdefault(ref.group, []).append(ref.id)
-        options = {"mode": mode} if apply == model.force_codes else {}
         for site, groups in by_site.items():
             steering.append(apply(site, groups, positions=(where,), **options))
     plain = _next(model, tokenizer, ids, [], top)
@@ -85,8 +86,6 @@ def next_tokens(
 
 
 def _next(model: CodebookModel, tokenizer: Any, ids: list[int], steering: list[Any], top: int):
-    from contextlib import ExitStack
-
     device = next(model.parameters()).device
     with torch.no_grad(), ExitStack() as stack:
         for item in steering:
