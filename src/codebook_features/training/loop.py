@@ -7,6 +7,7 @@ number of steps. The objective is the LM loss plus the codebooks' own losses, bo
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -77,7 +78,13 @@ class TrainResult:
 
 def train(config: RunConfig) -> TrainResult:
     """Run (or continue) a training run; see :class:`RunConfig`."""
-    return Trainer(config).run()
+    try:
+        trainer = Trainer(config)
+    except BaseException:  # refused while setting up: the process group still ends here
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        raise
+    return trainer.run()
 
 
 def write_run_config(run_dir: Path, config: RunConfig) -> None:
@@ -229,6 +236,21 @@ class Trainer:
 
     # -------------------------------------------------------------------- the run
     def run(self) -> TrainResult:
+        try:
+            return self._run()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        """Release the wrapped model, then end the trackers and the process group. A DDP
+        replica that outlives its group is torn down during interpreter exit, when gloo's
+        threads can abort the process (SIGABRT) after a run that succeeded."""
+        self.module = self.accelerator.unwrap_model(self.module)
+        self.accelerator.free_memory()
+        gc.collect()
+        self.accelerator.end_training()
+
+    def _run(self) -> TrainResult:
         t = self.config.training
         self.session_start = time.monotonic()
         if t.resume:
@@ -265,11 +287,9 @@ class Trainer:
             logger.info(
                 "stopped at step %d of %d; continue with --training.resume true", self.step, t.steps
             )
-            self.accelerator.end_training()
             return TrainResult(self.run_dir, None, last_eval, self.step)
         assert last_eval is not None  # the last step is always evaluated
         model_dir = self._finish(last_eval)
-        self.accelerator.end_training()
         return TrainResult(self.run_dir, model_dir, last_eval, self.step)
 
     def _start(self) -> None:
