@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from codebook_features.app import ServeConfig
@@ -16,6 +17,7 @@ from codebook_features.attach.fingerprint import codebooks_fingerprint
 from codebook_features.errors import CodebookError
 from codebook_features.search import regex_codes, topic_codes
 from codebook_features.search.code_page import code_page
+from codebook_features.search.topics import find_topics
 from codebook_features.steering.concept import load_concept
 from codebook_features.steering.generate import GenerationSettings, steer
 from codebook_features.store.reader import CodeStore
@@ -120,6 +122,23 @@ def test_code_page_equals_the_library(client, web_world, loaded) -> None:
     assert [c["code"] for c in data["cooccurring"]] == [str(c.code) for c in page.cooccurring]
     assert [c["code"] for c in data["similar"]] == [str(c.code) for c in page.similar]
     assert [t["token"] for t in data["logit_effect"]["up"]] == [t for t, _ in page.logit_effect.up]
+    assert [b["count"] for b in data["positions"]] == [b.count for b in page.positions]
+    assert [(x["label"], x["lift"]) for x in data["labels"]] == [
+        (x.label, x.lift) for x in page.labels
+    ]
+    assert data["labels"] and data["labels"][0]["field"] == "topic"
+    # contexts page on: the next ones, each linking to its document at its token
+    later = ok(client.get(f"/api/codes/{ref}", params={"examples": 3, "offset": 2}))
+    assert later["offset"] == 2
+    assert [(e["document"], e["position"]) for e in later["examples"]] == [
+        (e.document, e.position) for e in page.examples[2:5]
+    ]
+    for e in later["examples"]:
+        assert e["url"] == f"/documents/{e['document']}?at={e['position']}#t{e['position']}"
+        text = e["before"] + e["token"] + e["after"]
+        assert [len(e["before"]), len(e["before"]) + len(e["token"])] in e["marks"]
+        assert all(0 <= a < b <= len(text) for a, b in e["marks"])
+    assert ok(client.get(f"/api/codes/{ref}", params={"offset": 10**9}))["examples"] == []
 
 
 def test_code_page_without_model_says_what_is_missing(store_only) -> None:
@@ -156,7 +175,23 @@ def test_topics_equal_the_library_with_labels(client, web_world) -> None:
         store, min_share=0.2, min_documents=2, label_field="topic", label="dragon", top=5
     )
     assert [t["code"] for t in data["codes"]] == [str(t.code) for t in found]
+    assert [t["lift"] for t in data["codes"]] == [t.lift for t in found]
     assert data["label_field"] == "topic" and data["labels"] == ["dragon", "other"]
+    assert data["sort"] == "precision"
+    for sort in ("documents", "lift", "f1"):
+        ranked = ok(client.get("/api/topics", params={**params, "sort": sort, "everywhere": 0.3}))
+        found = find_topics(
+            store,
+            min_share=0.2,
+            label_field="topic",
+            label="dragon",
+            sort=sort,
+            everywhere=0.3,
+            top=5,
+        )
+        assert [t["code"] for t in ranked["codes"]] == [str(t.code) for t in found.codes]
+        assert [t["code"] for t in ranked["everywhere"]] == [str(t.code) for t in found.everywhere]
+        assert all(t["documents"] > 0.3 * store.num_documents for t in ranked["everywhere"])
     for topic in data["codes"]:
         for doc in topic["examples"]:
             assert (
@@ -171,7 +206,21 @@ def test_documents(client, web_world) -> None:
     data = ok(client.get("/api/documents/3"))
     assert data["text"] == store.texts[3] and data["fields"]["topic"] in ("dragon", "other")
     assert data["tokens"] == int((store.document[:] == 3).sum())
+    rows = np.flatnonzero(np.asarray(store.document) == 3)
+    assert data["spans"] == [[int(store.start[r]), int(store.end[r])] for r in rows]
     refused(client.get("/api/documents/100000"), 404)
+    # the codes recorded at one token, per site and group
+    token = ok(client.get("/api/documents/3/tokens/2"))
+    row = rows[2]
+    assert token["text"] == store.token_text(row) and token["token"] == int(store.token[row])
+    assert token["codes"] == {
+        site: np.asarray(store.ids(site)[row]).tolist() for site in store.sites
+    }
+    first = next(iter(store.sites))
+    only = ok(client.get("/api/documents/3/tokens/2", params={"sites": first}))
+    assert list(only["codes"]) == [first]
+    refused(client.get(f"/api/documents/3/tokens/{len(rows)}"), 404, "tokens")
+    refused(client.get("/api/documents/100000/tokens/0"), 404)
 
 
 # ---------------------------------------------------------------------- concepts

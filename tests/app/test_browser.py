@@ -201,10 +201,20 @@ def test_every_page_renders(tab: Tab) -> None:
     # the topics form submits as filled in (number fields take any value in range)
     page = tab.open("/topics", "Topic codes")
     page.get_by_label("Min share of a document").fill("0.33")
-    page.get_by_label("Rank for label").select_option("dragon")
+    page.get_by_label("For label").select_option("dragon")
+    page.get_by_label("Rank by").select_option("lift")
+    page.get_by_label("Apart above").fill("0.4")
     page.get_by_role("button", name="Show").click()
-    page.wait_for_url(re.compile(r"min_share=0\.33.*label=dragon"))
-    expect(page.locator("table.results tbody tr").first).to_be_visible()
+    page.wait_for_url(re.compile(r"min_share=0\.33.*label=dragon.*sort=lift.*everywhere=0\.4"))
+    api = page.request.get(
+        "/api/topics?min_share=0.33&label=dragon&sort=lift&everywhere=0.4"
+    ).json()
+    shown_codes = page.locator("table.topic-codes tbody tr td:first-child a.code")
+    expect(shown_codes).to_have_text([t["code"] for t in api["codes"]])
+    lifts = column(page, "table.topic-codes", 7)
+    assert lifts == sorted(lifts, reverse=True) and lifts
+    apart = page.locator("table.everywhere-codes tbody tr td:first-child a.code")
+    expect(apart).to_have_text([t["code"] for t in api["everywhere"]])
 
     # a page that does not exist is an error page, not a crash
     response = page.goto("/documents/999999999")
@@ -398,3 +408,59 @@ def test_your_text_shows_its_codes_and_links_them(tab: Tab) -> None:
     page.wait_for_url(re.compile(r"/codes/"))
     tab.check(code)
     assert_pngs([shot])
+
+
+def test_contexts_page_on_and_lead_to_the_token_in_its_document(tab: Tab) -> None:
+    expect = sync_api.expect
+    page = tab.page
+    api = page.request.get("/api/search/regex?pattern=dragon&top=1").json()
+    code = api["codes"][0]["code"]
+    data = page.request.get(f"/api/codes/{code}?examples=20").json()
+    assert data["frequency"] > 10, "the test needs a code with more than one page of contexts"
+    tab.open(f"/codes/{code}", code)
+    contexts = page.locator("ol.contexts > li")
+    expect(contexts).to_have_count(10)
+    # every firing in view is marked; the context's own token is the centre mark
+    for i, example in enumerate(data["examples"][:10]):
+        expect(contexts.nth(i).locator("mark")).to_have_count(len(example["marks"]))
+        expect(contexts.nth(i).locator("mark.centre")).to_have_text(example["token"])
+    expect(page.locator("table.positions tbody tr")).to_have_count(len(data["positions"]))
+    expect(page.locator("table.labels tbody tr")).to_have_count(len(data["labels"]))
+    page.get_by_role("link", name=re.compile("next 10")).click()
+    page.wait_for_url(re.compile(r"offset=10"))
+    tab.check(code)
+    expect(page.locator("ol.contexts")).to_have_attribute("start", "11")
+    later = data["examples"][10:20]
+    expect(page.locator("ol.contexts > li > a")).to_have_text(
+        [f"doc {e['document']}, token {e['position']}" for e in later]
+    )
+    # a context leads to its document, the token marked, its codes shown
+    first = later[0]
+    page.locator("ol.contexts > li > a").first.click()
+    page.wait_for_url(re.compile(rf"/documents/{first['document']}\?at={first['position']}"))
+    tab.check(f"Document {first['document']}")
+    marked = page.locator("#document .t.from")
+    expect(marked).to_have_count(1)
+    expect(marked).to_have_attribute("data-p", str(first["position"]))
+    expect(marked).to_have_text(first["token"])
+    panel = page.locator("#token-codes")
+    expect(panel).to_contain_text(f"token {first['position']}")
+    expect(panel.locator(f'a.code[title="{code}"]')).to_have_count(1)  # the code fires there
+    # another token: its codes as the API gives them, each a link to its page
+    other = page.locator('#document .t[data-p="0"]')
+    other.click()
+    expect(panel).to_contain_text("token 0 ")
+    token = page.request.get(f"/api/documents/{first['document']}/tokens/0").json()
+    links = panel.locator("a.code")
+    expected = [
+        f"{s}/{g}/{i}"
+        for s, groups in token["codes"].items()
+        for g, ids in enumerate(groups)
+        for i in ids
+        if i >= 0
+    ]
+    assert [links.nth(i).get_attribute("title") for i in range(links.count())] == expected
+    links.first.click()
+    page.wait_for_url(re.compile(r"/codes/"))
+    tab.check(expected[0])
+    assert_pngs([tab.shot("code-after-document")])

@@ -35,6 +35,7 @@ OPERATIONS = [
     "GET /api/codes/{site}/{group}/{id}",
     "GET /api/topics",
     "GET /api/documents/{document}",
+    "GET /api/documents/{document}/tokens/{position}",
     "GET /api/concepts",
     "POST /api/concepts",
     "GET /api/concepts/{name}",
@@ -257,7 +258,11 @@ def requests_of(overview: dict[str, Any]) -> Any:
         request(
             "GET /api/codes/{site}/{group}/{id}",
             code_path,
-            {"top": st.integers(1, 200), "examples": st.integers(0, 100)},
+            {
+                "top": st.integers(1, 200),
+                "examples": st.integers(0, 100),
+                "offset": st.sampled_from([0, 1, 7, 10_000, 2**62]),
+            },
         ),
         request(
             "GET /api/topics",
@@ -273,6 +278,14 @@ def requests_of(overview: dict[str, Any]) -> Any:
         request(
             "GET /api/documents/{document}",
             {"document": st.sampled_from([0, 1, documents - 1, documents, 2**62])},
+        ),
+        request(
+            "GET /api/documents/{document}/tokens/{position}",
+            {
+                "document": st.sampled_from([0, 1, documents - 1, documents, 2**62]),
+                "position": st.sampled_from([0, 1, 5, 10_000, 2**62]),
+            },
+            {"sites": site_list},
         ),
         request("GET /api/concepts"),
         request(
@@ -454,7 +467,10 @@ def pages_of(overview: dict[str, Any]) -> Any:
                 },
             ),
         ),
-        url(code.map(lambda c: quote(f"/codes/{c[0]}/{c[1]}/{c[2]}"))),
+        url(
+            code.map(lambda c: quote(f"/codes/{c[0]}/{c[1]}/{c[2]}")),
+            query({}, optional={"offset": number}),
+        ),
         url(
             st.just("/topics"),
             query(
@@ -468,7 +484,10 @@ def pages_of(overview: dict[str, Any]) -> Any:
                 },
             ),
         ),
-        url(st.integers(0, overview["documents"]).map(lambda d: f"/documents/{d}")),
+        url(
+            st.integers(0, overview["documents"]).map(lambda d: f"/documents/{d}"),
+            query({}, optional={"at": number}),
+        ),
         url(st.just("/concepts")),
         url(
             (st.sampled_from(CONCEPT_NAMES) | NAME_TEXT).map(

@@ -10,7 +10,7 @@ from codebook_features.attach.code_ref import CodeRef
 from codebook_features.search.code_page import code_page, residual_direction
 from codebook_features.store.reader import CodeStore
 from tests.model_zoo import neox_model, tiny_model
-from tests.store.synthetic import DRAGON, write_store
+from tests.store.synthetic import DRAGON, TOPIC, write_store
 
 
 @pytest.fixture
@@ -97,3 +97,68 @@ def test_code_command(store, capsys) -> None:
     assert page["code"] == code and page["top_tokens"][0]["share"] == 1.0
     assert main(["search", "code", "--store", str(store.path), "--code", "layers.0.mlp/0"]) == 2
     assert "SITE/GROUP/ID" in capsys.readouterr().err
+
+
+def test_contexts_page_through_every_firing_with_each_firing_marked(store) -> None:
+    ref = CodeRef("layers.0.mlp", 0, DRAGON)
+    rows = store.occurrences(ref)
+    pages = [code_page(store, ref, examples=7, offset=o) for o in range(0, len(rows) + 7, 7)]
+    shown = [(e.document, e.position) for p in pages for e in p.examples]
+    # every firing exactly once, one per document (in document order) before a second
+    assert sorted(shown) == sorted((int(store.document[r]), int(store.position[r])) for r in rows)
+    documents = [d for d, _ in shown]
+    firsts = documents[: len(set(documents))]
+    assert firsts == sorted(set(documents)) and pages[-1].examples == []
+    assert [p.offset for p in pages] == list(range(0, len(rows) + 7, 7))
+    for example in (e for p in pages for e in p.examples):
+        text = example.before + example.token + example.after
+        doc_rows = np.flatnonzero(np.asarray(store.document) == example.document)
+        row = doc_rows[example.position]
+        first = int(store.start[row]) - len(example.before)
+        last = first + len(text)
+        fires = [r for r in rows if r in doc_rows]
+        expected = {
+            (max(int(store.start[r]), first) - first, min(int(store.end[r]), last) - first)
+            for r in fires
+            if int(store.end[r]) > first and int(store.start[r]) < last
+        }
+        assert set(example.marks) == expected
+        centre = (len(example.before), len(example.before) + len(example.token))
+        assert centre in example.marks
+
+
+def test_positions_labels_and_token_shares_against_slow_counts(store) -> None:
+    ref = CodeRef("layers.1.attn_heads", 1, TOPIC)
+    page = code_page(store, ref)
+    rows = store.occurrences(ref)
+    positions = np.asarray(store.position)
+    for b in page.positions:
+        stop = b.stop if b.stop is not None else positions.max() + 1
+        inside = (positions >= b.start) & (positions < stop)
+        assert b.count == int(inside[rows].sum())
+        assert b.base == pytest.approx(inside.mean())
+    assert sum(b.count for b in page.positions) == len(rows)
+    labels = dict(
+        zip(
+            store.documents.column("document").to_pylist(),
+            store.documents.column("label").to_pylist(),
+            strict=True,
+        )
+    )
+    of_row = np.array([labels[int(d)] for d in np.asarray(store.document)])
+    assert {x.label for x in page.labels} == {"fantasy"}  # the planted topic code
+    (fantasy,) = page.labels
+    assert fantasy.count == len(rows) and fantasy.share == 1.0
+    assert fantasy.base == pytest.approx((of_row == "fantasy").mean())
+    assert fantasy.lift == pytest.approx(1.0 / fantasy.base)
+    tokens = np.asarray(store.token)
+    by_id = {  # token id -> (the code's firings on it, their share of the token's occurrences)
+        int(i): (int((tokens[rows] == i).sum()), (tokens[rows] == i).sum() / (tokens == i).sum())
+        for i in np.unique(tokens[rows])
+    }
+    for t in page.top_tokens:
+        matching = [of for count, of in by_id.values() if count == t.count]
+        assert any(of == pytest.approx(t.of_token) for of in matching)
+    per_document = np.unique(np.asarray(store.document)[rows], return_counts=True)[1]
+    assert page.per_document == pytest.approx(per_document.mean())
+    assert page.most_in_a_document == per_document.max()

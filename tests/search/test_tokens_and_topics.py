@@ -6,7 +6,7 @@ import pytest
 from codebook_features import CodebookError
 from codebook_features.attach.code_ref import CodeRef
 from codebook_features.search import token_codes, token_rows, topic_codes
-from codebook_features.search.topics import document_shares
+from codebook_features.search.topics import document_shares, find_topics
 from codebook_features.store.reader import CodeStore
 from tests.store.synthetic import DRAGON, SITES, TOPIC, write_store
 
@@ -83,6 +83,87 @@ def test_topic_codes_find_the_planted_topic(store) -> None:
         topic_codes(store, min_share=0)
 
 
+def slow_topics(store: CodeStore, min_share: float) -> dict[CodeRef, list[int]]:
+    """Code -> the documents (ids) it covers, by a scan of every token of every document."""
+    doc_ids = np.asarray(store.document)
+    covered: dict[CodeRef, list[int]] = {}
+    for site, info in store.sites.items():
+        ids = np.asarray(store.ids(site))
+        for document in np.unique(doc_ids):
+            mine = ids[doc_ids == document]
+            for group in range(info.groups):
+                codes, counts = np.unique(mine[:, group][mine[:, group] >= 0], return_counts=True)
+                for code, count in zip(codes, counts, strict=True):
+                    if count / len(mine) >= min_share:
+                        covered.setdefault(CodeRef(site, group, int(code)), []).append(document)
+    return covered
+
+
+@pytest.mark.parametrize("sort", ["documents", "precision", "lift", "f1"])
+def test_topic_rankings_against_a_slow_scan(store, sort) -> None:
+    labels = dict(
+        zip(
+            store.documents.column("document").to_pylist(),
+            store.documents.column("label").to_pylist(),
+            strict=True,
+        )
+    )
+    label = "fantasy"
+    share = sum(v == label for v in labels.values()) / len(labels)
+    expected = []
+    for code, documents in slow_topics(store, 0.3).items():
+        if len(documents) < 2:
+            continue
+        hits = sum(labels[d] == label for d in documents)
+        precision = hits / len(documents)
+        recall = hits / sum(v == label for v in labels.values())
+        scores = {
+            "documents": len(documents),
+            "precision": precision,
+            "lift": precision / share,
+            "f1": 0.0 if not hits else 2 * precision * recall / (precision + recall),
+        }
+        expected.append((-scores[sort], -len(documents), code, precision, recall))
+    found = find_topics(
+        store,
+        min_share=0.3,
+        label_field="label",
+        label=label,
+        sort=sort,
+        everywhere=None,
+        top=10**6,
+    )
+    assert not found.everywhere
+    if sort == "documents":  # ties in documents are broken by mean share: compare as sets
+        assert {t.code for t in found.codes} == {e[2] for e in expected}
+        assert [t.documents for t in found.codes] == sorted(-e[0] for e in expected)[::-1]
+    else:
+        expected.sort(key=lambda e: (e[0], e[1], e[2].sort_key()))
+        assert [t.code for t in found.codes] == [e[2] for e in expected]
+        for t, e in zip(found.codes, expected, strict=True):
+            assert t.precision == pytest.approx(e[3]) and t.recall == pytest.approx(e[4])
+            assert t.lift == pytest.approx(e[3] / share)
+
+
+def test_codes_covering_nearly_every_document_are_kept_apart(store) -> None:
+    topic = CodeRef("layers.1.attn_heads", 1, TOPIC)
+    covering = topic_codes(store, min_share=0.9)[0]
+    assert covering.code == topic
+    # a threshold under the planted code's coverage puts it apart, most documents first
+    limit = (covering.documents - 1) / store.num_documents
+    found = find_topics(store, min_share=0.9, everywhere=limit, label_field="label")
+    assert [t.code for t in found.everywhere] == [topic]
+    assert topic not in [t.code for t in found.codes]
+    assert found.everywhere[0].label == "fantasy" and found.everywhere[0].precision == 1.0
+    # ranked by precision without a label: each code's own label
+    ranked = find_topics(store, min_share=0.3, label_field="label", sort="precision").codes
+    assert [t.precision for t in ranked] == sorted((t.precision for t in ranked), reverse=True)
+    with pytest.raises(CodebookError, match="needs the documents' label column"):
+        find_topics(store, sort="lift")
+    with pytest.raises(CodebookError, match="everywhere must be"):
+        find_topics(store, everywhere=0)
+
+
 def test_token_and_topic_commands(tmp_path, capsys) -> None:
     import json
 
@@ -96,7 +177,7 @@ def test_token_and_topic_commands(tmp_path, capsys) -> None:
     table = capsys.readouterr().out.splitlines()
     assert (
         table[1].startswith(f"layers.1.attn_heads/1/{TOPIC} ")
-        and "fantasy (1.00, 1.00)" in table[1]
+        and "fantasy (1.00, 1.00, " in table[1]
     )
     assert table[2].startswith("    doc ") and "dragon" in table[2]  # a covered document
     assert main(["search", "topics", "--store", root, "--label", "fantasy"]) == 2

@@ -100,6 +100,7 @@ def write_store(
             site: {"groups": g, "k": k, "num_codes": c, "dtype": str(id_dtype(c))}
             for site, (g, k, c) in SITES.items()
         },
+        "data": {"label_fields": ["label"]},
         "counts": {"documents": documents, "tokens": total},
         "shards": shards,
         "files": files,

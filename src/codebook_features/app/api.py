@@ -79,11 +79,13 @@ def api_router() -> APIRouter:
         id: Annotated[int, Path(ge=0, le=2**31)],
         top: Top = 10,
         examples: Annotated[int, Query(ge=0, le=100)] = 8,
+        offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
     ) -> s.CodePageOut:
-        """One code: frequency, top tokens, contexts, co-occurring and similar codes, and its
-        direct effect on the next-token logits."""
+        """One code: frequency, positions and labels against their base rates, top tokens,
+        contexts (``examples`` of them from ``offset``, every firing marked), co-occurring and
+        similar codes, and its direct effect on the next-token logits."""
         app = browser(request)
-        return app.code(app.code_ref(site, group, id), top, examples)
+        return app.code(app.code_ref(site, group, id), top, examples, offset)
 
     @router.get("/topics", response_model=s.TopicsOut, tags=["search"])
     def topics(
@@ -94,15 +96,36 @@ def api_router() -> APIRouter:
         label_field: Annotated[str | None, Query(max_length=200)] = None,
         label: Annotated[str | None, Query(max_length=1000)] = None,
         top: Top = 20,
+        sort: s.TopicSortIn | None = None,
+        everywhere: Annotated[float, Query(gt=0, le=1)] = 0.5,
     ) -> s.TopicsOut:
         """Codes that fire across a large share of whole documents, with the documents they
-        cover (and, with labels, the label they single out)."""
-        return browser(request).topics(sites, min_share, min_documents, label_field, label, top)
+        cover (and, with labels, the label they single out, its precision, recall and lift).
+        ``sort``: documents covered, or precision, lift or F1 for the label (default:
+        precision with a label, else documents). Codes covering more than ``everywhere`` of
+        all documents come apart, in ``everywhere`` (1: none apart)."""
+        return browser(request).topics(
+            sites, min_share, min_documents, label_field, label, top, sort, everywhere
+        )
 
     @router.get("/documents/{document}", response_model=s.DocumentOut, tags=["store"])
     def document(request: Request, document: Annotated[int, Path(ge=0, le=2**62)]) -> s.DocumentOut:
-        """One document's text and fields."""
+        """One document's text, fields and token spans."""
         return browser(request).document(document)
+
+    @router.get(
+        "/documents/{document}/tokens/{position}",
+        response_model=s.DocumentTokenOut,
+        tags=["store"],
+    )
+    def document_token(
+        request: Request,
+        document: Annotated[int, Path(ge=0, le=2**62)],
+        position: Annotated[int, Path(ge=0, le=2**62)],
+        sites: Sites = None,
+    ) -> s.DocumentTokenOut:
+        """The codes recorded at one token of a document, per site and group."""
+        return browser(request).document_token(document, position, sites)
 
     @router.get("/concepts", response_model=s.ConceptsOut, tags=["concepts"])
     def concepts(request: Request) -> s.ConceptsOut:

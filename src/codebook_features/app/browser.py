@@ -215,11 +215,19 @@ class CodeBrowser:
             )
         return CodeRef(site, group, id)
 
-    def code(self, ref: CodeRef, top: int = 10, examples: int = 8) -> s.CodePageOut:
+    def code(
+        self, ref: CodeRef, top: int = 10, examples: int = 8, offset: int = 0
+    ) -> s.CodePageOut:
         from codebook_features.search.code_page import code_page
 
         page = code_page(
-            self.store, ref, self.model, self.tokenizer, top=min(top, MAX_TOP), examples=examples
+            self.store,
+            ref,
+            self.model,
+            self.tokenizer,
+            top=min(top, MAX_TOP),
+            examples=examples,
+            offset=offset,
         )
         effect = page.logit_effect
         return s.CodePageOut(
@@ -231,8 +239,13 @@ class CodeBrowser:
             frequency=page.frequency,
             share=page.share,
             documents=page.documents,
+            per_document=page.per_document,
+            most_in_a_document=page.most_in_a_document,
             top_tokens=[s.TokenCountOut(**dataclasses.asdict(t)) for t in page.top_tokens],
             examples=[_example(e) for e in page.examples],
+            offset=page.offset,
+            positions=[s.PositionBinOut(**dataclasses.asdict(b)) for b in page.positions],
+            labels=[s.LabelShareOut(**dataclasses.asdict(b)) for b in page.labels],
             cooccurring=[_related(c) for c in page.cooccurring],
             similar=None if page.similar is None else [_similar(c) for c in page.similar],
             logit_effect=None
@@ -253,24 +266,31 @@ class CodeBrowser:
         label_field: str | None = None,
         label: str | None = None,
         top: int = 20,
+        sort: str | None = None,
+        everywhere: float | None = 0.5,
     ) -> s.TopicsOut:
-        from codebook_features.search.topics import document_labels, topic_codes
+        from codebook_features.search.topics import document_labels, find_topics
 
         fields = self.label_fields()
         if label_field is None and fields:
             label_field = fields[0]
-        found = topic_codes(
+        if sort not in (None, "documents") and not label_field:
+            raise RequestError(f"ranking by {sort} needs labelled documents; this store has none")
+        found = find_topics(
             self.store,
             _sites(sites),
             min_share=min_share,
             min_documents=min_documents,
             label_field=label_field or None,
             label=label or None,
+            sort=sort,  # type: ignore[arg-type]
+            everywhere=everywhere,
             top=min(top, MAX_TOP),
         )
         labels = document_labels(self.store, label_field) if label_field else {}
-        codes = [
-            s.TopicCodeOut(
+
+        def out(t: Any) -> s.TopicCodeOut:
+            return s.TopicCodeOut(
                 code=str(t.code),
                 url=code_url(t.code),
                 documents=t.documents,
@@ -278,15 +298,17 @@ class CodeBrowser:
                 label=t.label,
                 precision=t.precision,
                 recall=t.recall,
+                lift=t.lift,
                 examples=[self._document_ref(d, labels.get(d)) for d in t.examples],
             )
-            for t in found
-        ]
+
         return s.TopicsOut(
             label_field=label_field or None,
             label=label or None,
             labels=sorted(set(labels.values())),
-            codes=codes,
+            sort=sort or ("precision" if label else "documents"),
+            codes=[out(t) for t in found.codes],
+            everywhere=[out(t) for t in found.everywhere],
         )
 
     def _document_ref(self, document: int, label: str | None) -> s.DocumentRef:
@@ -303,10 +325,42 @@ class CodeBrowser:
         table = self.store.documents
         row = table.filter(_equals(table, document)).to_pylist()[0]
         fields = {k: str(v) for k, v in row.items() if k not in ("document", "text")}
+        first, stop = self._document_range(document)
+        starts, ends = self.store.start[first:stop], self.store.end[first:stop]
+        return s.DocumentOut(
+            document=document,
+            text=text,
+            tokens=stop - first,
+            fields=fields,
+            spans=[list(pair) for pair in zip(starts.tolist(), ends.tolist(), strict=True)],
+        )
+
+    def _document_range(self, document: int) -> tuple[int, int]:
+        """The document's first token row and the row after its last."""
+        if document not in self.store.texts:
+            raise NotFound(f"the store has no document {document}")
         ids, firsts = self.store.document_rows
         i = int(np.searchsorted(ids, document))
-        return s.DocumentOut(
-            document=document, text=text, tokens=int(firsts[i + 1] - firsts[i]), fields=fields
+        return int(firsts[i]), int(firsts[i + 1])
+
+    def document_token(
+        self, document: int, position: int, sites: str | None = None
+    ) -> s.DocumentTokenOut:
+        """The codes recorded at one token of a document."""
+        first, stop = self._document_range(document)
+        if not 0 <= position < stop - first:
+            raise NotFound(
+                f"document {document} has {stop - first} tokens (positions 0 to "
+                f"{stop - first - 1}); there is no token {position}"
+            )
+        row = first + position
+        chosen = self.store.select_sites(_sites(sites))
+        return s.DocumentTokenOut(
+            document=document,
+            position=position,
+            token=int(self.store.token[row]),
+            text=self.store.token_text(row),
+            codes={site: np.asarray(self.store.ids(site)[row]).tolist() for site in chosen},
         )
 
     # ------------------------------------------------------------------ model facts
@@ -461,6 +515,8 @@ def _example(example: Example) -> s.ExampleOut:
         token=example.token,
         before=example.before,
         after=example.after,
+        url=document_url(example.document, example.position),
+        marks=[list(mark) for mark in example.marks],
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from codebook_features.app.browser import MAX_TOP, CodeBrowser
 from codebook_features.app.errors import status_of
-from codebook_features.app.schemas import MAX_TEXT, Mode, NextIn
+from codebook_features.app.schemas import MAX_TEXT, Mode, NextIn, TopicSortIn
 from codebook_features.app.urls import code_url
 from codebook_features.errors import CodebookError
 from codebook_features.search.scores import Rank
@@ -37,6 +37,29 @@ def shown(token: str) -> str:
 TEMPLATES.env.filters["shown"] = shown
 
 
+def segments(example: Any) -> list[tuple[str, str]]:
+    """A context cut into ``(text, kind)``: kind ``""`` for plain text, ``"fires"`` where the
+    code fires, ``"centre"`` for the context's own token."""
+    text = example.before + example.token + example.after
+    centre = (len(example.before), len(example.before) + len(example.token))
+    marks = sorted({*map(tuple, example.marks), centre})
+    out: list[tuple[str, str]] = []
+    done = 0
+    for start, end in marks:
+        start = max(start, done)
+        if start > done:
+            out.append((text[done:start], ""))
+        if end > start:
+            out.append((text[start:end], "centre" if (start, end) == centre else "fires"))
+        done = max(done, end)
+    if done < len(text):
+        out.append((text[done:], ""))
+    return out
+
+
+TEMPLATES.env.filters["segments"] = segments
+
+
 def _count(text: str) -> int | None:
     """A whole number written in ASCII digits (at most 9 of them), or None."""
     text = text.strip()
@@ -46,6 +69,26 @@ def _count(text: str) -> int | None:
 def _refs(text: str) -> list[str]:
     """Codes written ``SITE/GROUP/ID``, separated by commas or spaces."""
     return [part for part in text.replace(",", " ").split() if part]
+
+
+CONTEXTS = 10
+"""Contexts per code page; the page links to the next ones."""
+
+
+def _pieces(document: Any) -> list[tuple[int | None, str]]:
+    """The document's text cut at its tokens: ``(position, text)`` for a token, ``(None,
+    text)`` for characters between tokens (or after the last)."""
+    pieces: list[tuple[int | None, str]] = []
+    done = 0
+    for position, (start, end) in enumerate(document.spans):
+        start = max(start, done)
+        if start > done:
+            pieces.append((None, document.text[done:start]))
+        pieces.append((position, document.text[start:end]))
+        done = max(done, end)
+    if done < len(document.text):
+        pieces.append((None, document.text[done:]))
+    return pieces
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -106,11 +149,14 @@ def page_router() -> APIRouter:
         site: Annotated[str, PathParam(max_length=200)],
         group: Annotated[int, PathParam(ge=0, le=2**31)],
         id: Annotated[int, PathParam(ge=0, le=2**31)],
+        offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
     ) -> HTMLResponse:
         app = app_of(request)
-        page = app.code(app.code_ref(site, group, id))
+        page = app.code(app.code_ref(site, group, id), examples=CONTEXTS, offset=offset)
         names = app.concepts.names()
-        return render(request, "code.html", page="code", p=page, concept_names=names)
+        return render(
+            request, "code.html", page="code", p=page, concept_names=names, per_page=CONTEXTS
+        )
 
     @router.get("/topics")
     def topics(
@@ -121,14 +167,19 @@ def page_router() -> APIRouter:
         label_field: Annotated[str, Query(max_length=200)] = "",
         label: Annotated[str, Query(max_length=1000)] = "",
         top: Annotated[int, Query(ge=1, le=MAX_TOP)] = 20,
+        sort: TopicSortIn | Literal[""] = "",
+        everywhere: Annotated[float, Query(gt=0, le=1)] = 0.5,
     ) -> HTMLResponse:
         form = {"sites": sites, "min_share": min_share, "min_documents": min_documents}
         form |= {"label_field": label_field, "label": label, "top": top}
+        form |= {"sort": sort, "everywhere": everywhere}
         result, error, status = None, None, 200
         app = app_of(request)
         try:
             field = label_field or None
-            result = app.topics(sites, min_share, min_documents, field, label, top)
+            result = app.topics(
+                sites, min_share, min_documents, field, label, top, sort or None, everywhere
+            )
         except CodebookError as e:
             error, status = str(e), status_of(e)
         return render(
@@ -144,9 +195,12 @@ def page_router() -> APIRouter:
 
     @router.get("/documents/{document}")
     def document(
-        request: Request, document: Annotated[int, PathParam(ge=0, le=2**62)]
+        request: Request,
+        document: Annotated[int, PathParam(ge=0, le=2**62)],
+        at: Annotated[int | None, Query(ge=0, le=2**62)] = None,
     ) -> HTMLResponse:
-        return render(request, "document.html", page="", d=app_of(request).document(document))
+        d = app_of(request).document(document)
+        return render(request, "document.html", page="", d=d, at=at, pieces=_pieces(d))
 
     @router.get("/concepts")
     def concepts(request: Request) -> HTMLResponse:

@@ -57,6 +57,11 @@ class ExampleOut(BaseModel):
     token: str
     before: str
     after: str
+    url: str
+    """The document's page, at this token."""
+    marks: list[list[int]] = Field(default_factory=list)
+    """On code pages: ``(start, end)`` in ``before + token + after`` of every token shown where
+    the code fires."""
 
 
 class ScoredCode(BaseModel):
@@ -85,6 +90,30 @@ class TokenCountOut(BaseModel):
     text: str
     count: int
     share: float
+    """Of the code's firings."""
+    of_token: float
+    """Of the token's occurrences in the store, the share the code fires on."""
+
+
+class LabelShareOut(BaseModel):
+    field: str
+    label: str
+    count: int
+    share: float
+    """Of the code's firings."""
+    base: float
+    """Of all tokens in the store."""
+    lift: float
+    """``share / base``."""
+
+
+class PositionBinOut(BaseModel):
+    start: int
+    stop: int | None
+    """Exclusive; null: to the end of the document."""
+    count: int
+    share: float
+    base: float
 
 
 class RelatedCode(BaseModel):
@@ -123,8 +152,15 @@ class CodePageOut(BaseModel):
     frequency: int
     share: float
     documents: int
+    per_document: float
+    """Mean firings per document it fires in."""
+    most_in_a_document: int
     top_tokens: list[TokenCountOut]
     examples: list[ExampleOut]
+    offset: int
+    """The first context in ``examples``, of ``frequency``."""
+    positions: list[PositionBinOut]
+    labels: list[LabelShareOut]
     cooccurring: list[RelatedCode]
     similar: list[SimilarCode] | None
     logit_effect: LogitEffectOut | None
@@ -146,7 +182,12 @@ class TopicCodeOut(BaseModel):
     label: str | None
     precision: float | None
     recall: float | None
+    lift: float | None
+    """``precision`` over the label's share of all documents."""
     examples: list[DocumentRef]
+
+
+TopicSortIn = Literal["documents", "precision", "lift", "f1"]
 
 
 class TopicsOut(BaseModel):
@@ -154,7 +195,10 @@ class TopicsOut(BaseModel):
     label: str | None
     labels: list[str]
     """The values of ``label_field``."""
+    sort: TopicSortIn
     codes: list[TopicCodeOut]
+    everywhere: list[TopicCodeOut]
+    """Codes covering more than the ``everywhere`` share of all documents, kept apart."""
 
 
 class DocumentOut(BaseModel):
@@ -163,6 +207,17 @@ class DocumentOut(BaseModel):
     tokens: int
     fields: dict[str, str]
     """Its label and metadata columns."""
+    spans: list[list[int]]
+    """Each token's ``(start, end)`` in ``text``, by position."""
+
+
+class DocumentTokenOut(BaseModel):
+    document: int
+    position: int
+    token: int
+    text: str
+    codes: dict[str, list[list[int]]]
+    """Site -> per group, the ids of its slots (``-1``: empty), as recorded."""
 
 
 # ---------------------------------------------------------------------- concepts

@@ -16,5 +16,6 @@ def concept_url(name: str) -> str:
     return "/concepts/" + quote(name, safe="")
 
 
-def document_url(document: int) -> str:
-    return f"/documents/{document}"
+def document_url(document: int, at: int | None = None) -> str:
+    """The document's page; with ``at``, the token at that position marked and scrolled to."""
+    return f"/documents/{document}" if at is None else f"/documents/{document}?at={at}#t{at}"

@@ -13,6 +13,7 @@ from codebook_features.search.baselines_cli import run_baselines
 from codebook_features.search.config import (
     BaselinesSearch,
     CodePageQuery,
+    DescribeSearch,
     RegexSearch,
     TextQuery,
     TokenSearch,
@@ -26,6 +27,7 @@ QUERIES: dict[str, tuple[type[Settings], str]] = {
     "token": (TokenSearch, "codes ranked by precision and recall for a token"),
     "topics": (TopicSearch, "codes that fire across whole documents"),
     "code": (CodePageQuery, "one code's page: tokens, contexts, co-occurring codes, logits"),
+    "describe": (DescribeSearch, "codes by their automatic descriptions, e.g. the word 'ship'"),
     "text": (TextQuery, "the codes a model chooses on your own text, token by token"),
     "baselines": (BaselinesSearch, "codes vs neurons vs SAE latents on regex features"),
 }
@@ -45,7 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(cls: type[Settings], args: argparse.Namespace) -> None:
     """The query ``cls`` with the options given: a table, or JSON with ``--json``."""
-    from codebook_features.search import regex_codes, token_codes, topic_codes
+    from codebook_features.search import regex_codes, token_codes
+    from codebook_features.search.topics import find_topics
     from codebook_features.store.reader import CodeStore
 
     query, as_json = settings_from_args(cls, args), args.json
@@ -56,26 +59,29 @@ def run(cls: type[Settings], args: argparse.Namespace) -> None:
     if isinstance(query, CodePageQuery):
         _print_page(store, query, as_json)
         return
+    if isinstance(query, DescribeSearch):
+        _print_descriptions(store, query, as_json)
+        return
     sites = query.sites or None
     if isinstance(query, TopicSearch):
-        found = topic_codes(
+        found = find_topics(
             store,
             sites,
             min_share=query.min_share,
             min_documents=query.min_documents,
             label_field=query.label_field,
             label=query.label,
+            sort=query.sort,
+            everywhere=query.everywhere,
             top=query.top,
         )
         if as_json:
-            print(json.dumps({"codes": [t.to_dict() for t in found]}))
+            print(json.dumps(found.to_dict()))
             return
-        print(f"{'code':<32} {'documents':>9} {'share':>6}  label (precision, recall)")
-        for t in found:
-            tail = f"{t.label} ({t.precision:.2f}, {t.recall:.2f})" if t.label else ""
-            print(f"{t.code!s:<32} {t.documents:>9,} {t.mean_share:>6.2f}  {tail}")
-            for document in t.examples[:2]:
-                print(f"    doc {document}: {_snippet(store.texts[document])}")
+        _print_topics(store, found.codes)
+        if found.everywhere:
+            print(f"\ncovering more than {query.everywhere:.0%} of all documents (apart):")
+            _print_topics(store, found.everywhere)
         return
     if isinstance(query, RegexSearch):
         ranked, count = regex_codes(store, query.pattern, sites, **query.options())
@@ -150,6 +156,36 @@ def _print_page(store: Any, query: CodePageQuery, as_json: bool) -> None:
         print("lowers: " + ", ".join(f"{t!r} {v:+.2f}" for t, v in page.logit_effect.down))
     for note in page.notes:
         print(f"({note})")
+
+
+def _print_topics(store: Any, found: list[Any]) -> None:
+    print(f"{'code':<32} {'documents':>9} {'share':>6}  label (precision, recall, lift)")
+    for t in found:
+        tail = f"{t.label} ({t.precision:.2f}, {t.recall:.2f}, {t.lift:.2f})" if t.label else ""
+        print(f"{t.code!s:<32} {t.documents:>9,} {t.mean_share:>6.2f}  {tail}")
+        for document in t.examples[:2]:
+            print(f"    doc {document}: {_snippet(store.texts[document])}")
+
+
+def _print_descriptions(store: Any, query: DescribeSearch, as_json: bool) -> None:
+    from codebook_features.search.describe import find_descriptions
+
+    found = find_descriptions(
+        store, query.query, min_f1=query.min_f1, top=query.top, sites=query.sites or None
+    )
+    if as_json:
+        print(json.dumps({"codes": [d.to_dict() for d in found]}))
+        return
+    if not found:
+        what = f"matches {query.query!r}" if query.query is not None else "is described"
+        print(f"no code {what} with a held-out F1 of at least {query.min_f1}")
+        return
+    print(f"{'code':<32} {'f1':>5} {'prec':>5} {'recall':>6} {'support':>8}  description")
+    for d in found:
+        print(
+            f"{d.code!s:<32} {d.f1:>5.2f} {d.precision:>5.2f} {d.recall:>6.2f} "
+            f"{d.support:>8,}  {d.text}"
+        )
 
 
 def _snippet(text: str, width: int = 90) -> str:

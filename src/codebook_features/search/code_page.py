@@ -1,6 +1,7 @@
-"""Everything about one code, for its page: how often and where it fires, on which tokens, in
-which contexts, with which codes of other sites, which codes of its group are most alike, and
-what it writes towards the next token.
+"""Everything about one code, for its page: how often and where it fires (positions, documents,
+labels against their base rates), on which tokens, in which contexts (paged, every firing
+marked), with which codes of other sites, which codes of its group are most alike, and what it
+writes towards the next token.
 
 Store facts need only the store (and read only the code's own rows). Similar codes and the
 direct logit effect need the model: the effect is the code's share of its codebook's output
@@ -12,7 +13,9 @@ unembedding, without the final layer norm (a direct effect, not what the whole n
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,10 +23,17 @@ import numpy as np
 from codebook_features.attach.code_ref import CodeRef
 from codebook_features.errors import CodebookError
 from codebook_features.search.regex import Example, _example
+from codebook_features.search.token_text import readable_token
 from codebook_features.store.reader import CodeStore
 
 if TYPE_CHECKING:
     import torch
+
+
+POSITION_EDGES = (0, 1, 4, 16, 64, 256, 1024)
+"""Where the position bins start: the first token, the next three, and so on by fours."""
+MAX_LABELS = 12
+"""Labels listed per label column, most firings first (a column may hold one per document)."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,37 @@ class TokenCount:
     count: int
     share: float
     """Of the code's firings."""
+    of_token: float = 0.0
+    """Of the token's occurrences in the store, the share the code fires on."""
+
+
+@dataclass(frozen=True)
+class LabelShare:
+    """The code's firings in documents of one label, against that label's share of tokens."""
+
+    field: str
+    label: str
+    count: int
+    share: float
+    """Of the code's firings."""
+    base: float
+    """Of all tokens in the store."""
+    lift: float
+    """``share / base``: above 1, the code fires more in this label's documents."""
+
+
+@dataclass(frozen=True)
+class PositionBin:
+    """Firings at positions ``start <= position < stop`` within their document."""
+
+    start: int
+    stop: int | None
+    """``None``: to the end."""
+    count: int
+    share: float
+    """Of the code's firings."""
+    base: float
+    """Of all tokens in the store."""
 
 
 @dataclass(frozen=True)
@@ -59,9 +100,18 @@ class CodePage:
     """Of all tokens in the store."""
     documents: int
     """Documents it fires in."""
+    per_document: float = 0.0
+    """Mean firings per document it fires in."""
+    most_in_a_document: int = 0
     top_tokens: list[TokenCount] = field(default_factory=list)
     examples: list[Example] = field(default_factory=list)
-    """Contexts, spread over documents (the token marked ``[[...]]``)."""
+    """Contexts ``offset`` onwards, one per document before a second from any (the token
+    marked ``[[...]]``, every firing in view in ``marks``)."""
+    offset: int = 0
+    """The first context shown, counted over all ``frequency`` of them."""
+    positions: list[PositionBin] = field(default_factory=list)
+    labels: list[LabelShare] = field(default_factory=list)
+    """Per label column, its labels by firings (at most ``MAX_LABELS`` each)."""
     cooccurring: list[CodeCount] = field(default_factory=list)
     """Codes of other sites that fire on the same tokens, most often first."""
     similar: list[CodeCount] | None = None
@@ -89,20 +139,27 @@ def code_page(
     *,
     top: int = 10,
     examples: int = 8,
+    offset: int = 0,
 ) -> CodePage:
     """The page of ``ref``; ``model`` (a ``CodebookModel``) adds similar codes and the logit
-    effect, ``tokenizer`` names tokens the store never saw."""
+    effect, ``tokenizer`` names tokens the store never saw. ``offset`` pages the contexts."""
     ref = CodeRef.parse(ref) if isinstance(ref, str) else ref
     rows = store.occurrences(ref)
     notes: list[str] = []
     documents = np.asarray(store.document)[rows]
+    _, per_document = np.unique(documents, return_counts=True)
     page = {
         "code": ref,
         "frequency": len(rows),
         "share": len(rows) / max(store.num_tokens, 1),
-        "documents": len(np.unique(documents)),
+        "documents": len(per_document),
+        "per_document": float(per_document.mean()) if len(rows) else 0.0,
+        "most_in_a_document": int(per_document.max()) if len(rows) else 0,
         "top_tokens": _top_tokens(store, rows, top),
-        "examples": _spread_examples(store, rows, documents, examples),
+        "examples": code_contexts(store, rows, documents, offset, examples),
+        "offset": offset,
+        "positions": _positions(store, rows),
+        "labels": _labels(store, rows),
         "cooccurring": _cooccurring(store, ref, rows, top),
     }
     if model is None:
@@ -122,21 +179,102 @@ def _top_tokens(store: CodeStore, rows: np.ndarray, top: int) -> list[TokenCount
     if not len(rows):
         return []
     tokens = np.asarray(store.token)[rows]
-    _, first, counts = np.unique(tokens, return_index=True, return_counts=True)
+    ids, first, counts = np.unique(tokens, return_index=True, return_counts=True)
     order = np.argsort(-counts, kind="stable")[:top]
+    totals = _token_totals(store)
     return [
-        TokenCount(store.token_text(int(rows[first[i]])), int(counts[i]), counts[i] / len(rows))
+        TokenCount(
+            store.token_text(int(rows[first[i]])),
+            int(counts[i]),
+            float(counts[i] / len(rows)),
+            float(counts[i] / totals[ids[i]]),
+        )
         for i in order
     ]
 
 
-def _spread_examples(
-    store: CodeStore, rows: np.ndarray, documents: np.ndarray, count: int
+def code_contexts(
+    store: CodeStore, rows: np.ndarray, documents: np.ndarray, offset: int, count: int
 ) -> list[Example]:
-    """One context per document (in document order) before a second from any."""
+    """Contexts ``offset`` to ``offset + count`` of the code firing on ``rows`` (ascending, in
+    ``documents``): one per document, in document order, before a second from any; each marks
+    every firing in view."""
     _, first = np.unique(documents, return_index=True)
     rest = np.setdiff1d(np.arange(len(rows)), first)
-    return [_example(store, int(rows[i])) for i in np.r_[np.sort(first), rest][:count]]
+    chosen = np.r_[np.sort(first), rest][offset : offset + count]
+    return [_marked(store, int(rows[i]), rows) for i in chosen]
+
+
+def _marked(store: CodeStore, row: int, fires: np.ndarray, width: int = 40) -> Example:
+    example = _example(store, row, width)
+    begin = int(store.start[row]) - len(example.before)
+    stop = int(store.end[row]) + len(example.after)
+    ids, firsts = store.document_rows
+    i = int(np.searchsorted(ids, example.document))
+    lo, hi = np.searchsorted(fires, [firsts[i], firsts[i + 1]])
+    near = fires[lo:hi]
+    starts, ends = np.asarray(store.start[near]), np.asarray(store.end[near])
+    seen = ((ends > begin) & (starts < stop)) | (near == row)
+    marks = tuple(
+        (max(int(a), begin) - begin, min(int(b), stop) - begin)
+        for a, b in zip(starts[seen], ends[seen], strict=True)
+    )
+    return dataclasses.replace(example, marks=marks)
+
+
+def _positions(store: CodeStore, rows: np.ndarray) -> list[PositionBin]:
+    base, edges = _position_base(store)
+    counts = np.histogram(np.asarray(store.position)[rows], edges)[0] if len(rows) else base * 0
+    total = max(len(rows), 1)
+    return [
+        PositionBin(
+            int(edges[b]),
+            None if b == len(base) - 1 else int(edges[b + 1]),
+            int(counts[b]),
+            float(counts[b] / total),
+            float(base[b]),
+        )
+        for b in range(len(base))
+    ]
+
+
+@lru_cache(maxsize=4)
+def _position_base(store: CodeStore) -> tuple[np.ndarray, np.ndarray]:
+    """Each position bin's share of all tokens, and the bins' edges (bins past the longest
+    document are left out)."""
+    positions = np.asarray(store.position)
+    longest = int(positions.max()) if len(positions) else 0
+    edges = np.array([e for e in POSITION_EDGES if e <= longest] + [np.iinfo(np.int64).max])
+    return np.histogram(positions, edges)[0] / max(len(positions), 1), edges
+
+
+@lru_cache(maxsize=4)
+def _token_totals(store: CodeStore) -> np.ndarray:
+    return np.bincount(np.asarray(store.token))
+
+
+def _labels(store: CodeStore, rows: np.ndarray) -> list[LabelShare]:
+    from codebook_features.search.topics import labels_in_order
+
+    if not len(rows):
+        return []
+    _, firsts = store.document_rows
+    lengths = np.diff(firsts)
+    where = np.searchsorted(firsts, rows, side="right") - 1  # each row's document index
+    shares: list[LabelShare] = []
+    for field_name in store.manifest.data.label_fields:
+        names, inverse = np.unique(labels_in_order(store, field_name), return_inverse=True)
+        base = np.bincount(inverse, weights=lengths, minlength=len(names)) / store.num_tokens
+        counts = np.bincount(inverse[where], minlength=len(names))
+        for i in np.argsort(-counts, kind="stable")[:MAX_LABELS]:
+            if counts[i]:
+                share, of_all = float(counts[i] / len(rows)), float(base[i])
+                shares.append(
+                    LabelShare(
+                        field_name, str(names[i]), int(counts[i]), share, of_all, share / of_all
+                    )
+                )
+    return shares
 
 
 def _cooccurring(store: CodeStore, ref: CodeRef, rows: np.ndarray, top: int) -> list[CodeCount]:
@@ -234,7 +372,7 @@ def _logit_effect(
 
 def _token_names(store: CodeStore, tokenizer: Any) -> Any:
     if tokenizer is not None:
-        return lambda i: tokenizer.decode([i])
+        return lambda i: readable_token(tokenizer, i)
     from codebook_features.search.tokens import token_texts
 
     seen = token_texts(store)

@@ -4,7 +4,7 @@ numpy."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 from typing_extensions import Self
@@ -100,16 +100,43 @@ class TopicSearch(Settings):
     """A label column of the documents: report each code's best label (precision, recall)."""
     label: str | None = None
     """Rank by how well codes single out this label (needs ``label_field``)."""
+    sort: Literal["documents", "precision", "lift", "f1"] | None = None
+    """Rank by documents covered, or by precision, lift (precision over the label's base rate)
+    or F1 for the label (needs ``label_field``; default: precision with a label, else
+    documents)."""
+    everywhere: Share = 0.5
+    """Codes covering more than this share of all documents are listed apart (1: none)."""
     top: PositiveInt = 20
     """How many codes to show."""
 
     @model_validator(mode="after")
     def _label_has_a_column(self) -> Self:
-        if self.label is not None and self.label_field is None:
+        if self.label_field is None and (
+            self.label is not None or self.sort not in (None, "documents")
+        ):
+            what = "label" if self.label is not None else f"sort {self.sort}"
             raise CodebookError(
-                "label needs label_field: give the label's column (label_field) to rank by a label"
+                f"{what} needs label_field: give the documents' label column (label_field)"
             )
         return self
+
+
+class DescribeSearch(Settings):
+    """Codes by their automatic descriptions (tokens, words, previous tokens or token pairs
+    found when the store was indexed), best held-out F1 first."""
+
+    store: Text
+    """The code store directory (written by ``codebook record``)."""
+    query: str | None = None
+    """Words to find in the descriptions, e.g. ``ship`` (each must match a term: equal, or
+    one starting with the other when the shorter has 3 characters or more); without it, the
+    best-described codes."""
+    sites: list[str] = Field(default_factory=list)
+    """Sites by name, kind or glob (default: every recorded site)."""
+    min_f1: Fraction = 0.0
+    """Leave out codes whose description scores a lower F1 on held-out documents."""
+    top: PositiveInt = 20
+    """How many codes to show."""
 
 
 class CodePageQuery(Settings):

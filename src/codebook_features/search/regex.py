@@ -43,6 +43,9 @@ class Example:
     ``before + token + after``)."""
     after: str = ""
     """The text just after the token."""
+    marks: tuple[tuple[int, int], ...] = ()
+    """Character spans ``(start, end)`` in ``before + token + after`` of every token shown where
+    the code fires, this one included (on code pages; empty elsewhere)."""
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import torch
 
 from codebook_features.attach.model import CodebookModel
 from codebook_features.errors import CodebookError
+from codebook_features.search.token_text import readable_token
 
 MAX_CHARACTERS = 20_000
 """Longer texts are refused (a page or a terminal would not show them usefully)."""
@@ -94,7 +95,7 @@ def _next(model: CodebookModel, tokenizer: Any, ids: list[int], steering: list[A
     probabilities = logits[0, -1].float().softmax(-1)
     values, tokens = probabilities.topk(min(top, probabilities.numel()))
     return [
-        NextToken(int(t), tokenizer.decode([int(t)]), round(float(v), 6))
+        NextToken(int(t), readable_token(tokenizer, int(t)), round(float(v), 6))
         for v, t in zip(values.tolist(), tokens.tolist(), strict=True)
     ]
 

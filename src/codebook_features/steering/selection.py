@@ -30,7 +30,7 @@ from codebook_features.attach.code_ref import CodeRef
 from codebook_features.attach.fingerprint import codebooks_fingerprint
 from codebook_features.errors import CodebookError
 from codebook_features.search.regex import regex_token_rows, score_codes
-from codebook_features.search.topics import _labels
+from codebook_features.search.topics import checked_labels
 from codebook_features.steering.batches import check_batch_size, padded_batches, windows
 from codebook_features.steering.concept import (
     Concept,
@@ -189,7 +189,7 @@ def concept_from_label(
     check_name(name)
     check_store(store, model)
     ids, _ = store.document_rows
-    labels = _labels(store, ids, label_field, str(label))  # refuses an unknown field or label
+    labels = checked_labels(store, label_field, str(label))  # refuses an unknown field or label
     mine = ids[labels == str(label)] if labels is not None else ids[:0]
     positive = document_token_rows(store, mine) if mine.size else np.zeros(0, np.int64)
     selection = {"method": "label", "label_field": label_field, "label": str(label)}

@@ -1,5 +1,6 @@
 // The browser's only script: sortable tables, saving codes to a concept, editing and deleting
-// a concept, and the steering playground. Server text is always inserted as text, never HTML.
+// a concept, the steering playground, and the codes of a document's tokens. Server text is
+// always inserted as text, never HTML.
 "use strict";
 
 // Integers past 2**53 (a sample's 63-bit seed) keep their exact digits, as text, where the
@@ -159,6 +160,69 @@ function steer(form) {
   });
 }
 
+function codeLink(site, group, id) {
+  const link = document.createElement("a");
+  link.className = "code";
+  link.href = `/codes/${site.split("/").map(encodeURIComponent).join("/")}/${group}/${id}`;
+  link.textContent = String(id);
+  link.title = `${site}/${group}/${id}`;
+  return link;
+}
+
+function documentTokens(view) {
+  const panel = document.getElementById("token-codes");
+  let current = null;
+  async function show(token) {
+    if (current) current.classList.remove("selected");
+    current = token;
+    token.classList.add("selected");
+    const position = token.dataset.p;
+    try {
+      const data = await api("GET", `/api/documents/${view.dataset.document}/tokens/${position}`);
+      if (current !== token) return; // another token was chosen meanwhile
+      const title = document.createElement("p");
+      const text = document.createElement("span");
+      text.className = "tok";
+      text.textContent = data.text;
+      title.append(`token ${data.position} `, text, ` (id ${data.token})`);
+      panel.replaceChildren(title);
+      for (const [site, groups] of Object.entries(data.codes)) {
+        const heading = document.createElement("h3");
+        heading.textContent = site;
+        panel.append(heading);
+        groups.forEach((ids, group) => {
+          const line = document.createElement("span");
+          line.className = "group";
+          line.append(`${group}:`);
+          for (const id of ids) if (id >= 0) line.append(" ", codeLink(site, group, id));
+          panel.append(line);
+        });
+      }
+    } catch (error) {
+      const message = document.createElement("p");
+      message.className = "error";
+      message.textContent = error.message;
+      panel.replaceChildren(message);
+    }
+  }
+  view.addEventListener("click", (event) => {
+    const token = event.target.closest(".t");
+    if (token) show(token);
+  });
+  view.addEventListener("keydown", (event) => {
+    const token = event.target.closest(".t");
+    if (token && (event.key === "Enter" || event.key === " ")) {
+      event.preventDefault();
+      show(token);
+    }
+  });
+  const from = view.querySelector(".t.from");
+  if (from) {
+    from.scrollIntoView({ block: "center" });
+    show(from);
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("table.sortable").forEach(makeSortable);
   const save = document.getElementById("save-concept");
@@ -167,4 +231,6 @@ document.addEventListener("DOMContentLoaded", () => {
   if (edit) editConcept(edit);
   const playground = document.getElementById("steer-form");
   if (playground) steer(playground);
+  const view = document.getElementById("document");
+  if (view) documentTokens(view);
 });

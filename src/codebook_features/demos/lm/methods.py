@@ -214,7 +214,15 @@ def _topic_ranked(store: Any, label: str) -> tuple[list[Any], dict[str, Any]]:
     """Topic codes of the label (documents covered), best F1 first."""
     from codebook_features.search.topics import topic_codes
 
-    found = topic_codes(store, label_field="label", label=label, top=1_000_000, examples=0)
+    found = topic_codes(
+        store,
+        label_field="label",
+        label=label,
+        sort="f1",
+        everywhere=None,
+        top=1_000_000,
+        examples=0,
+    )
     ranked = [
         (t.code, {"documents": t.documents, "precision": t.precision, "recall": t.recall})
         for t in found

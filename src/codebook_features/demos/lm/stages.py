@@ -192,7 +192,10 @@ class LmStages:
             labels = sorted({str(v) for v in store.documents.column("label").to_pylist()})
             topics = {
                 label: [
-                    t.to_dict() for t in topic_codes(store, label_field="label", label=label, top=3)
+                    t.to_dict()
+                    for t in topic_codes(
+                        store, label_field="label", label=label, sort="f1", everywhere=None, top=3
+                    )
                 ]
                 for label in labels
             }
