@@ -19,6 +19,7 @@ from codebook_features.demos.lm.config import LmCorpusConfig, LmDemoSettings
 from codebook_features.search.config import (
     BaselinesSearch,
     CodePageQuery,
+    DescribeSearch,
     RegexSearch,
     TextQuery,
     TokenSearch,
@@ -39,6 +40,7 @@ SETTINGS = {
     "search token": TokenSearch,
     "search topics": TopicSearch,
     "search code": CodePageQuery,
+    "search describe": DescribeSearch,
     "search text": TextQuery,
     "search baselines": BaselinesSearch,
     "concept new": NewConcept,

@@ -117,6 +117,7 @@ STAND_INS: dict[str, StandIn] = {
     "codebook search text --model runs/my-run/final --text 'The dragon flew over the sea.'": (
         AS_WRITTEN
     ),
+    "codebook search describe --store runs/store --query dragon --min_f1 0.3": AS_WRITTEN,
     "codebook concept new --model runs/my-run/final --store runs/store --name dragon --pattern "
     "'\\bdragons?\\b' --rule.max_codes 16": AS_WRITTEN,
     "codebook concept new --model runs/my-run/final --name kjv --examples kjv.txt --contrast "

@@ -95,6 +95,14 @@ def test_code_command(store, capsys) -> None:
     assert main(["search", "code", "--store", str(store.path), "--code", code, "--json"]) == 0
     page = json.loads(capsys.readouterr().out)
     assert page["code"] == code and page["top_tokens"][0]["share"] == 1.0
+    args = ["search", "code", "--store", str(store.path), "--code", code]
+    assert main([*args, "--examples", "2", "--offset", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = code_page(store, code, examples=2, offset=3)
+    assert [line for line in lines if line.startswith("  doc ")] == [
+        f"  doc {e.document}: {e.context}" for e in expected.examples
+    ]
+    assert lines[2].startswith("positions: 0 ") and lines[3].startswith("labels: fantasy 100% ")
     assert main(["search", "code", "--store", str(store.path), "--code", "layers.0.mlp/0"]) == 2
     assert "SITE/GROUP/ID" in capsys.readouterr().err
 

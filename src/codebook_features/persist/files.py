@@ -123,6 +123,9 @@ INDEX_INFO = "index.json"
 from (what decides whether it is current)."""
 INDEX_LOCK = f".{INDEX_DIR}.lock"
 """Taken beside ``index/`` while the index is built."""
+DESCRIPTIONS = "descriptions.parquet"
+"""In ``index/``: every code's automatic description and its held-out scores, one row per
+code (``search/describe.py``)."""
 
 # ---------------------------------------------------------------- concepts
 CONCEPTS_DIR = "concepts"

@@ -8,6 +8,11 @@ __all__, __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "codebook_features.search.baselines": ["BaselineRow", "compare_baselines"],
+        "codebook_features.search.describe": [
+            "CodeDescription",
+            "describe_codes",
+            "find_descriptions",
+        ],
         "codebook_features.search.features": ["CodeFeatureCounts", "code_feature_counts"],
         "codebook_features.search.neurons": ["best_neurons"],
         "codebook_features.search.records": ["CodeRecord", "record_codes"],

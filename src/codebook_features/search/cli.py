@@ -136,7 +136,9 @@ def _print_page(store: Any, query: CodePageQuery, as_json: bool) -> None:
             tokenizer = load_tokenizer(query.model)
         except CodebookError:
             tokenizer = None  # names come from the store's own tokens then
-    page = code_page(store, ref, model, tokenizer, top=query.top, examples=query.examples)
+    page = code_page(
+        store, ref, model, tokenizer, top=query.top, examples=query.examples, offset=query.offset
+    )
     if as_json:
         print(json.dumps(page.to_dict()))
         return
@@ -145,6 +147,18 @@ def _print_page(store: Any, query: CodePageQuery, as_json: bool) -> None:
         "documents"
     )
     print("top tokens: " + ", ".join(f"{t.text!r} {t.share:.0%}" for t in page.top_tokens))
+    if page.frequency:
+        print(
+            "positions: "
+            + ", ".join(
+                f"{_bin(b.start, b.stop)} {b.share:.0%} (all {b.base:.0%})" for b in page.positions
+            )
+        )
+    if page.labels:
+        print(
+            "labels: "
+            + ", ".join(f"{x.label} {x.share:.0%} (lift {x.lift:.2f})" for x in page.labels)
+        )
     for example in page.examples:
         print(f"  doc {example.document}: {example.context}")
     if page.cooccurring:
@@ -156,6 +170,13 @@ def _print_page(store: Any, query: CodePageQuery, as_json: bool) -> None:
         print("lowers: " + ", ".join(f"{t!r} {v:+.2f}" for t, v in page.logit_effect.down))
     for note in page.notes:
         print(f"({note})")
+
+
+def _bin(start: int, stop: int | None) -> str:
+    """Positions ``start`` to ``stop`` (exclusive) as a reader writes them: 0, 1-3, 1024+."""
+    if stop is None:
+        return f"{start}+"
+    return str(start) if stop == start + 1 else f"{start}-{stop - 1}"
 
 
 def _print_topics(store: Any, found: list[Any]) -> None:

@@ -152,6 +152,8 @@ class CodePageQuery(Settings):
     """How many tokens, codes and logits to list."""
     examples: NonNegativeInt = 8
     """How many contexts to show (one per document first)."""
+    offset: NonNegativeInt = 0
+    """Skip this many contexts (to page through them all)."""
 
 
 class BaselinesSearch(Settings):

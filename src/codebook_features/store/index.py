@@ -9,7 +9,9 @@ id``, sorted; per-code counts are ``diff(indptr)``. Building streams the shards 
 (memory bounded), fills the arrays in place, and sorts rows by code with a counting sort over
 chunks, so it is linear in the number of tokens. The index is rebuilt when the manifest
 changes (it records the manifest's sha256), and it records the sha256 of each of its files,
-which a reader checks the first time it uses that file.
+which a reader checks the first time it uses that file. It also holds every code's automatic
+description (``descriptions.parquet``, :mod:`~codebook_features.store.descriptions`), derived
+from the same arrays.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from codebook_features.persist.checksums import (
     verify_checksums,
 )
 from codebook_features.persist.files import (
+    DESCRIPTIONS,
     INDEX_DIR,
     INDEX_INFO,
     INDEX_LOCK,
@@ -40,12 +43,13 @@ from codebook_features.persist.files import (
     SHARDS_DIR,
     write_json,
 )
+from codebook_features.store.descriptions import describe_table, first_token_texts
 from codebook_features.store.schema import TOKEN_COLUMNS
 
 if TYPE_CHECKING:
     from codebook_features.store.manifest import Manifest
 
-INDEX_VERSION = 4
+INDEX_VERSION = 5
 TOKEN_ARRAYS = {
     "document": np.int64,
     "position": np.int32,
@@ -172,6 +176,7 @@ def build_index(store: Path, manifest: Manifest) -> None:
         for site, info in sites.items():
             _write_csr(tmp, site, ids[site], info.groups, info.k, info.num_codes)
             _write_document_counts(tmp, site, lengths)
+        _write_descriptions(tmp, store, manifest, columns, ids)
         del columns, ids, document
         write_json(
             tmp / INDEX_INFO,
@@ -192,6 +197,44 @@ def build_index(store: Path, manifest: Manifest) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _write_descriptions(
+    directory: Path,
+    store: Path,
+    manifest: Manifest,
+    columns: dict[str, np.ndarray],
+    ids: dict[str, np.ndarray],
+) -> None:
+    """Every code's description (``search/describe.py``), from the arrays just written and
+    the documents' texts."""
+    import pyarrow.parquet as pq
+
+    token, document = np.asarray(columns["token"]), np.asarray(columns["document"])
+    texts = _document_texts(store, manifest)
+    pieces = first_token_texts(token, document, columns["start"], columns["end"], texts)
+    per_site = {
+        site: (ids[site].reshape(-1, info.groups, info.k), info.num_codes)
+        for site, info in manifest.sites.items()
+    }
+    table = describe_table(token, document, pieces, per_site)
+    pq.write_table(table, directory / DESCRIPTIONS, compression="zstd")
+
+
+def _document_texts(store: Path, manifest: Manifest) -> dict[int, str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts: dict[int, str] = {}
+    for shard in manifest.shards:
+        path = store / SHARDS_DIR / shard.documents
+        try:
+            table = pq.read_table(path, columns=["document", "text"])
+        except (OSError, pa.ArrowException) as error:
+            raise damaged(path, error) from error
+        documents, text = table.column("document").to_pylist(), table.column("text").to_pylist()
+        texts.update(zip(documents, text, strict=True))
+    return texts
 
 
 def _token_batches(store: Path, manifest: Manifest, columns: list[str]) -> Iterator[Any]:

@@ -24,12 +24,14 @@ from codebook_features.errors import CodebookError
 from codebook_features.persist.checksums import verify_checksums
 from codebook_features.persist.files import (
     ACTIVATIONS_DIR,
+    DESCRIPTIONS,
     INDEX_DIR,
     INDEX_INFO,
     MANIFEST,
     SHARDS_DIR,
 )
 from codebook_features.store import index as idx
+from codebook_features.store.descriptions import CodeDescription, descriptions_from_table
 from codebook_features.store.manifest import Manifest, SiteRecord
 from codebook_features.store.schema import SCHEMA_VERSION
 
@@ -229,13 +231,7 @@ class CodeStore:
 
     def occurrences(self, ref: CodeRef | str) -> np.ndarray:
         """Token rows where the code fires, ascending."""
-        ref = CodeRef.parse(ref) if isinstance(ref, str) else ref
-        info = self._site(ref.site)
-        if ref.group >= info.groups or ref.id >= info.num_codes:
-            raise CodebookError(
-                f"{ref} is not in this store: {ref.site} has {info.groups} group(s) of "
-                f"{info.num_codes} codes"
-            )
+        ref, info = self._code(ref)
         flat = ref.group * info.num_codes + ref.id
         indptr = self._indptr(ref.site)
         rows = self._array(idx.rows_file(ref.site))[indptr[flat] : indptr[flat + 1]]
@@ -248,9 +244,54 @@ class CodeStore:
         self._site(site)
         return tuple(self._array(name) for name in idx.pairs_files(site))  # type: ignore[return-value]
 
+    # ------------------------------------------------------------------ descriptions
+    @cached_property
+    def descriptions(self) -> Any:
+        """Every code's automatic description and its held-out scores, as a pyarrow Table with
+        one row per code in site, group, id order (columns: ``code``, ``site``, ``group``,
+        ``id``, ``kind``, ``terms``, ``text``, ``precision``, ``recall``, ``f1``, ``support``,
+        ``fit_support``; see :mod:`~codebook_features.store.descriptions`). Found when the index
+        was built, so reading it costs no search."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = self.path / INDEX_DIR / DESCRIPTIONS
+        self._verify(path, self._index_digests.get(DESCRIPTIONS), self._rebuild)
+        try:
+            return pq.read_table(path)
+        except (OSError, pa.ArrowException) as error:
+            raise CodebookError(f"the index file {path} is damaged: {self._rebuild}") from error
+
+    def description(self, ref: CodeRef | str) -> CodeDescription:
+        """One code's automatic description (:attr:`descriptions`)."""
+        ref, info = self._code(ref)
+        row = ref.group * info.num_codes + ref.id
+        for site, other in self.sites.items():  # the sites before it, in the table's order
+            if site == ref.site:
+                break
+            row += other.groups * other.num_codes
+        table = self.descriptions
+        if row >= table.num_rows or table.column("code")[row].as_py() != str(ref):
+            raise CodebookError(
+                f"the descriptions in {self.path / INDEX_DIR} do not match the store: "
+                f"{self._rebuild}"
+            )
+        return descriptions_from_table(table.slice(row, 1))[0]
+
     def _indptr(self, site: str) -> np.ndarray:
         self._site(site)
         return self._array(idx.indptr_file(site))
+
+    def _code(self, ref: CodeRef | str) -> tuple[CodeRef, SiteRecord]:
+        """The code named, and its site; refused unless this store has it."""
+        ref = CodeRef.parse(ref) if isinstance(ref, str) else ref
+        info = self._site(ref.site)
+        if ref.group >= info.groups or ref.id >= info.num_codes:
+            raise CodebookError(
+                f"{ref} is not in this store: {ref.site} has {info.groups} group(s) of "
+                f"{info.num_codes} codes"
+            )
+        return ref, info
 
     def _site(self, site: str) -> SiteRecord:
         if site not in self.sites:
