@@ -134,11 +134,35 @@ def test_code_page_equals_the_library(client, web_world, loaded) -> None:
         (e.document, e.position) for e in page.examples[2:5]
     ]
     for e in later["examples"]:
-        assert e["url"] == f"/documents/{e['document']}?at={e['position']}#t{e['position']}"
+        assert e["url"] == f"/documents/{e['document']}?at={e['position']}"
         text = e["before"] + e["token"] + e["after"]
         assert [len(e["before"]), len(e["before"]) + len(e["token"])] in e["marks"]
         assert all(0 <= a < b <= len(text) for a, b in e["marks"])
     assert ok(client.get(f"/api/codes/{ref}", params={"offset": 10**9}))["examples"] == []
+
+
+def test_descriptions_equal_the_library(client, web_world) -> None:
+    from codebook_features.search.describe import find_descriptions
+
+    store = CodeStore(web_world.store)
+    best = ok(client.get("/api/search/descriptions", params={"top": 5}))
+    expected = find_descriptions(store, top=5)
+    assert best["query"] is None and [d["code"] for d in best["codes"]] == [
+        str(d.code) for d in expected
+    ]
+    word = expected[0].text.split('"')[1].strip() if '"' in expected[0].text else "the"
+    found = ok(client.get("/api/search/descriptions", params={"query": word, "min_f1": 0.1}))
+    assert [d["code"] for d in found["codes"]] == [
+        str(d.code) for d in find_descriptions(store, word, min_f1=0.1)
+    ]
+    for d in found["codes"]:
+        assert d["url"] == f"/codes/{d['code']}" and d["f1"] >= 0.1 and d["kind"]
+    # the code page carries the same description
+    page = ok(client.get(best["codes"][0]["url"].replace("/codes/", "/api/codes/")))
+    assert page["description"] == best["codes"][0]
+    blank = ok(client.get("/api/search/descriptions", params={"query": "  ", "top": 5}))
+    assert blank == best  # no words: the best described, as without a query
+    refused(client.get("/api/search/descriptions", params={"sites": "nope"}), 400)
 
 
 def test_code_page_without_model_says_what_is_missing(store_only) -> None:

@@ -188,6 +188,7 @@ def test_every_page_renders(tab: Tab) -> None:
 
     for path, heading, name in [
         ("/search", "Regex search", "search"),
+        ("/describe", "Codes by description", "describe"),
         ("/topics", "Topic codes", "topics"),
         ("/concepts", "Concepts", "concepts"),
         ("/steer", "Steering playground", "steer"),
@@ -464,3 +465,25 @@ def test_contexts_page_on_and_lead_to_the_token_in_its_document(tab: Tab) -> Non
     page.wait_for_url(re.compile(r"/codes/"))
     tab.check(expected[0])
     assert_pngs([tab.shot("code-after-document")])
+
+
+def test_codes_found_by_their_description_show_it_on_their_page(tab: Tab) -> None:
+    expect = sync_api.expect
+    page = tab.open("/describe", "Codes by description")
+    best = page.request.get("/api/search/descriptions?top=20").json()["codes"]
+    rows = page.locator("table.descriptions tbody tr")
+    expect(rows.locator("td:first-child a.code")).to_have_text([d["code"] for d in best])
+    expect(rows.locator("td.description")).to_have_text([d["text"] for d in best])
+    word = "the"
+    page.get_by_label("Words").fill(word)
+    page.get_by_label("Min F1").fill("0.05")
+    page.get_by_role("button", name="Find").click()
+    page.wait_for_url(re.compile(r"/describe\?query=the"))
+    found = page.request.get(f"/api/search/descriptions?query={word}&min_f1=0.05").json()["codes"]
+    assert found, "the planted store has codes described by 'the'"
+    expect(rows.locator("td:first-child a.code")).to_have_text([d["code"] for d in found])
+    rows.first.locator("a.code").click()
+    page.wait_for_url(re.compile(r"/codes/"))
+    tab.check(found[0]["code"])
+    expect(page.locator("p.description-line .description")).to_have_text(found[0]["text"])
+    expect(page.locator("p.description-line")).to_contain_text(f"F1 {found[0]['f1']:.2f}")

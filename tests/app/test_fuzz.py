@@ -32,6 +32,7 @@ OPERATIONS = [
     "GET /api/overview",
     "GET /api/plots/{name}",
     "GET /api/search/regex",
+    "GET /api/search/descriptions",
     "GET /api/codes/{site}/{group}/{id}",
     "GET /api/topics",
     "GET /api/documents/{document}",
@@ -256,6 +257,15 @@ def requests_of(overview: dict[str, Any]) -> Any:
             },
         ),
         request(
+            "GET /api/search/descriptions",
+            query={
+                "query": optional(st.sampled_from(["the", "said don't", "a b c", " "]) | ODD_TEXT),
+                "sites": site_list,
+                "min_f1": st.sampled_from([0.0, 0.5, 1.0]),
+                "top": st.integers(1, 200),
+            },
+        ),
+        request(
             "GET /api/codes/{site}/{group}/{id}",
             code_path,
             {
@@ -463,6 +473,18 @@ def pages_of(overview: dict[str, Any]) -> Any:
                     "min_support": number,
                     "min_precision": number,
                     "min_recall": number,
+                    "top": number,
+                },
+            ),
+        ),
+        url(
+            st.just("/describe"),
+            query(
+                {},
+                optional={
+                    "query": st.sampled_from(["the", "said", " "]) | ODD_TEXT,
+                    "sites": site_list,
+                    "min_f1": number,
                     "top": number,
                 },
             ),

@@ -33,6 +33,8 @@ def test_store_facts_match_slow_scans(store) -> None:
     ids = np.asarray(store.ids("layers.0.mlp"))
     rows = np.flatnonzero((ids[:, 0] == DRAGON).any(-1))
     assert page.frequency == len(rows) and page.share == len(rows) / store.num_tokens
+    assert page.description == store.description(ref)
+    assert page.description.kind == "token" and page.description.f1 == 1.0  # " dragon" only
     assert page.documents == len(set(np.asarray(store.document)[rows].tolist()))
     assert page.top_tokens[0].text.strip() == "dragon" and page.top_tokens[0].share == 1.0
     assert len({e.document for e in page.examples}) == len(page.examples) == 4
@@ -102,7 +104,12 @@ def test_code_command(store, capsys) -> None:
     assert [line for line in lines if line.startswith("  doc ")] == [
         f"  doc {e.document}: {e.context}" for e in expected.examples
     ]
-    assert lines[2].startswith("positions: 0 ") and lines[3].startswith("labels: fantasy 100% ")
+    assert lines[1] == (
+        f"described as {expected.description.text} (held out: F1 {expected.description.f1:.2f}, "
+        f"precision {expected.description.precision:.2f}, recall "
+        f"{expected.description.recall:.2f})"
+    )
+    assert lines[3].startswith("positions: 0 ") and lines[4].startswith("labels: fantasy 100% ")
     assert main(["search", "code", "--store", str(store.path), "--code", "layers.0.mlp/0"]) == 2
     assert "SITE/GROUP/ID" in capsys.readouterr().err
 

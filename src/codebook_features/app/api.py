@@ -71,6 +71,19 @@ def api_router() -> APIRouter:
             pattern, sites, sort, min_precision, min_recall, min_support, top, examples
         )
 
+    @router.get("/search/descriptions", response_model=s.DescriptionsOut, tags=["search"])
+    def descriptions(
+        request: Request,
+        query: Annotated[str | None, Query(max_length=1000)] = None,
+        sites: Sites = None,
+        min_f1: Annotated[float, Query(ge=0, le=1)] = 0.0,
+        top: Top = 20,
+    ) -> s.DescriptionsOut:
+        """Codes by their automatic descriptions: those whose terms hold every word of
+        ``query`` ("ship" finds ``word ship | ships``), or without a query the best described,
+        ranked by F1 on held-out documents."""
+        return browser(request).descriptions(query, sites, min_f1, top)
+
     @router.get("/codes/{site}/{group}/{id}", response_model=s.CodePageOut, tags=["codes"])
     def code(
         request: Request,

@@ -90,7 +90,10 @@ class CodeBrowser:
         """Check the store's files and read what every query needs once, so the first
         requests are as fast as the rest."""
         self.store.verify()
+        from codebook_features.search.describe import find_descriptions
+
         _ = self.store.texts, self.store.document_rows, self.store.start, self.store.end
+        find_descriptions(self.store, top=1)  # reads the descriptions and indexes their words
 
     # ------------------------------------------------------------------ overview
     def _find_run(self) -> RunDir | None:
@@ -246,6 +249,7 @@ class CodeBrowser:
             offset=page.offset,
             positions=[s.PositionBinOut(**dataclasses.asdict(b)) for b in page.positions],
             labels=[s.LabelShareOut(**dataclasses.asdict(b)) for b in page.labels],
+            description=None if page.description is None else _description(page.description),
             cooccurring=[_related(c) for c in page.cooccurring],
             similar=None if page.similar is None else [_similar(c) for c in page.similar],
             logit_effect=None
@@ -256,6 +260,19 @@ class CodeBrowser:
             ),
             notes=page.notes,
         )
+
+    def descriptions(
+        self, query: str | None = None, sites: str | None = None, min_f1: float = 0.0, top: int = 20
+    ) -> s.DescriptionsOut:
+        """Codes whose automatic descriptions hold the words of ``query`` (or the best
+        described), best held-out F1 first."""
+        from codebook_features.search.describe import find_descriptions
+
+        query = query.strip() if query else None
+        found = find_descriptions(
+            self.store, query or None, min_f1=min_f1, top=min(top, MAX_TOP), sites=_sites(sites)
+        )
+        return s.DescriptionsOut(query=query or None, codes=[_description(d) for d in found])
 
     # ------------------------------------------------------------------ topics, documents
     def topics(
@@ -517,6 +534,21 @@ def _example(example: Example) -> s.ExampleOut:
         after=example.after,
         url=document_url(example.document, example.position),
         marks=[list(mark) for mark in example.marks],
+    )
+
+
+def _description(found: Any) -> s.DescriptionOut:
+    return s.DescriptionOut(
+        code=str(found.code),
+        url=code_url(found.code),
+        kind=found.kind,
+        terms=list(found.terms),
+        text=found.text,
+        precision=_number(found.precision),
+        recall=_number(found.recall),
+        f1=_number(found.f1),
+        support=found.support,
+        fit_support=found.fit_support,
     )
 
 

@@ -143,6 +143,24 @@ def page_router() -> APIRouter:
             request, "search.html", status, page="search", form=form, r=result, error=error
         )
 
+    @router.get("/describe")
+    def describe(
+        request: Request,
+        query: Annotated[str, Query(max_length=1000)] = "",
+        sites: Annotated[str, Query(max_length=1000)] = "",
+        min_f1: Annotated[float, Query(ge=0, le=1)] = 0.0,
+        top: Annotated[int, Query(ge=1, le=MAX_TOP)] = 20,
+    ) -> HTMLResponse:
+        form = {"query": query, "sites": sites, "min_f1": min_f1, "top": top}
+        result, error, status = None, None, 200
+        try:
+            result = app_of(request).descriptions(query, sites, min_f1, top)
+        except CodebookError as e:
+            error, status = str(e), status_of(e)
+        return render(
+            request, "describe.html", status, page="describe", form=form, r=result, error=error
+        )
+
     @router.get("/codes/{site}/{group}/{id}")
     def code(
         request: Request,

@@ -143,6 +143,30 @@ class LogitEffectOut(BaseModel):
     down: list[TokenValue]
 
 
+class DescriptionOut(BaseModel):
+    """A code's automatic description and how well it predicts the code's firings on held-out
+    documents (null scores: nothing to score)."""
+
+    code: str
+    url: str
+    kind: str
+    """token, word, after or pair; empty: no description (see ``fit_support``)."""
+    terms: list[str]
+    text: str
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    support: int
+    """Held-out tokens the code fires on."""
+    fit_support: int
+    """Tokens it fires on in the documents the description was found on (0: none)."""
+
+
+class DescriptionsOut(BaseModel):
+    query: str | None
+    codes: list[DescriptionOut]
+
+
 class CodePageOut(BaseModel):
     code: str
     url: str
@@ -161,6 +185,7 @@ class CodePageOut(BaseModel):
     """The first context in ``examples``, of ``frequency``."""
     positions: list[PositionBinOut]
     labels: list[LabelShareOut]
+    description: DescriptionOut | None
     cooccurring: list[RelatedCode]
     similar: list[SimilarCode] | None
     logit_effect: LogitEffectOut | None

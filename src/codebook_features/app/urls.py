@@ -17,5 +17,6 @@ def concept_url(name: str) -> str:
 
 
 def document_url(document: int, at: int | None = None) -> str:
-    """The document's page; with ``at``, the token at that position marked and scrolled to."""
-    return f"/documents/{document}" if at is None else f"/documents/{document}?at={at}#t{at}"
+    """The document's page; with ``at``, the token at that position marked (and scrolled to,
+    when it is not in view)."""
+    return f"/documents/{document}" if at is None else f"/documents/{document}?at={at}"

@@ -146,6 +146,12 @@ def _print_page(store: Any, query: CodePageQuery, as_json: bool) -> None:
         f"{ref}: fires on {page.frequency:,} tokens ({page.share:.2%}) in {page.documents:,} "
         "documents"
     )
+    described = page.description
+    if described is not None and described.kind:
+        print(
+            f"described as {described.text} (held out: F1 {described.f1:.2f}, precision "
+            f"{described.precision:.2f}, recall {described.recall:.2f})"
+        )
     print("top tokens: " + ", ".join(f"{t.text!r} {t.share:.0%}" for t in page.top_tokens))
     if page.frequency:
         print(

@@ -24,6 +24,7 @@ from codebook_features.attach.code_ref import CodeRef
 from codebook_features.errors import CodebookError
 from codebook_features.search.regex import Example, _example
 from codebook_features.search.token_text import readable_token
+from codebook_features.store.descriptions import CodeDescription
 from codebook_features.store.reader import CodeStore
 
 if TYPE_CHECKING:
@@ -112,6 +113,8 @@ class CodePage:
     positions: list[PositionBin] = field(default_factory=list)
     labels: list[LabelShare] = field(default_factory=list)
     """Per label column, its labels by firings (at most ``MAX_LABELS`` each)."""
+    description: CodeDescription | None = None
+    """Its automatic description, scored on held-out documents (from the index)."""
     cooccurring: list[CodeCount] = field(default_factory=list)
     """Codes of other sites that fire on the same tokens, most often first."""
     similar: list[CodeCount] | None = None
@@ -124,6 +127,8 @@ class CodePage:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["code"] = str(self.code)
+        if self.description is not None:
+            data["description"] = self.description.to_dict()
         for key in ("cooccurring", "similar"):
             codes = getattr(self, key)
             if codes is not None:  # asdict turned each CodeRef into a dict: name it instead
@@ -160,6 +165,7 @@ def code_page(
         "offset": offset,
         "positions": _positions(store, rows),
         "labels": _labels(store, rows),
+        "description": store.description(ref),
         "cooccurring": _cooccurring(store, ref, rows, top),
     }
     if model is None:

@@ -218,7 +218,8 @@ function documentTokens(view) {
   });
   const from = view.querySelector(".t.from");
   if (from) {
-    from.scrollIntoView({ block: "center" });
+    const box = from.getBoundingClientRect();
+    if (box.top < 0 || box.bottom > window.innerHeight) from.scrollIntoView({ block: "center" });
     show(from);
   }
 }
