@@ -6,7 +6,8 @@ set of word patterns, then the pages of the codes those searches rank first (wit
 loaded, so similar codes and the logit effect are computed), each as its JSON endpoint and as
 its HTML page (and the page of their next contexts), the document of each code's first context
 at its token with the codes recorded there, codes found by the words of their descriptions,
-and topic codes. One round warms up; the next ``--rounds`` are measured.
+and topic codes (also ranked by a label, down to low shares). One round warms up; the next
+``--rounds`` are measured.
 
 Results go to ``benchmarks/results/web_<device>.json`` and the table in ``benchmarks/README.md``
 is rewritten from them.
@@ -52,6 +53,12 @@ PATTERNS = [
 ]
 WORDS = ["said", "the", "king", "don't", "love", "ship"]
 """Words looked up in the codes' descriptions."""
+TOPIC_QUERIES = [
+    {"sort": sort, "min_share": share, "min_documents": 1}
+    for sort in ("precision", "lift", "f1")
+    for share in (0.5, 0.05, 0.01)
+]
+"""Topic codes ranked by each code's own label, down to codes covering 1% of a document."""
 GOAL_MS = 200
 
 
@@ -115,6 +122,11 @@ def measure(base: str, rounds: int, codes_per_search: int) -> dict[str, list[flo
                 times.setdefault("codes by description (page)", []).append(seconds)
             times.setdefault("topic codes (JSON)", []).append(timed(client, "/api/topics")[0])
             times.setdefault("topic codes (page)", []).append(timed(client, "/topics")[0])
+            for query in TOPIC_QUERIES:
+                seconds = timed(client, "/api/topics", query)[0]
+                times.setdefault("topic codes by a label (JSON)", []).append(seconds)
+                seconds = timed(client, "/topics", query)[0]
+                times.setdefault("topic codes by a label (page)", []).append(seconds)
             if round_ == 0:
                 times.clear()  # the warm-up round
     return times

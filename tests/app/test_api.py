@@ -248,6 +248,43 @@ def test_documents(client, web_world) -> None:
 
 
 # ---------------------------------------------------------------------- concepts
+def test_documents_without_tokens_are_empty_not_another_documents(tmp_path) -> None:
+    from fastapi.testclient import TestClient
+
+    from codebook_features.app import create_app
+    from tests.app.conftest import LOCAL
+    from tests.store.synthetic import write_store
+
+    root = write_store(tmp_path / "store", empty=(5, 39))  # 39: the last document
+    config = ServeConfig(store=str(root), concepts_dir=str(tmp_path / "concepts"))
+    client = TestClient(create_app(config), base_url=LOCAL)
+    store = CodeStore(root)
+    for document in (5, 39):
+        data = ok(client.get(f"/api/documents/{document}"))
+        assert (data["text"], data["tokens"], data["spans"]) == ("", 0, [])
+        refused(client.get(f"/api/documents/{document}/tokens/0"), 404, "has 0 tokens")
+        assert client.get(f"/documents/{document}", params={"at": 0}).status_code == 200
+    after = ok(client.get("/api/documents/6"))  # the next document is its own
+    assert after["text"] == store.texts[6] and after["tokens"] == len(after["spans"]) > 0
+
+
+def test_tokens_sharing_a_character_each_keep_a_place_of_their_own() -> None:
+    from codebook_features.app.pages import cut_at_spans
+
+    text = "ab\u65e5c"  # the CJK character in three byte tokens, all with its span
+    spans = [(0, 1), (1, 2), (2, 3), (2, 3), (2, 3), (3, 4)]
+    pieces = cut_at_spans(text, spans)
+    assert [i for i, _ in pieces] == list(range(6))  # every token can be selected
+    assert "".join(p for _, p in pieces) == text and [p for _, p in pieces][3:5] == ["", ""]
+    assert cut_at_spans(" x  y ", [(1, 2), (4, 5)]) == [
+        (None, " "),
+        (0, "x"),
+        (None, "  "),
+        (1, "y"),
+        (None, " "),
+    ]
+
+
 def test_concepts_are_made_edited_and_deleted_by_name(client, tmp_path, loaded) -> None:
     directory = tmp_path / "concepts"
     assert ok(client.get("/api/concepts")) == {"concepts": [], "writable": True, "problems": []}

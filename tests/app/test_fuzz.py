@@ -283,6 +283,8 @@ def requests_of(overview: dict[str, Any]) -> Any:
                 "label_field": optional(st.sampled_from(["topic", "text", "document", "", "nope"])),
                 "label": optional(st.sampled_from(["dragon", "other", "", "nope"]) | ODD_TEXT),
                 "top": st.integers(1, 200),
+                "sort": optional(st.sampled_from(["documents", "precision", "lift", "f1", "x"])),
+                "everywhere": st.sampled_from([0.01, 0.5, 1.0]),
             },
         ),
         request(
@@ -503,6 +505,8 @@ def pages_of(overview: dict[str, Any]) -> Any:
                     "min_documents": number,
                     "label": st.sampled_from(["dragon", "other", "nope"]) | ODD_TEXT,
                     "top": number,
+                    "sort": st.sampled_from(["", "documents", "precision", "lift", "f1", "x"]),
+                    "everywhere": number,
                 },
             ),
         ),

@@ -167,13 +167,14 @@ def test_positions_labels_and_token_shares_against_slow_counts(store) -> None:
     assert fantasy.base == pytest.approx((of_row == "fantasy").mean())
     assert fantasy.lift == pytest.approx(1.0 / fantasy.base)
     tokens = np.asarray(store.token)
-    by_id = {  # token id -> (the code's firings on it, their share of the token's occurrences)
-        int(i): (int((tokens[rows] == i).sum()), (tokens[rows] == i).sum() / (tokens == i).sum())
-        for i in np.unique(tokens[rows])
-    }
-    for t in page.top_tokens:
-        matching = [of for count, of in by_id.values() if count == t.count]
-        assert any(of == pytest.approx(t.of_token) for of in matching)
+    expected = {}  # per token id: its text where the code first fires on it, count, share
+    for i in np.unique(tokens[rows]):
+        mine = rows[tokens[rows] == i]
+        text = store.token_text(int(mine[0]))
+        expected[text] = (len(mine), len(mine) / int((tokens == i).sum()))
+    assert page.top_tokens and all(
+        (t.count, t.of_token) == pytest.approx(expected[t.text]) for t in page.top_tokens
+    )
     per_document = np.unique(np.asarray(store.document)[rows], return_counts=True)[1]
     assert page.per_document == pytest.approx(per_document.mean())
     assert page.most_in_a_document == per_document.max()

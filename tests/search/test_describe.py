@@ -282,11 +282,22 @@ def test_pairs_and_starts_read_clearly() -> None:
 
 
 def test_find_descriptions_by_words(planted) -> None:
-    for query in ("dragon", "DRAGON", "drag", "dragons"):
+    for query in ("dragon", "DRAGON", "dragons", "codes about dragons", "dragon?"):
         found = find_descriptions(planted, query)
         assert found[0].code == DRAGON_REF, query
-        assert [d.f1 for d in found] == sorted((d.f1 for d in found), reverse=True)
-    assert all(d.code != DRAGON_REF for d in find_descriptions(planted, "dr"))  # too short
+        # those holding the word itself first, then its inflections; each by F1
+        exact = ["dragon" in term_words(d.kind, d.terms) for d in found]
+        assert exact == sorted(exact, reverse=True), query
+        for group in (True, False):
+            f1s = [d.f1 for d, e in zip(found, exact, strict=True) if e is group]
+            assert f1s == sorted(f1s, reverse=True), query
+    for near_miss in ("drag", "dr", "dragonfly"):  # not inflections of the word
+        assert all(d.code != DRAGON_REF for d in find_descriptions(planted, near_miss))
+    # several words: codes matching more of them come first
+    both = find_descriptions(planted, "red dragon", top=50)
+    matched = [len({"red", "dragon"} & set(term_words(d.kind, d.terms))) for d in both]
+    assert matched == sorted(matched, reverse=True)
+    assert {DRAGON_REF, AFTER_RED} <= {d.code for d in both}
     assert find_descriptions(planted, "red", min_f1=0.99)[0].code == AFTER_RED
     assert find_descriptions(planted, "dragon", sites="layers.1.*", top=50)
     assert all(

@@ -29,14 +29,22 @@ TOPIC = 5
 
 
 def write_store(
-    root: Path, documents: int = 40, per_shard: int = 15, seed: int = 0, *, index: bool = True
+    root: Path,
+    documents: int = 40,
+    per_shard: int = 15,
+    seed: int = 0,
+    *,
+    index: bool = True,
+    empty: tuple[int, ...] = (),
 ) -> Path:
+    """``empty``: documents whose text is empty (no tokens), as a corpus may hold."""
     rng = random.Random(seed)
     (root / SHARDS_DIR).mkdir(parents=True)
     shards, files, total = [], {}, 0
     for shard, first in enumerate(range(0, documents, per_shard)):
         docs = list(range(first, min(documents, first + per_shard)))
         texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))) for _ in docs]
+        texts = ["" if doc in empty else text for doc, text in zip(docs, texts, strict=True)]
         columns: dict[str, list] = {
             n: [] for n in ("document", "position", "token", "start", "end")
         }

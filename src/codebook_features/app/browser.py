@@ -358,6 +358,8 @@ class CodeBrowser:
             raise NotFound(f"the store has no document {document}")
         ids, firsts = self.store.document_rows
         i = int(np.searchsorted(ids, document))
+        if i == len(ids) or ids[i] != document:  # a document without tokens (empty text)
+            return int(firsts[i]), int(firsts[i])
         return int(firsts[i]), int(firsts[i + 1])
 
     def document_token(

@@ -37,24 +37,35 @@ def shown(token: str) -> str:
 TEMPLATES.env.filters["shown"] = shown
 
 
+def cut_at_spans(text: str, spans: list[Any]) -> list[tuple[int | None, str]]:
+    """``text`` cut at ``spans`` (``(start, end)``, in order): ``(i, characters)`` for span
+    ``i``, ``(None, characters)`` between spans. A span overlapping the one before keeps only
+    its characters past it (byte tokens of one character share its span: all but the first
+    come out empty)."""
+    pieces: list[tuple[int | None, str]] = []
+    done = 0
+    for i, (start, end) in enumerate(spans):
+        start = max(start, done)
+        if start > done:
+            pieces.append((None, text[done:start]))
+        pieces.append((i, text[start:end] if end > start else ""))
+        done = max(done, end)
+    if done < len(text):
+        pieces.append((None, text[done:]))
+    return pieces
+
+
 def segments(example: Any) -> list[tuple[str, str]]:
     """A context cut into ``(text, kind)``: kind ``""`` for plain text, ``"fires"`` where the
     code fires, ``"centre"`` for the context's own token."""
     text = example.before + example.token + example.after
     centre = (len(example.before), len(example.before) + len(example.token))
     marks = sorted({*map(tuple, example.marks), centre})
-    out: list[tuple[str, str]] = []
-    done = 0
-    for start, end in marks:
-        start = max(start, done)
-        if start > done:
-            out.append((text[done:start], ""))
-        if end > start:
-            out.append((text[start:end], "centre" if (start, end) == centre else "fires"))
-        done = max(done, end)
-    if done < len(text):
-        out.append((text[done:], ""))
-    return out
+    return [
+        (piece, "" if i is None else "centre" if marks[i] == centre else "fires")
+        for i, piece in cut_at_spans(text, marks)
+        if piece
+    ]
 
 
 TEMPLATES.env.filters["segments"] = segments
@@ -78,17 +89,7 @@ CONTEXTS = 10
 def _pieces(document: Any) -> list[tuple[int | None, str]]:
     """The document's text cut at its tokens: ``(position, text)`` for a token, ``(None,
     text)`` for characters between tokens (or after the last)."""
-    pieces: list[tuple[int | None, str]] = []
-    done = 0
-    for position, (start, end) in enumerate(document.spans):
-        start = max(start, done)
-        if start > done:
-            pieces.append((None, document.text[done:start]))
-        pieces.append((position, document.text[start:end]))
-        done = max(done, end)
-    if done < len(document.text):
-        pieces.append((None, document.text[done:]))
-    return pieces
+    return cut_at_spans(document.text, document.spans)
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:

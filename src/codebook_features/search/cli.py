@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from functools import partial
 from typing import Any
 
@@ -148,10 +149,13 @@ def _print_page(store: Any, query: CodePageQuery, as_json: bool) -> None:
     )
     described = page.description
     if described is not None and described.kind:
-        print(
-            f"described as {described.text} (held out: F1 {described.f1:.2f}, precision "
-            f"{described.precision:.2f}, recall {described.recall:.2f})"
+        score = (
+            "held out: not scored, it never fires there"
+            if math.isnan(described.f1)
+            else f"held out: F1 {described.f1:.2f}, precision {_score(described.precision)}, "
+            f"recall {_score(described.recall)}"
         )
+        print(f"described as {described.text} ({score})")
     print("top tokens: " + ", ".join(f"{t.text!r} {t.share:.0%}" for t in page.top_tokens))
     if page.frequency:
         print(
@@ -167,6 +171,8 @@ def _print_page(store: Any, query: CodePageQuery, as_json: bool) -> None:
         )
     for example in page.examples:
         print(f"  doc {example.document}: {example.context}")
+    if not page.examples and query.offset and page.frequency:
+        print(f"(no contexts past the {page.frequency:,} there are)")
     if page.cooccurring:
         print("with: " + ", ".join(f"{c.code} {c.share:.0%}" for c in page.cooccurring))
     if page.similar:
@@ -176,6 +182,10 @@ def _print_page(store: Any, query: CodePageQuery, as_json: bool) -> None:
         print("lowers: " + ", ".join(f"{t!r} {v:+.2f}" for t, v in page.logit_effect.down))
     for note in page.notes:
         print(f"({note})")
+
+
+def _score(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}"
 
 
 def _bin(start: int, stop: int | None) -> str:

@@ -28,8 +28,16 @@ from codebook_features.store.descriptions import (
 )
 from codebook_features.store.reader import CodeStore
 
-MIN_PREFIX = 3
-"""A word matches a longer one that starts with it once it has this many characters."""
+MIN_STEM = 3
+"""A word matches its inflections (``ship``: ``ships``; ``walk``: ``walked``, ``walking``)
+once it has this many characters."""
+ENDINGS = ("s", "es", "ed", "d", "ing", "'s")
+FRAMING = frozenset(
+    {"a", "about", "an", "and", "any", "code", "codes", "fire", "fires", "firing", "for"}
+    | {"in", "is", "of", "on", "or", "that", "the", "to", "what", "which", "with"}
+)
+"""Words that frame a question ("codes about ships") rather than name what is sought; left
+out of a query unless it holds nothing else."""
 
 
 def describe_codes(
@@ -58,30 +66,49 @@ def find_descriptions(
     top: int = 20,
     sites: Any = None,
 ) -> list[CodeDescription]:
-    """The described codes whose terms match every word of ``query`` (case-insensitive; a
-    word matches a term that equals it, or one of the two starts with the other and the
-    shorter has at least :data:`MIN_PREFIX` characters, so ``ship`` and ``ships`` find each
-    other), with a held-out F1 of at least ``min_f1``, best F1 first (then the most held-out
-    firings); without a query, the best-described codes. ``sites``: names, kinds or globs."""
+    """The described codes whose terms match words of ``query`` (case-insensitive, edge
+    punctuation and framing words such as "codes about" left out; a word matches a term that
+    equals it or is an inflection of it, so ``ship`` and ``ships`` find each other), with a
+    held-out F1 of at least ``min_f1``: the most words matched first, then the most matched
+    exactly, then the best F1 (then the most held-out firings). Without a query, the
+    best-described codes. ``sites``: names, kinds or globs."""
     if not 0 <= min_f1 <= 1:
         raise CodebookError(f"min_f1 must be between 0 and 1, got {min_f1}")
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise CodebookError(f"top must be a whole number >= 1, got {top!r}")
-    words = query.casefold().split() if query is not None else []
+    words = query_words(query) if query is not None else []
     if query is not None and not words:
         raise CodebookError("give words to look for in the descriptions (the query is empty)")
     index = _word_index(store)
     keep = index.described & np.isin(index.site, store.select_sites(sites))
     keep &= index.f1 >= min_f1  # NaN (no score) never passes
+    matched = np.zeros(len(keep), dtype=np.int64)
+    exact = np.zeros(len(keep), dtype=np.int64)
     for word in words:
-        matching = np.zeros(len(keep), dtype=bool)
+        hit = np.zeros(len(keep), dtype=bool)
         for term, rows in index.postings.items():
-            if _matches(word, term):
-                matching[rows] = True
-        keep &= matching
+            if term == word:
+                exact[rows] += 1
+                hit[rows] = True
+            elif _inflected(word, term):
+                hit[rows] = True
+        matched += hit
+    if words:
+        keep &= matched > 0
     chosen = np.flatnonzero(keep)
-    order = np.lexsort((-index.support[chosen], -index.f1[chosen]))[:top]  # stable: code order
+    order = np.lexsort(  # stable: code order last
+        (-index.support[chosen], -index.f1[chosen], -exact[chosen], -matched[chosen])
+    )[:top]
     return descriptions_from_table(store.descriptions.take(chosen[order])) if order.size else []
+
+
+def query_words(query: str) -> list[str]:
+    """The words of a query that are looked for: case-folded, without the punctuation around
+    them, and without framing words unless there is nothing else."""
+    words = [w.strip('.,;:!?"()[]{}') for w in query.casefold().split()]
+    words = [w for w in words if w]
+    named = [w for w in words if w not in FRAMING]
+    return named or words
 
 
 @dataclass(frozen=True)
@@ -123,6 +150,7 @@ def term_words(kind: str, terms: list[str]) -> list[str]:
     return [w for w in (t.strip().casefold() for t in texts) if w]
 
 
-def _matches(word: str, term: str) -> bool:
+def _inflected(word: str, term: str) -> bool:
+    """Whether one is the other with an inflectional ending (``ship``/``ships``)."""
     short, long = sorted((word, term), key=len)
-    return term == word or (len(short) >= MIN_PREFIX and long.startswith(short))
+    return len(short) >= MIN_STEM and long.startswith(short) and long[len(short) :] in ENDINGS

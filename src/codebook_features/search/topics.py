@@ -12,7 +12,6 @@ ones over the share: far fewer than the token rows, and no row is read.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -130,42 +129,125 @@ def find_topics(
     labels = checked_labels(store, label_field, label)
     if sort != "documents" and labels is None:
         raise CodebookError(f"ranking by {sort} needs the documents' label column (label_field)")
-    found: list[tuple[TopicCode, np.ndarray]] = []  # with the documents each covers
-    for site in store.select_sites(sites):
-        info = store.sites[site]
-        codes, docs, shares = document_shares(store, site, min_share)
-        if not codes.size:
-            continue
-        bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True])
-        for a, b in itertools.pairwise(bounds):
-            if b - a < min_documents:
-                continue
-            group, number = divmod(int(codes[a]), info.num_codes)
-            covered = docs[a:b]
-            entry = TopicCode(
-                CodeRef(site, group, number),
-                int(b - a),
-                float(shares[a:b].mean()),
-                [int(d) for d in doc_ids[covered[:examples]]],
-            )
-            found.append((entry, covered))
+    found = _Candidates.of(store, store.select_sites(sites), min_share, min_documents)
+    scores = _LabelScores.of(found, labels, label) if labels is not None else None
     most = len(doc_ids) * everywhere if everywhere is not None else math.inf
-    apart = [(e, c) for e, c in found if e.documents > most]
-    found = [(e, c) for e, c in found if e.documents <= most]
-    apart.sort(key=_by_documents)
-    apart_out = [_with_label(e, labels, c, label) for e, c in apart[:top]]
-    if sort == "documents":  # only the shown codes need their labels
-        found.sort(key=_by_documents)
-        return Topics([_with_label(e, labels, c, label) for e, c in found[:top]], apart_out)
-    ranked = [_with_label(entry, labels, covered, label) for entry, covered in found]
-    score = {"precision": lambda t: t.precision, "lift": lambda t: t.lift, "f1": _f1}[sort]
-    ranked.sort(key=lambda t: (-(score(t) or 0.0), -t.documents, t.code.sort_key()))
-    return Topics(ranked[:top], apart_out)
+    apart = found.documents > most
+    natural = np.arange(len(found.documents))  # the codes' order: sites, groups, ids
+    by_documents = np.lexsort((natural, -found.mean_share, -found.documents))
+    if sort == "documents":
+        ranked = by_documents[~apart[by_documents]]
+    else:
+        assert scores is not None  # checked above: ranking by a label needs them
+        ranked = np.lexsort((natural, -found.documents, -scores.score(sort)))
+        ranked = ranked[~apart[ranked]]
+    shown_apart = by_documents[apart[by_documents]][:top]
+
+    def entry(i: int) -> TopicCode:
+        site = found.sites[found.site[i]]
+        group, number = divmod(int(found.flat[i]), store.sites[site].num_codes)
+        first = found.start[i]
+        covered = found.docs[first : first + min(examples, found.documents[i])]
+        topic = TopicCode(
+            CodeRef(site, group, number),
+            int(found.documents[i]),
+            float(found.mean_share[i]),
+            [int(d) for d in doc_ids[covered]],
+        )
+        return topic if scores is None else scores.fill(topic, i)
+
+    return Topics([entry(i) for i in ranked[:top]], [entry(i) for i in shown_apart])
 
 
-def _by_documents(found: tuple[TopicCode, np.ndarray]) -> tuple[Any, ...]:
-    entry = found[0]
-    return (-entry.documents, -entry.mean_share, entry.code.sort_key())
+@dataclass(frozen=True)
+class _Candidates:
+    """Every code covering at least ``min_documents`` documents, as arrays in the codes'
+    natural order (sites, groups, ids): the documents code ``i`` covers are
+    ``docs[start[i]:start[i] + documents[i]]`` (document indices, ascending)."""
+
+    sites: list[str]
+    site: np.ndarray
+    flat: np.ndarray
+    start: np.ndarray
+    documents: np.ndarray
+    mean_share: np.ndarray
+    docs: np.ndarray
+
+    @classmethod
+    def of(
+        cls, store: CodeStore, sites: list[str], min_share: float, min_documents: int
+    ) -> _Candidates:
+        columns: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("site", "flat", "start", "documents", "mean_share", "docs")
+        }
+        offset = 0
+        for number, site in enumerate(sites):
+            codes, docs, shares = document_shares(store, site, min_share)
+            if not codes.size:
+                continue
+            firsts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+            counts = np.diff(np.r_[firsts, len(codes)])
+            keep = counts >= min_documents
+            columns["site"].append(np.full(int(keep.sum()), number))
+            columns["flat"].append(codes[firsts[keep]])
+            columns["start"].append(firsts[keep] + offset)
+            columns["documents"].append(counts[keep])
+            columns["mean_share"].append((np.add.reduceat(shares, firsts) / counts)[keep])
+            columns["docs"].append(docs)
+            offset += len(docs)
+        joined = {
+            k: np.concatenate(v) if v else np.zeros(0, float if k == "mean_share" else np.int64)
+            for k, v in columns.items()
+        }
+        return cls(sites, **joined)
+
+
+@dataclass(frozen=True)
+class _LabelScores:
+    """Per candidate code, its label (``label``, or else the one most of its documents have;
+    ties: the first by name) and how well its documents single that label out, counted for
+    every code at once."""
+
+    names: np.ndarray
+    chosen: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    lift: np.ndarray
+
+    @classmethod
+    def of(cls, found: _Candidates, labels: np.ndarray, label: str | None) -> _LabelScores:
+        names, inverse = np.unique(labels, return_inverse=True)
+        count = len(found.documents)
+        owner = np.repeat(np.arange(count), found.documents)
+        before = np.repeat(np.cumsum(found.documents) - found.documents, found.documents)
+        within = np.arange(len(owner)) - before  # each pair's place in its code's documents
+        covered = found.docs[np.repeat(found.start, found.documents) + within]
+        table = np.bincount(
+            owner * len(names) + inverse[covered], minlength=count * len(names)
+        ).reshape(count, len(names))
+        if label is None:
+            chosen = table.argmax(axis=1)
+        else:
+            chosen = np.full(count, int(np.searchsorted(names, label)))
+        hits = table[np.arange(count), chosen]
+        holding = np.bincount(inverse, minlength=len(names))[chosen]
+        precision = hits / np.maximum(found.documents, 1)
+        lift = precision / (holding / len(labels))
+        return cls(names, chosen, precision, hits / holding, lift)
+
+    def score(self, sort: str) -> np.ndarray:
+        if sort == "precision":
+            return self.precision
+        return self.lift if sort == "lift" else f1(self.precision, self.recall)
+
+    def fill(self, topic: TopicCode, i: int) -> TopicCode:
+        return dataclasses.replace(
+            topic,
+            label=str(self.names[self.chosen[i]]),
+            precision=float(self.precision[i]),
+            recall=float(self.recall[i]),
+            lift=float(self.lift[i]),
+        )
 
 
 def checked_labels(store: CodeStore, field: str | None, label: str | None) -> np.ndarray | None:
@@ -203,27 +285,3 @@ def document_labels(store: CodeStore, field: str) -> dict[int, str]:
         )
     ids = table.column("document").to_pylist()
     return {int(d): str(v) for d, v in zip(ids, table.column(field).to_pylist(), strict=True)}
-
-
-def _with_label(
-    entry: TopicCode, labels: np.ndarray | None, covered: np.ndarray, label: str | None
-) -> TopicCode:
-    if labels is None:
-        return entry
-    mine = labels[covered]
-    if label is None:
-        names, counts = np.unique(mine, return_counts=True)
-        label = str(names[np.argmax(counts)])
-    hits, holding = int((mine == label).sum()), int((labels == label).sum())
-    precision = hits / len(covered)
-    return dataclasses.replace(
-        entry,
-        label=label,
-        precision=precision,
-        recall=hits / holding,
-        lift=precision / (holding / len(labels)),
-    )
-
-
-def _f1(topic: TopicCode) -> float:
-    return f1(topic.precision or 0.0, topic.recall or 0.0)
