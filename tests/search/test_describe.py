@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from codebook_features.search.tokens import token_texts
 from codebook_features.store import key_sets
 from codebook_features.store.descriptions import (
     KINDS,
+    SHAPES,
     START,
     describe_table,
     descriptions_from_table,
@@ -95,6 +97,14 @@ def planted(tmp_path_factory) -> CodeStore:
 
 
 # ---------------------------------------------------------------------- the reference
+def shape(text: str) -> int:
+    """The first of the shapes' regexes the text matches, by a plain loop."""
+    for i, (_, regex) in enumerate(SHAPES):
+        if re.search(regex, text):
+            return i
+    return len(SHAPES)
+
+
 def slow_describe(store: CodeStore, max_terms: int = 8, min_count: int = 2) -> list[tuple]:
     """Each code's (code, kind, terms, precision, recall, f1, support, fit_support), by
     counting row by row and trying every prefix of every code's sorted candidates."""
@@ -104,6 +114,7 @@ def slow_describe(store: CodeStore, max_terms: int = 8, min_count: int = 2) -> l
     keys = {
         "token": token,
         "word": [texts[t].strip().casefold() or texts[t] for t in token],
+        "shape": [shape(texts[t]) for t in token],
         "after": prev,
         "pair": list(zip(prev, token, strict=True)),
     }
@@ -111,6 +122,8 @@ def slow_describe(store: CodeStore, max_terms: int = 8, min_count: int = 2) -> l
     def term(kind: str, key) -> str:
         if kind in ("token", "word"):
             return texts[key] if kind == "token" else key
+        if kind == "shape":
+            return [name for name, _ in SHAPES][key] if key < len(SHAPES) else "other"
         if kind == "after":
             return START if key == -1 else texts[key]
         pair = [texts[key[0]] if key[0] != -1 else None, texts[key[1]]]
@@ -227,6 +240,22 @@ def test_planted_codes_get_their_description(planted) -> None:
     assert (after.kind, after.terms, after.f1) == ("after", [texts[RED]], 1.0)
     assert after.text == f"after {json.dumps(texts[RED])}"
     assert planted.description(RANDOM).f1 < 0.3  # nothing predicts it on held-out documents
+
+
+def test_a_code_of_a_token_class_is_described_by_its_shape() -> None:
+    # 40 documents of words and 20 different numbers; one code fires on every number (more
+    # distinct tokens than a description may list), another on the word " cat"
+    rng = np.random.default_rng(0)
+    pieces = {0: " the", 1: " cat", 2: " sat", 3: "\n", **{4 + n: f" {n * 7}" for n in range(20)}}
+    token = rng.integers(0, len(pieces), 4000)
+    document = np.repeat(np.arange(40), 100)
+    ids = np.full((len(token), 1, 2), 9, dtype=np.int16)  # code 9 fires everywhere, slot 0
+    ids[:, 0, 1] = np.where(token >= 4, 0, np.where(token == 1, 1, 2))
+    table = describe_table(token, document, pieces, {"s": (ids, 10)})
+    found = {d.code.id: d for d in descriptions_from_table(table)}
+    assert (found[0].kind, found[0].terms, found[0].f1) == ("shape", ["number"], 1.0)
+    assert found[0].text == "shape number"
+    assert (found[1].kind, found[1].terms, found[1].f1) == ("token", [" cat"], 1.0)
 
 
 def test_descriptions_come_from_fit_documents_only(planted) -> None:

@@ -122,8 +122,8 @@ class TopicSearch(Settings):
 
 
 class DescribeSearch(Settings):
-    """Codes by their automatic descriptions (tokens, words, previous tokens or token pairs
-    found when the store was indexed), best held-out F1 first."""
+    """Codes by their automatic descriptions (tokens, words, token shapes, previous tokens or
+    token pairs found when the store was indexed), best held-out F1 first."""
 
     store: Text
     """The code store directory (written by ``codebook record``)."""

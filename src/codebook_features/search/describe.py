@@ -1,6 +1,7 @@
 """Codes by what they stand for: every code's automatic description (a set of tokens, words,
-previous tokens or token pairs, found on the documents with an even id and scored on those
-with an odd id; see :mod:`~codebook_features.store.descriptions`), searched by words.
+token shapes, previous tokens or token pairs, found on the documents with an even id and
+scored on those with an odd id; see :mod:`~codebook_features.store.descriptions`), searched
+by words.
 
 The index keeps each code's description, so a search reads one small table and matches words
 against its terms; :func:`describe_codes` finds them anew, e.g. with other settings.

@@ -9,6 +9,8 @@ most ``max_terms`` keys of one kind:
 - ``token``: the token (its id, shown as its text);
 - ``word``: the token's text stripped of surrounding whitespace and case-folded (a token of
   only whitespace keeps its text), so ``" Ship"``, ``"ship"`` and ``" SHIP"`` are one key;
+- ``shape``: the token's class by a few regexes (:data:`SHAPES`: number, punctuation, a
+  capitalized word, a piece inside a word, a line break, ...);
 - ``after``: the previous token of the same document (or the start of the document);
 - ``pair``: the previous token (or the start) and the token.
 
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -46,8 +49,22 @@ from codebook_features.attach.code_ref import CodeRef
 from codebook_features.errors import CodebookError
 from codebook_features.store.key_sets import GroupSets, SplitKeys, group_sets, row_codes
 
-KINDS = ("token", "word", "after", "pair")
+KINDS = ("token", "word", "shape", "after", "pair")
 """The kinds of description, simplest first (the first wins a tie)."""
+SHAPES = (
+    ("line break", r"\n"),
+    ("space", r"^\s+$"),
+    ("number", r"^\s?\d[\d,.]*$"),
+    ("punctuation", r"^\s?[^\w\s]+$"),
+    ("capitalized word", r"^ [A-Z]"),
+    ("word", r"^ \w"),
+    ("capitalized piece", r"^[A-Z]"),
+    ("piece", r"^\w"),
+)
+"""The ``shape`` kind: each token's first class whose regex its text matches (``other`` when
+none does), so a code that fires on numbers, on line breaks or on the pieces inside words is
+described as such."""
+OTHER_SHAPE = "other"
 MAX_TERMS = 8
 """Keys per description at most (the index's descriptions use this)."""
 MIN_COUNT = 2
@@ -193,6 +210,8 @@ def _kinds(token: np.ndarray, document: np.ndarray, pieces: Mapping[int, str]) -
     index = {w: i for i, w in enumerate(words)}
     word_of = np.array([index[_word(t)] for t in texts], dtype=np.int64)
     pairs, pair = np.unique(prev * size + dense, return_inverse=True)
+    shapes = [name for name, _ in SHAPES] + [OTHER_SHAPE]
+    shape_of = np.array([token_shape(t) for t in texts], dtype=np.int64)
 
     quoted = [_quote(t) for t in texts]
 
@@ -210,9 +229,16 @@ def _kinds(token: np.ndarray, document: np.ndarray, pieces: Mapping[int, str]) -
     return [
         _Kind("token", dense, size, texts.__getitem__, quoted.__getitem__),
         _Kind("word", word_of[dense], len(words), words.__getitem__, lambda x: _show(words[x])),
+        _Kind("shape", shape_of[dense], len(shapes), shapes.__getitem__, shapes.__getitem__),
         _Kind("after", prev, size + 1, lambda x: texts[x - 1] if x else START, before),
         _Kind("pair", pair.astype(np.int64).reshape(-1), len(pairs), pair_term, pair_show),
     ]
+
+
+def token_shape(text: str) -> int:
+    """The index of the first of :data:`SHAPES` that ``text`` matches (``len(SHAPES)``:
+    other)."""
+    return next((i for i, (_, regex) in enumerate(SHAPES) if re.search(regex, text)), len(SHAPES))
 
 
 def _word(text: str) -> str:

@@ -49,7 +49,7 @@ from codebook_features.store.schema import TOKEN_COLUMNS
 if TYPE_CHECKING:
     from codebook_features.store.manifest import Manifest
 
-INDEX_VERSION = 5
+INDEX_VERSION = 6
 TOKEN_ARRAYS = {
     "document": np.int64,
     "position": np.int32,
