@@ -9,8 +9,6 @@ generation runs at a time (the model's hooks are shared), so no request holds a 
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from codebook_features.app import outputs as out
 from codebook_features.app import schemas as s
 from codebook_features.app.concepts import ConceptFolder
 from codebook_features.app.config import ServeConfig
@@ -29,7 +28,6 @@ from codebook_features.app.urls import code_url, document_url
 from codebook_features.attach.code_ref import CodeRef
 from codebook_features.errors import CodebookError
 from codebook_features.persist.rundir import RunDir
-from codebook_features.search.regex import Example
 from codebook_features.store.reader import CodeStore
 
 MAX_TOP = 200
@@ -151,8 +149,8 @@ class CodeBrowser:
         rows = self.run.val_rows()
         return s.RunOut(
             name=self.run.path.name,
-            summary=_finite(self.run.summary()),
-            last_metrics=_finite(rows[-1]) if rows else None,
+            summary=out.finite(self.run.summary()),
+            last_metrics=out.finite(rows[-1]) if rows else None,
             plots=[p.name for p in self.run.plots()],
         )
 
@@ -200,7 +198,7 @@ class CodeBrowser:
                 f1=c.f1,
                 support=c.support,
                 hits=c.hits,
-                examples=[_example(e) for e in c.examples],
+                examples=[out.example(e) for e in c.examples],
             )
             for c in ranked
         ]
@@ -232,34 +230,7 @@ class CodeBrowser:
             examples=examples,
             offset=offset,
         )
-        effect = page.logit_effect
-        return s.CodePageOut(
-            code=str(ref),
-            url=code_url(ref),
-            site=ref.site,
-            group=ref.group,
-            id=ref.id,
-            frequency=page.frequency,
-            share=page.share,
-            documents=page.documents,
-            per_document=page.per_document,
-            most_in_a_document=page.most_in_a_document,
-            top_tokens=[s.TokenCountOut(**dataclasses.asdict(t)) for t in page.top_tokens],
-            examples=[_example(e) for e in page.examples],
-            offset=page.offset,
-            positions=[s.PositionBinOut(**dataclasses.asdict(b)) for b in page.positions],
-            labels=[s.LabelShareOut(**dataclasses.asdict(b)) for b in page.labels],
-            description=None if page.description is None else _description(page.description),
-            cooccurring=[_related(c) for c in page.cooccurring],
-            similar=None if page.similar is None else [_similar(c) for c in page.similar],
-            logit_effect=None
-            if effect is None
-            else s.LogitEffectOut(
-                up=[s.TokenValue(token=t, value=_number(v)) for t, v in effect.up],
-                down=[s.TokenValue(token=t, value=_number(v)) for t, v in effect.down],
-            ),
-            notes=page.notes,
-        )
+        return out.code_page(page)
 
     def descriptions(
         self, query: str | None = None, sites: str | None = None, min_f1: float = 0.0, top: int = 20
@@ -272,7 +243,7 @@ class CodeBrowser:
         found = find_descriptions(
             self.store, query or None, min_f1=min_f1, top=min(top, MAX_TOP), sites=_sites(sites)
         )
-        return s.DescriptionsOut(query=query or None, codes=[_description(d) for d in found])
+        return s.DescriptionsOut(query=query or None, codes=[out.description(d) for d in found])
 
     # ------------------------------------------------------------------ topics, documents
     def topics(
@@ -525,57 +496,6 @@ def _sites(text: str | None) -> list[str] | None:
     if text is None or not text.strip():
         return None
     return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _example(example: Example) -> s.ExampleOut:
-    return s.ExampleOut(
-        document=example.document,
-        position=example.position,
-        token=example.token,
-        before=example.before,
-        after=example.after,
-        url=document_url(example.document, example.position),
-        marks=[list(mark) for mark in example.marks],
-    )
-
-
-def _description(found: Any) -> s.DescriptionOut:
-    return s.DescriptionOut(
-        code=str(found.code),
-        url=code_url(found.code),
-        kind=found.kind,
-        terms=list(found.terms),
-        text=found.text,
-        precision=_number(found.precision),
-        recall=_number(found.recall),
-        f1=_number(found.f1),
-        support=found.support,
-        fit_support=found.fit_support,
-    )
-
-
-def _related(code: Any) -> s.RelatedCode:
-    url = code_url(code.code)
-    return s.RelatedCode(code=str(code.code), url=url, count=code.count, share=code.share)
-
-
-def _similar(code: Any) -> s.SimilarCode:
-    return s.SimilarCode(code=str(code.code), url=code_url(code.code), cosine=_number(code.share))
-
-
-def _number(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
-def _finite(data: Any) -> Any:
-    """JSON-ready data with NaN and infinities as null (JSON has neither)."""
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    if isinstance(data, dict):
-        return {str(k): _finite(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_finite(v) for v in data]
-    return data
 
 
 def _equals(table: Any, document: int) -> Any:
