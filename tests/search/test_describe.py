@@ -228,6 +228,13 @@ def test_the_index_keeps_the_descriptions(planted) -> None:
     assert planted.description(str(DRAGON_REF)) == describe_codes(planted, "layers.0.mlp")[DRAGON]
     with pytest.raises(CodebookError, match="not in this store"):
         planted.description("layers.0.mlp/0/50")
+    # and SQL reads them beside the shards
+    kinds = dict(planted.sql("select kind, count(*) from descriptions group by kind").fetchall())
+    assert kinds == dict(Counter(table.column("kind").to_pylist()))
+    ((text,),) = planted.sql(
+        f"select text from descriptions where code = '{DRAGON_REF}'"
+    ).fetchall()
+    assert text == planted.description(DRAGON_REF).text
 
 
 def test_planted_codes_get_their_description(planted) -> None:

@@ -345,7 +345,8 @@ class CodeStore:
     # ------------------------------------------------------------------ SQL
     def sql(self, query: str) -> Any:
         """Run SQL through DuckDB, with the views ``documents`` and ``tokens`` over the shards
-        (site columns are named by the site, quoted: ``"layers.0.mlp"``). Returns a DuckDB
+        (site columns are named by the site, quoted: ``"layers.0.mlp"``) and ``descriptions``
+        (every code's automatic description, :attr:`descriptions`). Returns a DuckDB
         relation: ``.fetchall()``, ``.arrow()``, ``.df()``."""
         import duckdb
 
@@ -355,12 +356,23 @@ class CodeStore:
                 str(self._verify_recorded(f"{SHARDS_DIR}/{getattr(s, key)}"))
                 for s in self.manifest.shards
             ]
-            listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-            connection.execute(f"create view {view} as select * from read_parquet([{listed}])")
+            connection.execute(
+                f"create view {view} as select * from read_parquet([{_listed(files)}])"
+            )
+        described = self.path / INDEX_DIR / DESCRIPTIONS
+        self._verify(described, self._index_digests.get(DESCRIPTIONS), self._rebuild)
+        connection.execute(
+            f"create view descriptions as select * from read_parquet([{_listed([str(described)])}])"
+        )
         try:
             return connection.sql(query)
         except duckdb.Error as error:
             raise CodebookError(f"the query failed: {str(error).splitlines()[0]}") from error
+
+
+def _listed(files: list[str]) -> str:
+    """File names as a SQL list's items, each quoted."""
+    return ", ".join("'" + f.replace("'", "''") + "'" for f in files)
 
 
 def _safetensors_array(path: Path, name: str, rows: int) -> np.ndarray:
