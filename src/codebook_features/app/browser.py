@@ -239,11 +239,11 @@ class CodeBrowser:
         described), best held-out F1 first."""
         from codebook_features.search.describe import find_descriptions
 
-        query = query.strip() if query else None
+        query = (query or "").strip() or None  # no words: the best described
         found = find_descriptions(
-            self.store, query or None, min_f1=min_f1, top=min(top, MAX_TOP), sites=_sites(sites)
+            self.store, query, min_f1=min_f1, top=min(top, MAX_TOP), sites=_sites(sites)
         )
-        return s.DescriptionsOut(query=query or None, codes=[out.description(d) for d in found])
+        return s.DescriptionsOut(query=query, codes=[out.description(d) for d in found])
 
     # ------------------------------------------------------------------ topics, documents
     def topics(
@@ -277,26 +277,16 @@ class CodeBrowser:
         )
         labels = document_labels(self.store, label_field) if label_field else {}
 
-        def out(t: Any) -> s.TopicCodeOut:
-            return s.TopicCodeOut(
-                code=str(t.code),
-                url=code_url(t.code),
-                documents=t.documents,
-                mean_share=t.mean_share,
-                label=t.label,
-                precision=t.precision,
-                recall=t.recall,
-                lift=t.lift,
-                examples=[self._document_ref(d, labels.get(d)) for d in t.examples],
-            )
+        def topic(t: Any) -> s.TopicCodeOut:
+            return out.topic_code(t, [self._document_ref(d, labels.get(d)) for d in t.examples])
 
         return s.TopicsOut(
             label_field=label_field or None,
             label=label or None,
             labels=sorted(set(labels.values())),
             sort=sort or ("precision" if label else "documents"),
-            codes=[out(t) for t in found.codes],
-            everywhere=[out(t) for t in found.everywhere],
+            codes=[topic(t) for t in found.codes],
+            everywhere=[topic(t) for t in found.everywhere],
         )
 
     def _document_ref(self, document: int, label: str | None) -> s.DocumentRef:
@@ -327,11 +317,7 @@ class CodeBrowser:
         """The document's first token row and the row after its last."""
         if document not in self.store.texts:
             raise NotFound(f"the store has no document {document}")
-        ids, firsts = self.store.document_rows
-        i = int(np.searchsorted(ids, document))
-        if i == len(ids) or ids[i] != document:  # a document without tokens (empty text)
-            return int(firsts[i]), int(firsts[i])
-        return int(firsts[i]), int(firsts[i + 1])
+        return self.store.document_range(document)
 
     def document_token(
         self, document: int, position: int, sites: str | None = None

@@ -72,6 +72,20 @@ def description(found: Any) -> s.DescriptionOut:
     )
 
 
+def topic_code(found: Any, examples: list[s.DocumentRef]) -> s.TopicCodeOut:
+    return s.TopicCodeOut(
+        code=str(found.code),
+        url=code_url(found.code),
+        documents=found.documents,
+        mean_share=found.mean_share,
+        label=found.label,
+        precision=found.precision,
+        recall=found.recall,
+        lift=found.lift,
+        examples=examples,
+    )
+
+
 def related(code: Any) -> s.RelatedCode:
     return s.RelatedCode(
         code=str(code.code), url=code_url(code.code), count=code.count, share=code.share

@@ -215,9 +215,7 @@ def _marked(store: CodeStore, row: int, fires: np.ndarray, width: int = 40) -> E
     example = _example(store, row, width)
     begin = int(store.start[row]) - len(example.before)
     stop = int(store.end[row]) + len(example.after)
-    ids, firsts = store.document_rows
-    i = int(np.searchsorted(ids, example.document))
-    lo, hi = np.searchsorted(fires, [firsts[i], firsts[i + 1]])
+    lo, hi = np.searchsorted(fires, store.document_range(example.document))
     near = fires[lo:hi]
     starts, ends = np.asarray(store.start[near]), np.asarray(store.end[near])
     seen = ((ends > begin) & (starts < stop)) | (near == row)

@@ -15,6 +15,7 @@ import numpy as np
 
 from codebook_features.errors import CodebookError
 from codebook_features.search.regex import CodeScore, score_codes
+from codebook_features.store.descriptions import first_token_texts
 from codebook_features.store.reader import CodeStore
 
 
@@ -25,8 +26,7 @@ def token_texts(store: CodeStore) -> dict[int, str]:
 
 @lru_cache(maxsize=4)
 def _token_texts(store: CodeStore) -> dict[int, str]:
-    ids, first = np.unique(np.asarray(store.token), return_index=True)
-    return {int(i): store.token_text(int(row)) for i, row in zip(ids, first, strict=True)}
+    return first_token_texts(store.token, store.document, store.start, store.end, store.texts)
 
 
 def token_rows(store: CodeStore, text: str, exact: bool = False) -> np.ndarray:

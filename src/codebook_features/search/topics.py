@@ -142,11 +142,12 @@ def find_topics(
         ranked = np.lexsort((natural, -found.documents, -scores.score(sort)))
         ranked = ranked[~apart[ranked]]
     shown_apart = by_documents[apart[by_documents]][:top]
+    starts = found.start
 
     def entry(i: int) -> TopicCode:
         site = found.sites[found.site[i]]
         group, number = divmod(int(found.flat[i]), store.sites[site].num_codes)
-        first = found.start[i]
+        first = starts[i]
         covered = found.docs[first : first + min(examples, found.documents[i])]
         topic = TopicCode(
             CodeRef(site, group, number),
@@ -162,25 +163,28 @@ def find_topics(
 @dataclass(frozen=True)
 class _Candidates:
     """Every code covering at least ``min_documents`` documents, as arrays in the codes'
-    natural order (sites, groups, ids): the documents code ``i`` covers are
-    ``docs[start[i]:start[i] + documents[i]]`` (document indices, ascending)."""
+    natural order (sites, groups, ids): ``docs`` holds the documents each covers, code after
+    code (document indices, ascending), so code ``i``'s are ``docs[start[i]:start[i] +
+    documents[i]]``."""
 
     sites: list[str]
     site: np.ndarray
     flat: np.ndarray
-    start: np.ndarray
     documents: np.ndarray
     mean_share: np.ndarray
     docs: np.ndarray
+
+    @property
+    def start(self) -> np.ndarray:
+        return np.cumsum(self.documents) - self.documents
 
     @classmethod
     def of(
         cls, store: CodeStore, sites: list[str], min_share: float, min_documents: int
     ) -> _Candidates:
         columns: dict[str, list[np.ndarray]] = {
-            k: [] for k in ("site", "flat", "start", "documents", "mean_share", "docs")
+            k: [] for k in ("site", "flat", "documents", "mean_share", "docs")
         }
-        offset = 0
         for number, site in enumerate(sites):
             codes, docs, shares = document_shares(store, site, min_share)
             if not codes.size:
@@ -190,11 +194,9 @@ class _Candidates:
             keep = counts >= min_documents
             columns["site"].append(np.full(int(keep.sum()), number))
             columns["flat"].append(codes[firsts[keep]])
-            columns["start"].append(firsts[keep] + offset)
             columns["documents"].append(counts[keep])
             columns["mean_share"].append((np.add.reduceat(shares, firsts) / counts)[keep])
-            columns["docs"].append(docs)
-            offset += len(docs)
+            columns["docs"].append(docs[np.repeat(keep, counts)])
         joined = {
             k: np.concatenate(v) if v else np.zeros(0, float if k == "mean_share" else np.int64)
             for k, v in columns.items()
@@ -218,12 +220,9 @@ class _LabelScores:
     def of(cls, found: _Candidates, labels: np.ndarray, label: str | None) -> _LabelScores:
         names, inverse = np.unique(labels, return_inverse=True)
         count = len(found.documents)
-        owner = np.repeat(np.arange(count), found.documents)
-        before = np.repeat(np.cumsum(found.documents) - found.documents, found.documents)
-        within = np.arange(len(owner)) - before  # each pair's place in its code's documents
-        covered = found.docs[np.repeat(found.start, found.documents) + within]
+        owner = np.repeat(np.arange(count), found.documents)  # the code of each docs entry
         table = np.bincount(
-            owner * len(names) + inverse[covered], minlength=count * len(names)
+            owner * len(names) + inverse[found.docs], minlength=count * len(names)
         ).reshape(count, len(names))
         if label is None:
             chosen = table.argmax(axis=1)

@@ -22,7 +22,7 @@ import shlex
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -222,19 +222,27 @@ def _write_descriptions(
 
 
 def _document_texts(store: Path, manifest: Manifest) -> dict[int, str]:
+    paths = [store / SHARDS_DIR / shard.documents for shard in manifest.shards]
+    table = documents_table(paths, columns=["document", "text"])
+    return dict(
+        zip(table.column("document").to_pylist(), table.column("text").to_pylist(), strict=True)
+    )
+
+
+def documents_table(paths: Iterable[Path], columns: list[str] | None = None) -> Any:
+    """The documents shards at ``paths`` as one pyarrow Table in document order (``columns``:
+    only those); a shard that cannot be read is named as damaged."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    texts: dict[int, str] = {}
-    for shard in manifest.shards:
-        path = store / SHARDS_DIR / shard.documents
+    parts = []
+    for path in paths:
         try:
-            table = pq.read_table(path, columns=["document", "text"])
+            parts.append(pq.read_table(path, columns=columns))
         except (OSError, pa.ArrowException) as error:
             raise damaged(path, error) from error
-        documents, text = table.column("document").to_pylist(), table.column("text").to_pylist()
-        texts.update(zip(documents, text, strict=True))
-    return texts
+    table = pa.concat_tables(parts) if parts else pa.table({"document": [], "text": []})
+    return table.sort_by("document")
 
 
 def _token_batches(store: Path, manifest: Manifest, columns: list[str]) -> Iterator[Any]:

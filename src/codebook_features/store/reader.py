@@ -139,18 +139,10 @@ class CodeStore:
     def documents(self) -> Any:
         """The documents table (``document``, ``text``, label and metadata columns), as a
         pyarrow Table in document order."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        parts = []
-        for shard in self.manifest.shards:
-            path = self._verify_recorded(f"{SHARDS_DIR}/{shard.documents}")
-            try:
-                parts.append(pq.read_table(path))
-            except (OSError, pa.ArrowException) as error:
-                raise idx.damaged(path, error) from error
-        table = pa.concat_tables(parts) if parts else pa.table({"document": [], "text": []})
-        return table.sort_by("document")
+        return idx.documents_table(
+            self._verify_recorded(f"{SHARDS_DIR}/{shard.documents}")
+            for shard in self.manifest.shards
+        )
 
     @cached_property
     def texts(self) -> dict[int, str]:
@@ -196,6 +188,15 @@ class CodeStore:
         change = np.flatnonzero(np.diff(doc)) + 1
         firsts = np.concatenate([[0], change, [len(doc)]]).astype(np.int64)
         return np.asarray(doc[firsts[:-1]]), firsts
+
+    def document_range(self, document: int) -> tuple[int, int]:
+        """The first token row of ``document`` and the row after its last (equal for a
+        document without tokens, or one the store lacks)."""
+        ids, firsts = self.document_rows
+        i = int(np.searchsorted(ids, document))
+        if i == len(ids) or ids[i] != document:
+            return int(firsts[i]), int(firsts[i])
+        return int(firsts[i]), int(firsts[i + 1])
 
     def token_text(self, row: int) -> str:
         """The characters of the token at ``row``."""
