@@ -114,6 +114,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (text / "unknown.yaml").write_text(yaml.safe_dump(config | {"trainer": {"steps": 3}}))
     (text / "binary.yaml").write_bytes(bytes(range(256)))
     (text / "badrow.jsonl").write_text('{"text": "a b"}\n{"text": "cut\n{"text": "c d"}\n')
+    rows = ['{"text": "a b", "label": "x"}'] * 20  # a later row cut: the reader fails otherwise
+    rows[6] = '{"text": "a b", "label": '
+    (text / "badrow-late.jsonl").write_text("\n".join(rows) + "\n")
     run_ok(["train", "--config", str(text / "run.yaml")])
     foreign = root / "foreign"
     (foreign / "plots").mkdir(parents=True)
@@ -290,7 +293,12 @@ CASES: list[tuple[str, str, str]] = [
     (
         "eval-vocab-mismatch",
         "fsm evaluate --model {root}/base/final --data {root}/data16",
-        "vocabulary of 11",
+        "trained on another vocabulary than the data in",
+    ),
+    (
+        "eval-model-of-other-text",  # as many tokens or more, other ones
+        "fsm evaluate --model {root}/run/final {data}",
+        "/run/final was trained on another vocabulary",
     ),
     (
         "analyze-out-is-dir",
@@ -391,6 +399,12 @@ CASES: list[tuple[str, str, str]] = [
         "record --model {root}/run/final --dataset {root}/text/badrow.jsonl "
         "--output_dir {root}/newstore",
         "badrow.jsonl line 2 is not valid JSON",
+    ),
+    (
+        "cli-record-bad-jsonl-later-row",
+        "record --model {root}/run/final --dataset {root}/text/badrow-late.jsonl "
+        "--output_dir {root}/newstore",
+        "badrow-late.jsonl line 7 is not valid JSON (Expecting value, column 26)",
     ),
     (
         "cli-record-plain-model",

@@ -565,6 +565,10 @@ def test_a_concept_of_another_model_is_read_but_not_changed(client, tmp_path) ->
     refused(client.delete("/api/concepts/mine"), 409, "another model")
     refused(client.patch("/api/concepts/mine", json={"description": "x"}), 409, "another model")
     assert path.read_text() == before
+    ok(client.post("/api/concepts/own/codes", json={"codes": ["layers.0.mlp/0/1"]}))
+    for url in ("/steer", "/codes/layers.0.mlp/0/1"):  # not offered where it would be refused
+        text = client.get(url).text
+        assert '<option value="own"' in text and '<option value="mine"' not in text, url
 
 
 def test_option_values_keep_their_spaces(client) -> None:

@@ -65,3 +65,18 @@ def test_the_config_count_when_the_module_says_nothing() -> None:
     model.config.num_attention_heads = 5  # that does not divide the width: refused
     with pytest.raises(CodebookError, match="does not split into the config's 5 heads"):
         layer_heads(model, block, projection, width)
+
+
+def test_config_counts_that_disagree_are_refused_when_the_module_says_nothing() -> None:
+    model = build(
+        "bart", num_attention_heads=2, encoder_attention_heads=2, decoder_attention_heads=4
+    )
+    block = model.model.decoder.layers[0]
+    attention, projection = block.self_attn, block.self_attn.out_proj
+    for name in ("num_heads", "head_dim"):
+        if hasattr(attention, name):
+            delattr(attention, name)
+    with pytest.raises(
+        CodebookError, match=r"names several head counts .*decoder_attention_heads=4"
+    ):
+        layer_heads(model, block, projection, projection.in_features)

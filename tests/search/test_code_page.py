@@ -65,7 +65,10 @@ def test_similar_codes_and_logit_effect(store) -> None:
     cosine = torch.nn.functional.cosine_similarity(vectors, vectors[DRAGON][None], dim=-1)
     cosine[DRAGON] = -2
     assert [c.code.id for c in page.similar] == cosine.topk(3).indices.tolist()
-    assert [c["code"] for c in page.to_dict()["similar"]] == [str(c.code) for c in page.similar]
+    assert page.to_dict()["similar"] == [
+        {"code": str(c.code), "cosine": pytest.approx(float(cosine[c.code.id]))}
+        for c in page.similar
+    ]
     unembed = cbm.model.get_output_embeddings().weight.detach()
     logits = unembed @ (vectors[DRAGON] / 2)  # mean of k = 2 codes
     assert page.logit_effect.up[0][1] == pytest.approx(float(logits.max()), rel=1e-5)

@@ -291,6 +291,14 @@ def test_concept_commands(recorded, tmp_path, capsys):
     assert main(["concept", "list", "--concepts_dir", str(out), "--json"]) == 0
     names = [c["name"] for c in json.loads(capsys.readouterr().out)["concepts"]]
     assert names == ["dragon", "texts", "topic"]
+    # a damaged concept file is reported, after the ones that can be read
+    text = (out / "texts.json").read_text()
+    (out / "texts.json").write_text(text[: len(text) // 2])
+    assert main(["concept", "list", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert [line.split()[0] for line in captured.out.splitlines()[1:]] == ["dragon", "topic"]
+    assert captured.err.count("\n") == 1 and "texts.json" in captured.err
+    (out / "texts.json").write_text(text)
 
 
 def snapshot(root: Path) -> dict[str, str]:

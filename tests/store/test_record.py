@@ -657,3 +657,43 @@ def test_a_corpus_edited_in_place_is_not_continued(world: Path, tmp_path: Path) 
     assert corpus.stat().st_size == size
     with pytest.raises(CodebookError, match=r"other settings \(data_files differ\)"):
         record(settings(world, out, dataset=str(corpus)))
+
+
+def test_a_stopped_recording_continues_whatever_the_spelling_of_its_paths(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started with absolute paths, continued from the data's folder with relative ones."""
+    shutil.copy(world / "corpus.jsonl", tmp_path / "corpus.jsonl")
+    out = tmp_path / "stopped"
+
+    def stop(info: ShardInfo) -> None:
+        if info.shard == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        record(settings(world, out, dataset=str(tmp_path / "corpus.jsonl")), on_shard=stop)
+    finished = {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*-0000[01].parquet")}
+    monkeypatch.chdir(tmp_path)
+    record(settings(world, Path("stopped"), dataset="./corpus.jsonl"))
+
+    def shards(store: Path) -> dict[str, bytes]:
+        return {k: v for k, v in contents(store).items() if k.startswith("shards/")}
+
+    assert shards(out) == shards(world / "store")
+    kept = {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*-0000[01].parquet")}
+    assert kept == finished  # continued, not recorded again
+
+
+def test_a_document_without_text_is_recorded_empty_and_said(
+    world: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = [{"text": "the sea"}, {"label": "x"}, {"text": "a ship"}]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with caplog.at_level("WARNING"):
+        result = record(
+            settings(
+                world, tmp_path / "s", dataset=str(tmp_path / "rows.jsonl"), activation_sites=[]
+            )
+        )
+    assert result.documents == 3
+    assert "document 1 has no 'text' (null): recorded as an empty document" in caplog.text

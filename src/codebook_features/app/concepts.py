@@ -43,9 +43,18 @@ class ConceptFolder:
             return []
         return [p for p in sorted(self.directory.glob(f"*{CONCEPT_SUFFIX}")) if is_concept_file(p)]
 
-    def names(self) -> list[str]:
-        """The names of the concept files (without reading them)."""
-        return [p.stem for p in self._files()]
+    def usable_names(self) -> list[str]:
+        """The concepts that can be steered with and added to here: those that can be read
+        and, with a model, were made for it (others are only shown on the concepts page)."""
+        names = []
+        for path in self._files():
+            try:
+                concept = self._read(path)
+            except CodebookError:
+                continue
+            if self.fingerprint is None or concept.fingerprint == self.fingerprint:
+                names.append(concept.name)
+        return names
 
     def list(self) -> s.ConceptsOut:
         found, problems = [], []

@@ -93,7 +93,7 @@ def related(code: Any) -> s.RelatedCode:
 
 
 def similar(code: Any) -> s.SimilarCode:
-    return s.SimilarCode(code=str(code.code), url=code_url(code.code), cosine=number(code.share))
+    return s.SimilarCode(code=str(code.code), url=code_url(code.code), cosine=number(code.cosine))
 
 
 def number(value: float) -> float | None:

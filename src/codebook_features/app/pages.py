@@ -172,7 +172,7 @@ def page_router() -> APIRouter:
     ) -> HTMLResponse:
         app = app_of(request)
         page = app.code(app.code_ref(site, group, id), examples=CONTEXTS, offset=offset)
-        names = app.concepts.names()
+        names = app.concepts.usable_names()
         return render(
             request, "code.html", page="code", p=page, concept_names=names, per_page=CONTEXTS
         )
@@ -281,7 +281,7 @@ def page_router() -> APIRouter:
         codes: Annotated[str, Query(max_length=10_000)] = "",
     ) -> HTMLResponse:
         app = app_of(request)
-        names = app.concepts.names()
+        names = app.concepts.usable_names()
         limits = app.limits()
         from codebook_features.steering.config import GenerationSettings
 

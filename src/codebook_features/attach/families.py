@@ -199,6 +199,13 @@ def layer_heads(model: nn.Module, block: nn.Module, projection: nn.Module, width
     heads, why = attention_heads(model)
     if heads is None:
         raise CodebookError(f"{why}; attn_heads codebooks need the heads of each layer")
+    counts = _config_head_counts(model)
+    if len(set(counts.values())) > 1:
+        named = ", ".join(f"{name}={count}" for name, count in counts.items())
+        raise CodebookError(
+            f"the model config names several head counts ({named}) and the attention module "
+            "does not say which is this layer's: attn_heads cannot be split here (use attn)"
+        )
     if width % heads:
         raise CodebookError(
             f"the attention output of {width} features does not split into the config's "
@@ -206,6 +213,25 @@ def layer_heads(model: nn.Module, block: nn.Module, projection: nn.Module, width
             "cannot be split here (use attn)"
         )
     return heads
+
+
+def _config_head_counts(model: nn.Module) -> dict[str, int]:
+    """The config's counts of attention heads (``num_attention_heads``,
+    ``decoder_attention_heads``, ``swa_num_attention_heads``, ...), key-value heads left out."""
+    try:
+        config = vars(text_config(model))
+    except TypeError:
+        return {}
+    return {
+        name: value
+        for name, value in config.items()
+        if name.endswith("attention_heads")
+        and "key_value" not in name
+        and "kv" not in name
+        and isinstance(value, int)
+        and not isinstance(value, bool)
+        and value > 0
+    }
 
 
 def _positive_int(module: nn.Module, names: tuple[str, ...]) -> int | None:

@@ -19,8 +19,13 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tok
 
 
 def looks_local(name: str) -> bool:
-    """Whether ``name`` is meant as a path rather than a hub name (``name`` or ``owner/name``)."""
-    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name
+    """Whether ``name`` is meant as a path rather than a hub name (``name`` or ``owner/name``):
+    it is written as a path, or its first part is a folder here (``runs/missing`` where
+    ``runs/`` exists)."""
+    if name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name:
+        return True
+    owner, _, rest = name.partition("/")
+    return bool(owner and rest) and Path(owner).is_dir()
 
 
 def check_source(name: str, what: str, needs: tuple[str, ...]) -> None:

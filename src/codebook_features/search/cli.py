@@ -176,7 +176,7 @@ def _print_page(store: Any, query: CodePageQuery, as_json: bool) -> None:
     if page.cooccurring:
         print("with: " + ", ".join(f"{c.code} {c.share:.0%}" for c in page.cooccurring))
     if page.similar:
-        print("similar: " + ", ".join(f"{c.code} {c.share:.2f}" for c in page.similar))
+        print("similar: " + ", ".join(f"{c.code} {c.cosine:.2f}" for c in page.similar))
     if page.logit_effect:
         print("raises: " + ", ".join(f"{t!r} {v:+.2f}" for t, v in page.logit_effect.up))
         print("lowers: " + ", ".join(f"{t!r} {v:+.2f}" for t, v in page.logit_effect.down))

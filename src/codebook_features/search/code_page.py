@@ -78,10 +78,20 @@ class PositionBin:
 
 @dataclass(frozen=True)
 class CodeCount:
+    """A code of another site that fires on this page's code's tokens."""
+
     code: CodeRef
     count: int
     share: float
-    """Of this page's code's firings (co-occurrence) or cosine similarity (similar codes)."""
+    """Of this page's code's firings."""
+
+
+@dataclass(frozen=True)
+class SimilarCode:
+    """A code of the same group, by the cosine similarity of the two code vectors."""
+
+    code: CodeRef
+    cosine: float
 
 
 @dataclass(frozen=True)
@@ -117,7 +127,7 @@ class CodePage:
     """Its automatic description, scored on held-out documents (from the index)."""
     cooccurring: list[CodeCount] = field(default_factory=list)
     """Codes of other sites that fire on the same tokens, most often first."""
-    similar: list[CodeCount] | None = None
+    similar: list[SimilarCode] | None = None
     """Codes of the same group with the most similar vectors (needs the model)."""
     logit_effect: LogitEffect | None = None
     """Direct effect on the next-token logits (needs the model)."""
@@ -301,7 +311,7 @@ def _cooccurring(store: CodeStore, ref: CodeRef, rows: np.ndarray, top: int) -> 
     return found[:top]
 
 
-def _similar(codebook: Any, ref: CodeRef, top: int) -> list[CodeCount]:
+def _similar(codebook: Any, ref: CodeRef, top: int) -> list[SimilarCode]:
     import torch
 
     vectors = codebook.vectors[ref.group].float()
@@ -310,7 +320,7 @@ def _similar(codebook: Any, ref: CodeRef, top: int) -> list[CodeCount]:
     cosine = torch.nn.functional.cosine_similarity(vectors, vectors[ref.id][None], dim=-1)
     cosine[ref.id] = -2.0
     best = cosine.topk(min(top, vectors.shape[0] - 1)).indices.tolist()
-    return [CodeCount(CodeRef(ref.site, ref.group, c), 0, float(cosine[c])) for c in best]
+    return [SimilarCode(CodeRef(ref.site, ref.group, c), float(cosine[c])) for c in best]
 
 
 def residual_direction(model: Any, ref: CodeRef) -> tuple[torch.Tensor | None, str]:

@@ -377,8 +377,23 @@ def find_concept(
 def list_concepts(directory: str | os.PathLike) -> list[Concept]:
     """The concepts in a directory's ``*.json`` files, by name; other JSON files are skipped,
     a damaged concept file is refused with its path."""
+    concepts, problems = read_concepts(directory)
+    if problems:
+        raise CodebookError(problems[0])
+    return concepts
+
+
+def read_concepts(directory: str | os.PathLike) -> tuple[list[Concept], list[str]]:
+    """The concepts in a directory's ``*.json`` files, by name, and why each damaged concept
+    file cannot be read (other JSON files are skipped)."""
     root = Path(directory)
     if not root.is_dir():
         raise CodebookError(f"{root} is not a directory of concepts")
-    found = [load_concept(p) for p in sorted(root.glob(f"*{CONCEPT_SUFFIX}")) if is_concept_file(p)]
-    return sorted(found, key=lambda c: c.name)
+    found, problems = [], []
+    for path in sorted(root.glob(f"*{CONCEPT_SUFFIX}")):
+        if is_concept_file(path):
+            try:
+                found.append(load_concept(path))
+            except CodebookError as error:
+                problems.append(str(error))
+    return sorted(found, key=lambda c: c.name), problems

@@ -220,19 +220,21 @@ def _show(args: argparse.Namespace) -> None:
 
 
 def _list(args: argparse.Namespace) -> None:
-    from codebook_features.steering.concept import list_concepts
+    from codebook_features.steering.concept import read_concepts
 
     config = settings_from_args(ListConcepts, args)
-    concepts = list_concepts(config.concepts_dir)
+    concepts, problems = read_concepts(config.concepts_dir)
     if args.json:
-        print(json.dumps({"concepts": [c.to_dict() for c in concepts]}))
-        return
-    if not concepts:
+        print(json.dumps({"concepts": [c.to_dict() for c in concepts], "problems": problems}))
+    elif not concepts:
         print(f"no concepts in {config.concepts_dir}")
-        return
-    print(f"{'name':<24} {'codes':>5}  chosen by")
-    for concept in concepts:
-        print(f"{concept.name:<24} {len(concept.codes):>5}  {_how(concept.selection)}")
+    else:
+        print(f"{'name':<24} {'codes':>5}  chosen by")
+        for concept in concepts:
+            print(f"{concept.name:<24} {len(concept.codes):>5}  {_how(concept.selection)}")
+    if problems:  # the readable ones are listed first
+        more = f" (and {len(problems) - 1} more damaged)" if len(problems) > 1 else ""
+        raise CodebookError(problems[0] + more)
 
 
 def _how(selection: dict[str, Any]) -> str:

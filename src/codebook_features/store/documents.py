@@ -9,6 +9,7 @@ a window is cut into consecutive windows whose positions go on across them.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,8 @@ from codebook_features.store.config import RESERVED_COLUMNS
 
 if TYPE_CHECKING:
     from codebook_features.store.config import RecordConfig
+
+logger = logging.getLogger(__name__)
 
 READ_CHUNK = 64
 """Documents read and tokenized together."""
@@ -98,9 +101,18 @@ class Corpus:
                 for i, row in enumerate(itertools.islice(self.dataset, limit))
                 if i >= first and (i - first) % world == 0
             )
+        warned = False
         for index, row in rows:
             text = row[c.text_field]
             if text is None:
+                if not warned:  # a null text, or a JSON line without the field
+                    logger.warning(
+                        "document %d has no %r (null): recorded as an empty document (later "
+                        "ones are not reported)",
+                        index,
+                        c.text_field,
+                    )
+                    warned = True
                 text = ""
             if not isinstance(text, str):
                 raise CodebookError(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import shlex
 import time
 from collections.abc import Callable
@@ -152,10 +153,10 @@ class _Recorder:
         c, model, corpus = self.config, self.model, self.corpus
         return {
             "model_fingerprint": model.fingerprint,
-            "tokenizer": model.tokenizer_name,
-            "dataset": c.dataset,
+            "tokenizer": _same_spelling(model.tokenizer_name),
+            "dataset": None if corpus.data_files else c.dataset,  # local: its files say it
             "dataset_config": c.dataset_config,
-            "data_files": corpus.data_files,
+            "data_files": [[_same_spelling(f), sha] for f, sha in corpus.data_files or []],
             "split": corpus.split,
             "text_field": c.text_field,
             "label_fields": corpus.label_fields,
@@ -215,3 +216,10 @@ class _Recorder:
             save_progress(self.root, rank, progress)
         finally:
             bar.close()
+
+
+def _same_spelling(name: str) -> str:
+    """A local path as its real absolute path, so that ``corpus.jsonl``, ``./corpus.jsonl`` and
+    its absolute path continue one recording; a hub name unchanged."""
+    path = Path(name).expanduser()
+    return os.path.realpath(path) if path.exists() else name

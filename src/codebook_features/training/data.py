@@ -141,7 +141,10 @@ def load_split(config: DataConfig, split: str, spec: str | None = None) -> Any:
                         split="train",
                         streaming=config.streaming,
                     )
-            except datasets.exceptions.DatasetGenerationError as error:
+            except CodebookError:
+                raise
+            except (datasets.exceptions.DatasetGenerationError, ValueError) as error:
+                # a line it cannot parse raises either, depending on where the reader stops
                 raise CodebookError(_unreadable(files, error)) from error
         return datasets.load_dataset(
             spec, config.dataset_config, split=split, streaming=config.streaming
@@ -176,7 +179,7 @@ def _unreadable(files: list[str], error: Exception) -> str:
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
+                    row = json.loads(line.rstrip("\r\n"))  # columns counted in the line
                 except json.JSONDecodeError as bad:
                     return (
                         f"data file {file} line {number} is not valid JSON ({bad.msg}, column "

@@ -124,12 +124,29 @@ def _model_and_data(step: ModelOnData) -> tuple[Any, Any, Any]:
     fsm = data.fsm()
     model = load_for_eval(model_dir)
     vocab = model.get_input_embeddings().num_embeddings
-    if vocab < fsm.vocab_size:
+    if vocab < fsm.vocab_size or not _same_vocabulary(model_dir, data.tokenizer):
         raise CodebookError(
-            f"{model_dir} has a vocabulary of {vocab} tokens, but the data in {step.data} uses "
-            f"{fsm.vocab_size}: use the data the model was trained on"
+            f"{model_dir} was trained on another vocabulary than the data in {step.data} (it "
+            f"has {vocab} tokens, the data {fsm.vocab_size}): use the data the model was "
+            "trained on"
         )
     return model, fsm, data
+
+
+def _same_vocabulary(model_dir: Path, data_tokenizer: Path) -> bool:
+    """Whether the model's saved tokenizer (when it has one) maps tokens to the ids of the
+    data's: a model of other text can have as many tokens or more."""
+    from transformers import AutoTokenizer
+
+    from codebook_features.persist.sources import TOKENIZER_FILES
+
+    if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
+        return True  # only the size can be checked
+    try:
+        mine = AutoTokenizer.from_pretrained(model_dir).get_vocab()
+    except (OSError, ValueError):
+        return False
+    return mine == AutoTokenizer.from_pretrained(data_tokenizer).get_vocab()
 
 
 def _analysis(step: ModelOnData) -> tuple[Any, Any, Any, StateAnalysis]:
