@@ -6,7 +6,7 @@ them three ways: from random codes; from random codes with dead-code refresh; an
 initialisation (with refresh). It writes ``metrics.json`` and ``training.png`` to
 ``--output_dir`` and prints how much variance each leaves unexplained on held-out tokens.
 
-    python examples/codebook_layer.py --output_dir runs/demo
+    python examples/codebook_layer.py --output_dir runs/codebook-layer
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def train(codebook: Codebook, data: torch.Tensor, steps: int, label: str) -> lis
     optimizer = torch.optim.Adam(codebook.parameters(), lr=3e-3)
     history = []
     codebook.train()
-    for step in tqdm(range(steps), desc=label, leave=False):
+    for step in tqdm(range(steps), desc=label, leave=False, disable=None):  # quiet in logs
         batch = data[torch.randint(len(data), (512,))]
         codebook.reset_stats()
         out = codebook(batch)
@@ -72,7 +72,7 @@ def evaluate(codebook: Codebook, data: torch.Tensor) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", type=Path, default=Path("runs/demo"))
+    parser.add_argument("--output_dir", type=Path, default=Path("runs/codebook-layer"))
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args()
     torch.manual_seed(0)

@@ -16,6 +16,7 @@ from codebook_features.demos.fsm.config import (
     TrainStep,
 )
 from codebook_features.demos.lm.config import LmCorpusConfig, LmDemoSettings
+from codebook_features.demos.lm.methods import LmMethodsSettings
 from codebook_features.search.config import (
     BaselinesSearch,
     CodePageQuery,
@@ -57,6 +58,7 @@ SETTINGS = {
     "fsm demo": DemoSettings,
     "lm data": LmCorpusConfig,
     "lm demo": LmDemoSettings,
+    "lm methods": LmMethodsSettings,
 }
 
 

@@ -6,6 +6,7 @@ thousands). A README command without an entry fails the test, so no command goes
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -41,6 +42,28 @@ def shell_commands() -> list[str]:
     return commands
 
 
+def prose_commands() -> list[str]:
+    """Commands the README's text shows in backticks, not already in a code block: ``make``,
+    ``python`` and ``duckdb`` with their arguments, ``codebook`` with options (a bare
+    ``codebook train`` names a command, it does not ask to run one)."""
+    text = re.sub(r"```.*?```", "", README.read_text(), flags=re.S)
+    commands = []
+    for span in re.findall(r"`([^`\n]+)`", text):
+        words = span.split()
+        if len(words) < 2:
+            continue
+        if words[0] in ("make", "python", "duckdb") or (
+            words[0] == "codebook" and any(w.startswith("--") for w in words)
+        ):
+            commands.append(shlex.join(shlex.split(span)))
+    shown = set(shell_commands())
+    return [c for c in dict.fromkeys(commands) if c not in shown]
+
+
+def readme_commands() -> list[str]:
+    return shell_commands() + prose_commands()
+
+
 @dataclass(frozen=True)
 class StandIn:
     """How a README command runs here: ``replace`` pairs change its text, ``append`` adds
@@ -49,6 +72,9 @@ class StandIn:
     why: str = ""
     replace: tuple[tuple[str, str], ...] = ()
     append: tuple[str, ...] = ()
+    parse_only: bool = False
+    """Parsed and its settings checked, not run (it trains for minutes; ``why`` names the tests
+    that run its pipeline at a small size)."""
 
 
 AS_WRITTEN = StandIn()
@@ -145,6 +171,39 @@ STAND_INS: dict[str, StandIn] = {
     "--concepts_dir runs/demo-lm/concepts": StandIn(
         why="the demo's layout, holding the tiny store and model", append=("--port {port}",)
     ),
+    # shown in the text
+    "make test-fast": AS_WRITTEN,
+    "make bench": AS_WRITTEN,
+    "make lint": AS_WRITTEN,
+    "make test-latest": AS_WRITTEN,
+    "make lock": AS_WRITTEN,
+    "codebook fsm demo --output_dir runs/demo": StandIn(
+        why="5 minutes of training; tests/demos/fsm runs its pipeline small", parse_only=True
+    ),
+    "python examples/codebook_layer.py": StandIn(
+        why="20 steps a run instead of 300", append=("--steps 20",)
+    ),
+    "codebook lm demo --output_dir runs/demo-lm": StandIn(
+        why="30 minutes, and a corpus from the registries; tests/demos/lm runs its pipeline small",
+        parse_only=True,
+    ),
+    "codebook lm methods --output_dir runs/demo-lm": StandIn(
+        why="it needs a finished language demo; tests/demos/lm runs it on a small one",
+        parse_only=True,
+    ),
+    "python -m tests.attach.family_matrix": StandIn(
+        why="all 200 model types take minutes (tests/attach/test_family_matrix.py checks them): "
+        "two here, written into a copy of the README",
+        append=("--types gpt2 llama --readme README-copy.md",),
+    ),
+    "codebook train --help": AS_WRITTEN,
+    shlex.join(
+        ["duckdb", "-c", "select count(*) from 'runs/store/shards/tokens-*.parquet'"]
+    ): StandIn(
+        why="the duckdb command-line tool is not installed with the package: the same query "
+        "through duckdb's Python module"
+    ),
+    "codebook search regex --help": AS_WRITTEN,
 }
 
 
@@ -165,7 +224,7 @@ def words_of(command: str) -> list[str]:
 
 
 def test_every_readme_command_has_a_way_to_run() -> None:
-    commands = shell_commands()
+    commands = readme_commands()
     assert len(commands) >= 20
     missing = [c for c in commands if c not in STAND_INS]
     assert not missing, f"README commands this test does not run: {missing}"
@@ -186,6 +245,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     world = planted(tmp_path_factory)
     root = tmp_path_factory.mktemp("readme")
     shutil.copytree(ROOT / "configs", root / "configs")
+    shutil.copytree(ROOT / "examples", root / "examples")
+    shutil.copy(README, root / "README-copy.md")
     shutil.copytree(world.model, root / "runs" / "my-run" / "final")
     for name in ("train.jsonl", "valid.jsonl"):
         shutil.copy(world.store.parent / name, root / name)
@@ -223,6 +284,11 @@ def run_make(target: str) -> None:
         "demo": "codebook_features fsm demo",
         "test": "pytest",
         "demo-lm": "codebook_features lm demo",
+        "test-fast": 'pytest -m "not slow"',
+        "bench": "benchmarks/bench_codebook.py",
+        "lint": "ruff check",
+        "test-latest": ".venv-latest/bin/python -m pytest",
+        "lock": ".ci/write-lock requirements-lock.txt",
     }[target]
     assert wanted in dry.stdout, dry.stdout
 
@@ -253,12 +319,47 @@ def run_serve(words: list[str], cwd: Path) -> None:
         server.wait(timeout=30)
 
 
+def parse(words: list[str]) -> None:
+    """The command as written is accepted, and its settings are valid."""
+    from codebook_features.cli import build_parser
+    from codebook_features.settings.options import settings_from_args
+    from tests.test_cli_help import SETTINGS
+
+    argv = words[1:]
+    args = build_parser(argv).parse_args(argv)
+    names = [" ".join(argv[:n]) for n in range(len(argv), 0, -1)]
+    command = next(name for name in names if name in SETTINGS)
+    settings_from_args(SETTINGS[command], args)
+
+
+def run_python(words: list[str], cwd: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, *words[1:]],
+        cwd=cwd,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},  # python -m tests....
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, f"{shlex.join(words)}\n{done.stderr[-12000:]}"
+
+
 def test_the_readme_commands_run(workdir: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(workdir)
-    for command in shell_commands():
+    for command in readme_commands():
         words = words_of(command)
-        if words[0] == "make":
+        if STAND_INS[command].parse_only:
+            parse(words)
+        elif words[0] == "make":
             run_make(words[1])
+        elif words[0] == "python":
+            run_python(words, workdir)
+        elif words[0] == "duckdb":
+            import duckdb
+
+            assert words[1] == "-c", command
+            ((count,),) = duckdb.sql(words[2]).fetchall()
+            assert count > 0
         elif words[0] == "torchrun":
             done = subprocess.run(
                 [str(Path(sys.executable).parent / "torchrun"), *words[1:]],
@@ -278,7 +379,10 @@ def test_the_readme_commands_run(workdir: Path, monkeypatch, capsys) -> None:
             run_serve(words, workdir)
         else:
             assert words[0] == "codebook", command
-            code = main(words[1:])
+            try:
+                code = main(words[1:])
+            except SystemExit as stop:  # --help
+                code = stop.code
             out = capsys.readouterr()
             assert code == 0, (command, out.err)
     # what the commands made
@@ -291,3 +395,8 @@ def test_the_readme_commands_run(workdir: Path, monkeypatch, capsys) -> None:
     assert (workdir / "concepts" / "dragon.json").is_file()
     assert (workdir / "concepts" / "kjv.json").is_file()
     assert (workdir / "runs" / "steering" / "steering.json").is_file()
+    assert (workdir / "runs" / "codebook-layer" / "training.png").is_file()
+    from tests.attach.family_matrix import readme_block
+
+    table = readme_block((workdir / "README-copy.md").read_text())
+    assert "with transformers" in table and table != readme_block(README.read_text())

@@ -271,8 +271,11 @@ def readme_block(text: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument(
+        "--types", nargs="+", default=MODEL_TYPES, help="model types to check (default: all)"
+    )
     args = parser.parse_args()
-    rows, skipped = run_matrix()
+    rows, skipped = run_matrix(args.types)
     block = render(rows, skipped)
     text = args.readme.read_text()
     before, rest = text.split(START, 1)
