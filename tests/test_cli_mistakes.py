@@ -93,6 +93,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     text.mkdir()
     corpus = write_corpus(text / "corpus.txt", lines=200)
     write_tokenizer(text / "tokenizer", corpus)
+    words = json.loads((text / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
+    assert len(words) > 11  # eval-model-of-other-text: more tokens than TokFSM's, other ones
     (text / "empty.txt").write_text("")
     (text / "binary.txt").write_bytes(bytes(range(256)) * 4)
     config = {

@@ -48,7 +48,8 @@ def prose_commands() -> list[str]:
     ``codebook train`` names a command, it does not ask to run one)."""
     text = re.sub(r"```.*?```", "", README.read_text(), flags=re.S)
     commands = []
-    for span in re.findall(r"`([^`\n]+)`", text):
+    for span in re.findall(r"`([^`]+)`", text):  # a span can go on over a line break
+        span = " ".join(span.split())
         words = span.split()
         if len(words) < 2:
             continue
@@ -172,6 +173,13 @@ STAND_INS: dict[str, StandIn] = {
         why="the demo's layout, holding the tiny store and model", append=("--port {port}",)
     ),
     # shown in the text
+    shlex.join(
+        [
+            "make",
+            "test",
+            "TORCH_SPEC=torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128",
+        ]
+    ): AS_WRITTEN,
     "make test-fast": AS_WRITTEN,
     "make bench": AS_WRITTEN,
     "make lint": AS_WRITTEN,
@@ -179,6 +187,9 @@ STAND_INS: dict[str, StandIn] = {
     "make lock": AS_WRITTEN,
     "codebook fsm demo --output_dir runs/demo": StandIn(
         why="5 minutes of training; tests/demos/fsm runs its pipeline small", parse_only=True
+    ),
+    "codebook fsm demo --preset full": StandIn(
+        why="hours of training; tests/demos/fsm runs its pipeline small", parse_only=True
     ),
     "python examples/codebook_layer.py": StandIn(
         why="20 steps a run instead of 300", append=("--steps 20",)
@@ -197,6 +208,13 @@ STAND_INS: dict[str, StandIn] = {
         append=("--types gpt2 llama --readme README-copy.md",),
     ),
     "codebook train --help": AS_WRITTEN,
+    "codebook COMMAND --help": StandIn(
+        why="COMMAND stands for any command (tests/test_cli_help.py asks each): steer here",
+        replace=(("COMMAND", "steer"),),
+    ),
+    "codebook index --store STORE": StandIn(
+        why="STORE stands for a store: the README's runs/store", replace=(("STORE", "runs/store"),)
+    ),
     shlex.join(
         ["duckdb", "-c", "select count(*) from 'runs/store/shards/tokens-*.parquet'"]
     ): StandIn(
@@ -275,9 +293,11 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run_make(target: str) -> None:
+def run_make(words: list[str]) -> None:
+    """``make -n`` of the command (its target and variables): the recipe is what it should be."""
+    target = words[1]
     dry = subprocess.run(
-        ["make", "-n", "-C", str(ROOT), target], capture_output=True, text=True, timeout=60
+        ["make", "-n", "-C", str(ROOT), *words[1:]], capture_output=True, text=True, timeout=60
     )
     assert dry.returncode == 0, dry.stderr
     wanted = {
@@ -351,7 +371,7 @@ def test_the_readme_commands_run(workdir: Path, monkeypatch, capsys) -> None:
         if STAND_INS[command].parse_only:
             parse(words)
         elif words[0] == "make":
-            run_make(words[1])
+            run_make(words)
         elif words[0] == "python":
             run_python(words, workdir)
         elif words[0] == "duckdb":

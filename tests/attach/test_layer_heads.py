@@ -80,3 +80,15 @@ def test_config_counts_that_disagree_are_refused_when_the_module_says_nothing() 
         CodebookError, match=r"names several head counts .*decoder_attention_heads=4"
     ):
         layer_heads(model, block, projection, projection.in_features)
+
+
+def test_config_counts_that_agree_are_used_when_the_module_says_nothing() -> None:
+    model = build(
+        "bart", num_attention_heads=4, encoder_attention_heads=4, decoder_attention_heads=4
+    )
+    block = model.model.decoder.layers[0]
+    attention, projection = block.self_attn, block.self_attn.out_proj
+    for name in ("num_heads", "head_dim"):
+        if hasattr(attention, name):
+            delattr(attention, name)
+    assert layer_heads(model, block, projection, projection.in_features) == 4

@@ -23,7 +23,7 @@ def test_owner_slash_name_is_a_hub_name_unless_its_owner_is_a_folder_here(
     assert not looks_local("gpt2")
     (tmp_path / "runs").mkdir()
     assert looks_local("runs/missing")
-    with pytest.raises(CodebookError, match="runs/missing does not exist"):
+    with pytest.raises(CodebookError, match=r"runs/missing does not exist \(taken as a path"):
         check_source("runs/missing", "model", MODEL_FILES)
     check_source("EleutherAI/pythia-70m", "model", MODEL_FILES)  # checked when fetched
 

@@ -687,7 +687,7 @@ def test_a_stopped_recording_continues_whatever_the_spelling_of_its_paths(
 def test_a_document_without_text_is_recorded_empty_and_said(
     world: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rows = [{"text": "the sea"}, {"label": "x"}, {"text": "a ship"}]
+    rows = [{"text": "the sea"}, {"label": "x"}, {"text": "a ship"}, {"text": None}]
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with caplog.at_level("WARNING"):
         result = record(
@@ -695,5 +695,6 @@ def test_a_document_without_text_is_recorded_empty_and_said(
                 world, tmp_path / "s", dataset=str(tmp_path / "rows.jsonl"), activation_sites=[]
             )
         )
-    assert result.documents == 3
+    assert result.documents == 4
     assert "document 1 has no 'text' (null): recorded as an empty document" in caplog.text
+    assert "2 documents had no 'text'" in caplog.text

@@ -22,10 +22,17 @@ def looks_local(name: str) -> bool:
     """Whether ``name`` is meant as a path rather than a hub name (``name`` or ``owner/name``):
     it is written as a path, or its first part is a folder here (``runs/missing`` where
     ``runs/`` exists)."""
-    if name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name:
-        return True
+    return _written_as_path(name) or _owner_folder(name) is not None
+
+
+def _written_as_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name
+
+
+def _owner_folder(name: str) -> str | None:
+    """The folder here named like the first part of ``owner/name``, if there is one."""
     owner, _, rest = name.partition("/")
-    return bool(owner and rest) and Path(owner).is_dir()
+    return owner if owner and rest and Path(owner).is_dir() else None
 
 
 def check_source(name: str, what: str, needs: tuple[str, ...]) -> None:
@@ -46,8 +53,16 @@ def check_source(name: str, what: str, needs: tuple[str, ...]) -> None:
 
 def check_exists(name: str, what: str) -> None:
     """Refuse a local path that does not exist (a hub name passes)."""
-    if looks_local(name) and not Path(name).expanduser().exists():
+    if Path(name).expanduser().exists():
+        return
+    if _written_as_path(name):
         raise CodebookError(
             f"{name} does not exist: give an existing {what} directory, or a hub name such as "
             "EleutherAI/pythia-70m"
+        )
+    owner = _owner_folder(name)
+    if owner is not None:
+        raise CodebookError(
+            f"{name} does not exist (taken as a path, since ./{owner} is a folder here): give "
+            f"an existing {what} directory, or run from another directory to use the hub's {name}"
         )

@@ -227,7 +227,7 @@ def _list(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps({"concepts": [c.to_dict() for c in concepts], "problems": problems}))
     elif not concepts:
-        print(f"no concepts in {config.concepts_dir}")
+        print(f"no {'readable ' if problems else ''}concepts in {config.concepts_dir}")
     else:
         print(f"{'name':<24} {'codes':>5}  chosen by")
         for concept in concepts:

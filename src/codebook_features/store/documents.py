@@ -101,18 +101,17 @@ class Corpus:
                 for i, row in enumerate(itertools.islice(self.dataset, limit))
                 if i >= first and (i - first) % world == 0
             )
-        warned = False
+        without_text = 0
         for index, row in rows:
             text = row[c.text_field]
-            if text is None:
-                if not warned:  # a null text, or a JSON line without the field
+            if text is None:  # a null text, or a JSON line without the field
+                if not without_text:
                     logger.warning(
-                        "document %d has no %r (null): recorded as an empty document (later "
-                        "ones are not reported)",
+                        "document %d has no %r (null): recorded as an empty document",
                         index,
                         c.text_field,
                     )
-                    warned = True
+                without_text += 1
                 text = ""
             if not isinstance(text, str):
                 raise CodebookError(
@@ -120,6 +119,8 @@ class Corpus:
                     "not text: set --text_field to the text column"
                 )
             yield index, text, {name: row[name] for name in self.label_fields}
+        if without_text > 1:
+            logger.warning("%d documents had no %r: recorded empty", without_text, c.text_field)
 
     def tokenized(self, tokenizer: Any, start: int, rank: int, world: int) -> Iterator[Document]:
         """Process ``rank``'s documents from ``start`` on, tokenized a chunk at a time."""

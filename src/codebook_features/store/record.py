@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import shlex
 import time
 from collections.abc import Callable
@@ -156,7 +155,11 @@ class _Recorder:
             "tokenizer": _same_spelling(model.tokenizer_name),
             "dataset": None if corpus.data_files else c.dataset,  # local: its files say it
             "dataset_config": c.dataset_config,
-            "data_files": [[_same_spelling(f), sha] for f, sha in corpus.data_files or []],
+            "data_files": (
+                [[_same_spelling(f), sha] for f, sha in corpus.data_files]
+                if corpus.data_files
+                else None
+            ),
             "split": corpus.split,
             "text_field": c.text_field,
             "label_fields": corpus.label_fields,
@@ -222,4 +225,4 @@ def _same_spelling(name: str) -> str:
     """A local path as its real absolute path, so that ``corpus.jsonl``, ``./corpus.jsonl`` and
     its absolute path continue one recording; a hub name unchanged."""
     path = Path(name).expanduser()
-    return os.path.realpath(path) if path.exists() else name
+    return str(path.resolve()) if path.exists() else name

@@ -122,9 +122,9 @@ def _model_and_data(step: ModelOnData) -> tuple[Any, Any, Any]:
         raise CodebookError(f"{model_dir} is not a saved model (no {MODEL_CONFIG})")
     data = FSMData(Path(step.data))
     fsm = data.fsm()
-    model = load_for_eval(model_dir)
+    model = load_for_eval(model_dir)  # its damage is named before its tokenizer is read
     vocab = model.get_input_embeddings().num_embeddings
-    if vocab < fsm.vocab_size or not _same_vocabulary(model_dir, data.tokenizer):
+    if vocab < fsm.vocab_size or _other_vocabulary(model_dir, data.tokenizer):
         raise CodebookError(
             f"{model_dir} was trained on another vocabulary than the data in {step.data} (it "
             f"has {vocab} tokens, the data {fsm.vocab_size}): use the data the model was "
@@ -133,20 +133,16 @@ def _model_and_data(step: ModelOnData) -> tuple[Any, Any, Any]:
     return model, fsm, data
 
 
-def _same_vocabulary(model_dir: Path, data_tokenizer: Path) -> bool:
-    """Whether the model's saved tokenizer (when it has one) maps tokens to the ids of the
-    data's: a model of other text can have as many tokens or more."""
-    from transformers import AutoTokenizer
-
+def _other_vocabulary(model_dir: Path, data_tokenizer: Path) -> bool:
+    """Whether the model's saved tokenizer (when it has one) maps tokens to other ids than
+    the data's: a model of other text can have as many tokens or more."""
+    from codebook_features.attach.loading import load_tokenizer
     from codebook_features.persist.sources import TOKENIZER_FILES
 
     if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
-        return True  # only the size can be checked
-    try:
-        mine = AutoTokenizer.from_pretrained(model_dir).get_vocab()
-    except (OSError, ValueError):
-        return False
-    return mine == AutoTokenizer.from_pretrained(data_tokenizer).get_vocab()
+        return False  # only the size can be checked
+    mine = load_tokenizer(str(model_dir)).get_vocab()
+    return mine != load_tokenizer(str(data_tokenizer)).get_vocab()
 
 
 def _analysis(step: ModelOnData) -> tuple[Any, Any, Any, StateAnalysis]:
