@@ -67,15 +67,26 @@ def test_the_config_count_when_the_module_says_nothing() -> None:
         layer_heads(model, block, projection, width)
 
 
-def test_config_counts_that_disagree_are_refused_when_the_module_says_nothing() -> None:
+def silent_decoder_layer(
+    encoder_heads: int, decoder_heads: int
+) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
+    """A BartForCausalLM whose first decoder attention does not say its heads: the model,
+    that layer and its output projection."""
     model = build(
-        "bart", num_attention_heads=2, encoder_attention_heads=2, decoder_attention_heads=4
+        "bart",
+        num_attention_heads=encoder_heads,
+        encoder_attention_heads=encoder_heads,
+        decoder_attention_heads=decoder_heads,
     )
     block = model.model.decoder.layers[0]
-    attention, projection = block.self_attn, block.self_attn.out_proj
     for name in ("num_heads", "head_dim"):
-        if hasattr(attention, name):
-            delattr(attention, name)
+        if hasattr(block.self_attn, name):
+            delattr(block.self_attn, name)
+    return model, block, block.self_attn.out_proj
+
+
+def test_config_counts_that_disagree_are_refused_when_the_module_says_nothing() -> None:
+    model, block, projection = silent_decoder_layer(encoder_heads=2, decoder_heads=4)
     with pytest.raises(
         CodebookError, match=r"names several head counts .*decoder_attention_heads=4"
     ):
@@ -83,12 +94,5 @@ def test_config_counts_that_disagree_are_refused_when_the_module_says_nothing() 
 
 
 def test_config_counts_that_agree_are_used_when_the_module_says_nothing() -> None:
-    model = build(
-        "bart", num_attention_heads=4, encoder_attention_heads=4, decoder_attention_heads=4
-    )
-    block = model.model.decoder.layers[0]
-    attention, projection = block.self_attn, block.self_attn.out_proj
-    for name in ("num_heads", "head_dim"):
-        if hasattr(attention, name):
-            delattr(attention, name)
+    model, block, projection = silent_decoder_layer(encoder_heads=4, decoder_heads=4)
     assert layer_heads(model, block, projection, projection.in_features) == 4
