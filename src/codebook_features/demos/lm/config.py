@@ -24,15 +24,17 @@ SourceName = Literal["brown", "bible", "shakespeare", "austen"]
 """The corpus's sources (see ``corpus_sources.SOURCES``)."""
 SOURCE_NAMES: tuple[str, ...] = get_args(SourceName)
 
-GPT_NEOX_4x256 = {
+GPT_NEOX_1x256 = {
     "model_type": "gpt_neox",
     "hidden_size": 256,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 8,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 16,
     "intermediate_size": 1024,
     "max_position_embeddings": 256,
 }
-"""The base model: 4 layers, width 256, 8 heads (5.3M parameters with 4,096 tokens)."""
+"""The base model: the shape of the paper's steering model, one layer of 16 heads, at width 256
+(2.9M parameters with 4,096 tokens). Against 4 layers of 8 heads trained for the same half hour,
+it writes more fluent text and its codes steer more topics (README)."""
 
 
 class LmCorpusConfig(Settings):
@@ -70,12 +72,12 @@ class LmPreset(Settings):
     """Sizes of every stage; ``default`` fits 30 minutes on two CPU cores."""
 
     vocab_size: PositiveInt = 4096
-    model: dict[str, Any] = Field(default_factory=lambda: dict(GPT_NEOX_4x256))
+    model: dict[str, Any] = Field(default_factory=lambda: dict(GPT_NEOX_1x256))
     block_size: PositiveInt = 128
     batch_size: PositiveInt = 16
-    base_steps: PositiveInt = 1500
+    base_steps: PositiveInt = 4000
     base_lr: PositiveNumber = 3e-3
-    variant_steps: PositiveInt = 250
+    variant_steps: PositiveInt = 500
     variant_lr: PositiveNumber = 1e-3
     variants: list[Variant] = Field(
         default_factory=lambda: [
@@ -86,7 +88,7 @@ class LmPreset(Settings):
     )
     steered: str = "attention codebooks"
     """The variant whose codes are recorded, searched and steered."""
-    activation_site: str = "layers.2.attn_heads"
+    activation_site: str = "layers.0.attn_heads"
     """Site whose activations are kept for the neuron and SAE baselines."""
     activation_tokens: PositiveInt = 50_000
     regexes: list[str] = Field(

@@ -36,7 +36,8 @@ def markdown(out: Path, results: LmResults) -> str:
     lines = [
         "# Codebook features on a small language model, offline",
         "",
-        f"Scale: a GPT-NeoX of {m['num_hidden_layers']} layers x {m['hidden_size']} "
+        f"Scale: a GPT-NeoX of {m['num_hidden_layers']} "
+        f"layer{'s' if m['num_hidden_layers'] != 1 else ''} x {m['hidden_size']} "
         f"({m['num_attention_heads']} heads), byte-level BPE of {p.vocab_size} tokens, trained "
         f"from scratch for {p.base_steps} steps of {p.batch_size} x {p.block_size} tokens on two "
         "CPU cores; each Table 2 model then trains "
