@@ -10,7 +10,12 @@ import pytest
 from codebook_features.errors import CodebookError
 from codebook_features.steering.classifier import ClassifierReport, LabelScore
 from codebook_features.steering.metrics import Rate
-from codebook_features.steering.topics import best_recognised, distinctive_words, words_regex
+from codebook_features.steering.topics import (
+    best_recognised,
+    distinctive_words,
+    opening_lean,
+    words_regex,
+)
 
 
 def test_best_recognised_ranks_labels_by_f1_and_leaves_out_unseen_ones() -> None:
@@ -55,3 +60,30 @@ def test_mistakes() -> None:
         distinctive_words(["alpha beta"], ["x"], "y")
     with pytest.raises(CodebookError, match="at least one word"):
         words_regex([])
+
+
+def test_opening_lean_names_the_label_whose_sentences_start_with_the_prompt() -> None:
+    texts = [
+        "Then said he unto them. Then went they out. And it was so.",
+        "The rain fell. Then we left. The end came.",
+        '"Then what?" she asked. Thence they rode. It was late.',
+    ]
+    labels = ["bible", "news", "novel"]
+    label, share = opening_lean(texts, labels, "Then said")  # its first word counts
+    assert label == "bible"
+    # rates per label's sentences: bible 2/3, news 1/3, novel 1/3 (quotes stripped, "Thence"
+    # is not "Then")
+    assert share == pytest.approx((2 / 3) / (2 / 3 + 1 / 3 + 1 / 3))
+    assert opening_lean(texts, labels, "Meanwhile") is None
+
+
+def test_opening_lean_counts_each_labels_sentences_apart() -> None:
+    # the large label starts as many of its sentences with "The" as the small one: no lean
+    texts = ["The a. The b. X c. Y d.", "The e. Z f."]
+    label, share = opening_lean(texts, ["large", "small"], "The")
+    assert share == pytest.approx(0.5)
+    assert label == "large"  # ties go to the first label by name
+    with pytest.raises(CodebookError, match="at least one word"):
+        opening_lean(texts, ["large", "small"], "  ")
+    with pytest.raises(CodebookError, match="2 texts but 1 labels"):
+        opening_lean(texts, ["large"], "The")

@@ -79,3 +79,42 @@ def words_regex(words: Sequence[str]) -> str:
     if not words:
         raise CodebookError("a topic regex needs at least one word")
     return r"\b(" + "|".join(re.escape(w) for w in words) + r")\b"
+
+
+SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
+LEANING_SHARE = 0.25
+"""An opening leans to a label when that label holds more than this share of the word's
+sentence-start rates summed over labels (each label's sentences counted apart, so a large
+label does not lean by its size)."""
+
+
+def opening_lean(
+    texts: Sequence[str], labels: Sequence[str], prompt: str
+) -> tuple[str, float] | None:
+    """The label whose sentences most often start with the prompt's first word, and its share
+    of the rates of all labels; None when no sentence does.
+
+    An unsteered model continues a prompt the way its corpus does: if one label's sentences
+    start with "Then" far more often than the others' (the Bible's "Then said ..."), texts
+    from that prompt lean to it before any code is forced, and the label cannot show steering.
+    The first word, rather than the whole prompt, is counted because longer openings are too
+    rare in a small corpus to estimate."""
+    if len(texts) != len(labels):
+        raise CodebookError(f"got {len(texts)} texts but {len(labels)} labels")
+    words = prompt.split()
+    if not words:
+        raise CodebookError("a prompt needs at least one word")
+    opening = re.compile(re.escape(words[0]) + r"\b")
+    starts, sentences = Counter[str](), Counter[str]()
+    for text, label in zip(texts, labels, strict=True):
+        for sentence in SENTENCE_BREAK.split(text):
+            sentence = sentence.strip().lstrip("\"'“‘(")
+            if sentence:
+                sentences[label] += 1
+                starts[label] += bool(opening.match(sentence))
+    rates = {label: starts[label] / sentences[label] for label in sentences}
+    total = sum(rates.values())
+    if not total:
+        return None
+    label = max(sorted(rates), key=lambda name: rates[name])
+    return label, rates[label] / total

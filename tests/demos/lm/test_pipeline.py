@@ -94,8 +94,13 @@ def test_every_stage_runs_and_reports(demo) -> None:
             assert low <= reported["classifier"] <= high
         assert topic["unsteered"]["settings"] == {"method": "none"}
         assert topic["steered"] is None or topic["steered"]["settings"]["method"] == "codes"
-    assert results.steering["topic_choice"] == {"rule": "given"}
+    choice = results.steering["topic_choice"]
+    assert choice["rule"] == "given"
+    assert list(choice["prompts"]) == ["the"]  # each prompt's lean in the training corpus
+    lean = choice["prompts"]["the"]
+    assert lean is None or 0 < lean["share"] <= 1
     report = (out / "report.md").read_text()
+    assert "Prompts, with the label whose sentences most often start with" in report
     for heading in ("## Corpus", "## Table 2", "## Codes found", "## Table 3"):
         assert heading in report
     assert (out / "plots" / "models.png").stat().st_size > 0

@@ -109,8 +109,10 @@ class LmPreset(Settings):
     """The judge learns from, and is checked on, windows of this many words of its texts,
     about the length of a generation (60 tokens); none: whole documents. A label whose
     validation windows it recognises badly cannot show steering, however well it works."""
-    prompts: list[str] = Field(default_factory=lambda: ["The", "It was", "In the morning", "Then"])
-    """Openings that lean to no topic (unsteered, each label is rarely written)."""
+    prompts: list[str] = Field(default_factory=lambda: ["The", "It was", "In the morning", "When"])
+    """Openings that lean to no topic (unsteered, each label is rarely written): no label holds
+    more than a quarter of the rates at which the labels' sentences start with their first word
+    (``opening_lean``, in the report). "Then" fails that (the Bible holds 39%; "And" 54%)."""
     generation: GenerationSettings = Field(
         default_factory=lambda: GenerationSettings(max_new_tokens=60, samples=10, temperature=0.7)
     )
@@ -118,9 +120,10 @@ class LmPreset(Settings):
     keeps the small model's text closer to its data than 1."""
     selection_samples: PositiveInt = 5
     """Samples per prompt of the sweep the reported settings are chosen on (other seeds)."""
-    strengths: list[PositiveInt] = Field(default_factory=lambda: [8, 16, 32])
-    """Numbers of codes forced (best first, one per attention head), in all slots at every
-    token (the paper's "all codes" condition)."""
+    strengths: list[PositiveInt] = Field(default_factory=lambda: [4, 8, 12, 16])
+    """Numbers of codes forced (best first, one per attention head: a quarter, half, three
+    quarters and all of the 16 heads), in all slots at every token (the paper's "all codes"
+    condition)."""
     modes: list[Literal["least", "all", "add"]] = Field(default_factory=lambda: ["all"])
     alphas: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0])
     """Activation addition's scales (at 8 its text is far past any code setting's

@@ -44,8 +44,8 @@ class LmMethodsSettings(Settings):
     """Ways of choosing codes: f1, precision (codes as classifiers of the label's tokens),
     topic (topic codes), heads (heads by how differently their codes fall on the label),
     logodds (example documents against others)."""
-    strengths: list[PositiveInt] = Field(default_factory=lambda: [8, 16, 32], min_length=1)
-    """Numbers of codes (heads) forced."""
+    strengths: list[PositiveInt] | None = Field(None, min_length=1)
+    """Numbers of codes (heads) forced; none: the demo's own sweep (its ``strengths``)."""
     modes: list[Literal["least", "all", "add"]] = Field(
         default_factory=lambda: ["all", "least"], min_length=1
     )
@@ -104,6 +104,7 @@ def compare_methods(settings: LmMethodsSettings, progress: bool = True) -> dict[
     store = CodeStore(out / LM_STORE_DIR)
     results_file = out / LM_METHODS_DIR / LM_METHODS_RESULTS
     earlier = json.loads(results_file.read_text())["methods"] if results_file.is_file() else {}
+    strengths = list(settings.strengths or p.strengths)
     found: dict[str, Any] = {"methods": {}}
     for method in settings.methods:
         directory = out / LM_METHODS_DIR / method
@@ -112,7 +113,7 @@ def compare_methods(settings: LmMethodsSettings, progress: bool = True) -> dict[
             label = entry.partition("=")[0]
             path = concept_file(chosen, concept_name(label))
             if settings.overwrite or not path.is_file():
-                concept = _build(method, store, cbm, tokenizer, label, p, settings)
+                concept = _build(method, store, cbm, tokenizer, label, p, settings, max(strengths))
                 save_concept(concept, path, overwrite=settings.overwrite)
         report = evaluate_steering(
             SteeringEvalConfig(
@@ -127,7 +128,7 @@ def compare_methods(settings: LmMethodsSettings, progress: bool = True) -> dict[
                 prompts=list(p.prompts),
                 generation=p.generation.replace(seed=results.seed),
                 selection_samples=p.selection_samples,
-                strengths=list(settings.strengths),
+                strengths=strengths,
                 modes=list(settings.modes),
                 positions=list(settings.positions),
                 alphas=[],
@@ -137,8 +138,9 @@ def compare_methods(settings: LmMethodsSettings, progress: bool = True) -> dict[
         )
         found["methods"][method] = {
             "settings": settings.model_dump(
-                mode="json", include={"strengths", "modes", "positions", "examples", "seed"}
-            ),
+                mode="json", include={"modes", "positions", "examples", "seed"}
+            )
+            | {"strengths": strengths},
             "topics": {name: topic.to_dict() for name, topic in report.topics.items()},
             "sweep": [
                 {
@@ -171,6 +173,7 @@ def _build(
     label: str,
     p: Any,
     settings: LmMethodsSettings,
+    most: int,
 ) -> Any:
     from codebook_features.search.topics import document_labels
     from codebook_features.steering.eval_config import concept_name
@@ -182,7 +185,6 @@ def _build(
     )
 
     name = concept_name(label)
-    most = max(settings.strengths)
     rule = p.rule.replace(max_codes=most, per_group=1)
     if method in ("f1", "precision"):
         return concept_from_label(store, cbm, name, "label", label, rule.replace(rank=method))

@@ -206,6 +206,7 @@ def _table3(results: LmResults) -> list[str]:
         "intervals. Moved: from at most 20% to at least 60%, intervals apart, under 2x the "
         f"perplexity. **{moved} of {len(topics)} topics moved.**",
         "",
+        *_prompt_leans(choice.get("prompts")),
         "| topic | human text | unsteered | codes | setting | perplexity "
         "(unsteered -> codes) | regex (unsteered -> codes) | activation addition | its "
         "perplexity | moved |",
@@ -234,6 +235,24 @@ def _table3(results: LmResults) -> list[str]:
         if fresh and fresh[0]["examples"]:
             lines.append(f"- **{name}**: {' '.join(fresh[0]['examples'][0].split())}")
     return [*lines, ""]
+
+
+def _prompt_leans(leans: dict[str, Any] | None) -> list[str]:
+    """Which label each prompt's first word leans to in the training corpus."""
+    if not leans:  # a demo of an earlier version
+        return []
+    from codebook_features.steering.topics import LEANING_SHARE
+
+    cells = [
+        f"{prompt!r}: " + ("-" if lean is None else f"{lean['label']} {lean['share']:.0%}")
+        for prompt, lean in leans.items()
+    ]
+    return [
+        "Prompts, with the label whose sentences most often start with their first word (its "
+        "share of the labels' rates; over "
+        f"{LEANING_SHARE:.0%} leans, so its unsteered texts would too): {', '.join(cells)}.",
+        "",
+    ]
 
 
 def _sweep(rows: list[dict[str, Any]], topics: dict[str, Any]) -> list[str]:

@@ -4,6 +4,7 @@ is already in the demo's results."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,8 @@ from codebook_features.persist.files import (
     SUMMARY_FILE,
     slug,
 )
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from codebook_features.demos.lm.pipeline import LmResults
@@ -224,6 +227,7 @@ class LmStages:
         labels = {str(v) for v in CodeStore(store_dir).documents.column("label").to_pylist()}
         with self.stages.stage("steering"):
             topics, choice = self.topics(data, labels)
+            choice["prompts"] = self.prompt_leans(data)
             concepts = [f"{label}={regex}" for label, regex in topics.items() if label in labels]
             if not concepts:
                 raise CodebookError(
@@ -257,6 +261,32 @@ class LmStages:
                 "topics": {name: topic.to_dict() for name, topic in report.topics.items()},
                 "rows": [row.to_dict() for row in report.rows],
             }
+
+    def prompt_leans(self, data: Path) -> dict[str, dict[str, Any] | None]:
+        """Per prompt, the label its first word leans to in the training corpus and by how
+        much (:func:`opening_lean`), warning of a prompt that leans: its unsteered texts
+        already lean to that label, which then cannot show steering."""
+        from codebook_features.demos.lm.corpus import read_rows
+        from codebook_features.steering.topics import LEANING_SHARE, opening_lean
+
+        rows = list(read_rows(data, LM_TRAIN_FILE))
+        texts, names = [r["text"] for r in rows], [r["label"] for r in rows]
+        leans: dict[str, dict[str, Any] | None] = {}
+        for prompt in self.preset.prompts:
+            lean = opening_lean(texts, names, prompt)
+            leans[prompt] = None if lean is None else {"label": lean[0], "share": round(lean[1], 4)}
+            if lean is not None and lean[1] > LEANING_SHARE:
+                logger.warning(
+                    "the prompt %r leans to %s: %.0f%% of the rates at which each label's "
+                    "sentences start with %r (at most %.0f%% is neutral); its unsteered texts "
+                    "will lean there too, so give an opening that leans to no label",
+                    prompt,
+                    lean[0],
+                    100 * lean[1],
+                    prompt.split()[0],
+                    100 * LEANING_SHARE,
+                )
+        return leans
 
     def topics(self, data: Path, labels: set[str]) -> tuple[dict[str, str], dict[str, Any]]:
         """The steered topics and their regexes, and how they were chosen: given in the
