@@ -12,6 +12,7 @@ import pytest
 from codebook_features import CodebookError
 from codebook_features.attach.code_ref import CodeRef
 from codebook_features.search import regex_codes
+from codebook_features.store.postings import postings_files
 from codebook_features.store.reader import CodeStore
 from tests.store.synthetic import DRAGON, SITES, reindex, write_store
 
@@ -112,7 +113,11 @@ def test_index_with_tiny_chunks_equals_one_pass(tmp_path, monkeypatch) -> None:
     chunked = CodeStore(write_store(tmp_path / "b"))
     for site in SITES:
         assert np.array_equal(np.asarray(chunked.ids(site)), np.asarray(one_pass.ids(site)))
-        for name in (index.indptr_file(site), index.rows_file(site), *index.pairs_files(site)):
+        for name in (
+            index.indptr_file(site),
+            *postings_files(site),
+            *index.pairs_files(site),
+        ):
             assert np.array_equal(
                 np.load(tmp_path / "a" / "index" / name), np.load(tmp_path / "b" / "index" / name)
             )
@@ -167,9 +172,11 @@ def test_a_manifest_from_a_newer_version_loads_with_a_warning(tmp_path) -> None:
 def test_a_damaged_index_is_reported(tmp_path) -> None:
     root = write_store(tmp_path / "s")
     CodeStore(root)
-    rows = root / "index" / "layers.0.mlp.rows.npy"
+    rows = root / "index" / "layers.0.mlp.postings.npy"
     rows.write_bytes(rows.read_bytes()[:20])
-    with pytest.raises(CodebookError, match=r"index/layers\.0\.mlp\.rows\.npy in .* is damaged"):
+    with pytest.raises(
+        CodebookError, match=r"index/layers\.0\.mlp\.postings\.npy in .* is damaged"
+    ):
         CodeStore(root).occurrences("layers.0.mlp/0/7")
 
 
@@ -185,9 +192,9 @@ def test_flipped_bits_anywhere_a_query_reads_are_refused(tmp_path) -> None:
     root = write_store(tmp_path / "s")
     store = CodeStore(root)
     expected = store.occurrences("layers.0.mlp/0/7")
-    flip(root / "index" / "layers.0.mlp.rows.npy", -3)  # a row number, not the header
+    flip(root / "index" / "layers.0.mlp.postings.npy", -12)  # packed rows, not the header
     assert np.array_equal(store.occurrences("layers.0.mlp/0/7"), expected)  # checked already
-    with pytest.raises(CodebookError, match=r"rows\.npy in .* is damaged.*rebuild"):
+    with pytest.raises(CodebookError, match=r"postings\.npy in .* is damaged.*rebuild"):
         CodeStore(root).occurrences("layers.0.mlp/0/7")
     shard = next((root / "shards").glob("documents-*.parquet"))
     flip(shard, len(shard.read_bytes()) // 2)

@@ -3,11 +3,12 @@ rows (CSR), built from the shards into ``index/`` beside them by ``codebook reco
 store recorded by an earlier version, once by ``codebook index --store STORE``); opening a
 store only reads it, so a search or a server never writes into a store.
 
-A code page or a precision/recall query then touches only the rows it needs: the rows where a
-code fires are ``rows[indptr[c]:indptr[c + 1]]`` for the flat code ``c = group * num_codes +
-id``, sorted; per-code counts are ``diff(indptr)``. Building streams the shards batch by batch
-(memory bounded), fills the arrays in place, and sorts rows by code with a counting sort over
-chunks, so it is linear in the number of tokens. The index is rebuilt when the manifest
+A code page or a precision/recall query then touches only the rows it needs: the flat code
+``c = group * num_codes + id`` fires on ``indptr[c + 1] - indptr[c]`` tokens, whose rows are
+kept in compact postings (:mod:`~codebook_features.store.postings`, each code's sorted rows
+bit-packed as gaps, read alone). Building streams the shards batch by batch (memory bounded),
+fills the arrays in place, and sorts rows by code with a counting sort over chunks, so it is
+linear in the number of tokens. The index is rebuilt when the manifest
 changes (it records the manifest's sha256), and it records the sha256 of each of its files,
 which a reader checks the first time it uses that file. It also holds every code's automatic
 description (``descriptions.parquet``, :mod:`~codebook_features.store.descriptions`), derived
@@ -43,13 +44,15 @@ from codebook_features.persist.files import (
     SHARDS_DIR,
     write_json,
 )
+from codebook_features.store.appender import NpyAppender
 from codebook_features.store.descriptions import describe_table, first_token_texts
+from codebook_features.store.postings import pack_postings
 from codebook_features.store.schema import TOKEN_COLUMNS
 
 if TYPE_CHECKING:
     from codebook_features.store.manifest import Manifest
 
-INDEX_VERSION = 6
+INDEX_VERSION = 7
 TOKEN_ARRAYS = {
     "document": np.int64,
     "position": np.int32,
@@ -69,6 +72,7 @@ def indptr_file(site: str) -> str:
 
 
 def rows_file(site: str) -> str:
+    """Plain CSR rows, while the index is built; they are packed into postings at its end."""
     return f"{site}.rows.npy"
 
 
@@ -175,7 +179,8 @@ def build_index(store: Path, manifest: Manifest) -> None:
         lengths = np.diff(np.r_[firsts, total]).astype(np.int64)
         for site, info in sites.items():
             _write_csr(tmp, site, ids[site], info.groups, info.k, info.num_codes)
-            _write_document_counts(tmp, site, lengths)
+            _write_document_counts(tmp, site, lengths, info.k)
+            _pack_rows(tmp, site)
         _write_descriptions(tmp, store, manifest, columns, ids)
         del columns, ids, document
         write_json(
@@ -302,7 +307,17 @@ def _write_csr(
     np.save(directory / indptr_file(site), indptr)
 
 
-def _write_document_counts(directory: Path, site: str, lengths: np.ndarray) -> None:
+def _pack_rows(directory: Path, site: str) -> None:
+    """Replace the plain rows of ``site`` by their compact postings
+    (:mod:`~codebook_features.store.postings`), about a third of their size."""
+    rows = np.load(directory / rows_file(site), mmap_mode="r")
+    indptr = np.load(directory / indptr_file(site))
+    pack_postings(directory, site, rows, indptr, CHUNK_ROWS)
+    del rows
+    (directory / rows_file(site)).unlink()
+
+
+def _write_document_counts(directory: Path, site: str, lengths: np.ndarray, k: int) -> None:
     """Per code, the documents (indices in store order) it fires in, ascending, with the
     number of its tokens there: what topic codes need, at a fraction of the rows' size. A
     code's rows are sorted and a document's rows consecutive, so pairs are run lengths,
@@ -312,7 +327,13 @@ def _write_document_counts(directory: Path, site: str, lengths: np.ndarray) -> N
     doc_of_row = np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
     pairs = np.zeros(len(indptr), dtype=np.int64)  # becomes the pairs' indptr
     indptr_name, index_name, counts_name = pairs_files(site)
-    with _Appender(directory / index_name) as index, _Appender(directory / counts_name) as counts:
+    # 16 bits where they suffice (a code takes at most k slots of a token)
+    document_type = np.uint16 if len(lengths) <= 1 << 16 else np.int32
+    count_type = np.uint16 if lengths.max(initial=0) * k < 1 << 16 else np.int32
+    with (
+        NpyAppender(directory / index_name, document_type) as index,
+        NpyAppender(directory / counts_name, count_type) as counts,
+    ):
         code, total = 0, len(indptr) - 1
         while code < total:
             last = int(np.searchsorted(indptr, indptr[code] + CHUNK_ROWS, side="right")) - 1
@@ -324,39 +345,12 @@ def _write_document_counts(directory: Path, site: str, lengths: np.ndarray) -> N
                 key = owner * len(lengths) + docs  # ascending
                 starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
                 index.append(docs[starts])
-                counts.append(np.diff(np.r_[starts, key.size]).astype(np.int32))
+                counts.append(np.diff(np.r_[starts, key.size]))
                 pairs[code + 1 : last + 1] = np.bincount(
                     owner[starts] - code, minlength=last - code
                 )
             code = last
     np.save(directory / indptr_name, np.cumsum(pairs))
-
-
-class _Appender:
-    """An int32 ``.npy`` file written piece by piece, for arrays whose length is known only
-    at the end (memory stays bounded by a piece)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.raw = path.with_suffix(".raw")
-        self.file = self.raw.open("wb")
-        self.count = 0
-
-    def __enter__(self) -> _Appender:
-        return self
-
-    def append(self, values: np.ndarray) -> None:
-        self.file.write(np.ascontiguousarray(values, dtype=np.int32).tobytes())
-        self.count += len(values)
-
-    def __exit__(self, *exc: object) -> None:
-        self.file.close()
-        if exc[0] is None:
-            header = {"descr": "<i4", "fortran_order": False, "shape": (self.count,)}
-            with self.path.open("wb") as out, self.raw.open("rb") as data:
-                np.lib.format.write_array_header_1_0(out, header)
-                shutil.copyfileobj(data, out, 1 << 24)
-        self.raw.unlink()
 
 
 def row_dtype(tokens: int) -> type:

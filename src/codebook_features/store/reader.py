@@ -33,6 +33,7 @@ from codebook_features.persist.files import (
 from codebook_features.store import index as idx
 from codebook_features.store.descriptions import CodeDescription, descriptions_from_table
 from codebook_features.store.manifest import Manifest, SiteRecord
+from codebook_features.store.postings import postings_files, unpack_postings
 from codebook_features.store.schema import SCHEMA_VERSION
 
 
@@ -234,9 +235,10 @@ class CodeStore:
         """Token rows where the code fires, ascending."""
         ref, info = self._code(ref)
         flat = ref.group * info.num_codes + ref.id
-        indptr = self._indptr(ref.site)
-        rows = self._array(idx.rows_file(ref.site))[indptr[flat] : indptr[flat + 1]]
-        return rows.astype(np.int64)
+        packed, offsets, widths, firsts = (self._array(name) for name in postings_files(ref.site))
+        return unpack_postings(
+            packed, offsets, widths, firsts, self._indptr(ref.site), flat, flat + 1
+        )
 
     def document_counts(self, site: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(indptr, documents, counts)``: flat code ``c`` fires in the documents (indices in
