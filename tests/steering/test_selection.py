@@ -16,6 +16,7 @@ from codebook_features.attach.code_ref import CodeRef
 from codebook_features.steering.selection import (
     SelectionRule,
     concept_from_label,
+    concept_from_label_texts,
     concept_from_regex,
     concept_from_texts,
     count_codes,
@@ -119,6 +120,42 @@ def test_a_label_concept_scores_the_labels_tokens(store, cbm):
     check_scores(store, concept, positive, set(range(store.num_tokens)), rule)
     with pytest.raises(CodebookError, match="no document has topic = 'unicorn'"):
         concept_from_label(store, cbm, "x", "topic", "unicorn", rule)
+
+
+def test_a_label_texts_concept_is_the_texts_builder_on_a_seeded_draw_of_documents(
+    store, cbm, tokenizer
+):
+    rule = SelectionRule(min_support=1)
+    concept = concept_from_label_texts(
+        store, cbm, tokenizer, "topic", "topic", "dragon", rule, examples=2, seed=3
+    )
+    chosen = concept.selection["store"]["documents"]
+    labels = {d: ("dragon" if "dragon" in t else "other") for d, t in store.texts.items()}
+    mine = sorted(d for d in labels if labels[d] == "dragon")
+    others = sorted(d for d in labels if labels[d] != "dragon")
+    assert chosen["count"] == min(2, len(mine)) + min(4, len(others))
+    # the same draw by hand gives the same codes through the texts builder
+    import random
+
+    rng = random.Random(3)
+    rng.shuffle(mine)
+    rng.shuffle(others)
+    by_hand = concept_from_texts(
+        cbm,
+        tokenizer,
+        "topic",
+        [store.texts[d] for d in mine[:2]],
+        [store.texts[d] for d in others[:4]],
+        rule,
+    )
+    assert concept.codes == by_hand.codes
+    assert concept.selection["label"] == "dragon" and concept.selection["seed"] == 3
+    other_seed = concept_from_label_texts(
+        store, cbm, tokenizer, "topic", "topic", "dragon", rule, examples=2, seed=4
+    )
+    assert other_seed.selection["store"]["documents"] != chosen
+    with pytest.raises(CodebookError, match=r"topic = 'unicorn' and others; .* has 0 and"):
+        concept_from_label_texts(store, cbm, tokenizer, "x", "topic", "unicorn", rule)
 
 
 def count(cbm: CodebookModel, tokenizer, texts: list[str]) -> dict[CodeRef, int]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,7 @@ from codebook_features.attach.code_ref import CodeRef
 from codebook_features.attach.fingerprint import codebooks_fingerprint
 from codebook_features.errors import CodebookError
 from codebook_features.search.regex import regex_token_rows, score_codes
-from codebook_features.search.topics import checked_labels
+from codebook_features.search.topics import checked_labels, document_labels
 from codebook_features.steering.batches import check_batch_size, padded_batches, windows
 from codebook_features.steering.concept import (
     Concept,
@@ -291,6 +292,55 @@ def concept_from_texts(
         "score": "log((a+alpha)/(A+alpha*V)) - log((b+alpha)/(B+alpha*V)), alpha = smoothing",
     }
     return concept_from_ranked(model, name, ranked, rule, selection, description)
+
+
+def concept_from_label_texts(
+    store: CodeStore,
+    model: CodebookModel,
+    tokenizer: Any,
+    name: str,
+    label_field: str,
+    label: Any,
+    rule: SelectionRule = DEFAULT_RULE,
+    *,
+    examples: int = 60,
+    seed: int = 0,
+    batch_size: int = 16,
+    description: str = "",
+) -> Concept:
+    """:func:`concept_from_texts` with the store's documents as the texts: at most
+    ``examples`` documents with ``label_field == label`` against twice as many others, each
+    drawn by ``seed``. On the language demo this is the way of choosing codes that steers the
+    most topics (``codebook lm methods``): the log-odds rank codes by how much more of their
+    head's firings they take on the label, among codes that fire on it at least
+    ``rule.min_support`` times."""
+    check_name(name)
+    check_store(store, model)
+    labels = document_labels(store, label_field)
+    mine = [d for d in sorted(labels) if labels[d] == str(label)]
+    others = [d for d in sorted(labels) if labels[d] != str(label)]
+    if not mine or not others:
+        raise CodebookError(
+            f"log-odds of texts need documents with {label_field} = {str(label)!r} and others; "
+            f"{store.path} has {len(mine)} and {len(others)}"
+        )
+    rng = random.Random(seed)
+    rng.shuffle(mine)
+    rng.shuffle(others)
+    mine, others = mine[:examples], others[: 2 * examples]
+    concept = concept_from_texts(
+        model,
+        tokenizer,
+        name,
+        [store.texts[d] for d in mine],
+        [store.texts[d] for d in others],
+        rule,
+        batch_size=batch_size,
+        description=description,
+    )
+    chosen = {"label_field": label_field, "label": str(label), "seed": seed}
+    chosen["store"] = store_source(store, mine + others)
+    return concept.replace(selection=concept.selection | chosen)
 
 
 @torch.no_grad()

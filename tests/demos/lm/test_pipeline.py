@@ -40,6 +40,7 @@ def tiny_preset(**changes: object) -> LmPreset:
         "generation": GenerationSettings(samples=2, max_new_tokens=8),
         "selection_samples": 2,
         "strengths": [8],  # a code in each of the 8 heads
+        "examples": 5,
         "alphas": [2.0],
         "rule": SelectionRule(max_codes=8, min_support=1, rank="f1"),
     } | changes
@@ -198,10 +199,11 @@ def test_ways_of_choosing_codes_are_compared_on_the_finished_demo(demo, capsys) 
         concept = json.loads((out / "methods" / "concepts" / method / "dragon.json").read_text())
         heads = {tuple(c["code"].split("/")[:2]) for c in concept["codes"]}
         assert len(heads) == len(concept["codes"]) <= 8  # one code per head
-    # the demo's F1 concept is the one the demo's evaluation chose
-    f1 = json.loads((out / "methods" / "concepts" / "f1" / "dragon.json").read_text())
+    # the demo chooses codes as the logodds method does (5 example documents in both)
+    chosen = json.loads((out / "methods" / "concepts" / "logodds" / "dragon.json").read_text())
     demo_steering = json.loads((out / "steering" / "steering.json").read_text())
-    assert f1["codes"] == demo_steering["concepts"]["dragon"]["codes"]
+    assert chosen["codes"] == demo_steering["concepts"]["dragon"]["codes"]
+    assert chosen["codes"] == json.loads((out / "concepts" / "dragon.json").read_text())["codes"]
     table = (out / "methods" / "methods.md").read_text()
     assert all(f"| {method} |" in table for method in methods)
     # the demo's own results are untouched, and a rerun reuses every generation

@@ -131,12 +131,21 @@ class LmPreset(Settings):
     generation_batch: PositiveInt = 16
     """Sequences per forward pass of the steering evaluation: all of a prompt's samples at
     once (the texts do not depend on it, each sample has its own seed)."""
+    codes_from: Literal["texts", "tokens"] = "texts"
+    """How a label's codes are chosen, one per attention head, on the store's documents (which
+    the judge never saw). ``texts``: log-odds of firing on ``examples`` of the label's documents
+    rather than on twice as many others, among codes that fire on them at least
+    ``rule.min_support`` times (``concept_from_label_texts``): the way that moved the most
+    topics in ``codebook lm methods`` (README). ``tokens``: codes ranked as classifiers of the
+    label's tokens by ``rule.rank``."""
+    examples: PositiveInt = 60
+    """``codes_from`` texts: at most this many of the label's documents (seeded draw)."""
     rule: SelectionRule = Field(
         default_factory=lambda: SelectionRule(max_codes=32, rank="f1", min_support=20)
     )
-    """How a label's codes are chosen: the best code of each head ranked by F1, since codes
-    that fire on much of the label's text and little else steer, while the most precise codes
-    are often rare ones that do not."""
+    """Which ranked codes a concept keeps (the best one of each head), and, for
+    ``codes_from`` tokens, the rank: F1, since codes that fire on much of the label's text and
+    little else steer, while the most precise codes are often rare ones that do not."""
 
     @model_validator(mode="before")
     @classmethod

@@ -20,7 +20,6 @@ them.
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import Any, Literal
 
@@ -175,12 +174,11 @@ def _build(
     settings: LmMethodsSettings,
     most: int,
 ) -> Any:
-    from codebook_features.search.topics import document_labels
     from codebook_features.steering.eval_config import concept_name
     from codebook_features.steering.selection import (
         concept_from_label,
+        concept_from_label_texts,
         concept_from_ranked,
-        concept_from_texts,
         store_source,
     )
 
@@ -189,24 +187,17 @@ def _build(
     if method in ("f1", "precision"):
         return concept_from_label(store, cbm, name, "label", label, rule.replace(rank=method))
     if method == "logodds":  # examples from the store: texts the classifier never saw
-        rng = random.Random(settings.seed)
-        labels = document_labels(store, "label")
-        mine = [d for d in sorted(labels) if labels[d] == label]
-        others = [d for d in sorted(labels) if labels[d] != label]
-        rng.shuffle(mine)
-        rng.shuffle(others)
-        mine, others = mine[: settings.examples], others[: 2 * settings.examples]
-        concept = concept_from_texts(
+        return concept_from_label_texts(
+            store,
             cbm,
             tokenizer,
             name,
-            [store.texts[d] for d in mine],
-            [store.texts[d] for d in others],
+            "label",
+            label,
             rule,
-            batch_size=16,
+            examples=settings.examples,
+            seed=settings.seed,
         )
-        source = store_source(store, mine + others)
-        return concept.replace(selection=concept.selection | {"store": source})
     ranked, how = (_topic_ranked if method == "topic" else _head_ranked)(store, label)
     how["store"] = store_source(store, None)  # chosen on the whole store
     return concept_from_ranked(cbm, name, ranked, rule, how)

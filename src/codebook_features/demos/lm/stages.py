@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from codebook_features.errors import CodebookError
 from codebook_features.persist.files import (
+    CONCEPTS_DIR,
     DATA_DIR,
     FINAL_DIR,
     LM_BASE_RUN,
@@ -234,12 +235,14 @@ class LmStages:
                     f"none of the steered topics ({', '.join(topics)}) is a label of the "
                     f"corpus ({', '.join(sorted(labels))})"
                 )
+            chosen = self.texts_concepts(store_dir, concepts) if p.codes_from == "texts" else None
             report = evaluate_steering(
                 SteeringEvalConfig(
                     model=str(self.out / slug(p.steered) / FINAL_DIR),
                     store=str(store_dir),
                     label_field="label",
                     concepts=concepts,
+                    concepts_dir=None if chosen is None else str(chosen),
                     classifier_data=str(data / LM_TRAIN_FILE),
                     classifier_window=p.classifier_window,
                     output_dir=str(self.out / LM_STEERING_DIR),
@@ -261,6 +264,39 @@ class LmStages:
                 "topics": {name: topic.to_dict() for name, topic in report.topics.items()},
                 "rows": [row.to_dict() for row in report.rows],
             }
+
+    def texts_concepts(self, store_dir: Path, concepts: list[str]) -> Path:
+        """Each topic's concept by log-odds of its documents' texts
+        (:func:`~codebook_features.steering.selection.concept_from_label_texts`), saved where
+        the steering evaluation reads them; returns that directory."""
+        from codebook_features.attach.loading import load_model_and_tokenizer
+        from codebook_features.steering.concept import concept_file, save_concept
+        from codebook_features.steering.eval_config import concept_name
+        from codebook_features.steering.selection import concept_from_label_texts
+        from codebook_features.store.reader import CodeStore
+
+        p = self.preset
+        directory = self.out / CONCEPTS_DIR
+        cbm, tokenizer = load_model_and_tokenizer(
+            str(self.out / slug(p.steered) / FINAL_DIR), "auto"
+        )
+        store = CodeStore(store_dir)
+        for entry in concepts:
+            label = entry.partition("=")[0]
+            name = concept_name(label)
+            concept = concept_from_label_texts(
+                store,
+                cbm,
+                tokenizer,
+                name,
+                "label",
+                label,
+                p.rule,
+                examples=p.examples,
+                seed=self.results.seed,
+            )
+            save_concept(concept, concept_file(directory, name), overwrite=True)
+        return directory
 
     def prompt_leans(self, data: Path) -> dict[str, dict[str, Any] | None]:
         """Per prompt, the label its first word leans to in the training corpus and by how
