@@ -268,8 +268,11 @@ def test_concept_commands(recorded, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["selection"]["method"] == "texts"
     label = ["--label_field", "topic", "--label", "dragon", "--mode", "least"]
     label += ["--rule.max_codes", "2", "--rule.sites", "attn_heads"]
-    assert main([*base, *store, "--name", "topic", *label]) == 0
+    assert main([*base, *store, "--name", "topic", *label]) == 0  # by texts: the default
     capsys.readouterr()
+    by_tokens = ["--name", "tokens", *label, "--label_by", "tokens"]
+    assert main([*base, *store, *by_tokens, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["selection"]["method"] == "label"
 
     assert (
         main(
@@ -278,7 +281,8 @@ def test_concept_commands(recorded, tmp_path, capsys):
         == 0
     )
     shown = capsys.readouterr().out
-    assert "topic: 2 codes, mode least" in shown and "label topic = 'dragon'" in shown
+    assert "topic: 2 codes, mode least" in shown
+    assert "contrast texts (documents with topic = 'dragon')" in shown
     assert main(["concept", "show", str(out / "dragon.json"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["selection"]["pattern"] == "dragon"
     topic = json.loads((out / "topic.json").read_text())
@@ -287,16 +291,18 @@ def test_concept_commands(recorded, tmp_path, capsys):
     assert all(".attn_heads/" in code["code"] for code in topic["codes"])
     assert main(["concept", "list", str(out)]) == 0
     listed = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in listed[1:]] == ["dragon", "texts", "topic"]
+    assert [line.split()[0] for line in listed[1:]] == ["dragon", "texts", "tokens", "topic"]
+    assert "label topic = 'dragon'" in listed[3]
     assert main(["concept", "list", "--concepts_dir", str(out), "--json"]) == 0
     names = [c["name"] for c in json.loads(capsys.readouterr().out)["concepts"]]
-    assert names == ["dragon", "texts", "topic"]
+    assert names == ["dragon", "texts", "tokens", "topic"]
     # a damaged concept file is reported, after the ones that can be read
     text = (out / "texts.json").read_text()
     (out / "texts.json").write_text(text[: len(text) // 2])
     assert main(["concept", "list", str(out)]) == 2
     captured = capsys.readouterr()
-    assert [line.split()[0] for line in captured.out.splitlines()[1:]] == ["dragon", "topic"]
+    listed = [line.split()[0] for line in captured.out.splitlines()[1:]]
+    assert listed == ["dragon", "tokens", "topic"]
     assert captured.err.count("\n") == 1 and "texts.json" in captured.err
     (out / "texts.json").write_text(text)
 

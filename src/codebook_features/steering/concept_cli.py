@@ -12,7 +12,7 @@ from typing_extensions import Self
 
 from codebook_features.errors import CodebookError
 from codebook_features.persist.files import CONCEPTS_DIR
-from codebook_features.settings.base import PositiveInt, Settings, Text
+from codebook_features.settings.base import NonNegativeInt, PositiveInt, Settings, Text
 from codebook_features.settings.options import (
     POSITIONAL,
     add_options,
@@ -42,18 +42,28 @@ class NewConcept(Settings):
     label_field: str | None = None
     """A label column of the store's documents (with --label)."""
     label: str | None = None
-    """Codes for the tokens of the documents with this label."""
+    """Codes for the documents with this label (see --label_by)."""
+    label_by: Literal["texts", "tokens"] = "texts"
+    """With --label: ``texts`` ranks codes by the log-odds of firing on the label's documents
+    (at most --label_examples of them) rather than on twice as many others, among codes that
+    fire on them at least --rule.min_support times: what steered the most topics on the
+    language demo (README). ``tokens`` ranks codes as classifiers of the label's tokens by
+    --rule.rank."""
+    label_examples: PositiveInt = 60
+    """With --label_by texts: at most this many of the label's documents, drawn by --seed."""
+    seed: NonNegativeInt = 0
+    """Seeds the draw of --label_by texts."""
     examples: str | None = None
     """A text file (one text per line) or .jsonl (strings or {"text": ...}) of examples of the
     concept, with --contrast: codes that fire more on them than on the contrast."""
     contrast: str | None = None
     """Texts without the concept (same formats as --examples)."""
     tokenizer: str | None = None
-    """The tokenizer for --examples (default: the model's own)."""
+    """The tokenizer for --examples and --label_by texts (default: the model's own)."""
     rule: SelectionRule = Field(default_factory=SelectionRule)
     """Which of the ranked codes the concept keeps."""
     batch_size: PositiveInt = 8
-    """Texts per forward pass (--examples)."""
+    """Texts per forward pass (--examples, --label_by texts)."""
     mode: Literal["least", "all", "add"] = "all"
     """How steering forces the concept by default."""
     positions: Literal["all", "new"] = "new"
@@ -171,6 +181,19 @@ def _new(args: argparse.Namespace) -> None:
         )
     elif config.pattern is not None:
         concept = selection.concept_from_regex(store, model, config.name, config.pattern, **common)
+    elif config.label_by == "texts":
+        concept = selection.concept_from_label_texts(
+            store,
+            model,
+            load_tokenizer(config.tokenizer or config.model),
+            config.name,
+            config.label_field,
+            config.label,
+            examples=config.label_examples,
+            seed=config.seed,
+            batch_size=config.batch_size,
+            **common,
+        )
     else:
         concept = selection.concept_from_label(
             store, model, config.name, config.label_field, config.label, **common
@@ -244,7 +267,10 @@ def _how(selection: dict[str, Any]) -> str:
     if method == "label":
         return f"label {selection.get('label_field')} = {selection.get('label')!r}"
     if method == "texts":
-        return f"{selection.get('examples')} example vs {selection.get('contrast')} contrast texts"
+        texts = f"{selection.get('examples')} example vs {selection.get('contrast')} contrast texts"
+        if "label" in selection:  # drawn from a store's documents
+            texts += f" (documents with {selection.get('label_field')} = {selection['label']!r})"
+        return texts
     return str(method or "by hand")
 
 

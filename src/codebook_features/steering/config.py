@@ -83,10 +83,11 @@ class SelectionRule(Settings):
     min_support: PositiveInt = 5
     """Leave out codes that fire on fewer tokens (texts: fewer tokens of the examples)."""
     rank: Rank = "f1"
-    """Store concepts are ranked by ``f1``: codes that fire on much of the feature and little
-    else are the ones that steer (the language demo's comparison, ``codebook lm methods``);
-    ``precision`` favours codes that mean only the feature, often rare ones. Text concepts are
-    always ranked by log-odds."""
+    """Concepts of a store's tokens (a regex, a label's tokens) are ranked by ``f1`` by
+    default: codes that fire on much of the feature and little else; ``precision`` favours
+    codes that mean only the feature, often rare ones. Concepts of texts (examples, or a
+    label's documents) are always ranked by log-odds, which steered the most topics on the
+    language demo (``codebook lm methods``)."""
     smoothing: PositiveNumber = 1.0
     """Text concepts: alpha, added to every code's count in the log-odds."""
 
