@@ -395,3 +395,29 @@ def test_command_mistakes_get_one_line_and_change_nothing(
     assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
     assert message in err[0], err[0]
     assert (snapshot(tmp_path), snapshot(recorded.root)) == before
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"pattern": "x", "seed": 1}, "--seed only apply with --label"),
+        ({"label": "a", "label_by": "tokens", "label_examples": 5}, "--label_examples only"),
+        ({"label": "a", "rule": {"rank": "precision"}}, "texts are ranked by log-odds"),
+        ({"examples": "a.txt", "contrast": "b.txt", "rule": {"rank": "f1"}}, "--rule.rank"),
+    ],
+)
+def test_concept_options_without_effect_are_refused(options, message) -> None:
+    from codebook_features.steering.concept_cli import NewConcept
+
+    base = {"model": "m", "name": "c"}
+    if "examples" not in options:
+        base |= {"store": "s"}
+    if "label" in options:
+        base |= {"label_field": "topic"}
+    with pytest.raises(CodebookError, match=message):
+        NewConcept.from_dict(base | options)
+    tokens = NewConcept.from_dict(
+        {"model": "m", "name": "c", "store": "s", "label_field": "t", "label": "a"}
+        | {"label_by": "tokens", "rule": {"rank": "precision"}}
+    )
+    assert tokens.rule.rank == "precision"

@@ -13,6 +13,7 @@ from codebook_features.steering.metrics import Rate
 from codebook_features.steering.topics import (
     best_recognised,
     distinctive_words,
+    leans,
     opening_lean,
     words_regex,
 )
@@ -83,7 +84,19 @@ def test_opening_lean_counts_each_labels_sentences_apart() -> None:
     label, share = opening_lean(texts, ["large", "small"], "The")
     assert share == pytest.approx(0.5)
     assert label == "large"  # ties go to the first label by name
-    with pytest.raises(CodebookError, match="at least one word"):
-        opening_lean(texts, ["large", "small"], "  ")
+    with pytest.raises(CodebookError, match="has no word"):
+        opening_lean(texts, ["large", "small"], " ... ")
     with pytest.raises(CodebookError, match="2 texts but 1 labels"):
         opening_lean(texts, ["large"], "The")
+
+
+def test_a_prompts_first_word_is_found_without_its_punctuation() -> None:
+    texts = ["Well, then. Well done. No.", "Yes. No. Maybe."]
+    assert opening_lean(texts, ["a", "b"], '"Well, said he') == ("a", pytest.approx(1.0))
+    assert opening_lean(texts, ["a", "b"], "Wel") is None  # whole words only
+
+
+def test_leaning_needs_more_than_twice_an_even_share_with_few_labels() -> None:
+    assert leans(0.39, 18) and not leans(0.12, 18)  # 'Then' and 'The' in the demo's corpus
+    assert not leans(0.34, 3)  # three labels: an even opening already holds a third each
+    assert leans(0.7, 3) and not leans(1.0, 1)

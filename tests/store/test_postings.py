@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from codebook_features.errors import CodebookError
+from codebook_features.store import postings
 from codebook_features.store.postings import pack_postings, postings_files, unpack_postings
 
 
@@ -33,8 +35,12 @@ def edge_cases(rng: np.random.Generator) -> list[np.ndarray]:
     ]
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 1 << 18])  # chunk edges inside and between codes
-def test_every_code_reads_back_its_rows(tmp_path, chunk: int) -> None:
+@pytest.mark.parametrize(
+    ("chunk", "block"),
+    [(1, 1 << 16), (7, 1 << 16), (1 << 18, 1 << 16), (1, 8), (50, 16)],
+)  # chunk edges inside and between codes; large codes packed and read in blocks
+def test_every_code_reads_back_its_rows(tmp_path, monkeypatch, chunk: int, block: int) -> None:
+    monkeypatch.setattr(postings, "BLOCK", block)
     rng = np.random.default_rng(0)
     per_code = edge_cases(rng) + [
         np.sort(rng.choice(50_000, rng.integers(0, 300), replace=False)) for _ in range(200)
@@ -63,3 +69,16 @@ def test_no_codes_and_codes_that_never_fire(tmp_path) -> None:
     assert list(firsts) == [-1] * 4 and not offsets.any()
     assert unpack_postings(packed, offsets, widths, firsts, indptr, 0, 4).size == 0
     assert not list(tmp_path.glob("*.raw"))  # the pieces became the .npy files
+
+
+def test_zero_codes_and_rows_out_of_order(tmp_path) -> None:
+    rows, indptr = csr([])
+    pack_postings(tmp_path, "none", rows, indptr, 5)
+    packed, offsets, widths, firsts = read(tmp_path, "none")
+    assert list(offsets) == [0] and widths.size == firsts.size == 0
+    assert unpack_postings(packed, offsets, widths, firsts, indptr, 0, 0).size == 0
+    for bad in ([5, 5, 9], [9, 5]):  # a repeated row, a descending one
+        rows, indptr = csr([np.array([1, 2]), np.array(bad)])
+        with pytest.raises(CodebookError, match="not strictly ascending: the store is damaged"):
+            pack_postings(tmp_path, "bad", rows, indptr, 1 << 18)
+        assert not list(tmp_path.glob("bad.*"))  # nothing half written is left

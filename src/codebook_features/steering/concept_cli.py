@@ -99,6 +99,24 @@ class NewConcept(Settings):
             raise CodebookError(f"{given[0]} chooses codes from a store: give --store DIR")
         if self.examples is not None and self.store:
             raise CodebookError("--examples reads no store: leave --store out")
+        by_label = {"label_by", "label_examples", "seed"} & self.model_fields_set
+        if by_label and self.label is None:
+            names = ", ".join(f"--{name}" for name in sorted(by_label))
+            raise CodebookError(f"{names} only apply with --label: give --label, or leave them out")
+        if self.label is not None and self.label_by == "tokens":
+            drawn = {"label_examples", "seed"} & self.model_fields_set
+            if drawn:
+                names = ", ".join(f"--{name}" for name in sorted(drawn))
+                raise CodebookError(
+                    f"{names} only apply with --label_by texts (they draw its documents): "
+                    "leave them out with --label_by tokens"
+                )
+        texts = self.examples is not None or (self.label is not None and self.label_by == "texts")
+        if texts and "rank" in self.rule.model_fields_set:
+            raise CodebookError(
+                "--rule.rank ranks codes of tokens (--pattern, --label_by tokens); texts are "
+                "ranked by log-odds: leave --rule.rank out"
+            )
         return self
 
 

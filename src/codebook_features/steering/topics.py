@@ -85,14 +85,21 @@ SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
 LEANING_SHARE = 0.25
 """An opening leans to a label when that label holds more than this share of the word's
 sentence-start rates summed over labels (each label's sentences counted apart, so a large
-label does not lean by its size)."""
+label does not lean by its size), and more than twice its even share (with few labels)."""
+
+
+def leans(share: float, labels: int) -> bool:
+    """Whether an opening whose top label holds ``share`` of the rates of ``labels`` labels
+    leans to it (:data:`LEANING_SHARE`)."""
+    return share > max(LEANING_SHARE, 2 / max(labels, 1))
 
 
 def opening_lean(
     texts: Sequence[str], labels: Sequence[str], prompt: str
 ) -> tuple[str, float] | None:
-    """The label whose sentences most often start with the prompt's first word, and its share
-    of the rates of all labels; None when no sentence does.
+    """The label whose sentences most often start with the prompt's first word (its letters
+    and digits, without quotes or punctuation), and its share of the rates of all labels;
+    None when no sentence does.
 
     An unsteered model continues a prompt the way its corpus does: if one label's sentences
     start with "Then" far more often than the others' (the Bible's "Then said ..."), texts
@@ -101,10 +108,10 @@ def opening_lean(
     rare in a small corpus to estimate."""
     if len(texts) != len(labels):
         raise CodebookError(f"got {len(texts)} texts but {len(labels)} labels")
-    words = prompt.split()
+    words = re.findall(r"\w+", prompt)
     if not words:
-        raise CodebookError("a prompt needs at least one word")
-    opening = re.compile(re.escape(words[0]) + r"\b")
+        raise CodebookError(f"the prompt {prompt!r} has no word")
+    opening = re.compile(re.escape(words[0]) + r"(?!\w)")
     starts, sentences = Counter[str](), Counter[str]()
     for text, label in zip(texts, labels, strict=True):
         for sentence in SENTENCE_BREAK.split(text):

@@ -26,6 +26,11 @@ class NpyAppender:
         return self
 
     def append(self, values: np.ndarray) -> None:
+        values = np.asarray(values)
+        if self.dtype.kind in "iu" and values.size:
+            limits = np.iinfo(self.dtype)
+            if values.min() < limits.min or values.max() > limits.max:
+                raise ValueError(f"{self.path.name}: values outside {self.dtype}")
         self.file.write(np.ascontiguousarray(values, dtype=self.dtype).tobytes())
         self.count += len(values)
 

@@ -179,7 +179,7 @@ def build_index(store: Path, manifest: Manifest) -> None:
         lengths = np.diff(np.r_[firsts, total]).astype(np.int64)
         for site, info in sites.items():
             _write_csr(tmp, site, ids[site], info.groups, info.k, info.num_codes)
-            _write_document_counts(tmp, site, lengths, info.k)
+            _write_document_counts(tmp, site, lengths)
             _pack_rows(tmp, site)
         _write_descriptions(tmp, store, manifest, columns, ids)
         del columns, ids, document
@@ -317,7 +317,7 @@ def _pack_rows(directory: Path, site: str) -> None:
     (directory / rows_file(site)).unlink()
 
 
-def _write_document_counts(directory: Path, site: str, lengths: np.ndarray, k: int) -> None:
+def _write_document_counts(directory: Path, site: str, lengths: np.ndarray) -> None:
     """Per code, the documents (indices in store order) it fires in, ascending, with the
     number of its tokens there: what topic codes need, at a fraction of the rows' size. A
     code's rows are sorted and a document's rows consecutive, so pairs are run lengths,
@@ -327,9 +327,9 @@ def _write_document_counts(directory: Path, site: str, lengths: np.ndarray, k: i
     doc_of_row = np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
     pairs = np.zeros(len(indptr), dtype=np.int64)  # becomes the pairs' indptr
     indptr_name, index_name, counts_name = pairs_files(site)
-    # 16 bits where they suffice (a code takes at most k slots of a token)
+    # 16 bits where they suffice (a code fires at most once on a token: its rows are distinct)
     document_type = np.uint16 if len(lengths) <= 1 << 16 else np.int32
-    count_type = np.uint16 if lengths.max(initial=0) * k < 1 << 16 else np.int32
+    count_type = np.uint16 if lengths.max(initial=0) < 1 << 16 else np.int32
     with (
         NpyAppender(directory / index_name, document_type) as index,
         NpyAppender(directory / counts_name, count_type) as counts,

@@ -19,10 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from codebook_features.errors import CodebookError
 from codebook_features.store.appender import NpyAppender
 
 PADDING = 8
 """Zero bytes after the last code, so that reading any value's 8-byte window stays inside."""
+BLOCK = 1 << 16
+"""Gaps packed or decoded at a time within one code: a multiple of 8, so every block of a
+code starts on a byte."""
 
 
 def postings_files(site: str) -> tuple[str, str, str, str]:
@@ -62,6 +66,11 @@ def pack_postings(
             keep = np.ones(here.size, dtype=bool)
             keep[starts[fires]] = False
             gaps = gaps[keep]
+            if gaps.size and gaps.min() < 0:
+                raise CodebookError(
+                    f"the token rows of a code of {site} are not strictly ascending: the "
+                    "store is damaged; record it again"
+                )
             gap_counts = np.maximum(n - 1, 0)
             owner = np.repeat(np.arange(last - code), gap_counts)
             largest = np.zeros(last - code, dtype=np.int64)
@@ -73,7 +82,14 @@ def pack_postings(
             nbytes = (np.maximum(n - 1, 0) * width + 7) // 8
             widths[code:last] = width
             offsets[code + 1 : last + 1] = written + np.cumsum(nbytes)
-            packed.append(_pack(gaps, owner, width, nbytes))
+            for block in range(0, max(len(gaps), 1), BLOCK):  # one code may be larger
+                if last - code == 1:
+                    size = min(BLOCK, len(gaps) - block)
+                    piece = (size * width + 7) // 8
+                    packed.append(_pack(gaps[block : block + size], owner[:size], width, piece))
+                else:  # codes smaller than the chunk: all of them at once
+                    packed.append(_pack(gaps, owner, width, nbytes))
+                    break
             written = int(offsets[last])
             code = last
         packed.append(np.zeros(PADDING, dtype=np.uint8))
@@ -93,25 +109,31 @@ def unpack_postings(
 ) -> np.ndarray:
     """The rows of codes ``lo`` to ``hi - 1``, code after code (each ascending), as int64:
     what ``rows[indptr[lo]:indptr[hi]]`` of plain CSR arrays would hold."""
-    n = np.diff(np.asarray(indptr[lo : hi + 1], dtype=np.int64))
-    if not n.sum():
-        return np.zeros(0, dtype=np.int64)
-    gap_counts = np.maximum(n - 1, 0)
-    owner = np.repeat(np.arange(hi - lo), gap_counts)
-    width = np.asarray(widths[lo:hi], dtype=np.int64)[owner]
-    within = np.arange(owner.size) - np.repeat(np.cumsum(gap_counts) - gap_counts, gap_counts)
-    bit = np.asarray(offsets[lo:hi], dtype=np.int64)[owner] * 8 + within * width
-    window = np.asarray(packed)[(bit >> 3)[:, None] + np.arange(8)]
-    words = np.ascontiguousarray(window).view("<u8").ravel()
-    masks = (np.uint64(1) << width.astype(np.uint64)) - np.uint64(1)
-    steps = ((words >> (bit & 7).astype(np.uint64)) & masks).astype(np.int64) + 1
-    # posting j of code c is its first row plus the code's first j steps
-    climbed = np.r_[0, np.cumsum(steps)]
-    posting_owner = np.repeat(np.arange(hi - lo), n)
-    j = np.arange(posting_owner.size) - np.repeat(np.cumsum(n) - n, n)
-    first_step = (np.cumsum(gap_counts) - gap_counts)[posting_owner]
-    first = np.asarray(firsts[lo:hi], dtype=np.int64)[posting_owner]
-    return first + climbed[first_step + j] - climbed[first_step]
+    parts = [
+        _unpack_code(packed, int(offsets[c]), int(widths[c]), int(firsts[c]), count)
+        for c in range(lo, hi)
+        if (count := int(indptr[c + 1] - indptr[c]))
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _unpack_code(packed: np.ndarray, offset: int, width: int, first: int, count: int) -> np.ndarray:
+    """One code's ``count`` rows, decoded :data:`BLOCK` gaps at a time (memory stays bounded
+    by a block, whatever the code's size): each value is read from the 8 bytes its bits start
+    in."""
+    out = np.empty(count, dtype=np.int64)
+    out[0] = first
+    mask = np.uint64((1 << width) - 1)
+    for start in range(0, count - 1, BLOCK):
+        size = min(BLOCK, count - 1 - start)
+        bit = offset * 8 + (start + np.arange(size, dtype=np.int64)) * width
+        window = np.asarray(packed)[(bit >> 3)[:, None] + np.arange(8)]
+        words = np.ascontiguousarray(window).view("<u8").ravel()
+        steps = ((words >> (bit & 7).astype(np.uint64)) & mask).astype(np.int64) + 1
+        here = out[1 + start : 1 + start + size]
+        np.cumsum(steps, out=here)
+        here += out[start]
+    return out
 
 
 def _bit_length(values: np.ndarray) -> np.ndarray:

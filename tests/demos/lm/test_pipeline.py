@@ -9,7 +9,7 @@ import shlex
 import pytest
 
 from codebook_features.demos.lm.config import LmPreset
-from codebook_features.demos.lm.pipeline import run_lm_pipeline
+from codebook_features.demos.lm.pipeline import LmResults, run_lm_pipeline
 from codebook_features.demos.runner import Variant
 from codebook_features.errors import CodebookError
 from codebook_features.steering.config import GenerationSettings, SelectionRule
@@ -108,6 +108,19 @@ def test_every_stage_runs_and_reports(demo) -> None:
     assert (out / "steering" / "steering.md").is_file()
     saved = json.loads((out / "results.json").read_text())
     assert saved["models"]["finetune"] == results.models["finetune"]
+
+
+def test_results_of_earlier_versions_chose_codes_by_tokens(demo, tmp_path) -> None:
+    out = demo[0]
+    saved = json.loads((out / "results.json").read_text())
+    assert LmResults.load(out / "results.json").settings.codes_from == "texts"
+    del saved["settings"]["codes_from"]  # written before the setting existed
+    (tmp_path / "results.json").write_text(json.dumps(saved))
+    assert LmResults.load(tmp_path / "results.json").settings.codes_from == "tokens"
+    assert (
+        "by log-odds of firing on at most 5 of the label's documents"
+        in (out / "report.md").read_text()
+    )
 
 
 def test_a_second_run_skips_every_stage(demo) -> None:

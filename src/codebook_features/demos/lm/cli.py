@@ -93,8 +93,8 @@ def _methods(parser: argparse.ArgumentParser) -> None:
 
     parser.description = (
         "On a finished demo, compare ways of choosing a topic's codes for steering: token F1 "
-        "or precision (the demo's is F1), the paper's topic codes, heads ranked by how "
-        "differently their codes fall on the topic's tokens, and log-odds from example texts. "
+        "or precision, the paper's topic codes, heads ranked by how differently their codes "
+        "fall on the topic's tokens, and log-odds from example texts (the demo's own way). "
         "Each goes through the steering evaluation (sweep, then the chosen setting on fresh "
         "seeds, the demo's topics and classifier); writes methods/methods.md and "
         "methods/methods.json in the demo's directory. Continues where it stopped."

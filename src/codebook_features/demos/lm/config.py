@@ -143,9 +143,9 @@ class LmPreset(Settings):
     rule: SelectionRule = Field(
         default_factory=lambda: SelectionRule(max_codes=32, rank="f1", min_support=20)
     )
-    """Which ranked codes a concept keeps (the best one of each head), and, for
-    ``codes_from`` tokens, the rank: F1, since codes that fire on much of the label's text and
-    little else steer, while the most precise codes are often rare ones that do not."""
+    """Which ranked codes a concept keeps (the best one of each head, with at least
+    ``min_support`` firings), and, for ``codes_from`` tokens, the rank: F1 favours codes that
+    fire on much of the label's text and little else, precision often rare ones."""
 
     @model_validator(mode="before")
     @classmethod

@@ -3,13 +3,13 @@
 Every method builds one concept per steered topic of the demo (the same topics, chosen by the
 demo's rule) on the demo's whole store, one code per attention head, best first:
 
-- ``f1``, ``precision``: codes ranked as classifiers of the label's tokens (the demo's ``f1``);
+- ``f1``, ``precision``: codes ranked as classifiers of the label's tokens;
 - ``topic``: the paper's topic codes, ranked by how well the documents they cover (firing on
   at least half of a document's tokens) single out the label;
 - ``heads``: heads ranked by how differently their codes are distributed on the label's tokens
   and on the others (total variation distance), each with its best code by F1;
 - ``logodds``: codes that fire more on example texts of the label (documents of the store)
-  than on other texts, by smoothed log-odds.
+  than on other texts, by smoothed log-odds: the demo's own way (its ``codes_from`` texts).
 
 Each method's concepts then go through the steering evaluation (its sweep over the number of
 codes, slots and positions, and the reported setting on fresh seeds, judged by the demo's
@@ -53,11 +53,12 @@ class LmMethodsSettings(Settings):
         default_factory=lambda: ["all", "new"], min_length=1
     )
     """Tokens forced: the prompt's and the generated ones, or only the generated."""
-    examples: PositiveInt = 60
+    examples: PositiveInt | None = None
     """``logodds``: at most this many of the store's documents of the label are the examples
-    (twice as many others are the contrast)."""
-    seed: NonNegativeInt = 0
-    """Seeds the choice of example texts."""
+    (twice as many others are the contrast); none: the demo's own ``examples``."""
+    seed: NonNegativeInt | None = None
+    """Seeds the choice of example texts; none: the demo's seed (so ``logodds`` chooses the
+    demo's codes)."""
     overwrite: bool = False
     """Build the methods' concepts and run their evaluations again (after changing the
     sweep); without it, an earlier run continues."""
@@ -112,7 +113,9 @@ def compare_methods(settings: LmMethodsSettings, progress: bool = True) -> dict[
             label = entry.partition("=")[0]
             path = concept_file(chosen, concept_name(label))
             if settings.overwrite or not path.is_file():
-                concept = _build(method, store, cbm, tokenizer, label, p, settings, max(strengths))
+                concept = _build(
+                    method, store, cbm, tokenizer, label, p, settings, max(strengths), results.seed
+                )
                 save_concept(concept, path, overwrite=settings.overwrite)
         report = evaluate_steering(
             SteeringEvalConfig(
@@ -136,10 +139,12 @@ def compare_methods(settings: LmMethodsSettings, progress: bool = True) -> dict[
             )
         )
         found["methods"][method] = {
-            "settings": settings.model_dump(
-                mode="json", include={"modes", "positions", "examples", "seed"}
-            )
-            | {"strengths": strengths},
+            "settings": settings.model_dump(mode="json", include={"modes", "positions"})
+            | {
+                "strengths": strengths,
+                "examples": settings.examples or p.examples,
+                "seed": results.seed if settings.seed is None else settings.seed,
+            },
             "topics": {name: topic.to_dict() for name, topic in report.topics.items()},
             "sweep": [
                 {
@@ -173,6 +178,7 @@ def _build(
     p: Any,
     settings: LmMethodsSettings,
     most: int,
+    seed: int,
 ) -> Any:
     from codebook_features.steering.eval_config import concept_name
     from codebook_features.steering.selection import (
@@ -195,8 +201,8 @@ def _build(
             "label",
             label,
             rule,
-            examples=settings.examples,
-            seed=settings.seed,
+            examples=settings.examples or p.examples,
+            seed=settings.seed if settings.seed is not None else seed,
         )
     ranked, how = (_topic_ranked if method == "topic" else _head_ranked)(store, label)
     how["store"] = store_source(store, None)  # chosen on the whole store

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from codebook_features.demos.lm.config import PRESETS, LmPreset
 from codebook_features.demos.runner import DemoResults
@@ -36,6 +36,15 @@ class LmResults(DemoResults[LmPreset]):
     """Topic codes per label, regex codes, and the codes-vs-neurons-vs-SAE table."""
     steering: dict[str, Any] | None = None
     """The steering evaluation's summary rows (the full report is in ``steering/``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _codes_of_earlier_files(cls, data: Any) -> Any:
+        """Results files written before ``codes_from`` chose codes by the label's tokens."""
+        if isinstance(data, dict) and isinstance(data.get("settings"), dict):
+            data = dict(data)
+            data["settings"] = {"codes_from": "tokens"} | data["settings"]
+        return data
 
 
 def run_lm_pipeline(

@@ -196,8 +196,8 @@ def _table3(results: LmResults) -> list[str]:
         f"classifier trained on {texts} of the training split; it labels {_pct(accuracy)} "
         f"of {texts} of the validation split right, and human text is the share of a label's "
         "that it calls on topic, the rate genuine text of the topic gets. The codes were chosen "
-        "on the "
-        "validation documents (the store). The code setting is chosen on a sweep with its own "
+        f"on the validation documents (the store), {_chosen_by(p)}. The code setting is "
+        "chosen on a sweep with its own "
         f"seeds ({p.selection_samples} samples per prompt): the highest classifier rate with "
         "perplexity under 2x the unsteered; activation addition is the alpha whose sweep "
         "perplexity is closest to it. Both are then generated again from fresh seeds "
@@ -237,6 +237,16 @@ def _table3(results: LmResults) -> list[str]:
     return [*lines, ""]
 
 
+def _chosen_by(p: Any) -> str:
+    """How the demo chose each topic's codes, in words."""
+    if getattr(p, "codes_from", "tokens") == "texts":
+        return (
+            f"one per head by log-odds of firing on at most {p.examples} of the label's "
+            "documents rather than on twice as many others"
+        )
+    return f"one per head ranked by {p.rule.rank} on the label's tokens"
+
+
 def _prompt_leans(leans: dict[str, Any] | None) -> list[str]:
     """Which label each prompt's first word leans to in the training corpus."""
     if not leans:  # a demo of an earlier version
@@ -250,7 +260,8 @@ def _prompt_leans(leans: dict[str, Any] | None) -> list[str]:
     return [
         "Prompts, with the label whose sentences most often start with their first word (its "
         "share of the labels' rates; over "
-        f"{LEANING_SHARE:.0%} leans, so its unsteered texts would too): {', '.join(cells)}.",
+        f"{LEANING_SHARE:.0%}, and over twice an even share, it leans, so its unsteered texts "
+        f"would too): {', '.join(cells)}.",
         "",
     ]
 

@@ -267,8 +267,9 @@ class LmStages:
 
     def texts_concepts(self, store_dir: Path, concepts: list[str]) -> Path:
         """Each topic's concept by log-odds of its documents' texts
-        (:func:`~codebook_features.steering.selection.concept_from_label_texts`), saved where
-        the steering evaluation reads them; returns that directory."""
+        (:func:`~codebook_features.steering.selection.concept_from_label_texts`), saved in the
+        demo's concepts directory (which the evaluation reads, and the browser lists); returns
+        that directory."""
         from codebook_features.attach.loading import load_model_and_tokenizer
         from codebook_features.steering.concept import concept_file, save_concept
         from codebook_features.steering.eval_config import concept_name
@@ -295,34 +296,41 @@ class LmStages:
                 examples=p.examples,
                 seed=self.results.seed,
             )
-            save_concept(concept, concept_file(directory, name), overwrite=True)
+            path = concept_file(directory, name)
+            if path.is_file():  # a retried stage finds its own file; anything else stays
+                if _saved_codes(path) != concept.to_dict()["codes"]:
+                    raise CodebookError(
+                        f"{path} holds another concept: move it away, since the demo saves "
+                        f"its {label} codes there"
+                    )
+                continue
+            save_concept(concept, path)
         return directory
 
     def prompt_leans(self, data: Path) -> dict[str, dict[str, Any] | None]:
         """Per prompt, the label its first word leans to in the training corpus and by how
         much (:func:`opening_lean`), warning of a prompt that leans: its unsteered texts
-        already lean to that label, which then cannot show steering."""
+        already lean to that label, which then can hardly show steering."""
         from codebook_features.demos.lm.corpus import read_rows
-        from codebook_features.steering.topics import LEANING_SHARE, opening_lean
+        from codebook_features.steering.topics import leans, opening_lean
 
         rows = list(read_rows(data, LM_TRAIN_FILE))
         texts, names = [r["text"] for r in rows], [r["label"] for r in rows]
-        leans: dict[str, dict[str, Any] | None] = {}
+        found: dict[str, dict[str, Any] | None] = {}
         for prompt in self.preset.prompts:
             lean = opening_lean(texts, names, prompt)
-            leans[prompt] = None if lean is None else {"label": lean[0], "share": round(lean[1], 4)}
-            if lean is not None and lean[1] > LEANING_SHARE:
+            found[prompt] = None if lean is None else {"label": lean[0], "share": round(lean[1], 4)}
+            if lean is not None and leans(lean[1], len(set(names))):
                 logger.warning(
-                    "the prompt %r leans to %s: %.0f%% of the rates at which each label's "
-                    "sentences start with %r (at most %.0f%% is neutral); its unsteered texts "
-                    "will lean there too, so give an opening that leans to no label",
+                    "the prompt %r leans to %s (%.0f%% of the rates at which each label's "
+                    "sentences start with its first word): its unsteered texts lean there too, "
+                    "so %s can hardly show steering",
                     prompt,
                     lean[0],
                     100 * lean[1],
-                    prompt.split()[0],
-                    100 * LEANING_SHARE,
+                    lean[0],
                 )
-        return leans
+        return found
 
     def topics(self, data: Path, labels: set[str]) -> tuple[dict[str, str], dict[str, Any]]:
         """The steered topics and their regexes, and how they were chosen: given in the
@@ -373,3 +381,11 @@ class LmStages:
             "topics": topics,
         }
         return topics, choice
+
+
+def _saved_codes(path: Path) -> Any:
+    """The codes of a concept file as saved, or None when it cannot be read."""
+    try:
+        return json.loads(path.read_text()).get("codes")
+    except (OSError, ValueError, AttributeError):
+        return None
