@@ -145,6 +145,11 @@ STAND_INS: dict[str, StandIn] = {
         AS_WRITTEN
     ),
     "codebook search describe --store runs/store --query dragon --min_f1 0.3": AS_WRITTEN,
+    "codebook concept new --model runs/my-run/final --store runs/store --name dragon-docs "
+    "--label_field topic --label dragon --rule.min_support 20 --rule.max_codes 12": StandIn(
+        why="the stand-in corpus labels its documents in `label`",
+        replace=(("--label_field topic", "--label_field label"),),
+    ),
     "codebook concept new --model runs/my-run/final --store runs/store --name dragon --pattern "
     "'\\bdragons?\\b' --rule.max_codes 16": AS_WRITTEN,
     "codebook concept new --model runs/my-run/final --name kjv --examples kjv.txt --contrast "
@@ -413,6 +418,9 @@ def test_the_readme_commands_run(workdir: Path, monkeypatch, capsys) -> None:
     # data-parallel for real: each of the two processes saved its own random state
     assert (workdir / "runs" / "ddp" / "checkpoint" / "random_states_1.safetensors").is_file()
     assert (workdir / "concepts" / "dragon.json").is_file()
+    by_label = json.loads((workdir / "concepts" / "dragon-docs.json").read_text())
+    assert by_label["selection"]["method"] == "texts"  # a label's documents as the examples
+    assert by_label["selection"]["label"] == "dragon"
     assert (workdir / "concepts" / "kjv.json").is_file()
     assert (workdir / "runs" / "steering" / "steering.json").is_file()
     assert (workdir / "runs" / "codebook-layer" / "training.png").is_file()

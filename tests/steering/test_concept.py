@@ -403,7 +403,7 @@ def test_command_mistakes_get_one_line_and_change_nothing(
         ({"pattern": "x", "seed": 1}, "--seed only apply with --label"),
         ({"label": "a", "label_by": "tokens", "label_examples": 5}, "--label_examples only"),
         ({"label": "a", "rule": {"rank": "precision"}}, "texts are ranked by log-odds"),
-        ({"examples": "a.txt", "contrast": "b.txt", "rule": {"rank": "f1"}}, "--rule.rank"),
+        ({"examples": "a.txt", "contrast": "b.txt", "rule": {"rank": "recall"}}, "--rule.rank"),
     ],
 )
 def test_concept_options_without_effect_are_refused(options, message) -> None:

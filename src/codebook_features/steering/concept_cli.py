@@ -112,7 +112,7 @@ class NewConcept(Settings):
                     "leave them out with --label_by tokens"
                 )
         texts = self.examples is not None or (self.label is not None and self.label_by == "texts")
-        if texts and "rank" in self.rule.model_fields_set:
+        if texts and self.rule.rank != SelectionRule().rank:  # nested settings are completed
             raise CodebookError(
                 "--rule.rank ranks codes of tokens (--pattern, --label_by tokens); texts are "
                 "ranked by log-odds: leave --rule.rank out"
