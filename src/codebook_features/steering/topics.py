@@ -82,6 +82,7 @@ def words_regex(words: Sequence[str]) -> str:
 
 
 SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
+FIRST_WORD = re.compile(r"\w+")
 LEANING_SHARE = 0.25
 """An opening leans to a label when that label holds more than this share of the word's
 sentence-start rates summed over labels (each label's sentences counted apart, so a large
@@ -106,22 +107,35 @@ def opening_lean(
     from that prompt lean to it before any code is forced, and the label cannot show steering.
     The first word, rather than the whole prompt, is counted because longer openings are too
     rare in a small corpus to estimate."""
+    return opening_leans(texts, labels, [prompt])[prompt]
+
+
+def opening_leans(
+    texts: Sequence[str], labels: Sequence[str], prompts: Sequence[str]
+) -> dict[str, tuple[str, float] | None]:
+    """:func:`opening_lean` of each prompt, from one pass over the texts' sentences."""
     if len(texts) != len(labels):
         raise CodebookError(f"got {len(texts)} texts but {len(labels)} labels")
-    words = re.findall(r"\w+", prompt)
-    if not words:
-        raise CodebookError(f"the prompt {prompt!r} has no word")
-    opening = re.compile(re.escape(words[0]) + r"(?!\w)")
-    starts, sentences = Counter[str](), Counter[str]()
+    firsts = {}
+    for prompt in prompts:
+        words = FIRST_WORD.findall(prompt)
+        if not words:
+            raise CodebookError(f"the prompt {prompt!r} has no word")
+        firsts[prompt] = words[0]
+    starts: Counter[tuple[str, str]] = Counter()  # (label, a sentence's first word)
+    sentences = Counter[str]()
     for text, label in zip(texts, labels, strict=True):
         for sentence in SENTENCE_BREAK.split(text):
             sentence = sentence.strip().lstrip("\"'“‘(")
             if sentence:
                 sentences[label] += 1
-                starts[label] += bool(opening.match(sentence))
-    rates = {label: starts[label] / sentences[label] for label in sentences}
-    total = sum(rates.values())
-    if not total:
-        return None
-    label = max(sorted(rates), key=lambda name: rates[name])
-    return label, rates[label] / total
+                first = FIRST_WORD.match(sentence)
+                if first:
+                    starts[label, first.group()] += 1
+    found: dict[str, tuple[str, float] | None] = {}
+    for prompt, word in firsts.items():
+        rates = {label: starts[label, word] / sentences[label] for label in sentences}
+        total = sum(rates.values())
+        label = max(sorted(rates), key=lambda name: rates[name]) if total else None
+        found[prompt] = None if label is None else (label, rates[label] / total)
+    return found

@@ -82,14 +82,13 @@ def pack_postings(
             nbytes = (np.maximum(n - 1, 0) * width + 7) // 8
             widths[code:last] = width
             offsets[code + 1 : last + 1] = written + np.cumsum(nbytes)
-            for block in range(0, max(len(gaps), 1), BLOCK):  # one code may be larger
-                if last - code == 1:
+            if last - code == 1:  # one code, perhaps larger than the chunk: in blocks
+                for block in range(0, len(gaps), BLOCK):
                     size = min(BLOCK, len(gaps) - block)
                     piece = (size * width + 7) // 8
                     packed.append(_pack(gaps[block : block + size], owner[:size], width, piece))
-                else:  # codes smaller than the chunk: all of them at once
-                    packed.append(_pack(gaps, owner, width, nbytes))
-                    break
+            else:  # codes that fit in the chunk: all of them at once
+                packed.append(_pack(gaps, owner, width, nbytes))
             written = int(offsets[last])
             code = last
         packed.append(np.zeros(PADDING, dtype=np.uint8))

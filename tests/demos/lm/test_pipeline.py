@@ -238,7 +238,9 @@ def test_topics_are_chosen_by_the_stated_rule_before_any_generation(demo, tmp_pa
     stages = LmStages(
         tmp_path, chosen, Stages(tmp_path / "r.json", chosen), corpus=corpus, progress=False
     )
-    topics, choice = stages.topics(corpus, {"dragon", "sea", "farm"})
+    rows = [json.loads(line) for line in (corpus / "train.jsonl").read_text().splitlines()]
+    texts, names = [r["text"] for r in rows], [r["label"] for r in rows]
+    topics, choice = stages.topics(corpus, {"dragon", "sea", "farm"}, texts, names)
     f1 = choice["f1"]
     ranked = sorted(f1, key=lambda label: (-f1[label], label))
     assert list(topics) == ranked[:2] and set(f1) == {"dragon", "sea", "farm"}

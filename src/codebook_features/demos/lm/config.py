@@ -111,8 +111,9 @@ class LmPreset(Settings):
     validation windows it recognises badly cannot show steering, however well it works."""
     prompts: list[str] = Field(default_factory=lambda: ["The", "It was", "In the morning", "When"])
     """Openings that lean to no topic (unsteered, each label is rarely written): no label holds
-    more than a quarter of the rates at which the labels' sentences start with their first word
-    (``opening_lean``, in the report). "Then" fails that (the Bible holds 39%; "And" 54%)."""
+    more than a quarter (and twice an even share) of the rates at which the labels' sentences
+    start with their first word (``opening_leans``, in the report). "Then" fails that (the
+    Bible holds 39%; "And" 54%)."""
     generation: GenerationSettings = Field(
         default_factory=lambda: GenerationSettings(max_new_tokens=60, samples=10, temperature=0.7)
     )

@@ -105,6 +105,8 @@ def compare_methods(settings: LmMethodsSettings, progress: bool = True) -> dict[
     results_file = out / LM_METHODS_DIR / LM_METHODS_RESULTS
     earlier = json.loads(results_file.read_text())["methods"] if results_file.is_file() else {}
     strengths = list(settings.strengths or p.strengths)
+    examples = settings.examples or p.examples  # logodds draws the demo's documents by default
+    seed = results.seed if settings.seed is None else settings.seed
     found: dict[str, Any] = {"methods": {}}
     for method in settings.methods:
         directory = out / LM_METHODS_DIR / method
@@ -114,7 +116,7 @@ def compare_methods(settings: LmMethodsSettings, progress: bool = True) -> dict[
             path = concept_file(chosen, concept_name(label))
             if settings.overwrite or not path.is_file():
                 concept = _build(
-                    method, store, cbm, tokenizer, label, p, settings, max(strengths), results.seed
+                    method, store, cbm, tokenizer, label, p, max(strengths), examples, seed
                 )
                 save_concept(concept, path, overwrite=settings.overwrite)
         report = evaluate_steering(
@@ -140,11 +142,7 @@ def compare_methods(settings: LmMethodsSettings, progress: bool = True) -> dict[
         )
         found["methods"][method] = {
             "settings": settings.model_dump(mode="json", include={"modes", "positions"})
-            | {
-                "strengths": strengths,
-                "examples": settings.examples or p.examples,
-                "seed": results.seed if settings.seed is None else settings.seed,
-            },
+            | {"strengths": strengths, "examples": examples, "seed": seed},
             "topics": {name: topic.to_dict() for name, topic in report.topics.items()},
             "sweep": [
                 {
@@ -176,8 +174,8 @@ def _build(
     tokenizer: Any,
     label: str,
     p: Any,
-    settings: LmMethodsSettings,
     most: int,
+    examples: int,
     seed: int,
 ) -> Any:
     from codebook_features.steering.eval_config import concept_name
@@ -201,8 +199,8 @@ def _build(
             "label",
             label,
             rule,
-            examples=settings.examples or p.examples,
-            seed=settings.seed if settings.seed is not None else seed,
+            examples=examples,
+            seed=seed,
         )
     ranked, how = (_topic_ranked if method == "topic" else _head_ranked)(store, label)
     how["store"] = store_source(store, None)  # chosen on the whole store

@@ -239,7 +239,7 @@ def _table3(results: LmResults) -> list[str]:
 
 def _chosen_by(p: Any) -> str:
     """How the demo chose each topic's codes, in words."""
-    if getattr(p, "codes_from", "tokens") == "texts":
+    if p.codes_from == "texts":
         return (
             f"one per head by log-odds of firing on at most {p.examples} of the label's "
             "documents rather than on twice as many others"

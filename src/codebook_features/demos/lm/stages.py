@@ -224,11 +224,15 @@ class LmStages:
 
         if self.results.steering is not None:
             return
+        from codebook_features.demos.lm.corpus import read_rows
+
         p = self.preset
         labels = {str(v) for v in CodeStore(store_dir).documents.column("label").to_pylist()}
         with self.stages.stage("steering"):
-            topics, choice = self.topics(data, labels)
-            choice["prompts"] = self.prompt_leans(data)
+            rows = list(read_rows(data, LM_TRAIN_FILE))
+            train = [r["text"] for r in rows], [r["label"] for r in rows]
+            topics, choice = self.topics(data, labels, *train)
+            choice["prompts"] = self.prompt_leans(*train)
             concepts = [f"{label}={regex}" for label, regex in topics.items() if label in labels]
             if not concepts:
                 raise CodebookError(
@@ -307,18 +311,14 @@ class LmStages:
             save_concept(concept, path)
         return directory
 
-    def prompt_leans(self, data: Path) -> dict[str, dict[str, Any] | None]:
-        """Per prompt, the label its first word leans to in the training corpus and by how
-        much (:func:`opening_lean`), warning of a prompt that leans: its unsteered texts
+    def prompt_leans(self, texts: list[str], names: list[str]) -> dict[str, dict[str, Any] | None]:
+        """Per prompt, the label its first word leans to in the training texts and by how
+        much (:func:`opening_leans`), warning of a prompt that leans: its unsteered texts
         already lean to that label, which then can hardly show steering."""
-        from codebook_features.demos.lm.corpus import read_rows
-        from codebook_features.steering.topics import leans, opening_lean
+        from codebook_features.steering.topics import leans, opening_leans
 
-        rows = list(read_rows(data, LM_TRAIN_FILE))
-        texts, names = [r["text"] for r in rows], [r["label"] for r in rows]
         found: dict[str, dict[str, Any] | None] = {}
-        for prompt in self.preset.prompts:
-            lean = opening_lean(texts, names, prompt)
+        for prompt, lean in opening_leans(texts, names, self.preset.prompts).items():
             found[prompt] = None if lean is None else {"label": lean[0], "share": round(lean[1], 4)}
             if lean is not None and leans(lean[1], len(set(names))):
                 logger.warning(
@@ -332,10 +332,13 @@ class LmStages:
                 )
         return found
 
-    def topics(self, data: Path, labels: set[str]) -> tuple[dict[str, str], dict[str, Any]]:
+    def topics(
+        self, data: Path, labels: set[str], texts: list[str], names: list[str]
+    ) -> tuple[dict[str, str], dict[str, Any]]:
         """The steered topics and their regexes, and how they were chosen: given in the
-        preset, or by its rule (the labels the classifier recognises best, each with its most
-        over-represented words), before anything is generated."""
+        preset, or by its rule (the labels the classifier recognises best on the validation
+        documents of ``data``, each with its training ``texts``' most over-represented words),
+        before anything is generated."""
         from codebook_features.demos.lm.corpus import read_rows
         from codebook_features.steering.classifier import TopicClassifier
         from codebook_features.steering.evaluation import CLASSIFIER_DATA_MIN_DF
@@ -348,9 +351,7 @@ class LmStages:
         p = self.preset
         if p.topics is not None:
             return dict(p.topics), {"rule": "given"}
-        train = [(r["text"], r["label"]) for r in read_rows(data, LM_TRAIN_FILE)]
         held = [(r["text"], r["label"]) for r in read_rows(data, LM_VALIDATION_FILE)]
-        texts, names = [t for t, _ in train], [label for _, label in train]
         classifier = TopicClassifier.fit(
             texts,
             names,
