@@ -1,9 +1,11 @@
 """Forward + backward time and peak memory of the Codebook layer against the naive reference.
 
 Each measurement runs in a fresh process, so peak memory is that of one implementation alone,
-and the two implementations take turns over several rounds, so a slow phase of a shared machine
-does not land on one of them only. Results go to ``benchmarks/results/codebook_<device>.json``
-and the table in ``benchmarks/README.md`` is rewritten from them.
+and the implementations take turns over several rounds, so a slow phase of a shared machine
+does not land on one of them only. Where our search goes through cheap bfloat16 scores, ours is
+also timed with the search held to float32 (``ours_float32``). Results go to
+``benchmarks/results/codebook_<device>.json`` and the table in ``benchmarks/README.md`` is
+rewritten from them.
 
     python benchmarks/bench_codebook.py                 # both sizes, CPU
     python benchmarks/bench_codebook.py --codes 4096    # one size
@@ -40,12 +42,16 @@ def measure(impl: str, num_codes: int, reps: int, device: str) -> dict:
     from codebook_features import Codebook, CodebookConfig
     from codebook_features.codebook.reference import reference_forward
 
+    if impl == "ours_float32":  # the same layer with its search held to float32 scores
+        from codebook_features.codebook import screened
+
+        os.environ[screened.DISABLE_ENV] = "1"
     torch.manual_seed(0)
     config = CodebookConfig(dim=GROUPS * GROUP_DIM, num_codes=num_codes, k=K, groups=GROUPS)
     codebook = Codebook(config, device=device)
     x = torch.randn(TOKENS, config.dim, device=device, requires_grad=True)
     upstream = torch.randn(TOKENS, config.dim, device=device)
-    forward = codebook if impl == "ours" else lambda t: reference_forward(codebook, t)
+    forward = codebook if impl != "reference" else lambda t: reference_forward(codebook, t)
 
     def step() -> None:
         out = forward(x)
@@ -116,16 +122,25 @@ def machine(device: str) -> dict:
     return info
 
 
+def screened_search() -> bool:
+    """Whether our search goes through cheap bfloat16 scores on this CPU."""
+    from codebook_features.codebook import screened
+
+    return screened.native_bfloat16()
+
+
 def write_readme_table(results: list[dict], info: dict) -> None:
     rows = [
-        "| codes C | ours fwd+bwd | reference fwd+bwd | speed-up | ours peak | reference peak "
-        "| memory ratio |",
-        "|---|---|---|---|---|---|---|",
+        "| codes C | ours fwd+bwd | ours, float32 search | reference fwd+bwd | speed-up "
+        "| ours peak | reference peak | memory ratio |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        float32 = r.get("ours_float32", {}).get("seconds")
         rows.append(
             f"| {r['num_codes']:,} | {r['ours']['seconds']:.2f} s | "
-            f"{r['reference']['seconds']:.2f} s | {r['speedup']:.1f}x | "
+            + (f"{float32:.2f} s | " if float32 else "- | ")
+            + f"{r['reference']['seconds']:.2f} s | {r['speedup']:.1f}x | "
             f"{r['ours']['peak_mib']:,.0f} MiB | {r['reference']['peak_mib']:,.0f} MiB | "
             f"{100 * r['memory_ratio']:.1f}% |"
         )
@@ -155,14 +170,17 @@ def write_busy_table(results: list[dict], info: dict) -> None:
         f"Measured on {info['cpu']}, {info['threads']} threads, torch {info['torch']}, with "
         f"{info['busy_processes']} competing busy process(es) running throughout:",
         "",
-        "| codes C | ours fwd+bwd | reference fwd+bwd | original 0.1.2 fwd+bwd | vs original |",
-        "|---|---|---|---|---|",
+        "| codes C | ours fwd+bwd | ours, float32 search | reference fwd+bwd "
+        "| original 0.1.2 fwd+bwd | vs original |",
+        "|---|---|---|---|---|---|",
     ]
     for r in results:
         original = r.get("original", {}).get("seconds")
+        float32 = r.get("ours_float32", {}).get("seconds")
         rows.append(
             f"| {r['num_codes']:,} | {r['ours']['seconds']:.2f} s | "
-            f"{r['reference']['seconds']:.2f} s | "
+            + (f"{float32:.2f} s | " if float32 else "- | ")
+            + f"{r['reference']['seconds']:.2f} s | "
             + (f"{original:.2f} s | {r['vs_original']:.1f}x |" if original else "- | - |")
         )
     replace_section(README, "busy-results", "\n".join(rows))
@@ -187,7 +205,9 @@ def main() -> None:
         help="keep this many competing busy processes running while timing (a shared "
         "machine); results go to their own file and table",
     )
-    parser.add_argument("--child", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=["ours", "ours_float32", "reference"], help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(args.child, args.codes[0], args.reps, args.device)))
@@ -229,6 +249,8 @@ def timed_rows(args: argparse.Namespace) -> list[dict]:
         row = {"num_codes": num_codes, "groups": GROUPS, "group_dim": GROUP_DIM, "k": K}
         row["tokens"] = TOKENS
         runs: dict[str, list[dict]] = {"ours": [], "reference": []}
+        if args.device == "cpu" and screened_search():
+            runs["ours_float32"] = []
         if args.original and small and args.device == "cpu":
             runs["original"] = []
         for _ in range(rounds):
@@ -253,6 +275,8 @@ def timed_rows(args: argparse.Namespace) -> list[dict]:
                 flush=True,
             )
         row["speedup"] = row["reference"]["seconds"] / row["ours"]["seconds"]
+        if "ours_float32" in row:
+            row["bfloat16_gain"] = row["ours_float32"]["seconds"] / row["ours"]["seconds"]
         if "original" in row:
             row["vs_original"] = row["original"]["seconds"] / row["ours"]["seconds"]
         row["memory_ratio"] = row["ours"]["peak_mib"] / row["reference"]["peak_mib"]

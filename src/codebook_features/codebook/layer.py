@@ -132,7 +132,10 @@ class Codebook(nn.Module):
         # so it cannot overflow), and far cheaper than testing every value
         wide = torch.promote_types(inputs.dtype, torch.float32)
         finite = inputs.detach().sum(-1, keepdim=True, dtype=wide).isfinite()
-        clean = torch.where(finite, inputs.detach(), 0.0)
+        # on CPU, knowing that every token is finite (the usual case) saves four full passes
+        # over the activations; on an accelerator the test would stall the host, so mask anyway
+        masked = x.device.type != "cpu" or not bool(finite.all())
+        clean = torch.where(finite, inputs.detach(), 0.0) if masked else inputs.detach()
         found = search_codes(
             clean.transpose(0, 1).contiguous(),
             self.vectors.detach(),
@@ -141,7 +144,9 @@ class Codebook(nn.Module):
             cfg.chunk_size,
             self._collect_exclusions(lead, x.device),
         ).transpose(0, 1)
-        marked = torch.where(finite, found, -1).reshape(*lead, cfg.groups, cfg.k)
+        marked = (torch.where(finite, found, -1) if masked else found).reshape(
+            *lead, cfg.groups, cfg.k
+        )
         ids = self.hook_codes(marked)
         # a hook may also edit the ids in place and return nothing
         rewritten = ids is not marked or bool(self.hook_codes._forward_hooks)
@@ -149,12 +154,14 @@ class Codebook(nn.Module):
             self._check_ids(ids, lead)
         flat_ids = ids.reshape(-1, cfg.groups, ids.shape[-1])
         quantized = self.decode(flat_ids if rewritten else found, has_empty_slots=rewritten)
-        quantized = quantized.masked_fill(~finite, torch.nan)
+        if masked:
+            quantized = quantized.masked_fill(~finite, torch.nan)
         output, loss = self._straight_through(inputs, quantized)
         # statistics and the dead-code pool see non-finite tokens as zeros, so one bad token
         # neither poisons the statistics nor re-seeds codes with NaN
         if self.track_stats:
-            self.stats.update(clean, quantized.detach().masked_fill(~finite, 0.0), flat_ids)
+            seen = quantized.detach()
+            self.stats.update(clean, seen.masked_fill(~finite, 0.0) if masked else seen, flat_ids)
         if self.training:
             self._note_training_call(clean, flat_ids)
         return CodebookOutput(output.reshape(x.shape).to(x.dtype), ids, loss)

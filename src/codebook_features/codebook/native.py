@@ -58,6 +58,110 @@ def topk_rows(scores: Tensor, k: int) -> Tensor:
     return out
 
 
+def screened_topk_bf16(
+    cheap: Tensor,
+    x: Tensor,
+    cheap_x: Tensor,
+    matrix: Tensor,
+    offset: Tensor | None,
+    bound: Tensor,
+    relative: float,
+    k: int,
+    capacity: int,
+) -> tuple[Tensor, Tensor]:
+    """Exact top-k ids of a tile of rows from cheap bfloat16 scores (see ``csrc/topk_rows.c``).
+
+    Args:
+        cheap: ``(G, T, C)`` contiguous bfloat16 scores of ``cheap_x`` against ``matrix``
+            rounded to bfloat16; ``-inf`` marks a code left out.
+        x: ``(G, T, d)`` float32 inputs, rows contiguous.
+        cheap_x: ``x`` rounded to bfloat16, laid out like ``x``.
+        matrix: ``(G, C, d)`` contiguous float32 codes as searched.
+        offset: ``(G, C)`` contiguous float32 per-code offsets, or ``None``.
+        bound: ``(G, 3)`` contiguous float64 coefficients of each group's error bound: a cheap
+            score plus offset is within ``b0 |cheap_x| + b1 |cheap_x - x| + b2`` plus
+            ``relative`` times its own size of the exact score.
+        relative: the relative part of the error bound.
+        k: codes per row.
+        capacity: most candidates a row is scored again with.
+
+    Returns:
+        ``(G * T, k)`` ids and a ``(G * T,)`` bool mask of the rows left for a full search
+        (their ids are undefined).
+    """
+    lib = _library()
+    groups, tokens, width = cheap.shape
+    dim = x.shape[-1]
+    if (
+        lib is None
+        or cheap.dtype != torch.bfloat16
+        or not cheap.is_contiguous()
+        or x.dtype != torch.float32
+        or x.stride(-1) != 1
+        or cheap_x.dtype != torch.bfloat16
+        or cheap_x.shape != x.shape
+        or cheap_x.stride() != x.stride()
+        or matrix.dtype != torch.float32
+        or not matrix.is_contiguous()
+        or (offset is not None and (offset.dtype != torch.float32 or not offset.is_contiguous()))
+        or bound.dtype != torch.float64
+        or bound.shape != (groups, 3)
+        or not bound.is_contiguous()
+        or k > width
+    ):
+        raise ValueError("screened_topk_bf16 needs the compiled kernel and the layouts it reads")
+    out = torch.empty(groups * tokens, k, dtype=torch.long)
+    fallback = torch.empty(groups * tokens, dtype=torch.bool)
+    lib.screened_topk_bf16(
+        cheap.data_ptr(),
+        x.data_ptr(),
+        cheap_x.data_ptr(),
+        x.stride(0),
+        x.stride(1),
+        matrix.data_ptr(),
+        None if offset is None else offset.data_ptr(),
+        bound.data_ptr(),
+        relative,
+        groups,
+        tokens,
+        width,
+        dim,
+        k,
+        capacity,
+        out.data_ptr(),
+        fallback.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return out, fallback
+
+
+def largest_code_sizes(matrix: Tensor, cheap: Tensor) -> Tensor:
+    """``(G, 3)`` float64: per group of codes ``matrix`` ``(G, C, d)`` (float32) and their
+    bfloat16 copy ``cheap``, the largest ``|m|``, ``|m~|`` and ``|m~ - m|``."""
+    lib = _library()
+    groups, codes, dim = matrix.shape
+    if (
+        lib is None
+        or matrix.dtype != torch.float32
+        or not matrix.is_contiguous()
+        or cheap.dtype != torch.bfloat16
+        or cheap.shape != matrix.shape
+        or not cheap.is_contiguous()
+    ):
+        raise ValueError("largest_code_sizes needs the compiled kernel and contiguous codes")
+    out = torch.empty(groups, 3, dtype=torch.float64)
+    lib.largest_code_sizes(
+        matrix.data_ptr(),
+        cheap.data_ptr(),
+        groups,
+        codes,
+        dim,
+        out.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return out
+
+
 @functools.lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL | None:
     if os.environ.get(DISABLE_ENV):
@@ -77,6 +181,37 @@ def _library() -> ctypes.CDLL | None:
         ctypes.c_int64,  # width
         ctypes.c_int64,  # row stride
         ctypes.c_int,  # k
+        ctypes.c_void_p,  # out
+        ctypes.c_int,  # threads
+    ]
+    lib.screened_topk_bf16.restype = None
+    lib.screened_topk_bf16.argtypes = [
+        ctypes.c_void_p,  # cheap scores
+        ctypes.c_void_p,  # x
+        ctypes.c_void_p,  # x in bfloat16
+        ctypes.c_int64,  # x group stride
+        ctypes.c_int64,  # x token stride
+        ctypes.c_void_p,  # matrix
+        ctypes.c_void_p,  # offset or NULL
+        ctypes.c_void_p,  # error bound coefficients per group
+        ctypes.c_double,  # relative error bound
+        ctypes.c_int64,  # groups
+        ctypes.c_int64,  # tokens
+        ctypes.c_int64,  # width
+        ctypes.c_int64,  # dim
+        ctypes.c_int,  # k
+        ctypes.c_int,  # capacity
+        ctypes.c_void_p,  # out
+        ctypes.c_void_p,  # fallback
+        ctypes.c_int,  # threads
+    ]
+    lib.largest_code_sizes.restype = None
+    lib.largest_code_sizes.argtypes = [
+        ctypes.c_void_p,  # matrix
+        ctypes.c_void_p,  # its bfloat16 copy
+        ctypes.c_int64,  # groups
+        ctypes.c_int64,  # codes per group
+        ctypes.c_int64,  # dim
         ctypes.c_void_p,  # out
         ctypes.c_int,  # threads
     ]
@@ -102,7 +237,7 @@ def _build() -> Path:
         base = [compiler, "-O3", "-shared", "-fPIC", "-o", tmp, str(SOURCE)]
         for extra in (["-march=native", "-fopenmp"], ["-fopenmp"], []):
             try:
-                subprocess.run([*base, *extra], check=True, capture_output=True, timeout=120)
+                subprocess.run([*base, *extra, "-lm"], check=True, capture_output=True, timeout=120)
                 break
             except subprocess.CalledProcessError:
                 if not extra:

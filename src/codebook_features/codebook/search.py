@@ -6,6 +6,10 @@ the codebooks are very large), so the live score buffer has a size set by the ti
 how many tokens come in: about 16 MiB, or 256 tokens x codes when one group's 256 tokens hold
 more (64 MiB at 65,536 codes); an explicit ``chunk_size`` gives groups x chunk_size x codes.
 Results do not depend on the tile size.
+
+Where the CPU multiplies bfloat16 natively, the scores are computed in bfloat16 and the few
+codes they cannot tell apart are scored again exactly (:mod:`.screened`): the same codes, in
+about half the matmul time.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from codebook_features.codebook import native
+from codebook_features.codebook import native, screened
 from codebook_features.codebook.config import Similarity
 
 SCORE_BUDGET = 1 << 22
@@ -95,25 +99,69 @@ def search_codes(
     with torch.autocast(x.device.type, enabled=False):
         dtype = search_dtype(x, codes)
         x = x.to(dtype)
+        cheap_x = None
+        if screened.enabled(x, num_codes, k):
+            x = x.contiguous()  # laid out like its bfloat16 copy, which the kernel reads beside it
+            cheap_x = x.to(torch.bfloat16)
         ids = torch.empty(groups, tokens, k, dtype=torch.long, device=x.device)
         group_tile, token_tile = tile_shape(groups, tokens, num_codes, chunk_size)
-        buffer = torch.empty(group_tile * token_tile * num_codes, dtype=dtype, device=x.device)
+        buffer = torch.empty(
+            group_tile * token_tile * num_codes,
+            dtype=dtype if cheap_x is None else torch.bfloat16,
+            device=x.device,
+        )
         for g0 in range(0, groups, group_tile):
             g1 = min(groups, g0 + group_tile)
             # prepared per group tile, so no full-size copy of a large codebook is made
             matrix, offset = search_matrix(codes[g0:g1], similarity, dtype)
             matrix_t = matrix.transpose(1, 2).contiguous()  # (g, d, C): the faster GEMM layout
+            if cheap_x is not None:
+                prepared = screened.GroupTile(matrix, offset)
             for t0 in range(0, tokens, token_tile):
                 t1 = min(tokens, t0 + token_tile)
                 scores = buffer[: (g1 - g0) * (t1 - t0) * num_codes].view(g1 - g0, t1 - t0, -1)
-                if offset is None:
+                if cheap_x is not None:
+                    torch.bmm(cheap_x[g0:g1, t0:t1], prepared.cheap_t, out=scores)
+                elif offset is None:
                     torch.bmm(x[g0:g1, t0:t1], matrix_t, out=scores)
                 else:
                     torch.baddbmm(offset, x[g0:g1, t0:t1], matrix_t, out=scores)
                 for exclusion in exclude:
                     _mask_excluded(scores, exclusion, g0, g1, t0, t1)
-                ids[g0:g1, t0:t1] = topk_ids(scores, k)
+                if cheap_x is None:
+                    ids[g0:g1, t0:t1] = topk_ids(scores, k)
+                    continue
+                found, fallback = prepared.search(x[g0:g1, t0:t1], cheap_x[g0:g1, t0:t1], scores, k)
+                ids[g0:g1, t0:t1] = found
+                for g in fallback.any(-1).nonzero().flatten().tolist():  # rare: in full
+                    rows = fallback[g].nonzero().flatten() + t0
+                    ids[g0 + g, rows] = _search_rows(
+                        x[g0 + g, rows], matrix_t[g], offset, g, g0, rows, k, exclude
+                    )
     return ids
+
+
+def _search_rows(
+    x: Tensor,
+    matrix_t: Tensor,
+    offset: Tensor | None,
+    g: int,
+    g0: int,
+    rows: Tensor,
+    k: int,
+    exclude: Sequence[Exclusion],
+) -> Tensor:
+    """Ids of some rows ``x`` ``(n, d)`` of group ``g0 + g``, at token positions ``rows``,
+    searched in full in float32."""
+    scores = x @ matrix_t
+    if offset is not None:
+        scores += offset[g]
+    for code_mask, token_mask in exclude:
+        mask = code_mask[g0 + g].unsqueeze(0)
+        if token_mask is not None:
+            mask = mask & token_mask[rows].unsqueeze(1)
+        scores.masked_fill_(mask, float("-inf"))
+    return topk_ids(scores, k)
 
 
 def _mask_excluded(scores: Tensor, exclude: Exclusion, g0: int, g1: int, t0: int, t1: int) -> None:

@@ -1,4 +1,5 @@
-/* Top-k of each row of a float32 matrix, reading each score about once.
+/* Top-k of each row of a float32 matrix, reading each score about once; and the exact top-k
+ * of rows of cheap bfloat16 scores (screened_topk_bf16, at the end).
  *
  * A row of width W is viewed as L rows of S = ceil(W / L) columns; block c is the strided set
  * {c, c + S, c + 2S, ...}. Pass 1 takes every block's maximum with vertical maxima over
@@ -19,90 +20,291 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Insert (v, i) into the k best kept in vals/idx (sorted: larger value, then lower index).
  * Written without data-dependent branches after the first test: rare as insertions are, a
- * mispredicted loop exit per element moved made them the main cost. */
-static inline void insert(float *vals, int64_t *idx, int64_t *count, int k, float v, int64_t i) {
-    int n = (int)*count;
-    if (n == k) {
-        float w = vals[k - 1];
-        if (!(v > w || (v == w && i < idx[k - 1]))) return;
-    } else {
-        vals[n] = -INFINITY;
-        idx[n] = INT64_MAX;
-        *count = ++n;
+ * mispredicted loop exit per element moved made them the main cost. One version for float
+ * scores (insert) and one for exact double scores (insert_exact). */
+#define DEFINE_INSERT(name, T)                                                                \
+    static inline void name(T *vals, int64_t *idx, int64_t *count, int k, T v, int64_t i) {   \
+        int n = (int)*count;                                                                  \
+        if (n == k) {                                                                         \
+            T w = vals[k - 1];                                                                \
+            if (!(v > w || (v == w && i < idx[k - 1]))) return;                               \
+        } else {                                                                              \
+            vals[n] = -INFINITY;                                                              \
+            idx[n] = INT64_MAX;                                                               \
+            *count = ++n;                                                                     \
+        }                                                                                     \
+        int pos = 0;                                                                          \
+        for (int p = 0; p < n; ++p) pos += (vals[p] > v) | ((vals[p] == v) & (idx[p] < i));   \
+        for (int p = n - 1; p > 0; --p) {                                                     \
+            int move = p > pos;                                                               \
+            vals[p] = move ? vals[p - 1] : vals[p];                                           \
+            idx[p] = move ? idx[p - 1] : idx[p];                                              \
+        }                                                                                     \
+        vals[pos] = v;                                                                        \
+        idx[pos] = i;                                                                         \
     }
-    int pos = 0;
-    for (int p = 0; p < n; ++p) pos += (vals[p] > v) | ((vals[p] == v) & (idx[p] < i));
-    for (int p = n - 1; p > 0; --p) {
-        int move = p > pos;
-        vals[p] = move ? vals[p - 1] : vals[p];
-        idx[p] = move ? idx[p - 1] : idx[p];
-    }
-    vals[pos] = v;
-    idx[pos] = i;
-}
+DEFINE_INSERT(insert, float)
+DEFINE_INSERT(insert_exact, double)
+
+#if defined(__GNUC__)
+#define PREFETCH(address) __builtin_prefetch(address)
+#else
+#define PREFETCH(address) ((void)(address))
+#endif
 
 static int64_t block_rows(int64_t width) {
     int64_t l = width / 256;
     return l < 16 ? 16 : (l > 256 ? 256 : l);
 }
 
+/* A row of width W is viewed as L rows of S columns: S and L for this width. */
+typedef struct {
+    int64_t rows, cols; /* L, S */
+} Blocks;
+
+static Blocks blocks_of(int64_t width) {
+    Blocks b;
+    b.rows = block_rows(width);
+    b.cols = (width + b.rows - 1) / b.rows;
+    return b;
+}
+
+/* Whether rows of this width and k are selected through block maxima (else by a plain scan). */
+static int by_blocks(Blocks b, int k) { return b.cols >= 16 && k <= 16; }
+
+/* block_max[c] = the largest of row[c], row[c + S], ... */
+static void block_maxima(const float *restrict row, int64_t width, Blocks b,
+                         float *restrict block_max) {
+    const int64_t S = b.cols;
+    for (int64_t c = 0; c < S; ++c) block_max[c] = row[c];
+    for (int64_t i = 1; i < b.rows; ++i) {
+        const float *restrict part = row + i * S;
+        int64_t n = width - i * S;
+        if (n <= 0) break;
+        if (n > S) n = S;
+        for (int64_t c = 0; c < n; ++c)
+            block_max[c] = part[c] > block_max[c] ? part[c] : block_max[c];
+    }
+}
+
+/* The k largest of one row, sorted, into vals/idx, given its block maxima when by_blocks();
+ * returns how many were found (fewer than k only when the row holds NaN). */
+static int64_t row_topk(const float *restrict row, int64_t width, int k, Blocks b,
+                        const float *restrict block_max, float *restrict vals,
+                        int64_t *restrict idx) {
+    const int64_t S = b.cols;
+    int64_t count = 0;
+    if (!by_blocks(b, k)) { /* narrow rows or large k: plain scan */
+        for (int64_t j = 0; j < width; ++j) insert(vals, idx, &count, k, row[j], j);
+        return count;
+    }
+    float group_max[16];
+    for (int c = 0; c < 16; ++c) group_max[c] = block_max[c];
+    for (int64_t i = 16; i + 16 <= S; i += 16)
+        for (int c = 0; c < 16; ++c)
+            group_max[c] = block_max[i + c] > group_max[c] ? block_max[i + c] : group_max[c];
+    for (int c = 0; c < 16; ++c) insert(vals, idx, &count, k, group_max[c], c);
+    float threshold = vals[k - 1];
+    count = 0;
+    for (int64_t c = 0; c < S; ++c) {
+        if (!(block_max[c] >= threshold)) continue;
+        for (int64_t j = c; j < width; j += S) {
+            if (row[j] >= threshold) {
+                insert(vals, idx, &count, k, row[j], j);
+                if (count == k && vals[k - 1] > threshold) threshold = vals[k - 1];
+            }
+        }
+    }
+    if (count < k) { /* only with NaN scores: fall back to a plain scan */
+        count = 0;
+        for (int64_t j = 0; j < width; ++j) insert(vals, idx, &count, k, row[j], j);
+    }
+    return count;
+}
+
+static int64_t block_room(int64_t width) {
+    int64_t s = blocks_of(width).cols;
+    return s > 16 ? s : 16;
+}
+
 /* Rows [row_begin, row_end) of `scores` (row stride `row_stride`) -> out[r * k + j]. */
 void topk_rows_f32(const float *restrict scores, int64_t row_begin, int64_t row_end,
                    int64_t width, int64_t row_stride, int k, int64_t *restrict out,
                    int threads) {
-    const int64_t L = block_rows(width);
-    const int64_t S = (width + L - 1) / L;
 #pragma omp parallel num_threads(threads > 0 ? threads : 1)
     {
-        float *restrict block_max = malloc(sizeof(float) * (S > 16 ? S : 16));
+        float *restrict block_max = malloc(sizeof(float) * block_room(width));
         float *restrict vals = malloc(sizeof(float) * k);
         int64_t *restrict idx = malloc(sizeof(int64_t) * k);
+        const Blocks b = blocks_of(width);
 #pragma omp for schedule(static)
         for (int64_t r = row_begin; r < row_end; ++r) {
             const float *restrict row = scores + r * row_stride;
-            int64_t count = 0;
-            if (S < 16 || k > 16) { /* narrow rows or large k: plain scan */
-                for (int64_t j = 0; j < width; ++j) insert(vals, idx, &count, k, row[j], j);
-            } else {
-                for (int64_t c = 0; c < S; ++c) block_max[c] = row[c];
-                for (int64_t i = 1; i < L; ++i) {
-                    const float *restrict part = row + i * S;
-                    int64_t n = width - i * S;
-                    if (n <= 0) break;
-                    if (n > S) n = S;
-                    for (int64_t c = 0; c < n; ++c)
-                        block_max[c] = part[c] > block_max[c] ? part[c] : block_max[c];
-                }
-                float group_max[16];
-                for (int c = 0; c < 16; ++c) group_max[c] = block_max[c];
-                for (int64_t i = 16; i + 16 <= S; i += 16)
-                    for (int c = 0; c < 16; ++c)
-                        group_max[c] = block_max[i + c] > group_max[c] ? block_max[i + c] : group_max[c];
-                for (int c = 0; c < 16; ++c) insert(vals, idx, &count, k, group_max[c], c);
-                float threshold = vals[k - 1];
-                count = 0;
-                for (int64_t c = 0; c < S; ++c) {
-                    if (!(block_max[c] >= threshold)) continue;
-                    for (int64_t j = c; j < width; j += S) {
-                        if (row[j] >= threshold) {
-                            insert(vals, idx, &count, k, row[j], j);
-                            if (count == k && vals[k - 1] > threshold) threshold = vals[k - 1];
-                        }
-                    }
-                }
-                if (count < k) { /* only with NaN scores: fall back to a plain scan */
-                    count = 0;
-                    for (int64_t j = 0; j < width; ++j) insert(vals, idx, &count, k, row[j], j);
-                }
-            }
+            if (by_blocks(b, k)) block_maxima(row, width, b, block_max);
+            row_topk(row, width, k, b, block_max, vals, idx);
             int64_t *restrict dst = out + r * k;
             for (int t = 0; t < k; ++t) dst[t] = idx[t];
         }
         free(block_max);
         free(vals);
         free(idx);
+    }
+}
+
+/* A row of cheap scores plus offsets into `row`; returns whether a score is +inf or NaN, when
+ * the cheap scores are no guide (-inf marks a code left out of the search). */
+static int cheap_row(const uint16_t *restrict src, const float *restrict off, int64_t width,
+                     float *restrict row) {
+    int special = 0;
+    for (int64_t j = 0; j < width; ++j) {
+        uint32_t bits = (uint32_t)src[j] << 16;
+        float v;
+        memcpy(&v, &bits, sizeof v);
+        special |= ((src[j] & 0x7f80) == 0x7f80) & (src[j] != 0xff80);
+        row[j] = off ? v + off[j] : v;
+    }
+    return special;
+}
+
+/* Exact top-k of the rows of a (groups x tokens) tile from cheap bfloat16 scores.
+ *
+ * cheap[r * width + j] plus the code's offset approximates the score of row r (group
+ * r / tokens, token r % tokens) and code j within a + relative * |itself|, where for the row's
+ * input x, its bfloat16 copy x~ and its group's coefficients c = bound[3 g .. 3 g + 2],
+ * a = c[0] |x~| + c[1] |x~ - x| + c[2] (norms summed in double, where the squares of floats
+ * are exact). The k-th largest approximation, less its bound, is a lower bound on the k-th
+ * largest score, so every code whose approximation plus its bound reaches it is a candidate,
+ * and the k best codes are always among the candidates. The candidates are scored again exactly (float products summed
+ * in double, plus the offset) and the k best kept, ties to the lower index. A row with more
+ * than `capacity` candidates, a cheap score of +inf or NaN, or fewer than k codes not left out
+ * (cheap score -inf) gets fallback[r] = 1 and no ids: the caller searches it in full. */
+void screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
+                        const uint16_t *restrict cheap_x, int64_t x_group_stride,
+                        int64_t x_token_stride, const float *restrict matrix,
+                        const float *restrict offset, const double *restrict bound,
+                        double relative, int64_t groups, int64_t tokens,
+                        int64_t width, int64_t dim, int k, int capacity,
+                        int64_t *restrict out, uint8_t *restrict fallback, int threads) {
+#pragma omp parallel num_threads(threads > 0 ? threads : 1)
+    {
+        float *restrict block_max = malloc(sizeof(float) * block_room(width));
+        float *restrict row = malloc(sizeof(float) * width);
+        float *restrict vals = malloc(sizeof(float) * k);
+        int64_t *restrict idx = malloc(sizeof(int64_t) * k);
+        double *restrict exact = malloc(sizeof(double) * k);
+        int64_t *restrict best = malloc(sizeof(int64_t) * k);
+        int64_t *restrict candidates = malloc(sizeof(int64_t) * capacity);
+        double *restrict xd = malloc(sizeof(double) * dim);
+        const Blocks b = blocks_of(width);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < groups * tokens; ++r) {
+            const int64_t g = r / tokens, t = r % tokens;
+            const uint16_t *restrict src = cheap + r * width;
+            const float *restrict off = offset ? offset + g * width : NULL;
+            fallback[r] = 1;
+            if (cheap_row(src, off, width, row)) continue;
+            if (by_blocks(b, k)) block_maxima(row, width, b, block_max);
+            if (row_topk(row, width, k, b, block_max, vals, idx) < k || !isfinite(vals[k - 1]))
+                continue;
+            const float *restrict xr = x + g * x_group_stride + t * x_token_stride;
+            const uint16_t *restrict xc = cheap_x + g * x_group_stride + t * x_token_stride;
+            double size[8] = {0}, rounding[8] = {0}; /* independent sums: no stalls */
+            for (int64_t i = 0; i < dim; ++i) {
+                uint32_t bits = (uint32_t)xc[i] << 16;
+                float v;
+                memcpy(&v, &bits, sizeof v);
+                xd[i] = (double)xr[i];
+                const double cheap_value = (double)v, error = cheap_value - xd[i];
+                size[i % 8] += cheap_value * cheap_value;
+                rounding[i % 8] += error * error;
+            }
+            for (int p = 1; p < 8; ++p) {
+                size[0] += size[p];
+                rounding[0] += rounding[p];
+            }
+            const double *restrict coef = bound + 3 * g;
+            const double absolute =
+                (coef[0] * sqrt(size[0]) + coef[1] * sqrt(rounding[0]) + coef[2]) *
+                (1.0 + 0x1p-30);
+            /* candidates: v + a + rel |v| >= kth - a - rel |kth|, solved for v (the left side
+             * grows with v); widened by far more than double rounding, then rounded down */
+            const double kth = (double)vals[k - 1];
+            const double reach = kth - 2.0 * absolute - relative * fabs(kth);
+            double lowest = reach >= 0 ? reach / (1.0 + relative) : reach / (1.0 - relative);
+            lowest -= 0x1p-40 * (fabs(lowest) + fabs(kth));
+            float threshold = (float)lowest;
+            if ((double)threshold > lowest) threshold = nextafterf(threshold, -INFINITY);
+            int n = 0;
+            for (int64_t c = 0; c < (by_blocks(b, k) ? b.cols : 1); ++c) {
+                if (by_blocks(b, k) && !(block_max[c] >= threshold)) continue;
+                const int64_t step = by_blocks(b, k) ? b.cols : 1;
+                for (int64_t j = c; j < width; j += step) {
+                    if (row[j] >= threshold) {
+                        if (n < capacity) candidates[n] = j;
+                        ++n;
+                    }
+                }
+            }
+            if (n > capacity) continue;
+            const float *restrict codes = matrix + g * width * dim;
+            for (int c = 0; c < n; ++c) /* the candidates' codes are scattered: fetch them all */
+                for (int64_t i = 0; i < dim; i += 16)
+                    PREFETCH(codes + candidates[c] * dim + i);
+            int64_t count = 0;
+            for (int c = 0; c < n; ++c) {
+                const int64_t j = candidates[c];
+                const float *restrict code = codes + j * dim;
+                double part[8] = {0, 0, 0, 0, 0, 0, 0, 0}; /* independent sums: no stalls */
+                int64_t i = 0;
+                for (; i + 8 <= dim; i += 8)
+                    for (int p = 0; p < 8; ++p) part[p] += xd[i + p] * (double)code[i + p];
+                double s = off ? (double)off[j] : 0.0;
+                for (; i < dim; ++i) s += xd[i] * (double)code[i];
+                for (int p = 0; p < 8; ++p) s += part[p];
+                insert_exact(exact, best, &count, k, s, j);
+            }
+            int64_t *restrict dst = out + r * k;
+            for (int c = 0; c < k; ++c) dst[c] = best[c];
+            fallback[r] = 0;
+        }
+        free(block_max);
+        free(row);
+        free(vals);
+        free(idx);
+        free(exact);
+        free(best);
+        free(candidates);
+        free(xd);
+    }
+}
+
+/* For each group of `codes` codes of `dim` values: the largest |m|, |m~| and |m~ - m| over its
+ * codes, where m~ is the bfloat16 copy of code m (norms summed in double) -> out[3 g .. 3 g + 2]. */
+void largest_code_sizes(const float *restrict matrix, const uint16_t *restrict cheap,
+                        int64_t groups, int64_t codes, int64_t dim, double *restrict out,
+                        int threads) {
+#pragma omp parallel for num_threads(threads > 0 ? threads : 1) schedule(static)
+    for (int64_t g = 0; g < groups; ++g) {
+        double largest[3] = {0.0, 0.0, 0.0};
+        for (int64_t j = 0; j < codes; ++j) {
+            const float *restrict m = matrix + (g * codes + j) * dim;
+            const uint16_t *restrict mc = cheap + (g * codes + j) * dim;
+            double sums[3] = {0.0, 0.0, 0.0};
+            for (int64_t i = 0; i < dim; ++i) {
+                uint32_t bits = (uint32_t)mc[i] << 16;
+                float v;
+                memcpy(&v, &bits, sizeof v);
+                const double exact = (double)m[i], rounded = (double)v;
+                sums[0] += exact * exact;
+                sums[1] += rounded * rounded;
+                sums[2] += (rounded - exact) * (rounded - exact);
+            }
+            for (int s = 0; s < 3; ++s) largest[s] = sums[s] > largest[s] ? sums[s] : largest[s];
+        }
+        for (int s = 0; s < 3; ++s) out[3 * g + s] = sqrt(largest[s]);
     }
 }

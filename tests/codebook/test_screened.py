@@ -1,0 +1,157 @@
+"""The search through cheap bfloat16 scores chooses exactly the codes of an exact search.
+
+An exact search here scores in float64 against the codes as the search prepares them
+(normalised in float32) and breaks exact ties by the lower index. The cases are built to
+defeat cheap scores: near ties far below bfloat16's resolution, large and tiny norms, groups of
+different scales, codes left out, and rows whose ties leave too many candidates (searched in
+full). On a CPU without native bfloat16 the screened search is forced on: slower, equally
+exact.
+"""
+
+import pytest
+import torch
+
+from codebook_features.codebook import native, screened
+from codebook_features.codebook.search import search_codes, search_matrix
+
+SIMILARITIES = ["inner_product", "cosine", "euclidean"]
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="needs the compiled kernel")
+
+
+@pytest.fixture(autouse=True)
+def screening_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(screened.DISABLE_ENV, raising=False)
+    monkeypatch.setattr(screened, "native_bfloat16", lambda: True)
+
+
+def exact_ids(
+    x: torch.Tensor, codes: torch.Tensor, k: int, similarity: str, left_out=None
+) -> torch.Tensor:
+    matrix, offset = search_matrix(codes, similarity, torch.float32)
+    scores = x.double() @ matrix.double().transpose(1, 2)
+    if offset is not None:
+        scores = scores + offset.double()
+    if left_out is not None:
+        scores = scores.masked_fill(left_out, float("-inf"))
+    return scores.sort(dim=-1, descending=True, stable=True).indices[..., :k]
+
+
+def near_ties(groups: int, tokens: int, num_codes: int, dim: int, spread: float) -> tuple:
+    """Inputs and codes where each token's best codes differ by about ``spread`` (relative):
+    a handful of copies of one code, each nudged a little, among random codes."""
+    x = torch.randn(groups, tokens, dim)
+    codes = torch.randn(groups, num_codes, dim)
+    for g in range(groups):
+        base = x[g, 0] / x[g, 0].norm() * 3
+        nudges = 1 + spread * torch.randn(24, dim)
+        codes[g, :24] = base * nudges
+    x[:, 1:] = x[:, :1] + 1e-3 * torch.randn(groups, tokens - 1, dim)
+    return x, codes
+
+
+@pytest.mark.parametrize("similarity", SIMILARITIES)
+@pytest.mark.parametrize("spread", [1e-3, 1e-5])
+def test_near_ties_far_below_bfloat16_resolution(similarity: str, spread: float) -> None:
+    x, codes = near_ties(3, 64, 512, 32, spread)
+    ids = search_codes(x, codes, 8, similarity)
+    assert torch.equal(ids, exact_ids(x, codes, 8, similarity))
+
+
+@pytest.mark.parametrize("similarity", SIMILARITIES)
+@pytest.mark.parametrize("scale", [1e-18, 1.0, 1e15])
+def test_large_and_tiny_norms_and_groups_of_different_scales(similarity: str, scale: float) -> None:
+    x = torch.randn(4, 300, 16) * scale
+    codes = torch.randn(4, 1024, 16) * torch.tensor([1e-3, 1.0, 30.0, 1e4]).view(4, 1, 1)
+    codes[2] *= torch.rand(1024, 1) * 10  # norms spread within a group
+    ids = search_codes(x, codes, 5, similarity)
+    assert torch.equal(ids, exact_ids(x, codes, 5, similarity))
+
+
+@pytest.mark.parametrize("k", [1, 3, 16])
+def test_random_data_at_several_k(k: int) -> None:
+    x, codes = torch.randn(2, 500, 64), torch.randn(2, 2048, 64)
+    for similarity in SIMILARITIES:
+        ids = search_codes(x, codes, k, similarity)
+        assert torch.equal(ids, exact_ids(x, codes, k, similarity))
+
+
+def test_exact_duplicates_go_to_the_lower_index_and_crowded_rows_are_searched_in_full() -> None:
+    x = torch.randn(2, 40, 16)
+    codes = torch.randn(2, 512, 16)
+    codes[0, 100:300] = codes[0, 7]  # 201 exact ties: more candidates than a row may keep
+    codes[1, 50:60] = codes[1, 3]  # 11 exact ties
+    x[0] = codes[0, 7] + 1e-4 * torch.randn(40, 16)
+    x[1, :20] = codes[1, 3]
+    for similarity in SIMILARITIES:
+        ids = search_codes(x, codes, 8, similarity)
+        assert torch.equal(ids, exact_ids(x, codes, 8, similarity))
+
+
+def test_codes_left_out_at_some_tokens() -> None:
+    x, codes = near_ties(2, 50, 512, 16, 1e-5)
+    code_mask = torch.zeros(2, 512, dtype=torch.bool)
+    code_mask[:, :12] = True  # most of the near-tied codes
+    code_mask[1, 100:] = True
+    token_mask = torch.arange(50) % 3 == 0
+    left_out = code_mask.unsqueeze(1) & token_mask.view(1, -1, 1)
+    for similarity in SIMILARITIES:
+        ids = search_codes(x, codes, 4, similarity, exclude=[(code_mask, token_mask)])
+        assert torch.equal(ids, exact_ids(x, codes, 4, similarity, left_out))
+
+
+def test_tiles_and_rows_left_for_a_full_search_agree() -> None:
+    x, codes = near_ties(3, 180, 600, 16, 1e-6)
+    x = x[:, ::2]  # not contiguous
+    for chunk_size in (1, 7, None):
+        ids = search_codes(x, codes, 6, "euclidean", chunk_size=chunk_size)
+        assert torch.equal(ids, exact_ids(x, codes, 6, "euclidean"))
+
+
+def absolute_bound(tile: screened.GroupTile, x: torch.Tensor, cheap_x: torch.Tensor):
+    """Each row's absolute error bound, as the kernel works it out."""
+    wide = cheap_x.double()
+    sizes = [wide.norm(dim=-1), (wide - x.double()).norm(dim=-1), torch.ones(x.shape[:2])]
+    return sum(tile.bound[:, i].view(-1, 1) * size for i, size in enumerate(sizes))
+
+
+def test_the_bound_holds_for_every_code() -> None:
+    """The premise of the proof, on this machine's bfloat16 matmul: every cheap score (plus
+    offset) is within its bound of the exact score."""
+    for similarity in SIMILARITIES:
+        x, codes = torch.randn(2, 200, 64) * 7, torch.randn(2, 700, 64) * 0.3
+        matrix, offset = search_matrix(codes, similarity, torch.float32)
+        tile = screened.GroupTile(matrix, offset)
+        cheap_x = x.to(torch.bfloat16)
+        approx = torch.bmm(cheap_x, tile.cheap_t).double()
+        exact = x.double() @ matrix.double().transpose(1, 2)
+        if offset is not None:
+            approx = (approx.float() + offset).double()
+            exact = exact + offset.double()
+        bound = absolute_bound(tile, x, cheap_x).unsqueeze(-1) + tile.relative * approx.abs()
+        assert ((approx - exact).abs() <= bound).all()
+        assert ((approx - exact).abs() > bound / 100).any()  # the bound is not vacuous
+
+
+def test_a_row_with_too_many_candidates_is_left_for_the_full_search() -> None:
+    x, codes = torch.randn(1, 30, 16), torch.randn(1, 512, 16)
+    matrix, offset = search_matrix(codes, "inner_product", torch.float32)
+    tile = screened.GroupTile(matrix, offset)
+    cheap_x = x.to(torch.bfloat16)
+    cheap = torch.bmm(cheap_x, tile.cheap_t)
+    wide = torch.tensor([[0.0, 0.0, 1e9]], dtype=torch.float64)  # every code is a candidate
+    _, fallback = native.screened_topk_bf16(cheap, x, cheap_x, tile.matrix, None, wide, 0.0, 4, 64)
+    assert fallback.all()
+    ids, fallback = native.screened_topk_bf16(
+        cheap, x, cheap_x, tile.matrix, None, tile.bound, tile.relative, 4, 64
+    )
+    assert not fallback.any()
+    assert torch.equal(ids.view(1, 30, 4), exact_ids(x, codes, 4, "inner_product"))
+
+
+def test_used_only_where_it_pays() -> None:
+    x = torch.randn(2, 10, 8)
+    assert screened.enabled(x, 1024, 8)
+    assert not screened.enabled(x, 100, 8)  # a small matmul gains nothing
+    assert not screened.enabled(x.double(), 1024, 8)
+    assert not screened.enabled(x, 1024, 300)
