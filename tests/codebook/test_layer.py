@@ -162,3 +162,12 @@ def test_kmeans_refuses_non_finite_samples() -> None:
     with pytest.raises(CodebookError, match="NaN or inf in 1 of 300 tokens"):
         codebook.init_kmeans(samples)
     assert torch.equal(codebook.vectors, before)
+
+
+def test_ids_are_contiguous_whether_or_not_tokens_are_masked() -> None:
+    codebook = Codebook(CodebookConfig(dim=32, num_codes=300, k=3, groups=4))
+    x = torch.randn(10, 32)
+    out = codebook(x)
+    assert out.ids.is_contiguous() and out.ids.view(-1, 3).shape == (40, 3)
+    x[2, 0] = float("nan")
+    assert codebook(x).ids.is_contiguous()

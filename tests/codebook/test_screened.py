@@ -155,3 +155,68 @@ def test_used_only_where_it_pays() -> None:
     assert not screened.enabled(x, 100, 8)  # a small matmul gains nothing
     assert not screened.enabled(x.double(), 1024, 8)
     assert not screened.enabled(x, 1024, 300)
+
+
+def test_crowds_of_float32_ties_are_searched_exactly() -> None:
+    """200 codes one float32 step apart from the input's direction: more candidates than a row
+    may keep, and gaps below float32's rounding of the scores; the full search is exact too."""
+    x = torch.randn(1, 50, 64)
+    base = x[0, 0].clone()
+    codes = torch.randn(1, 512, 64)
+    for j in range(200):
+        step = float("inf") if j // 64 % 2 else -float("inf")
+        code = base.clone()
+        code[j % 64] = torch.nextafter(code[j % 64], torch.tensor(step))
+        codes[0, 10 + j] = code
+    x[0] = base + 1e-3 * torch.randn(50, 64)
+    ids = search_codes(x, codes, 4, "inner_product")
+    assert torch.equal(ids, exact_ids(x, codes, 4, "inner_product"))
+
+
+def test_a_code_left_out_stays_out_when_the_bound_is_huge() -> None:
+    """k = C / 4, scores near float32's limits: the threshold must not admit left-out codes."""
+    codes = torch.randn(1, 256, 16)
+    codes[0, 0] = 0
+    codes[0, 0, 0] = 5.0  # the best code for x, but left out
+    codes[0, 255] = 0
+    codes[0, 255, 1] = 1.4e19  # one far code: a large offset and norm
+    x = torch.zeros(1, 4, 16)
+    x[0, :, 0] = 1e22
+    x[0, :, 2:] = torch.randn(4, 14)
+    mask = torch.zeros(1, 256, dtype=torch.bool)
+    mask[0, 0] = True
+    ids = search_codes(x, codes, 64, "euclidean", exclude=[(mask, None)])
+    assert not (ids == 0).any()
+    assert torch.equal(ids, exact_ids(x, codes, 64, "euclidean", mask.unsqueeze(1)))
+
+
+def test_a_code_holding_nan_left_out_leaves_valid_ids() -> None:
+    codes = torch.randn(1, 512, 16)
+    codes[0, 5, 0] = float("nan")
+    mask = torch.zeros(1, 512, dtype=torch.bool)
+    mask[0, 5] = True
+    x = torch.randn(1, 4, 16)
+    for similarity in SIMILARITIES:
+        ids = search_codes(x, codes, 4, similarity, exclude=[(mask, None)])
+        assert torch.equal(ids, exact_ids(x, codes, 4, similarity, mask.unsqueeze(1)))
+
+
+@pytest.mark.parametrize("scale", [3.0, 10.0, 1000.0])
+def test_one_far_code_among_euclidean_codes(scale: float) -> None:
+    """The bound takes each group's largest code, so one far code widens it for every row: the
+    search stays exact, and a group with a code far beyond the others is searched in float32."""
+    x = torch.nn.functional.layer_norm(torch.randn(1, 600, 64), (64,))
+    codes = torch.randn(1, 4096, 64)
+    codes[0, 7] *= scale
+    matrix, offset = search_matrix(codes, "euclidean", torch.float32)
+    assert screened.GroupTile(matrix, offset).narrows == (scale < screened.SPREAD)
+    ids = search_codes(x, codes, 8, "euclidean", chunk_size=256)
+    assert torch.equal(ids, exact_ids(x, codes, 8, "euclidean"))
+
+
+@pytest.mark.parametrize("dim", [128, 256])
+def test_wide_groups(dim: int) -> None:
+    x, codes = near_ties(2, 64, 1024, dim, 1e-5)
+    for similarity in SIMILARITIES:
+        ids = search_codes(x, codes, 8, similarity)
+        assert torch.equal(ids, exact_ids(x, codes, 8, similarity))

@@ -98,6 +98,9 @@ def screened_topk_bf16(
         or not cheap.is_contiguous()
         or x.dtype != torch.float32
         or x.stride(-1) != 1
+        or x.shape != (groups, tokens, dim)
+        or matrix.shape != (groups, width, dim)
+        or (offset is not None and offset.shape != (groups, width))
         or cheap_x.dtype != torch.bfloat16
         or cheap_x.shape != x.shape
         or cheap_x.stride() != x.stride()
@@ -135,9 +138,10 @@ def screened_topk_bf16(
     return out, fallback
 
 
-def largest_code_sizes(matrix: Tensor, cheap: Tensor) -> Tensor:
-    """``(G, 3)`` float64: per group of codes ``matrix`` ``(G, C, d)`` (float32) and their
-    bfloat16 copy ``cheap``, the largest ``|m|``, ``|m~|`` and ``|m~ - m|``."""
+def code_sizes(matrix: Tensor, cheap: Tensor) -> Tensor:
+    """``(G, 4)`` float64: per group of codes ``matrix`` ``(G, C, d)`` (float32) and their
+    bfloat16 copy ``cheap``, the largest ``|m|``, ``|m~|`` and ``|m~ - m|``, and the mean
+    ``|m|``."""
     lib = _library()
     groups, codes, dim = matrix.shape
     if (
@@ -148,9 +152,9 @@ def largest_code_sizes(matrix: Tensor, cheap: Tensor) -> Tensor:
         or cheap.shape != matrix.shape
         or not cheap.is_contiguous()
     ):
-        raise ValueError("largest_code_sizes needs the compiled kernel and contiguous codes")
-    out = torch.empty(groups, 3, dtype=torch.float64)
-    lib.largest_code_sizes(
+        raise ValueError("code_sizes needs the compiled kernel and contiguous codes")
+    out = torch.empty(groups, 4, dtype=torch.float64)
+    lib.code_sizes(
         matrix.data_ptr(),
         cheap.data_ptr(),
         groups,
@@ -205,8 +209,8 @@ def _library() -> ctypes.CDLL | None:
         ctypes.c_void_p,  # fallback
         ctypes.c_int,  # threads
     ]
-    lib.largest_code_sizes.restype = None
-    lib.largest_code_sizes.argtypes = [
+    lib.code_sizes.restype = None
+    lib.code_sizes.argtypes = [
         ctypes.c_void_p,  # matrix
         ctypes.c_void_p,  # its bfloat16 copy
         ctypes.c_int64,  # groups
@@ -224,7 +228,7 @@ def _build() -> Path:
     compiler = os.environ.get("CC", "cc")
     source = SOURCE.read_bytes()
     key = hashlib.sha256(
-        b"\0".join([source, compiler.encode(), platform.machine().encode(), _cpu_flags()])
+        b"\0".join([source, compiler.encode(), platform.machine().encode(), cpu_flags()])
     ).hexdigest()[:16]
     cache = private_cache()
     target = cache / f"topk_rows-{key}.so"
@@ -298,7 +302,7 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _cpu_flags() -> bytes:
+def cpu_flags() -> bytes:
     """Identifies the instruction set the build was tuned for (``-march=native``)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

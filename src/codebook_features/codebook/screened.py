@@ -6,9 +6,12 @@ are off by at most a bound that follows from how they are computed (inputs round
 bfloat16, products summed in float32, the sum rounded to bfloat16), so every code whose cheap
 score comes within twice that bound of the k-th best cheap score is a candidate, and the true
 k best are always among the candidates. The few candidates are scored again exactly (float
-products summed in double) and ranked; a row whose bound leaves too many candidates is searched
-in full in float32. The ids are those of an exact search; the float32 search gives the same
-except where two scores lie within float32 rounding of each other, which it orders by chance.
+products summed in double) and ranked; a row whose bound leaves too many candidates (or meets
+NaN, inf or float32's limits) is searched in full in float64. The ids are those of an exact
+search (ties to the lower index); the float32 search gives the same except where two scores lie
+within float32 rounding of each other, which it orders by chance. A group whose largest code is
+far beyond its typical one is searched in float32: the bound takes the group's largest code, so
+it would leave most rows with too many candidates.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ FLUSHED = 2.0**-125
 """Bounds what flushing one value below float32's normal range to zero loses (with margin)."""
 MIN_CODES = 256
 """Fewer codes than this are searched in float32: the matmul is then too small to gain."""
+SPREAD = 4.0
+"""A group tile whose largest code is more than this many times its mean code norm is searched
+in float32."""
 
 
 def accumulation_factor(dim: int) -> float:
@@ -41,7 +47,7 @@ def accumulation_factor(dim: int) -> float:
 @functools.lru_cache(maxsize=1)
 def native_bfloat16() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (otherwise it would be slower)."""
-    flags = native._cpu_flags().split()
+    flags = native.cpu_flags().split()
     return b"avx512_bf16" in flags or b"amx_bf16" in flags
 
 
@@ -65,14 +71,17 @@ def capacity(k: int) -> int:
 
 class GroupTile:
     """One tile of groups prepared for a screened search: the codes in float32 and bfloat16,
-    and the sizes their error bounds need.
+    and the coefficients of their error bound.
 
     With ``x~``, ``m~`` the inputs rounded to bfloat16, ``dx = x~ - x`` and ``dm = m~ - m``, a
     cheap score is ``x~ . m~ = x . m + x~ . dm + dx . m``, summed in float32 and rounded to
     bfloat16 (values below float32's normal range may be flushed to zero). So it is off by at
-    most ``|x~| |dm| + |dx| |m| + gamma_d |x~| |m~| + u |cheap| / (1 - u)`` plus what flushing
-    loses, and adding the offset in float32 rounds once more. Measured rounding (``|dx|``,
-    ``|dm|``) is about a third of the worst case ``u |x|``, which keeps the candidates few.
+    most ``|x~| |dm| + |dx| |m| + gamma_d |x~| |m~|``, plus ``u`` times its own size for the
+    final rounding, plus what flushing loses. Measured rounding (``|dx|``, ``|dm|``) is about a
+    third of the worst case ``u |x|``, which keeps the candidates few. Without offsets the last
+    rounding is bounded by the cheap score itself (the kernel's relative term); with offsets
+    (euclidean), whose size says nothing about the score's, by ``u (1 + gamma_d) |x~| |m~|``,
+    and adding the offset in float32 rounds once more (relative to the sum).
     """
 
     def __init__(self, matrix: Tensor, offset: Tensor | None) -> None:
@@ -80,26 +89,25 @@ class GroupTile:
         cheap = matrix.to(torch.bfloat16)
         self.cheap_t = cheap.transpose(1, 2).contiguous()  # (g, d, C): the faster GEMM layout
         self.offset = None if offset is None else offset.reshape(matrix.shape[:2]).contiguous()
-        sizes = native.largest_code_sizes(self.matrix, cheap.contiguous())  # (g, 3)
-        self.largest_code, self.largest_cheap_code, self.largest_rounding = sizes.unbind(1)
-        self.largest_offset = (
-            torch.zeros_like(self.largest_code)
-            if self.offset is None
-            else self.offset.abs().amax(-1).double()
-        )
-        output = BF16_UNIT / (1 - BF16_UNIT)
-        added = 0.0 if offset is None else FLOAT32_UNIT / (1 - FLOAT32_UNIT)
-        self.relative = (output * (1 + added) + added) * (1 + 2.0**-30)
-        # a row's absolute bound is b0 |x~| + b1 |dx| + b2 (the kernel takes the row's norms)
+        code, cheap_code, rounding, mean_code = native.code_sizes(self.matrix, cheap).unbind(1)
+        # one far code widens every row's bound (it takes the group's largest): then the
+        # candidates would be too many, and the float32 search is faster
+        self.narrows = bool((code <= SPREAD * mean_code).all())
         dim = matrix.shape[-1]
+        gamma = accumulation_factor(dim)
+        output = BF16_UNIT / (1 - BF16_UNIT)
+        if offset is None:
+            last, self.relative = torch.zeros_like(code), output
+        else:
+            last = BF16_UNIT * (1 + gamma) * cheap_code
+            self.relative = FLOAT32_UNIT / (1 - FLOAT32_UNIT)
+        self.relative *= 1 + 2.0**-30
+        # a row's absolute bound is b0 |x~| + b1 |dx| + b2 (the kernel takes the row's norms)
         self.bound = torch.stack(
             [
-                self.largest_rounding
-                + accumulation_factor(dim) * self.largest_cheap_code
-                + FLUSHED * dim**0.5,
-                self.largest_code,
-                FLUSHED * (1 + dim + dim**0.5 * self.largest_cheap_code)
-                + output * self.largest_offset,
+                rounding + gamma * cheap_code + last + FLUSHED * dim**0.5,
+                code,
+                FLUSHED * (1 + dim + dim**0.5 * cheap_code),
             ],
             dim=1,
         ).contiguous()

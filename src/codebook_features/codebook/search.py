@@ -105,63 +105,98 @@ def search_codes(
             cheap_x = x.to(torch.bfloat16)
         ids = torch.empty(groups, tokens, k, dtype=torch.long, device=x.device)
         group_tile, token_tile = tile_shape(groups, tokens, num_codes, chunk_size)
-        buffer = torch.empty(
-            group_tile * token_tile * num_codes,
-            dtype=dtype if cheap_x is None else torch.bfloat16,
-            device=x.device,
-        )
+        # float32 scores, or bfloat16 ones in the first half of the same memory
+        buffer = torch.empty(group_tile * token_tile * num_codes, dtype=dtype, device=x.device)
         for g0 in range(0, groups, group_tile):
             g1 = min(groups, g0 + group_tile)
             # prepared per group tile, so no full-size copy of a large codebook is made
             matrix, offset = search_matrix(codes[g0:g1], similarity, dtype)
-            matrix_t = matrix.transpose(1, 2).contiguous()  # (g, d, C): the faster GEMM layout
-            if cheap_x is not None:
-                prepared = screened.GroupTile(matrix, offset)
+            prepared = None if cheap_x is None else screened.GroupTile(matrix, offset)
+            if prepared is not None and not prepared.narrows:
+                prepared = None  # the float32 search is faster for these codes
+            matrix_t = None
             for t0 in range(0, tokens, token_tile):
                 t1 = min(tokens, t0 + token_tile)
-                scores = buffer[: (g1 - g0) * (t1 - t0) * num_codes].view(g1 - g0, t1 - t0, -1)
-                if cheap_x is not None:
-                    torch.bmm(cheap_x[g0:g1, t0:t1], prepared.cheap_t, out=scores)
-                elif offset is None:
+                size = (g1 - g0) * (t1 - t0) * num_codes
+                if prepared is not None and cheap_x is not None:
+                    cheap = buffer.view(torch.bfloat16)[:size].view(g1 - g0, t1 - t0, -1)
+                    torch.bmm(cheap_x[g0:g1, t0:t1], prepared.cheap_t, out=cheap)
+                    for exclusion in exclude:
+                        _mask_excluded(cheap, exclusion, g0, g1, t0, t1)
+                    ids[g0:g1, t0:t1] = _screened_ids(
+                        prepared, x, cheap_x, cheap, offset, k, exclude, g0, t0
+                    )
+                    continue
+                if matrix_t is None:  # (g, d, C): the faster GEMM layout
+                    matrix_t = matrix.transpose(1, 2).contiguous()
+                scores = buffer[:size].view(g1 - g0, t1 - t0, -1)
+                if offset is None:
                     torch.bmm(x[g0:g1, t0:t1], matrix_t, out=scores)
                 else:
                     torch.baddbmm(offset, x[g0:g1, t0:t1], matrix_t, out=scores)
                 for exclusion in exclude:
                     _mask_excluded(scores, exclusion, g0, g1, t0, t1)
-                if cheap_x is None:
-                    ids[g0:g1, t0:t1] = topk_ids(scores, k)
-                    continue
-                found, fallback = prepared.search(x[g0:g1, t0:t1], cheap_x[g0:g1, t0:t1], scores, k)
-                ids[g0:g1, t0:t1] = found
-                for g in fallback.any(-1).nonzero().flatten().tolist():  # rare: in full
-                    rows = fallback[g].nonzero().flatten() + t0
-                    ids[g0 + g, rows] = _search_rows(
-                        x[g0 + g, rows], matrix_t[g], offset, g, g0, rows, k, exclude
-                    )
+                ids[g0:g1, t0:t1] = topk_ids(scores, k)
     return ids
 
 
-def _search_rows(
+def _screened_ids(
+    prepared: screened.GroupTile,
     x: Tensor,
-    matrix_t: Tensor,
+    cheap_x: Tensor,
+    cheap: Tensor,
     offset: Tensor | None,
-    g: int,
-    g0: int,
-    rows: Tensor,
     k: int,
     exclude: Sequence[Exclusion],
+    g0: int,
+    t0: int,
 ) -> Tensor:
-    """Ids of some rows ``x`` ``(n, d)`` of group ``g0 + g``, at token positions ``rows``,
-    searched in full in float32."""
-    scores = x @ matrix_t
+    """Ids of a tile (groups from ``g0``, tokens from ``t0``) from its cheap scores, the rows
+    the kernel leaves searched in full, exactly."""
+    groups, tokens, _ = cheap.shape
+    tile_x = x[g0 : g0 + groups, t0 : t0 + tokens]
+    found, fallback = prepared.search(tile_x, cheap_x[g0 : g0 + groups, t0 : t0 + tokens], cheap, k)
+    for g in fallback.any(-1).nonzero().flatten().tolist():  # rare
+        rows = fallback[g].nonzero().flatten()
+        found[g, rows] = _exact_rows(
+            tile_x[g, rows], prepared.matrix[g], offset, g, k, exclude, g0, t0 + rows
+        )
+    return found
+
+
+def _exact_rows(
+    x: Tensor,
+    matrix: Tensor,
+    offset: Tensor | None,
+    g: int,
+    k: int,
+    exclude: Sequence[Exclusion],
+    g0: int,
+    tokens: Tensor,
+) -> Tensor:
+    """The exact top-k of rows ``x`` ``(n, d)`` of group ``g0 + g``, at token positions
+    ``tokens``, against ``matrix`` ``(C, d)``: scores in float64, ties to the lower index, NaN
+    last."""
+    scores = x.double() @ matrix.double().T
     if offset is not None:
-        scores += offset[g]
+        scores += offset[g].double()
     for code_mask, token_mask in exclude:
         mask = code_mask[g0 + g].unsqueeze(0)
         if token_mask is not None:
-            mask = mask & token_mask[rows].unsqueeze(1)
+            mask = mask & token_mask[tokens].unsqueeze(1)
         scores.masked_fill_(mask, float("-inf"))
-    return topk_ids(scores, k)
+    scores.nan_to_num_(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
+    values, chosen = scores.topk(k, dim=-1)
+    # ties to the lower index: order each row's choice by value, then index
+    chosen, order = chosen.sort(dim=-1)
+    values, order = values.gather(-1, order).sort(dim=-1, descending=True, stable=True)
+    chosen = chosen.gather(-1, order)
+    # a code tied with the k-th one but not chosen may have the lower index: sort those in full
+    kth = values[:, -1:]
+    tied = ((scores == kth).sum(-1) > (values == kth).sum(-1)).nonzero().flatten()
+    if len(tied):
+        chosen[tied] = scores[tied].sort(dim=-1, descending=True, stable=True).indices[:, :k]
+    return chosen
 
 
 def _mask_excluded(scores: Tensor, exclude: Exclusion, g0: int, g1: int, t0: int, t1: int) -> None:

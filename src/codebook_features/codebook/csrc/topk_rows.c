@@ -180,8 +180,10 @@ static int cheap_row(const uint16_t *restrict src, const float *restrict off, in
  * largest score, so every code whose approximation plus its bound reaches it is a candidate,
  * and the k best codes are always among the candidates. The candidates are scored again exactly (float products summed
  * in double, plus the offset) and the k best kept, ties to the lower index. A row with more
- * than `capacity` candidates, a cheap score of +inf or NaN, or fewer than k codes not left out
- * (cheap score -inf) gets fallback[r] = 1 and no ids: the caller searches it in full. */
+ * than `capacity` candidates, a cheap score of +inf or NaN, fewer than k codes not left out
+ * (cheap score -inf; a score that overflows to -inf in float32 counts as left out, as in the
+ * float32 search), a bound that is not finite, or exact scores of NaN gets fallback[r] = 1 and
+ * no ids: the caller searches it in full. */
 void screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
                         const uint16_t *restrict cheap_x, int64_t x_group_stride,
                         int64_t x_token_stride, const float *restrict matrix,
@@ -238,6 +240,9 @@ void screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
             lowest -= 0x1p-40 * (fabs(lowest) + fabs(kth));
             float threshold = (float)lowest;
             if ((double)threshold > lowest) threshold = nextafterf(threshold, -INFINITY);
+            /* a bound that is not finite (codes holding NaN or inf, scores near float32's
+             * limits) narrows nothing, and -inf would admit the codes left out */
+            if (!isfinite(absolute) || !(threshold > -INFINITY)) continue;
             int n = 0;
             for (int64_t c = 0; c < (by_blocks(b, k) ? b.cols : 1); ++c) {
                 if (by_blocks(b, k) && !(block_max[c] >= threshold)) continue;
@@ -255,6 +260,7 @@ void screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
                 for (int64_t i = 0; i < dim; i += 16)
                     PREFETCH(codes + candidates[c] * dim + i);
             int64_t count = 0;
+            int unordered = 0;
             for (int c = 0; c < n; ++c) {
                 const int64_t j = candidates[c];
                 const float *restrict code = codes + j * dim;
@@ -265,8 +271,10 @@ void screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
                 double s = off ? (double)off[j] : 0.0;
                 for (; i < dim; ++i) s += xd[i] * (double)code[i];
                 for (int p = 0; p < 8; ++p) s += part[p];
+                unordered |= isnan(s);
                 insert_exact(exact, best, &count, k, s, j);
             }
+            if (unordered) continue; /* exact scores of NaN: search the row in full */
             int64_t *restrict dst = out + r * k;
             for (int c = 0; c < k; ++c) dst[c] = best[c];
             fallback[r] = 0;
@@ -283,13 +291,13 @@ void screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
 }
 
 /* For each group of `codes` codes of `dim` values: the largest |m|, |m~| and |m~ - m| over its
- * codes, where m~ is the bfloat16 copy of code m (norms summed in double) -> out[3 g .. 3 g + 2]. */
-void largest_code_sizes(const float *restrict matrix, const uint16_t *restrict cheap,
-                        int64_t groups, int64_t codes, int64_t dim, double *restrict out,
-                        int threads) {
+ * codes, where m~ is the bfloat16 copy of code m, and the mean |m| (norms summed in double)
+ * -> out[4 g .. 4 g + 3]. */
+void code_sizes(const float *restrict matrix, const uint16_t *restrict cheap, int64_t groups,
+                int64_t codes, int64_t dim, double *restrict out, int threads) {
 #pragma omp parallel for num_threads(threads > 0 ? threads : 1) schedule(static)
     for (int64_t g = 0; g < groups; ++g) {
-        double largest[3] = {0.0, 0.0, 0.0};
+        double largest[3] = {0.0, 0.0, 0.0}, total = 0.0;
         for (int64_t j = 0; j < codes; ++j) {
             const float *restrict m = matrix + (g * codes + j) * dim;
             const uint16_t *restrict mc = cheap + (g * codes + j) * dim;
@@ -304,7 +312,9 @@ void largest_code_sizes(const float *restrict matrix, const uint16_t *restrict c
                 sums[2] += (rounded - exact) * (rounded - exact);
             }
             for (int s = 0; s < 3; ++s) largest[s] = sums[s] > largest[s] ? sums[s] : largest[s];
+            total += sqrt(sums[0]);
         }
-        for (int s = 0; s < 3; ++s) out[3 * g + s] = sqrt(largest[s]);
+        for (int s = 0; s < 3; ++s) out[4 * g + s] = sqrt(largest[s]);
+        out[4 * g + 3] = codes ? total / (double)codes : 0.0;
     }
 }
