@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "topk_rows.c"
 DISABLE_ENV = "CODEBOOK_FEATURES_NO_NATIVE"
+OUT_OF_MEMORY = "the compiled top-k kernel could not allocate its buffers: free memory and retry"
 _lock = threading.Lock()
 
 
@@ -54,7 +55,8 @@ def topk_rows(scores: Tensor, k: int) -> Tensor:
         )
     out = torch.empty(rows, k, dtype=torch.long)
     threads = torch.get_num_threads()
-    lib.topk_rows_f32(scores.data_ptr(), 0, rows, width, width, k, out.data_ptr(), threads)
+    if lib.topk_rows_f32(scores.data_ptr(), 0, rows, width, width, k, out.data_ptr(), threads):
+        raise MemoryError(OUT_OF_MEMORY)
     return out
 
 
@@ -115,7 +117,7 @@ def screened_topk_bf16(
         raise ValueError("screened_topk_bf16 needs the compiled kernel and the layouts it reads")
     out = torch.empty(groups * tokens, k, dtype=torch.long)
     fallback = torch.empty(groups * tokens, dtype=torch.bool)
-    lib.screened_topk_bf16(
+    failed = lib.screened_topk_bf16(
         cheap.data_ptr(),
         x.data_ptr(),
         cheap_x.data_ptr(),
@@ -135,6 +137,8 @@ def screened_topk_bf16(
         fallback.data_ptr(),
         torch.get_num_threads(),
     )
+    if failed:
+        raise MemoryError(OUT_OF_MEMORY)
     return out, fallback
 
 
@@ -177,7 +181,7 @@ def _library() -> ctypes.CDLL | None:
         except (OSError, subprocess.SubprocessError) as error:
             logger.info("compiled top-k unavailable (%s); using torch.topk", error)
             return None
-    lib.topk_rows_f32.restype = None
+    lib.topk_rows_f32.restype = ctypes.c_int
     lib.topk_rows_f32.argtypes = [
         ctypes.c_void_p,  # scores
         ctypes.c_int64,  # first row
@@ -188,7 +192,7 @@ def _library() -> ctypes.CDLL | None:
         ctypes.c_void_p,  # out
         ctypes.c_int,  # threads
     ]
-    lib.screened_topk_bf16.restype = None
+    lib.screened_topk_bf16.restype = ctypes.c_int
     lib.screened_topk_bf16.argtypes = [
         ctypes.c_void_p,  # cheap scores
         ctypes.c_void_p,  # x

@@ -131,18 +131,26 @@ static int64_t block_room(int64_t width) {
     return s > 16 ? s : 16;
 }
 
-/* Rows [row_begin, row_end) of `scores` (row stride `row_stride`) -> out[r * k + j]. */
-void topk_rows_f32(const float *restrict scores, int64_t row_begin, int64_t row_end,
+/* Rows [row_begin, row_end) of `scores` (row stride `row_stride`) -> out[r * k + j]. Returns
+ * how many threads could not allocate their buffers (0: every row was done). */
+int topk_rows_f32(const float *restrict scores, int64_t row_begin, int64_t row_end,
                    int64_t width, int64_t row_stride, int k, int64_t *restrict out,
                    int threads) {
+    int failed = 0;
 #pragma omp parallel num_threads(threads > 0 ? threads : 1)
     {
         float *restrict block_max = malloc(sizeof(float) * block_room(width));
         float *restrict vals = malloc(sizeof(float) * k);
         int64_t *restrict idx = malloc(sizeof(int64_t) * k);
+        const int ready = block_max && vals && idx;
+        if (!ready) {
+#pragma omp atomic
+            ++failed;
+        }
         const Blocks b = blocks_of(width);
 #pragma omp for schedule(static)
         for (int64_t r = row_begin; r < row_end; ++r) {
+            if (!ready) continue;
             const float *restrict row = scores + r * row_stride;
             if (by_blocks(b, k)) block_maxima(row, width, b, block_max);
             row_topk(row, width, k, b, block_max, vals, idx);
@@ -153,6 +161,7 @@ void topk_rows_f32(const float *restrict scores, int64_t row_begin, int64_t row_
         free(vals);
         free(idx);
     }
+    return failed;
 }
 
 /* A row of cheap scores plus offsets into `row`; returns whether a score is +inf or NaN, when
@@ -183,14 +192,16 @@ static int cheap_row(const uint16_t *restrict src, const float *restrict off, in
  * than `capacity` candidates, a cheap score of +inf or NaN, fewer than k codes not left out
  * (cheap score -inf; a score that overflows to -inf in float32 counts as left out, as in the
  * float32 search), a bound that is not finite, or exact scores of NaN gets fallback[r] = 1 and
- * no ids: the caller searches it in full. */
-void screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
+ * no ids: the caller searches it in full. Returns how many threads could not allocate their
+ * buffers (0: every row was done). */
+int screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
                         const uint16_t *restrict cheap_x, int64_t x_group_stride,
                         int64_t x_token_stride, const float *restrict matrix,
                         const float *restrict offset, const double *restrict bound,
                         double relative, int64_t groups, int64_t tokens,
                         int64_t width, int64_t dim, int k, int capacity,
                         int64_t *restrict out, uint8_t *restrict fallback, int threads) {
+    int failed = 0;
 #pragma omp parallel num_threads(threads > 0 ? threads : 1)
     {
         float *restrict block_max = malloc(sizeof(float) * block_room(width));
@@ -201,9 +212,15 @@ void screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
         int64_t *restrict best = malloc(sizeof(int64_t) * k);
         int64_t *restrict candidates = malloc(sizeof(int64_t) * capacity);
         double *restrict xd = malloc(sizeof(double) * dim);
+        const int ready = block_max && row && vals && idx && exact && best && candidates && xd;
+        if (!ready) {
+#pragma omp atomic
+            ++failed;
+        }
         const Blocks b = blocks_of(width);
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < groups * tokens; ++r) {
+            if (!ready) continue;
             const int64_t g = r / tokens, t = r % tokens;
             const uint16_t *restrict src = cheap + r * width;
             const float *restrict off = offset ? offset + g * width : NULL;
@@ -288,6 +305,7 @@ void screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
         free(candidates);
         free(xd);
     }
+    return failed;
 }
 
 /* For each group of `codes` codes of `dim` values: the largest |m|, |m~| and |m~ - m| over its
