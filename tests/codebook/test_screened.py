@@ -100,6 +100,21 @@ def test_codes_left_out_at_some_tokens() -> None:
         assert torch.equal(ids, exact_ids(x, codes, 4, similarity, left_out))
 
 
+def test_rows_searched_in_full_leave_codes_out_at_their_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(screened, "capacity", lambda k: 1)  # every row to the full search
+    x, codes = near_ties(2, 50, 512, 16, 1e-5)
+    code_mask = torch.zeros(2, 512, dtype=torch.bool)
+    code_mask[:, :12] = True
+    code_mask[1, 100:] = True
+    token_mask = torch.arange(50) % 3 == 0
+    left_out = code_mask.unsqueeze(1) & token_mask.view(1, -1, 1)
+    for similarity in SIMILARITIES:
+        ids = search_codes(x, codes, 4, similarity, exclude=[(code_mask, token_mask)])
+        assert torch.equal(ids, exact_ids(x, codes, 4, similarity, left_out))
+
+
 def test_tiles_and_rows_left_for_a_full_search_agree() -> None:
     x, codes = near_ties(3, 180, 600, 16, 1e-6)
     x = x[:, ::2]  # not contiguous

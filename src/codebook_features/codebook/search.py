@@ -122,7 +122,7 @@ def search_codes(
                     cheap = buffer.view(torch.bfloat16)[:size].view(g1 - g0, t1 - t0, -1)
                     torch.bmm(cheap_x[g0:g1, t0:t1], prepared.cheap_t, out=cheap)
                     for exclusion in exclude:
-                        _mask_excluded(cheap, exclusion, g0, g1, t0, t1)
+                        _mask_excluded(cheap, exclusion, slice(g0, g1), slice(t0, t1))
                     ids[g0:g1, t0:t1] = _screened_ids(
                         prepared, x, cheap_x, cheap, offset, k, exclude, g0, t0
                     )
@@ -135,7 +135,7 @@ def search_codes(
                 else:
                     torch.baddbmm(offset, x[g0:g1, t0:t1], matrix_t, out=scores)
                 for exclusion in exclude:
-                    _mask_excluded(scores, exclusion, g0, g1, t0, t1)
+                    _mask_excluded(scores, exclusion, slice(g0, g1), slice(t0, t1))
                 ids[g0:g1, t0:t1] = topk_ids(scores, k)
     return ids
 
@@ -180,11 +180,8 @@ def _exact_rows(
     scores = x.double() @ matrix.double().T
     if offset is not None:
         scores += offset[g].double()
-    for code_mask, token_mask in exclude:
-        mask = code_mask[g0 + g].unsqueeze(0)
-        if token_mask is not None:
-            mask = mask & token_mask[tokens].unsqueeze(1)
-        scores.masked_fill_(mask, float("-inf"))
+    for exclusion in exclude:
+        _mask_excluded(scores.unsqueeze(0), exclusion, slice(g0 + g, g0 + g + 1), tokens)
     scores.nan_to_num_(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
     values, chosen = scores.topk(k, dim=-1)
     # ties to the lower index: order each row's choice by value, then index
@@ -199,11 +196,15 @@ def _exact_rows(
     return chosen
 
 
-def _mask_excluded(scores: Tensor, exclude: Exclusion, g0: int, g1: int, t0: int, t1: int) -> None:
+def _mask_excluded(
+    scores: Tensor, exclude: Exclusion, groups: slice, tokens: slice | Tensor
+) -> None:
+    """Set the left-out codes' scores ``(g, t, C)`` to ``-inf``, for the groups and tokens (a
+    range, or token positions) the scores are of."""
     code_mask, token_mask = exclude
-    mask = code_mask[g0:g1].unsqueeze(1)
+    mask = code_mask[groups].unsqueeze(1)
     if token_mask is not None:
-        mask = mask & token_mask[t0:t1].view(1, -1, 1)
+        mask = mask & token_mask[tokens].view(1, -1, 1)
     scores.masked_fill_(mask, float("-inf"))
 
 

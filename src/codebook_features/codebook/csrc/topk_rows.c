@@ -56,6 +56,14 @@ DEFINE_INSERT(insert_exact, double)
 #define PREFETCH(address) ((void)(address))
 #endif
 
+/* The float value of bfloat16 bits (its upper half). */
+static inline float bf16_value(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
 static int64_t block_rows(int64_t width) {
     int64_t l = width / 256;
     return l < 16 ? 16 : (l > 256 ? 256 : l);
@@ -91,17 +99,18 @@ static void block_maxima(const float *restrict row, int64_t width, Blocks b,
     }
 }
 
-/* The k largest of one row, sorted, into vals/idx, given its block maxima when by_blocks();
- * returns how many were found (fewer than k only when the row holds NaN). */
+/* The k largest of one row, sorted, into vals/idx; when by_blocks(), the row's block maxima
+ * are left in block_max. Returns how many were found (fewer than k only when the row holds
+ * NaN). */
 static int64_t row_topk(const float *restrict row, int64_t width, int k, Blocks b,
-                        const float *restrict block_max, float *restrict vals,
-                        int64_t *restrict idx) {
+                        float *restrict block_max, float *restrict vals, int64_t *restrict idx) {
     const int64_t S = b.cols;
     int64_t count = 0;
     if (!by_blocks(b, k)) { /* narrow rows or large k: plain scan */
         for (int64_t j = 0; j < width; ++j) insert(vals, idx, &count, k, row[j], j);
         return count;
     }
+    block_maxima(row, width, b, block_max);
     float group_max[16];
     for (int c = 0; c < 16; ++c) group_max[c] = block_max[c];
     for (int64_t i = 16; i + 16 <= S; i += 16)
@@ -152,7 +161,6 @@ int topk_rows_f32(const float *restrict scores, int64_t row_begin, int64_t row_e
         for (int64_t r = row_begin; r < row_end; ++r) {
             if (!ready) continue;
             const float *restrict row = scores + r * row_stride;
-            if (by_blocks(b, k)) block_maxima(row, width, b, block_max);
             row_topk(row, width, k, b, block_max, vals, idx);
             int64_t *restrict dst = out + r * k;
             for (int t = 0; t < k; ++t) dst[t] = idx[t];
@@ -170,9 +178,7 @@ static int cheap_row(const uint16_t *restrict src, const float *restrict off, in
                      float *restrict row) {
     int special = 0;
     for (int64_t j = 0; j < width; ++j) {
-        uint32_t bits = (uint32_t)src[j] << 16;
-        float v;
-        memcpy(&v, &bits, sizeof v);
+        const float v = bf16_value(src[j]);
         special |= ((src[j] & 0x7f80) == 0x7f80) & (src[j] != 0xff80);
         row[j] = off ? v + off[j] : v;
     }
@@ -187,8 +193,9 @@ static int cheap_row(const uint16_t *restrict src, const float *restrict off, in
  * a = c[0] |x~| + c[1] |x~ - x| + c[2] (norms summed in double, where the squares of floats
  * are exact). The k-th largest approximation, less its bound, is a lower bound on the k-th
  * largest score, so every code whose approximation plus its bound reaches it is a candidate,
- * and the k best codes are always among the candidates. The candidates are scored again exactly (float products summed
- * in double, plus the offset) and the k best kept, ties to the lower index. A row with more
+ * and the k best codes are always among the candidates. The candidates are scored again
+ * exactly (float products summed in double, plus the offset) and the k best kept, ties to the
+ * lower index. A row with more
  * than `capacity` candidates, a cheap score of +inf or NaN, fewer than k codes not left out
  * (cheap score -inf; a score that overflows to -inf in float32 counts as left out, as in the
  * float32 search), a bound that is not finite, or exact scores of NaN gets fallback[r] = 1 and
@@ -226,18 +233,14 @@ int screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
             const float *restrict off = offset ? offset + g * width : NULL;
             fallback[r] = 1;
             if (cheap_row(src, off, width, row)) continue;
-            if (by_blocks(b, k)) block_maxima(row, width, b, block_max);
             if (row_topk(row, width, k, b, block_max, vals, idx) < k || !isfinite(vals[k - 1]))
                 continue;
             const float *restrict xr = x + g * x_group_stride + t * x_token_stride;
             const uint16_t *restrict xc = cheap_x + g * x_group_stride + t * x_token_stride;
             double size[8] = {0}, rounding[8] = {0}; /* independent sums: no stalls */
             for (int64_t i = 0; i < dim; ++i) {
-                uint32_t bits = (uint32_t)xc[i] << 16;
-                float v;
-                memcpy(&v, &bits, sizeof v);
                 xd[i] = (double)xr[i];
-                const double cheap_value = (double)v, error = cheap_value - xd[i];
+                const double cheap_value = (double)bf16_value(xc[i]), error = cheap_value - xd[i];
                 size[i % 8] += cheap_value * cheap_value;
                 rounding[i % 8] += error * error;
             }
@@ -321,10 +324,7 @@ void code_sizes(const float *restrict matrix, const uint16_t *restrict cheap, in
             const uint16_t *restrict mc = cheap + (g * codes + j) * dim;
             double sums[3] = {0.0, 0.0, 0.0};
             for (int64_t i = 0; i < dim; ++i) {
-                uint32_t bits = (uint32_t)mc[i] << 16;
-                float v;
-                memcpy(&v, &bits, sizeof v);
-                const double exact = (double)m[i], rounded = (double)v;
+                const double exact = (double)m[i], rounded = (double)bf16_value(mc[i]);
                 sums[0] += exact * exact;
                 sums[1] += rounded * rounded;
                 sums[2] += (rounded - exact) * (rounded - exact);
