@@ -3,7 +3,8 @@
 Each measurement runs in a fresh process, so peak memory is that of one implementation alone,
 and the implementations take turns over several rounds, so a slow phase of a shared machine
 does not land on one of them only. Where our search goes through cheap bfloat16 scores, ours is
-also timed with the search held to float32 (``ours_float32``). Results go to
+also timed with the search held to float32 (``ours_float32``); on CUDA, ``ours`` is timed with
+the bfloat16 search turned on (``CODEBOOK_FEATURES_BF16_SEARCH_CUDA``). Results go to
 ``benchmarks/results/codebook_<device>.json`` and the table in ``benchmarks/README.md`` is
 rewritten from them.
 
@@ -40,12 +41,13 @@ def measure(impl: str, num_codes: int, reps: int, device: str) -> dict:
     import torch
 
     from codebook_features import Codebook, CodebookConfig
+    from codebook_features.codebook import screened
     from codebook_features.codebook.reference import reference_forward
 
     if impl == "ours_float32":  # the same layer with its search held to float32 scores
-        from codebook_features.codebook import screened
-
         os.environ[screened.DISABLE_ENV] = "1"
+    elif device.startswith("cuda"):
+        os.environ[screened.CUDA_ENV] = "1"
     torch.manual_seed(0)
     config = CodebookConfig(dim=GROUPS * GROUP_DIM, num_codes=num_codes, k=K, groups=GROUPS)
     codebook = Codebook(config, device=device)
@@ -249,7 +251,7 @@ def timed_rows(args: argparse.Namespace) -> list[dict]:
         row = {"num_codes": num_codes, "groups": GROUPS, "group_dim": GROUP_DIM, "k": K}
         row["tokens"] = TOKENS
         runs: dict[str, list[dict]] = {"ours": [], "reference": []}
-        if args.device == "cpu" and screened_search():
+        if args.device.startswith("cuda") or (args.device == "cpu" and screened_search()):
             runs["ours_float32"] = []
         if args.original and small and args.device == "cpu":
             runs["original"] = []

@@ -5,7 +5,8 @@ An exact search here scores in float64 against the codes as the search prepares 
 defeat cheap scores: near ties far below bfloat16's resolution, large and tiny norms, groups of
 different scales, codes left out, and rows whose ties leave too many candidates (searched in
 full). On a CPU without native bfloat16 the screened search is forced on: slower, equally
-exact.
+exact. Every case runs twice: selected and rescored by the compiled kernel, and by the torch
+operations that CUDA uses.
 """
 
 import pytest
@@ -19,10 +20,13 @@ SIMILARITIES = ["inner_product", "cosine", "euclidean"]
 pytestmark = pytest.mark.skipif(not native.available(), reason="needs the compiled kernel")
 
 
-@pytest.fixture(autouse=True)
-def screening_on(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(autouse=True, params=["kernel", "torch"])
+def screening_on(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.delenv(screened.DISABLE_ENV, raising=False)
     monkeypatch.setattr(screened, "native_bfloat16", lambda: True)
+    if request.param == "torch":
+        monkeypatch.setattr(screened, "uses_kernel", lambda x: False)
+    return request.param
 
 
 def exact_ids(
@@ -148,18 +152,21 @@ def test_the_bound_holds_for_every_code() -> None:
         assert ((approx - exact).abs() > bound / 100).any()  # the bound is not vacuous
 
 
-def test_a_row_with_too_many_candidates_is_left_for_the_full_search() -> None:
+def selection(kind: str):
+    return native.screened_topk_bf16 if kind == "kernel" else screened.screened_topk
+
+
+def test_a_row_with_too_many_candidates_is_left_for_the_full_search(screening_on: str) -> None:
     x, codes = torch.randn(1, 30, 16), torch.randn(1, 512, 16)
     matrix, offset = search_matrix(codes, "inner_product", torch.float32)
     tile = screened.GroupTile(matrix, offset)
     cheap_x = x.to(torch.bfloat16)
     cheap = torch.bmm(cheap_x, tile.cheap_t)
     wide = torch.tensor([[0.0, 0.0, 1e9]], dtype=torch.float64)  # every code is a candidate
-    _, fallback = native.screened_topk_bf16(cheap, x, cheap_x, tile.matrix, None, wide, 0.0, 4, 64)
+    select = selection(screening_on)
+    _, fallback = select(cheap, x, cheap_x, tile.matrix, None, wide, 0.0, 4, 64)
     assert fallback.all()
-    ids, fallback = native.screened_topk_bf16(
-        cheap, x, cheap_x, tile.matrix, None, tile.bound, tile.relative, 4, 64
-    )
+    ids, fallback = select(cheap, x, cheap_x, tile.matrix, None, tile.bound, tile.relative, 4, 64)
     assert not fallback.any()
     assert torch.equal(ids.view(1, 30, 4), exact_ids(x, codes, 4, "inner_product"))
 

@@ -12,12 +12,18 @@ search (ties to the lower index); the float32 search gives the same except where
 within float32 rounding of each other, which it orders by chance. A group whose largest code is
 far beyond its typical one is searched in float32: the bound takes the group's largest code, so
 it would leave most rows with too many candidates.
+
+The compiled kernel does the selection and rescoring on CPU. :func:`screened_topk` does the same
+in torch operations, for CUDA, where bfloat16 matmuls are many times faster than float32 ones;
+it is used there only when :data:`CUDA_ENV` is set (its speed there is not yet measured).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -26,6 +32,8 @@ from codebook_features.codebook import native
 
 DISABLE_ENV = "CODEBOOK_FEATURES_NO_BF16_SEARCH"
 """Set to any value to search in float32 only."""
+CUDA_ENV = "CODEBOOK_FEATURES_BF16_SEARCH_CUDA"
+"""Set to any value to search through bfloat16 scores on CUDA as well."""
 BF16_UNIT = 2.0**-8
 """Unit roundoff of bfloat16 (8 significant bits, rounding to nearest)."""
 FLOAT32_UNIT = 2.0**-24
@@ -53,15 +61,37 @@ def native_bfloat16() -> bool:
 
 def enabled(x: Tensor, num_codes: int, k: int) -> bool:
     """Whether a search of float32 ``x`` goes through cheap scores."""
-    return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and num_codes >= MIN_CODES
-        and k <= num_codes // 4
-        and not os.environ.get(DISABLE_ENV)
-        and native_bfloat16()
-        and native.available()
-    )
+    if (
+        x.dtype != torch.float32
+        or num_codes < MIN_CODES
+        or k > num_codes // 4
+        or os.environ.get(DISABLE_ENV)
+    ):
+        return False
+    if x.device.type == "cuda":
+        return bool(os.environ.get(CUDA_ENV))
+    return x.device.type == "cpu" and native_bfloat16() and native.available()
+
+
+@contextlib.contextmanager
+def float32_sums(device: torch.device) -> Iterator[None]:
+    """cuBLAS may sum bfloat16 products in reduced precision, which the bound does not cover:
+    within this block it sums them in float32."""
+    if device.type != "cuda":
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    before = matmul.allow_bf16_reduced_precision_reduction
+    matmul.allow_bf16_reduced_precision_reduction = False
+    try:
+        yield
+    finally:
+        matmul.allow_bf16_reduced_precision_reduction = before
+
+
+def uses_kernel(x: Tensor) -> bool:
+    """Whether the compiled kernel selects and rescores (CPU), rather than torch operations."""
+    return x.device.type == "cpu" and native.available()
 
 
 def capacity(k: int) -> int:
@@ -89,7 +119,8 @@ class GroupTile:
         cheap = matrix.to(torch.bfloat16)
         self.cheap_t = cheap.transpose(1, 2).contiguous()  # (g, d, C): the faster GEMM layout
         self.offset = None if offset is None else offset.reshape(matrix.shape[:2]).contiguous()
-        code, cheap_code, rounding, mean_code = native.code_sizes(self.matrix, cheap).unbind(1)
+        sizes = native.code_sizes if uses_kernel(matrix) else code_sizes
+        code, cheap_code, rounding, mean_code = sizes(self.matrix, cheap).unbind(1)
         # one far code widens every row's bound (it takes the group's largest): then the
         # candidates would be too many, and the float32 search is faster
         self.narrows = bool((code <= SPREAD * mean_code).all())
@@ -117,7 +148,101 @@ class GroupTile:
         from their cheap scores ``(g, t, C)`` (codes left out already at ``-inf``), and the
         ``(g, t)`` rows left for a full search."""
         groups, tokens, _ = x.shape
-        ids, fallback = native.screened_topk_bf16(
+        select = native.screened_topk_bf16 if uses_kernel(x) else screened_topk
+        ids, fallback = select(
             cheap, x, cheap_x, self.matrix, self.offset, self.bound, self.relative, k, capacity(k)
         )
         return ids.view(groups, tokens, k), fallback.view(groups, tokens)
+
+
+def code_sizes(matrix: Tensor, cheap: Tensor) -> Tensor:
+    """:func:`.native.code_sizes` in torch operations: per group ``(G, 4)`` float64, the largest
+    ``|m|``, ``|m~|`` and ``|m~ - m|``, and the mean ``|m|``."""
+    exact, rounded = matrix.double(), cheap.double()
+    code = exact.norm(dim=-1)
+    return torch.stack(
+        [
+            code.amax(-1),
+            rounded.norm(dim=-1).amax(-1),
+            (rounded - exact).norm(dim=-1).amax(-1),
+            code.mean(-1),
+        ],
+        dim=1,
+    )
+
+
+def screened_topk(
+    cheap: Tensor,
+    x: Tensor,
+    cheap_x: Tensor,
+    matrix: Tensor,
+    offset: Tensor | None,
+    bound: Tensor,
+    relative: float,
+    k: int,
+    capacity: int,
+) -> tuple[Tensor, Tensor]:
+    """:func:`.native.screened_topk_bf16` in torch operations (same arguments and results;
+    rows need not be contiguous): the candidates of each row are its at most ``capacity``
+    largest cheap scores that reach the threshold, scored again in float64."""
+    groups, tokens, width = cheap.shape
+    row = cheap.float()
+    special = (row.isnan() | (row == float("inf"))).any(-1)
+    if offset is not None:
+        row = row + offset.unsqueeze(1)
+    kth = row.topk(k, dim=-1).values[..., -1].double()
+    xd, cheap_xd = x.double(), cheap_x.double()
+    coef = bound.to(x.device).unsqueeze(1)  # (G, 1, 3)
+    absolute = (
+        coef[..., 0] * cheap_xd.norm(dim=-1)
+        + coef[..., 1] * (cheap_xd - xd).norm(dim=-1)
+        + coef[..., 2]
+    ) * (1.0 + 2.0**-30)
+    # v + a + rel |v| >= kth - a - rel |kth|, solved for v, widened, rounded down to float32
+    reach = kth - 2.0 * absolute - relative * kth.abs()
+    lowest = torch.where(reach >= 0, reach / (1.0 + relative), reach / (1.0 - relative))
+    lowest = lowest - 2.0**-40 * (lowest.abs() + kth.abs())
+    threshold = lowest.float()
+    below = threshold.nextafter(threshold.new_tensor(-torch.inf))
+    threshold = torch.where(threshold.double() > lowest, below, threshold)
+    candidates = row >= threshold.unsqueeze(-1)
+    fallback = (
+        special
+        | ~kth.isfinite()
+        | ~absolute.isfinite()
+        | ~(threshold > -torch.inf)
+        | (candidates.sum(-1) > capacity)
+    )
+    # the candidates are among the row's `room` largest cheap scores (or it falls back)
+    room = min(max(capacity, k), width)
+    values, chosen = row.topk(room, dim=-1)
+    keep = values >= threshold.unsqueeze(-1)
+    flat = (chosen + torch.arange(groups, device=x.device).view(-1, 1, 1) * width).view(-1, room)
+    exact = _exact_scores(matrix.reshape(groups * width, -1), xd.reshape(-1, xd.shape[-1]), flat)
+    exact = exact.view(groups, tokens, room)
+    if offset is not None:
+        exact = exact + offset.double().reshape(-1)[flat].view(groups, tokens, room)
+    fallback |= (exact.isnan() & keep).any(-1)
+    exact = exact.masked_fill(~keep, -torch.inf)
+    # ties to the lower index: order by index, then stably by score
+    chosen, order = chosen.sort(dim=-1)
+    exact = exact.gather(-1, order)
+    order = exact.sort(dim=-1, descending=True, stable=True).indices[..., :k]
+    ids = chosen.gather(-1, order)
+    return ids.reshape(groups * tokens, k), fallback.reshape(-1)
+
+
+RESCORED = 1 << 21
+"""Float64 values of candidate codes gathered at once (16 MiB)."""
+
+
+def _exact_scores(table: Tensor, xd: Tensor, rows: Tensor) -> Tensor:
+    """Float64 scores ``(n, m)`` of inputs ``xd`` ``(n, d)`` against the codes ``table[rows]``,
+    a few rows at a time so the gathered codes stay small."""
+    n, m = rows.shape
+    step = max(1, RESCORED // (m * table.shape[1]))
+    parts = [
+        (table[rows[i : i + step]].double() @ xd[i : i + step].unsqueeze(-1)).squeeze(-1)
+        for i in range(0, n, step)
+    ]
+    return torch.cat(parts) if parts else xd.new_empty(0, m)

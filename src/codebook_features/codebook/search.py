@@ -7,9 +7,9 @@ how many tokens come in: about 16 MiB, or 256 tokens x codes when one group's 25
 more (64 MiB at 65,536 codes); an explicit ``chunk_size`` gives groups x chunk_size x codes.
 Results do not depend on the tile size.
 
-Where the CPU multiplies bfloat16 natively, the scores are computed in bfloat16 and the few
-codes they cannot tell apart are scored again exactly (:mod:`.screened`): the same codes, in
-about half the matmul time.
+Where the CPU multiplies bfloat16 natively (and on CUDA when asked to), the scores are computed
+in bfloat16 and the few codes they cannot tell apart are scored again exactly
+(:mod:`.screened`): the same codes, in about half the matmul time on CPU.
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ def search_codes(
                 size = (g1 - g0) * (t1 - t0) * num_codes
                 if prepared is not None and cheap_x is not None:
                     cheap = buffer.view(torch.bfloat16)[:size].view(g1 - g0, t1 - t0, -1)
-                    torch.bmm(cheap_x[g0:g1, t0:t1], prepared.cheap_t, out=cheap)
+                    with screened.float32_sums(x.device):
+                        torch.bmm(cheap_x[g0:g1, t0:t1], prepared.cheap_t, out=cheap)
                     for exclusion in exclude:
                         _mask_excluded(cheap, exclusion, slice(g0, g1), slice(t0, t1))
                     ids[g0:g1, t0:t1] = _screened_ids(
