@@ -119,7 +119,7 @@ class LmPreset(Settings):
     )
     """How the reported conditions generate (their seed is the demo's); temperature 0.7
     keeps the small model's text closer to its data than 1."""
-    selection_samples: PositiveInt = 5
+    selection_samples: PositiveInt = 10
     """Samples per prompt of the sweep the reported settings are chosen on (other seeds)."""
     strengths: list[PositiveInt] = Field(default_factory=lambda: [4, 8, 12, 16])
     """Numbers of codes forced (best first, one per attention head: a quarter, half, three
