@@ -59,7 +59,10 @@ def python() -> Path:
     print(f"installing the original ({WITHOUT_DEPENDENCIES[0]}) into {VENV} ...", flush=True)
     venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
     pip = [str(executable), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, *index, *pins], check=True)
+    # the very torch build may already be at hand (pip's own indexes or find-links): try
+    # without PyTorch's index first, which may not be reachable
+    if subprocess.run([*pip, *pins], check=False).returncode:
+        subprocess.run([*pip, *index, *pins], check=True)
     subprocess.run([*pip, "--no-deps", *WITHOUT_DEPENDENCIES], check=True)
     stamp.write_text(json.dumps(wanted))
     return executable

@@ -72,7 +72,7 @@ def test_large_and_tiny_norms_and_groups_of_different_scales(similarity: str, sc
     assert torch.equal(ids, exact_ids(x, codes, 5, similarity))
 
 
-@pytest.mark.parametrize("k", [1, 3, 16])
+@pytest.mark.parametrize("k", [1, 3, 16, 24])
 def test_random_data_at_several_k(k: int) -> None:
     x, codes = torch.randn(2, 500, 64), torch.randn(2, 2048, 64)
     for similarity in SIMILARITIES:

@@ -231,9 +231,17 @@ def _build() -> Path:
     hash to what was recorded at build time; compiled (again) otherwise."""
     compiler = os.environ.get("CC", "cc")
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(
-        b"\0".join([source, compiler.encode(), platform.machine().encode(), cpu_flags()])
-    ).hexdigest()[:16]
+    # 512-bit vectors where the CPU has them: compilers default to 256 bits there, and the
+    # kernels' scans over rows of scores run about twice as fast at 512
+    wide = ["-mprefer-vector-width=512"] if b"avx512f" in cpu_flags().split() else []
+    parts = [
+        source,
+        compiler.encode(),
+        platform.machine().encode(),
+        cpu_flags(),
+        *map(str.encode, wide),
+    ]
+    key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
     cache = private_cache()
     target = cache / f"topk_rows-{key}.so"
     recorded = target.with_suffix(".sha256")
@@ -243,7 +251,8 @@ def _build() -> Path:
     os.close(fd)
     try:
         base = [compiler, "-O3", "-shared", "-fPIC", "-o", tmp, str(SOURCE)]
-        for extra in (["-march=native", "-fopenmp"], ["-fopenmp"], []):
+        options = (["-march=native", *wide, "-fopenmp"], ["-march=native", "-fopenmp"])
+        for extra in (*options, ["-fopenmp"], []):
             try:
                 subprocess.run([*base, *extra, "-lm"], check=True, capture_output=True, timeout=120)
                 break

@@ -185,22 +185,179 @@ static int cheap_row(const uint16_t *restrict src, const float *restrict off, in
     return special;
 }
 
+/* Whether bfloat16 bits are +inf or NaN. */
+static inline int bf16_special(uint16_t h) { return ((h & 0x7f80) == 0x7f80) & (h != 0xff80); }
+
+/* The block maxima (as block_maxima) of a row of cheap scores plus offsets, read in place;
+ * returns whether a score is +inf or NaN (then the maxima are no guide). */
+static int cheap_block_maxima(const uint16_t *restrict src, const float *restrict off,
+                              int64_t width, Blocks b, float *restrict block_max) {
+    const int64_t S = b.cols;
+    int special = 0;
+    for (int64_t c = 0; c < S; ++c) block_max[c] = -INFINITY;
+    for (int64_t i = 0; i < b.rows; ++i) {
+        const uint16_t *restrict part = src + i * S;
+        int64_t n = width - i * S;
+        if (n <= 0) break;
+        if (n > S) n = S;
+        if (off) {
+            const float *restrict part_off = off + i * S;
+            for (int64_t c = 0; c < n; ++c) {
+                special |= bf16_special(part[c]);
+                const float v = bf16_value(part[c]) + part_off[c];
+                block_max[c] = v > block_max[c] ? v : block_max[c];
+            }
+        } else {
+            for (int64_t c = 0; c < n; ++c) {
+                special |= bf16_special(part[c]);
+                const float v = bf16_value(part[c]);
+                block_max[c] = v > block_max[c] ? v : block_max[c];
+            }
+        }
+    }
+    return special;
+}
+
+/* The k-th largest (k <= 16) of the maxima of 16 groups of blocks (c, c + 16, ...): at least k
+ * scores of the row reach it, since the groups' maxima are distinct scores. */
+static float kth_group_maximum(const float *restrict block_max, int64_t S, int k) {
+    float group_max[16];
+    for (int c = 0; c < 16; ++c) group_max[c] = block_max[c];
+    for (int64_t i = 16; i + 16 <= S; i += 16)
+        for (int c = 0; c < 16; ++c)
+            group_max[c] = block_max[i + c] > group_max[c] ? block_max[i + c] : group_max[c];
+    float kth = INFINITY; /* the least value with fewer than k values above it */
+    for (int c = 0; c < 16; ++c) {
+        int above = 0;
+        for (int q = 0; q < 16; ++q) above += group_max[q] > group_max[c];
+        if (above < k && group_max[c] < kth) kth = group_max[c];
+    }
+    return kth;
+}
+
+/* A row's absolute error bound: b0 |x~| + b1 |x~ - x| + b2 (norms summed in double, where the
+ * squares of floats are exact), widened a little; the row copied to double into xd. */
+static double row_bound(const float *restrict xr, const uint16_t *restrict xc, int64_t dim,
+                        const double *restrict coef, double *restrict xd) {
+    double size[8] = {0}, rounding[8] = {0}; /* independent sums: no stalls */
+    for (int64_t i = 0; i < dim; ++i) {
+        xd[i] = (double)xr[i];
+        const double cheap_value = (double)bf16_value(xc[i]), error = cheap_value - xd[i];
+        size[i % 8] += cheap_value * cheap_value;
+        rounding[i % 8] += error * error;
+    }
+    for (int p = 1; p < 8; ++p) {
+        size[0] += size[p];
+        rounding[0] += rounding[p];
+    }
+    return (coef[0] * sqrt(size[0]) + coef[1] * sqrt(rounding[0]) + coef[2]) * (1.0 + 0x1p-30);
+}
+
+/* The lowest cheap score a candidate may have when the k-th largest cheap score is kth:
+ * v + a + rel |v| >= kth - a - rel |kth|, solved for v (the left side grows with v), widened by
+ * far more than double rounding, then rounded down to float. It grows with kth. */
+static float candidate_threshold(double kth, double absolute, double relative) {
+    const double reach = kth - 2.0 * absolute - relative * fabs(kth);
+    double lowest = reach >= 0 ? reach / (1.0 + relative) : reach / (1.0 - relative);
+    lowest -= 0x1p-40 * (fabs(lowest) + fabs(kth));
+    float threshold = (float)lowest;
+    if ((double)threshold > lowest) threshold = nextafterf(threshold, -INFINITY);
+    return threshold;
+}
+
+/* The candidates of a row in one pass over its cheap scores, read in place: every score that
+ * reaches the threshold of a lower bound on the k-th largest (the k-th of the groups' maxima) is
+ * kept, then those below the threshold of the k-th largest kept are dropped. Returns how many
+ * candidates are left in candidates[] (at most `room` kept; more, or a case the bound does not
+ * settle here, returns -1: the caller takes the two-pass way). *special is set for rows with
+ * +inf or NaN. */
+static int one_pass_candidates(const uint16_t *restrict src, const float *restrict off,
+                               int64_t width, int k, Blocks b, double absolute,
+                               double relative, float *restrict block_max,
+                               float *restrict kept, int64_t *restrict candidates, int room,
+                               int *special) {
+    const int64_t S = b.cols;
+    *special = cheap_block_maxima(src, off, width, b, block_max);
+    if (*special) return -1;
+    const float lower = kth_group_maximum(block_max, S, k);
+    if (!isfinite(lower) || !isfinite(absolute)) return -1;
+    const float first = candidate_threshold((double)lower, absolute, relative);
+    if (!(first > -INFINITY)) return -1;
+    int n = 0;
+    for (int64_t c = 0; c < S; ++c) {
+        if (!(block_max[c] >= first)) continue;
+        for (int64_t j = c; j < width; j += S) {
+            const float v = off ? bf16_value(src[j]) + off[j] : bf16_value(src[j]);
+            if (v >= first) {
+                if (n == room) return -1;
+                kept[n] = v;
+                candidates[n++] = j;
+            }
+        }
+    }
+    /* the k-th largest kept score: k passes of selecting the largest of the rest */
+    float *restrict order = kept + room;
+    memcpy(order, kept, sizeof(float) * (size_t)n);
+    for (int t = 0; t < k; ++t) {
+        int best = t;
+        for (int q = t + 1; q < n; ++q) best = order[q] > order[best] ? q : best;
+        const float swap = order[t];
+        order[t] = order[best];
+        order[best] = swap;
+    }
+    const double kth = (double)order[k - 1];
+    if (!isfinite(kth)) return -1;
+    const float threshold = candidate_threshold(kth, absolute, relative);
+    if (!(threshold >= first)) return -1; /* the bound's arithmetic did not keep its order */
+    int left = 0;
+    for (int q = 0; q < n; ++q)
+        if (kept[q] >= threshold) candidates[left++] = candidates[q];
+    return left;
+}
+
+/* The candidates of a row in two passes over it (any width, k, and the cases the one pass
+ * leaves): the row's cheap scores, its top k, then every score reaching the threshold. Returns
+ * how many candidates there are (at most `capacity` written), or -1 when the row is left for a
+ * full search. */
+static int two_pass_candidates(const uint16_t *restrict src, const float *restrict off,
+                               int64_t width, int k, Blocks b, double absolute,
+                               double relative, float *restrict block_max, float *restrict row,
+                               float *restrict vals, int64_t *restrict idx,
+                               int64_t *restrict candidates, int capacity) {
+    if (cheap_row(src, off, width, row)) return -1;
+    if (row_topk(row, width, k, b, block_max, vals, idx) < k || !isfinite(vals[k - 1])) return -1;
+    const float threshold = candidate_threshold((double)vals[k - 1], absolute, relative);
+    /* a bound that is not finite (codes holding NaN or inf, scores near float32's limits)
+     * narrows nothing, and -inf would admit the codes left out */
+    if (!isfinite(absolute) || !(threshold > -INFINITY)) return -1;
+    int n = 0;
+    for (int64_t c = 0; c < (by_blocks(b, k) ? b.cols : 1); ++c) {
+        if (by_blocks(b, k) && !(block_max[c] >= threshold)) continue;
+        const int64_t step = by_blocks(b, k) ? b.cols : 1;
+        for (int64_t j = c; j < width; j += step) {
+            if (row[j] >= threshold) {
+                if (n < capacity) candidates[n] = j;
+                ++n;
+            }
+        }
+    }
+    return n;
+}
+
 /* Exact top-k of the rows of a (groups x tokens) tile from cheap bfloat16 scores.
  *
  * cheap[r * width + j] plus the code's offset approximates the score of row r (group
  * r / tokens, token r % tokens) and code j within a + relative * |itself|, where for the row's
  * input x, its bfloat16 copy x~ and its group's coefficients c = bound[3 g .. 3 g + 2],
- * a = c[0] |x~| + c[1] |x~ - x| + c[2] (norms summed in double, where the squares of floats
- * are exact). The k-th largest approximation, less its bound, is a lower bound on the k-th
- * largest score, so every code whose approximation plus its bound reaches it is a candidate,
- * and the k best codes are always among the candidates. The candidates are scored again
- * exactly (float products summed in double, plus the offset) and the k best kept, ties to the
- * lower index. A row with more
- * than `capacity` candidates, a cheap score of +inf or NaN, fewer than k codes not left out
- * (cheap score -inf; a score that overflows to -inf in float32 counts as left out, as in the
- * float32 search), a bound that is not finite, or exact scores of NaN gets fallback[r] = 1 and
- * no ids: the caller searches it in full. Returns how many threads could not allocate their
- * buffers (0: every row was done). */
+ * a = c[0] |x~| + c[1] |x~ - x| + c[2]. The k-th largest approximation, less its bound, is a
+ * lower bound on the k-th largest score, so every code whose approximation plus its bound
+ * reaches it is a candidate, and the k best codes are always among the candidates. The
+ * candidates are scored again exactly (float products summed in double, plus the offset) and
+ * the k best kept, ties to the lower index. A row with more than `capacity` candidates, a
+ * cheap score of +inf or NaN, fewer than k codes not left out (cheap score -inf; a score that
+ * overflows to -inf in float32 counts as left out, as in the float32 search), a bound that is
+ * not finite, or exact scores of NaN gets fallback[r] = 1 and no ids: the caller searches it
+ * in full. Returns how many threads could not allocate their buffers (0: every row was done). */
 int screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
                         const uint16_t *restrict cheap_x, int64_t x_group_stride,
                         int64_t x_token_stride, const float *restrict matrix,
@@ -209,6 +366,7 @@ int screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
                         int64_t width, int64_t dim, int k, int capacity,
                         int64_t *restrict out, uint8_t *restrict fallback, int threads) {
     int failed = 0;
+    const int room = 4 * capacity; /* scores the one pass may keep */
 #pragma omp parallel num_threads(threads > 0 ? threads : 1)
     {
         float *restrict block_max = malloc(sizeof(float) * block_room(width));
@@ -217,9 +375,11 @@ int screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
         int64_t *restrict idx = malloc(sizeof(int64_t) * k);
         double *restrict exact = malloc(sizeof(double) * k);
         int64_t *restrict best = malloc(sizeof(int64_t) * k);
-        int64_t *restrict candidates = malloc(sizeof(int64_t) * capacity);
+        int64_t *restrict candidates = malloc(sizeof(int64_t) * (room > capacity ? room : capacity));
+        float *restrict kept = malloc(sizeof(float) * 2 * room);
         double *restrict xd = malloc(sizeof(double) * dim);
-        const int ready = block_max && row && vals && idx && exact && best && candidates && xd;
+        const int ready =
+            block_max && row && vals && idx && exact && best && candidates && kept && xd;
         if (!ready) {
 #pragma omp atomic
             ++failed;
@@ -232,49 +392,18 @@ int screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
             const uint16_t *restrict src = cheap + r * width;
             const float *restrict off = offset ? offset + g * width : NULL;
             fallback[r] = 1;
-            if (cheap_row(src, off, width, row)) continue;
-            if (row_topk(row, width, k, b, block_max, vals, idx) < k || !isfinite(vals[k - 1]))
-                continue;
-            const float *restrict xr = x + g * x_group_stride + t * x_token_stride;
-            const uint16_t *restrict xc = cheap_x + g * x_group_stride + t * x_token_stride;
-            double size[8] = {0}, rounding[8] = {0}; /* independent sums: no stalls */
-            for (int64_t i = 0; i < dim; ++i) {
-                xd[i] = (double)xr[i];
-                const double cheap_value = (double)bf16_value(xc[i]), error = cheap_value - xd[i];
-                size[i % 8] += cheap_value * cheap_value;
-                rounding[i % 8] += error * error;
-            }
-            for (int p = 1; p < 8; ++p) {
-                size[0] += size[p];
-                rounding[0] += rounding[p];
-            }
-            const double *restrict coef = bound + 3 * g;
             const double absolute =
-                (coef[0] * sqrt(size[0]) + coef[1] * sqrt(rounding[0]) + coef[2]) *
-                (1.0 + 0x1p-30);
-            /* candidates: v + a + rel |v| >= kth - a - rel |kth|, solved for v (the left side
-             * grows with v); widened by far more than double rounding, then rounded down */
-            const double kth = (double)vals[k - 1];
-            const double reach = kth - 2.0 * absolute - relative * fabs(kth);
-            double lowest = reach >= 0 ? reach / (1.0 + relative) : reach / (1.0 - relative);
-            lowest -= 0x1p-40 * (fabs(lowest) + fabs(kth));
-            float threshold = (float)lowest;
-            if ((double)threshold > lowest) threshold = nextafterf(threshold, -INFINITY);
-            /* a bound that is not finite (codes holding NaN or inf, scores near float32's
-             * limits) narrows nothing, and -inf would admit the codes left out */
-            if (!isfinite(absolute) || !(threshold > -INFINITY)) continue;
-            int n = 0;
-            for (int64_t c = 0; c < (by_blocks(b, k) ? b.cols : 1); ++c) {
-                if (by_blocks(b, k) && !(block_max[c] >= threshold)) continue;
-                const int64_t step = by_blocks(b, k) ? b.cols : 1;
-                for (int64_t j = c; j < width; j += step) {
-                    if (row[j] >= threshold) {
-                        if (n < capacity) candidates[n] = j;
-                        ++n;
-                    }
-                }
-            }
-            if (n > capacity) continue;
+                row_bound(x + g * x_group_stride + t * x_token_stride,
+                          cheap_x + g * x_group_stride + t * x_token_stride, dim, bound + 3 * g, xd);
+            int special = 0, n = -1;
+            if (by_blocks(b, k))
+                n = one_pass_candidates(src, off, width, k, b, absolute, relative, block_max,
+                                        kept, candidates, room, &special);
+            if (special) continue;
+            if (n < 0)
+                n = two_pass_candidates(src, off, width, k, b, absolute, relative, block_max,
+                                        row, vals, idx, candidates, capacity);
+            if (n < 0 || n > capacity) continue;
             const float *restrict codes = matrix + g * width * dim;
             for (int c = 0; c < n; ++c) /* the candidates' codes are scattered: fetch them all */
                 for (int64_t i = 0; i < dim; i += 16)
@@ -306,6 +435,7 @@ int screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
         free(exact);
         free(best);
         free(candidates);
+        free(kept);
         free(xd);
     }
     return failed;
