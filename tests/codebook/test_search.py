@@ -50,6 +50,8 @@ def test_auto_tiles_stay_within_budget(groups: int, tokens: int, codes: int) -> 
     # bounded by a constant, whatever the number of tokens
     assert g * t * codes <= max(search.SCORE_BUDGET, search.MIN_TOKENS * codes)
     assert tile_shape(groups, 100 * tokens, codes, None) == (g, t) or t == tokens
+    g, t = tile_shape(groups, tokens, codes, None, 2 * search.SCORE_BUDGET)  # bfloat16 tiles
+    assert g * t * codes <= max(2 * search.SCORE_BUDGET, search.MIN_TOKENS * codes)
 
 
 def test_two_level_topk_is_exact_with_ties() -> None:

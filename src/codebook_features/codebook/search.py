@@ -5,6 +5,8 @@ Here every group is searched in one batched matmul, over tiles of tokens (and of
 the codebooks are very large), so the live score buffer has a size set by the tile, not by
 how many tokens come in: about 16 MiB, or 256 tokens x codes when one group's 256 tokens hold
 more (64 MiB at 65,536 codes); an explicit ``chunk_size`` gives groups x chunk_size x codes.
+Tiles of bfloat16 scores hold twice as many scores in the same bytes (and a group of such a
+search whose scores are float32, below, takes twice the bytes).
 Results do not depend on the tile size.
 
 Where the CPU multiplies bfloat16 natively (and on CUDA when asked to), the scores are computed
@@ -59,14 +61,17 @@ def search_matrix(
     return codes / norms, None
 
 
-def tile_shape(groups: int, tokens: int, num_codes: int, chunk_size: int | None) -> tuple[int, int]:
-    """(groups, tokens) searched per tile."""
+def tile_shape(
+    groups: int, tokens: int, num_codes: int, chunk_size: int | None, budget: int | None = None
+) -> tuple[int, int]:
+    """(groups, tokens) searched per tile, near ``budget`` scores (:data:`SCORE_BUDGET`)."""
+    budget = SCORE_BUDGET if budget is None else budget
     if chunk_size is not None:
         return groups, max(1, min(tokens, chunk_size))
-    token_tile = min(tokens, max(MIN_TOKENS, min(PREFERRED_TOKENS, SCORE_BUDGET // num_codes)))
-    group_tile = max(1, min(groups, SCORE_BUDGET // (token_tile * num_codes)))
+    token_tile = min(tokens, max(MIN_TOKENS, min(PREFERRED_TOKENS, budget // num_codes)))
+    group_tile = max(1, min(groups, budget // (token_tile * num_codes)))
     if group_tile == groups:  # everything fits: take more tokens per tile instead
-        token_tile = max(token_tile, min(tokens, SCORE_BUDGET // (groups * num_codes)))
+        token_tile = max(token_tile, min(tokens, budget // (groups * num_codes)))
     return group_tile, token_tile
 
 
@@ -104,9 +109,15 @@ def search_codes(
             x = x.contiguous()  # laid out like its bfloat16 copy, which the kernel reads beside it
             cheap_x = x.to(torch.bfloat16)
         ids = torch.empty(groups, tokens, k, dtype=torch.long, device=x.device)
-        group_tile, token_tile = tile_shape(groups, tokens, num_codes, chunk_size)
-        # float32 scores, or bfloat16 ones in the first half of the same memory
-        buffer = torch.empty(group_tile * token_tile * num_codes, dtype=dtype, device=x.device)
+        # bfloat16 scores take half the bytes: a tile of the same bytes holds twice as many
+        # (fewer tiles, less work per tile)
+        budget = SCORE_BUDGET if cheap_x is None else 2 * SCORE_BUDGET
+        group_tile, token_tile = tile_shape(groups, tokens, num_codes, chunk_size, budget)
+        tile_scores = group_tile * token_tile * num_codes
+        cheap_buffer = None
+        if cheap_x is not None:
+            cheap_buffer = torch.empty(tile_scores, dtype=torch.bfloat16, device=x.device)
+        buffer = None  # float scores, made for the first group scored in float
         for g0 in range(0, groups, group_tile):
             g1 = min(groups, g0 + group_tile)
             # prepared per group tile, so no full-size copy of a large codebook is made
@@ -118,8 +129,8 @@ def search_codes(
             for t0 in range(0, tokens, token_tile):
                 t1 = min(tokens, t0 + token_tile)
                 size = (g1 - g0) * (t1 - t0) * num_codes
-                if prepared is not None and cheap_x is not None:
-                    cheap = buffer.view(torch.bfloat16)[:size].view(g1 - g0, t1 - t0, -1)
+                if prepared is not None and cheap_x is not None and cheap_buffer is not None:
+                    cheap = cheap_buffer[:size].view(g1 - g0, t1 - t0, -1)
                     with screened.float32_sums(x.device):
                         torch.bmm(cheap_x[g0:g1, t0:t1], prepared.cheap_t, out=cheap)
                     for exclusion in exclude:
@@ -130,6 +141,8 @@ def search_codes(
                     continue
                 if matrix_t is None:  # (g, d, C): the faster GEMM layout
                     matrix_t = matrix.transpose(1, 2).contiguous()
+                if buffer is None:
+                    buffer = torch.empty(tile_scores, dtype=dtype, device=x.device)
                 scores = buffer[:size].view(g1 - g0, t1 - t0, -1)
                 if offset is None:
                     torch.bmm(x[g0:g1, t0:t1], matrix_t, out=scores)
