@@ -1,17 +1,21 @@
-"""A compiled row-wise top-k for the CPU search, built on first use; torch is the fallback.
+"""Compiled CPU kernels for the search and the codes' gradient, built on first use; torch is the
+fallback.
 
 ``torch.topk`` on CPU costs several times more than reading the scores once, and on a CPU the
-selection is a third of the search. ``csrc/topk_rows.c`` selects in about one pass. It is
-compiled with the system C compiler into a private per-user cache (``0700``) the first time
-it is needed (well under a second) and called through ``ctypes``; the library's sha256 is
-recorded at build time, and a library that is not this user's or no longer matches its hash is
-never loaded but built again. Built with ``-fopenmp``, it splits rows over as
-many OpenMP threads as torch uses; where torch ships the same runtime (``libgomp.so.1``, as
-the Linux wheels do) that runtime is shared, so the kernel runs on torch's own worker threads.
-(Separate Python threads measured slower: they compete with those workers, and a kernel on one
-thread lets the workers fall asleep, which makes every following matmul pay to wake them.)
-Without a compiler, or with ``CODEBOOK_FEATURES_NO_NATIVE=1``, the search uses torch only; the
-codes chosen are the same, up to the order of exactly tied scores (and rows with NaN scores).
+selection is a third of the search. ``csrc/topk_rows.c`` selects in about one pass.
+``csrc/code_stats.c`` takes the codebook's statistics in one pass. ``csrc/add_rows.c`` adds the
+gradient of each chosen code into the codes' gradient with the same sums as ``index_add_``, in a
+fraction of its time. The library is compiled with the system C compiler into a private per-user
+cache (``0700``) the first time it is needed (well under a second) and called through
+``ctypes``; the library's sha256 is recorded at build time, and a library that is not this
+user's or no longer matches its hash is never loaded but built again. Built with ``-fopenmp``,
+it splits rows over as many OpenMP threads as torch uses; where torch ships the same runtime
+(``libgomp.so.1``, as the Linux wheels do) that runtime is shared, so the kernel runs on torch's
+own worker threads. (Separate Python threads measured slower: they compete with those workers,
+and a kernel on one thread lets the workers fall asleep, which makes every following matmul pay
+to wake them.) Without a compiler, or with ``CODEBOOK_FEATURES_NO_NATIVE=1``, the search uses
+torch only; the codes chosen are the same, up to the order of exactly tied scores (and rows with
+NaN scores).
 """
 
 from __future__ import annotations
@@ -33,9 +37,12 @@ from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("csrc") / "topk_rows.c"
+SOURCES = [
+    Path(__file__).with_name("csrc") / name
+    for name in ("topk_rows.c", "add_rows.c", "code_stats.c")
+]
 DISABLE_ENV = "CODEBOOK_FEATURES_NO_NATIVE"
-OUT_OF_MEMORY = "the compiled top-k kernel could not allocate its buffers: free memory and retry"
+OUT_OF_MEMORY = "a compiled kernel could not allocate its buffers: free memory and retry"
 _lock = threading.Lock()
 
 
@@ -142,6 +149,69 @@ def screened_topk_bf16(
     return out, fallback
 
 
+def add_rows(table: Tensor, index: Tensor, source: Tensor, valid: Tensor | None) -> None:
+    """For each slot, then each row: ``table[index[slot, row]] += source[row]`` (times
+    ``valid[row, slot]`` when given), as ``index_add_`` per slot would, with the same sums.
+
+    Args:
+        table: ``(T, d)`` contiguous float32, added into.
+        index: ``(m, R)`` contiguous int64 rows of ``table``.
+        source: ``(R, d)`` contiguous float32.
+        valid: ``(R, m)`` contiguous bool, or ``None``.
+    """
+    lib = _library()
+    slots, rows = index.shape
+    if (
+        lib is None
+        or table.dtype != torch.float32
+        or not table.is_contiguous()
+        or index.dtype != torch.int64
+        or not index.is_contiguous()
+        or source.dtype != torch.float32
+        or not source.is_contiguous()
+        or source.shape != (rows, table.shape[1])
+        or (valid is not None and (valid.dtype != torch.bool or valid.shape != (rows, slots)))
+        or (valid is not None and not valid.is_contiguous())
+    ):
+        raise ValueError("add_rows needs the compiled kernel and contiguous float32 rows")
+    outside = lib.add_rows(
+        table.data_ptr(),
+        table.shape[0],
+        table.shape[1],
+        index.data_ptr(),
+        source.data_ptr(),
+        None if valid is None else valid.data_ptr(),
+        rows,
+        slots,
+        torch.get_num_threads(),
+    )
+    if outside:
+        raise IndexError(f"{outside} row indices lie outside the table's {table.shape[0]} rows")
+
+
+def stats_sums(inputs: Tensor, outputs: Tensor) -> Tensor:
+    """Per group of ``(N, G, d)`` contiguous float32 ``inputs`` and ``outputs``, the sums over
+    tokens of ``|y - x|^2``, ``|x|^2``, ``|x|``, ``|y|`` and ``x``: ``(G, 4 + d)`` float64."""
+    lib = _library()
+    tokens, groups, dim = inputs.shape
+    if (
+        lib is None
+        or inputs.dtype != torch.float32
+        or outputs.dtype != torch.float32
+        or outputs.shape != inputs.shape
+        or not inputs.is_contiguous()
+        or not outputs.is_contiguous()
+    ):
+        raise ValueError("stats_sums needs the compiled kernel and contiguous float32 rows")
+    out = torch.zeros(groups, 4 + dim, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    if lib.stats_sums(
+        inputs.data_ptr(), outputs.data_ptr(), tokens, groups, dim, out.data_ptr(), threads
+    ):
+        raise MemoryError(OUT_OF_MEMORY)
+    return out
+
+
 def code_sizes(matrix: Tensor, cheap: Tensor) -> Tensor:
     """``(G, 4)`` float64: per group of codes ``matrix`` ``(G, C, d)`` (float32) and their
     bfloat16 copy ``cheap``, the largest ``|m|``, ``|m~|`` and ``|m~ - m|``, and the mean
@@ -213,6 +283,28 @@ def _library() -> ctypes.CDLL | None:
         ctypes.c_void_p,  # fallback
         ctypes.c_int,  # threads
     ]
+    lib.add_rows.restype = ctypes.c_int64
+    lib.add_rows.argtypes = [
+        ctypes.c_void_p,  # table
+        ctypes.c_int64,  # table rows
+        ctypes.c_int64,  # dim
+        ctypes.c_void_p,  # index (slots, rows)
+        ctypes.c_void_p,  # source (rows, dim)
+        ctypes.c_void_p,  # valid (rows, slots) or NULL
+        ctypes.c_int64,  # rows
+        ctypes.c_int64,  # slots
+        ctypes.c_int,  # threads
+    ]
+    lib.stats_sums.restype = ctypes.c_int
+    lib.stats_sums.argtypes = [
+        ctypes.c_void_p,  # inputs (N, G, d)
+        ctypes.c_void_p,  # outputs (N, G, d)
+        ctypes.c_int64,  # tokens
+        ctypes.c_int64,  # groups
+        ctypes.c_int64,  # dim
+        ctypes.c_void_p,  # out (G, 4 + d) float64, added into
+        ctypes.c_int,  # threads
+    ]
     lib.code_sizes.restype = None
     lib.code_sizes.argtypes = [
         ctypes.c_void_p,  # matrix
@@ -230,7 +322,7 @@ def _build() -> Path:
     """The kernel in the private cache: reused only when this user built it and its bytes still
     hash to what was recorded at build time; compiled (again) otherwise."""
     compiler = os.environ.get("CC", "cc")
-    source = SOURCE.read_bytes()
+    source = b"\0".join(path.read_bytes() for path in SOURCES)
     # 512-bit vectors where the CPU has them: compilers default to 256 bits there, and the
     # kernels' scans over rows of scores run about twice as fast at 512
     wide = ["-mprefer-vector-width=512"] if b"avx512f" in cpu_flags().split() else []
@@ -250,7 +342,7 @@ def _build() -> Path:
     fd, tmp = tempfile.mkstemp(dir=cache, suffix=".so.tmp")
     os.close(fd)
     try:
-        base = [compiler, "-O3", "-shared", "-fPIC", "-o", tmp, str(SOURCE)]
+        base = [compiler, "-O3", "-shared", "-fPIC", "-o", tmp, *map(str, SOURCES)]
         options = (["-march=native", *wide, "-fopenmp"], ["-march=native", "-fopenmp"])
         for extra in (*options, ["-fopenmp"], []):
             try:

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from codebook_features.codebook import native
 from codebook_features.codebook.ops import flat_code_ids
 
 
@@ -50,6 +51,14 @@ class CodeStats(nn.Module):
         flat = flat_code_ids(ids, self.num_codes).reshape(-1)
         self.counts.view(-1).index_add_(0, flat, valid.reshape(-1).long())
         self.tokens += inputs.shape[0]
+        if _compiled(inputs, outputs, self.sum_input):
+            sums = native.stats_sums(inputs.contiguous(), outputs.contiguous())
+            self.sq_error += sums[:, 0]
+            self.sq_input += sums[:, 1]
+            self.input_norm += sums[:, 2]
+            self.output_norm += sums[:, 3]
+            self.sum_input += sums[:, 4:]
+            return
         # reduce over this call in float32 (at least: float16 overflows), accumulate in float64
         if inputs.dtype in (torch.float16, torch.bfloat16):
             inputs, outputs = inputs.float(), outputs.float()
@@ -110,6 +119,16 @@ class CodeStats(nn.Module):
             output_norm=float(self.output_norm.sum()) / (n * self.groups),
         )
         return out
+
+
+def _compiled(inputs: Tensor, outputs: Tensor, sums: Tensor) -> bool:
+    """Whether the compiled kernel takes this call's sums (float32 on CPU, in one pass)."""
+    return (
+        inputs.device.type == "cpu"
+        and inputs.dtype == outputs.dtype == torch.float32
+        and sums.dtype == torch.float64
+        and native.available()
+    )
 
 
 def _mean_entropy(counts: Tensor) -> float:
