@@ -232,14 +232,20 @@ def test_command_line(tmp_path_factory, tmp_path, capsys) -> None:
         "--prompts", "the",
         "--generation.max_new_tokens", "4",
         "--strengths", "1",
-        "--modes", "least",
+        "--modes", "all",
         "--alphas", "2",
     ]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert printed.startswith("dragon: unsteered ")
-    assert "activation addition " in printed and str(out / "steering.md") in printed
+    assert str(out / "steering.md") in printed
     saved = json.loads((out / "steering.json").read_text())
+    # the line gives what the report holds: a reported setting appears only where the rule
+    # found one (with 4 new tokens a forced code may leave every text as it was)
+    topic, line = saved["topics"]["dragon"], printed.splitlines()[0]
+    assert (", codes " in line) == (topic["steered"] is not None)
+    assert ("activation addition " in line) == (topic["activation_addition"] is not None)
+    assert line.endswith(" - moved") == topic["moved"]
     # samples and the rule from the file, max_new_tokens from the option over the file's 99
     generation, rule = saved["settings"]["generation"], saved["settings"]["rule"]
     assert (generation["samples"], generation["max_new_tokens"], rule["max_codes"]) == (4, 4, 2)
@@ -247,10 +253,10 @@ def test_command_line(tmp_path_factory, tmp_path, capsys) -> None:
     rows = saved["rows"]
     assert [(r["method"], r["codes"], r["mode"], r["alpha"], r["seeds"]) for r in rows] == [
         ("none", None, None, None, "selection"),
-        ("codes", 1, "least", None, "selection"),
+        ("codes", 1, "all", None, "selection"),
         ("actadd", None, None, 2.0, "selection"),
         ("none", None, None, None, "fresh"),
-        ("codes", 1, "least", None, "fresh"),
+        ("codes", 1, "all", None, "fresh"),
         ("actadd", None, None, 2.0, "fresh"),
     ]
     # a mistake is one line, and the finished evaluation is untouched
