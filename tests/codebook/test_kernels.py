@@ -41,10 +41,25 @@ def test_add_rows_makes_the_sums_of_index_add(with_valid: bool, threads: int) ->
     assert table.isnan().any()  # the NaN reached its row, as with index_add_
 
 
-def test_add_rows_refuses_rows_outside_the_table() -> None:
-    index = torch.tensor([[0, 5]])
-    with pytest.raises(IndexError, match="outside"):
-        native.add_rows(torch.zeros(5, 3), index, torch.ones(2, 3), None)
+@pytest.mark.parametrize("threads", [1, 4])
+def test_add_rows_refuses_rows_outside_the_table(threads: int) -> None:
+    """Each entry outside is counted once, also with more threads than table rows."""
+    index = torch.tensor([[0, 5], [1, -1]])
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with pytest.raises(IndexError, match=r"^2 row indices lie outside the table's 2 rows"):
+            native.add_rows(torch.zeros(2, 3), index, torch.ones(2, 3), None)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_float_mask_goes_through_index_add() -> None:
+    table = torch.randn(50, 4, requires_grad=True)
+    bags, mask = torch.randint(0, 50, (30, 3)), (torch.rand(30, 3) > 0.5).float()
+    combine_codes(table, bags, mask, 0.5).sum().backward()
+    expected = index_add_per_slot((50, 4), bags.t().contiguous(), torch.full((30, 4), 0.5), mask)
+    assert torch.allclose(table.grad, expected)
 
 
 @pytest.mark.parametrize("with_valid", [False, True])
@@ -84,7 +99,7 @@ def test_statistics_are_the_same_with_and_without_the_kernel(
 
     summaries = []
     for compiled in (True, False):
-        monkeypatch.setattr(stats, "_compiled", lambda *args, on=compiled: on)
+        monkeypatch.setattr(stats, "_compiled_sums", lambda *args, on=compiled: on)
         torch.manual_seed(3)
         codebook = make_codebook(num_codes=10, k=2)
         with torch.no_grad():

@@ -104,6 +104,19 @@ def test_codes_left_out_at_some_tokens() -> None:
         assert torch.equal(ids, exact_ids(x, codes, 4, similarity, left_out))
 
 
+def test_codes_left_out_across_every_block() -> None:
+    """Most codes of every block left out: fewer than k of the groups of blocks keep a finite
+    maximum at some tokens, so the one-pass selection cannot bound the k-th best there."""
+    x, codes = near_ties(2, 40, 512, 16, 1e-5)
+    code_mask = (torch.arange(512) % 32 >= 3).expand(2, 512).clone()
+    code_mask[1] = torch.arange(512) % 128 >= 2  # 8 codes left in
+    token_mask = torch.arange(40) % 2 == 0
+    left_out = code_mask.unsqueeze(1) & token_mask.view(1, -1, 1)
+    for similarity in SIMILARITIES:
+        ids = search_codes(x, codes, 6, similarity, exclude=[(code_mask, token_mask)])
+        assert torch.equal(ids, exact_ids(x, codes, 6, similarity, left_out))
+
+
 def test_rows_searched_in_full_leave_codes_out_at_their_tokens(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

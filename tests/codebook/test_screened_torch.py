@@ -41,3 +41,23 @@ def test_on_cuda(similarity: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert screened.enabled(x.cuda(), 2048, 8)
     ids = search_codes(x.cuda(), codes.cuda(), 8, similarity).cpu()
     assert torch.equal(ids, exact_ids(x, codes, 8, similarity))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("similarity", SIMILARITIES)
+def test_the_bound_holds_on_cuda(similarity: str) -> None:
+    """The premise of the proof on this GPU's bfloat16 matmul, summed as the search sums it."""
+    x, codes = torch.randn(2, 200, 64).cuda() * 7, torch.randn(2, 700, 64).cuda() * 0.3
+    matrix, offset = search_matrix(codes, similarity, torch.float32)
+    tile = screened.GroupTile(matrix, offset)
+    cheap_x = x.to(torch.bfloat16)
+    with screened.float32_sums(x.device):
+        approx = torch.bmm(cheap_x, tile.cheap_t).double()
+    exact = x.double() @ matrix.double().transpose(1, 2)
+    if offset is not None:
+        approx = (approx.float() + offset).double()
+        exact = exact + offset.double()
+    wide, narrow = cheap_x.double(), x.double()
+    sizes = [wide.norm(dim=-1), (wide - narrow).norm(dim=-1), torch.ones_like(wide[..., 0])]
+    bound = sum(tile.bound[:, i].view(-1, 1) * size for i, size in enumerate(sizes))
+    assert ((approx - exact).abs() <= bound.unsqueeze(-1) + tile.relative * approx.abs()).all()

@@ -61,7 +61,7 @@ class _CombineCodes(torch.autograd.Function):
         if ctx.scale != 1.0 and not scale_after:
             grad = grad * ctx.scale  # index_add_ with alpha != 1 is slow on CPU
         columns = bags.t().contiguous()  # contiguous ids per slot also index faster
-        if _compiled_add(grad_table, grad, valid):
+        if _compiled_add(grad_table, grad, columns, valid):
             native.add_rows(grad_table, columns, grad.contiguous(), valid)
         else:
             for slot in range(columns.shape[0]):
@@ -72,11 +72,14 @@ class _CombineCodes(torch.autograd.Function):
         return grad_table, None, None, None
 
 
-def _compiled_add(table: Tensor, grad: Tensor, valid: Tensor | None) -> bool:
+def _compiled_add(table: Tensor, grad: Tensor, index: Tensor, valid: Tensor | None) -> bool:
+    """Whether the compiled ``add_rows`` takes these (float32 on CPU, int64 ids, a contiguous
+    bool mask); anything else goes through ``index_add_``, with the same sums."""
     return (
         table.device.type == "cpu"
         and table.dtype == grad.dtype == torch.float32
-        and (valid is None or valid.is_contiguous())
+        and index.dtype == torch.int64
+        and (valid is None or (valid.dtype == torch.bool and valid.is_contiguous()))
         and native.available()
     )
 

@@ -1,7 +1,8 @@
 """Exact search through cheap bfloat16 scores, where the CPU multiplies bfloat16 natively.
 
 The float32 score matmul is most of the search's time, and it already runs at the cores'
-float32 peak. CPUs with AVX512-BF16 or AMX multiply bfloat16 about twice as fast. Cheap scores
+float32 peak. CPUs with AVX512-BF16 multiply bfloat16 about twice as fast, with AMX about five
+times. Cheap scores
 are off by at most a bound that follows from how they are computed (inputs rounded to
 bfloat16, products summed in float32, the sum rounded to bfloat16), so every code whose cheap
 score comes within twice that bound of the k-th best cheap score is a candidate, and the true
@@ -15,7 +16,9 @@ it would leave most rows with too many candidates.
 
 The compiled kernel does the selection and rescoring on CPU. :func:`screened_topk` does the same
 in torch operations, for CUDA, where bfloat16 matmuls are many times faster than float32 ones;
-it is used there only when :data:`CUDA_ENV` is set (its speed there is not yet measured).
+it is used there only when :data:`CUDA_ENV` is set (it has not yet run on a GPU). Tensor cores
+may truncate rather than round when they add, so on CUDA the bound takes four times float32's
+unit roundoff per addition.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -73,20 +77,33 @@ def enabled(x: Tensor, num_codes: int, k: int) -> bool:
     return x.device.type == "cpu" and native_bfloat16() and native.available()
 
 
+_sums_lock = threading.Lock()
+_sums_users = 0
+_sums_before = True
+
+
 @contextlib.contextmanager
 def float32_sums(device: torch.device) -> Iterator[None]:
     """cuBLAS may sum bfloat16 products in reduced precision, which the bound does not cover:
-    within this block it sums them in float32."""
+    within this block it sums them in float32. The setting is the process's: it is restored
+    when the last thread inside such a block leaves it."""
+    global _sums_users, _sums_before
     if device.type != "cuda":
         yield
         return
     matmul = torch.backends.cuda.matmul
-    before = matmul.allow_bf16_reduced_precision_reduction
-    matmul.allow_bf16_reduced_precision_reduction = False
+    with _sums_lock:
+        if _sums_users == 0:
+            _sums_before = matmul.allow_bf16_reduced_precision_reduction
+            matmul.allow_bf16_reduced_precision_reduction = False
+        _sums_users += 1
     try:
         yield
     finally:
-        matmul.allow_bf16_reduced_precision_reduction = before
+        with _sums_lock:
+            _sums_users -= 1
+            if _sums_users == 0:
+                matmul.allow_bf16_reduced_precision_reduction = _sums_before
 
 
 def uses_kernel(x: Tensor) -> bool:
@@ -126,6 +143,8 @@ class GroupTile:
         self.narrows = bool((code <= SPREAD * mean_code).all())
         dim = matrix.shape[-1]
         gamma = accumulation_factor(dim)
+        if matrix.device.type == "cuda":  # tensor cores may truncate when they add
+            gamma *= 4
         output = BF16_UNIT / (1 - BF16_UNIT)
         if offset is None:
             last, self.relative = torch.zeros_like(code), output
@@ -188,8 +207,9 @@ def screened_topk(
     groups, tokens, width = cheap.shape
     row = cheap.float()
     special = (row.isnan() | (row == float("inf"))).any(-1)
-    if offset is not None:
+    if offset is not None:  # a NaN after the offset is no candidate, as in the kernel
         row = row + offset.unsqueeze(1)
+        row.masked_fill_(row.isnan(), -torch.inf)
     kth = row.topk(k, dim=-1).values[..., -1].double()
     xd, cheap_xd = x.double(), cheap_x.double()
     coef = bound.to(x.device).unsqueeze(1)  # (G, 1, 3)

@@ -18,9 +18,10 @@ int64_t add_rows(float *restrict table, int64_t table_rows, int64_t dim,
     int64_t outside = 0;
 #pragma omp parallel num_threads(threads > 0 ? threads : 1) reduction(+ : outside)
     {
-        int64_t begin = 0, end = table_rows, count = 0;
+        int64_t begin = 0, end = table_rows, count = 0, part = 0;
 #ifdef _OPENMP
-        const int64_t parts = omp_get_num_threads(), part = omp_get_thread_num();
+        const int64_t parts = omp_get_num_threads();
+        part = omp_get_thread_num();
         begin = table_rows * part / parts;
         end = table_rows * (part + 1) / parts;
 #endif
@@ -29,7 +30,7 @@ int64_t add_rows(float *restrict table, int64_t table_rows, int64_t dim,
             for (int64_t r = 0; r < rows; ++r) {
                 const int64_t j = column[r];
                 if (j < 0 || j >= table_rows) {
-                    count += begin == 0; /* counted once, by the thread owning row 0 */
+                    count += part == 0; /* counted once, by the first thread */
                     continue;
                 }
                 if (j < begin || j >= end) continue;

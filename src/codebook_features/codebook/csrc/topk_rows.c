@@ -88,8 +88,8 @@ static int by_blocks(Blocks b, int k) { return b.cols >= 16 && k <= 16; }
 static void block_maxima(const float *restrict row, int64_t width, Blocks b,
                          float *restrict block_max) {
     const int64_t S = b.cols;
-    for (int64_t c = 0; c < S; ++c) block_max[c] = row[c];
-    for (int64_t i = 1; i < b.rows; ++i) {
+    for (int64_t c = 0; c < S; ++c) block_max[c] = -INFINITY; /* a NaN never hides its block */
+    for (int64_t i = 0; i < b.rows; ++i) {
         const float *restrict part = row + i * S;
         int64_t n = width - i * S;
         if (n <= 0) break;
@@ -97,6 +97,14 @@ static void block_maxima(const float *restrict row, int64_t width, Blocks b,
         for (int64_t c = 0; c < n; ++c)
             block_max[c] = part[c] > block_max[c] ? part[c] : block_max[c];
     }
+}
+
+/* The maxima of 16 groups of blocks (c, c + 16, ...): 16 distinct scores of the row. */
+static void group_maxima(const float *restrict block_max, int64_t S, float *restrict group_max) {
+    for (int c = 0; c < 16; ++c) group_max[c] = block_max[c];
+    for (int64_t i = 16; i + 16 <= S; i += 16)
+        for (int c = 0; c < 16; ++c)
+            group_max[c] = block_max[i + c] > group_max[c] ? block_max[i + c] : group_max[c];
 }
 
 /* The k largest of one row, sorted, into vals/idx; when by_blocks(), the row's block maxima
@@ -112,10 +120,7 @@ static int64_t row_topk(const float *restrict row, int64_t width, int k, Blocks 
     }
     block_maxima(row, width, b, block_max);
     float group_max[16];
-    for (int c = 0; c < 16; ++c) group_max[c] = block_max[c];
-    for (int64_t i = 16; i + 16 <= S; i += 16)
-        for (int c = 0; c < 16; ++c)
-            group_max[c] = block_max[i + c] > group_max[c] ? block_max[i + c] : group_max[c];
+    group_maxima(block_max, S, group_max);
     for (int c = 0; c < 16; ++c) insert(vals, idx, &count, k, group_max[c], c);
     float threshold = vals[k - 1];
     count = 0;
@@ -172,6 +177,9 @@ int topk_rows_f32(const float *restrict scores, int64_t row_begin, int64_t row_e
     return failed;
 }
 
+/* Whether bfloat16 bits are +inf or NaN. */
+static inline int bf16_special(uint16_t h) { return ((h & 0x7f80) == 0x7f80) & (h != 0xff80); }
+
 /* A row of cheap scores plus offsets into `row`; returns whether a score is +inf or NaN, when
  * the cheap scores are no guide (-inf marks a code left out of the search). */
 static int cheap_row(const uint16_t *restrict src, const float *restrict off, int64_t width,
@@ -179,14 +187,11 @@ static int cheap_row(const uint16_t *restrict src, const float *restrict off, in
     int special = 0;
     for (int64_t j = 0; j < width; ++j) {
         const float v = bf16_value(src[j]);
-        special |= ((src[j] & 0x7f80) == 0x7f80) & (src[j] != 0xff80);
+        special |= bf16_special(src[j]);
         row[j] = off ? v + off[j] : v;
     }
     return special;
 }
-
-/* Whether bfloat16 bits are +inf or NaN. */
-static inline int bf16_special(uint16_t h) { return ((h & 0x7f80) == 0x7f80) & (h != 0xff80); }
 
 /* The block maxima (as block_maxima) of a row of cheap scores plus offsets, read in place;
  * returns whether a score is +inf or NaN (then the maxima are no guide). */
@@ -222,10 +227,7 @@ static int cheap_block_maxima(const uint16_t *restrict src, const float *restric
  * scores of the row reach it, since the groups' maxima are distinct scores. */
 static float kth_group_maximum(const float *restrict block_max, int64_t S, int k) {
     float group_max[16];
-    for (int c = 0; c < 16; ++c) group_max[c] = block_max[c];
-    for (int64_t i = 16; i + 16 <= S; i += 16)
-        for (int c = 0; c < 16; ++c)
-            group_max[c] = block_max[i + c] > group_max[c] ? block_max[i + c] : group_max[c];
+    group_maxima(block_max, S, group_max);
     float kth = INFINITY; /* the least value with fewer than k values above it */
     for (int c = 0; c < 16; ++c) {
         int above = 0;
@@ -295,6 +297,7 @@ static int one_pass_candidates(const uint16_t *restrict src, const float *restri
             }
         }
     }
+    if (n < k) return -1; /* cannot happen with a sound bound; never read what is not there */
     /* the k-th largest kept score: k passes of selecting the largest of the rest */
     float *restrict order = kept + room;
     memcpy(order, kept, sizeof(float) * (size_t)n);
@@ -366,7 +369,9 @@ int screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
                         int64_t width, int64_t dim, int k, int capacity,
                         int64_t *restrict out, uint8_t *restrict fallback, int threads) {
     int failed = 0;
-    const int room = 4 * capacity; /* scores the one pass may keep */
+    const Blocks b = blocks_of(width);
+    const int room = by_blocks(b, k) ? 4 * capacity : 0; /* scores the one pass may keep */
+    const int listed = room > capacity ? room : capacity;
 #pragma omp parallel num_threads(threads > 0 ? threads : 1)
     {
         float *restrict block_max = malloc(sizeof(float) * block_room(width));
@@ -375,8 +380,8 @@ int screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
         int64_t *restrict idx = malloc(sizeof(int64_t) * k);
         double *restrict exact = malloc(sizeof(double) * k);
         int64_t *restrict best = malloc(sizeof(int64_t) * k);
-        int64_t *restrict candidates = malloc(sizeof(int64_t) * (room > capacity ? room : capacity));
-        float *restrict kept = malloc(sizeof(float) * 2 * room);
+        int64_t *restrict candidates = malloc(sizeof(int64_t) * listed);
+        float *restrict kept = malloc(sizeof(float) * (2 * room + 1));
         double *restrict xd = malloc(sizeof(double) * dim);
         const int ready =
             block_max && row && vals && idx && exact && best && candidates && kept && xd;
@@ -384,7 +389,6 @@ int screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
 #pragma omp atomic
             ++failed;
         }
-        const Blocks b = blocks_of(width);
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < groups * tokens; ++r) {
             if (!ready) continue;
@@ -392,9 +396,8 @@ int screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
             const uint16_t *restrict src = cheap + r * width;
             const float *restrict off = offset ? offset + g * width : NULL;
             fallback[r] = 1;
-            const double absolute =
-                row_bound(x + g * x_group_stride + t * x_token_stride,
-                          cheap_x + g * x_group_stride + t * x_token_stride, dim, bound + 3 * g, xd);
+            const int64_t at = g * x_group_stride + t * x_token_stride;
+            const double absolute = row_bound(x + at, cheap_x + at, dim, bound + 3 * g, xd);
             int special = 0, n = -1;
             if (by_blocks(b, k))
                 n = one_pass_candidates(src, off, width, k, b, absolute, relative, block_max,
