@@ -92,16 +92,26 @@ def test_exact_duplicates_go_to_the_lower_index_and_crowded_rows_are_searched_in
         assert torch.equal(ids, exact_ids(x, codes, 8, similarity))
 
 
-def test_codes_left_out_at_some_tokens() -> None:
-    x, codes = near_ties(2, 50, 512, 16, 1e-5)
-    code_mask = torch.zeros(2, 512, dtype=torch.bool)
-    code_mask[:, :12] = True  # most of the near-tied codes
-    code_mask[1, 100:] = True
-    token_mask = torch.arange(50) % 3 == 0
+def assert_exact_with_codes_left_out(x, codes, k: int, code_mask, token_mask) -> None:
     left_out = code_mask.unsqueeze(1) & token_mask.view(1, -1, 1)
     for similarity in SIMILARITIES:
-        ids = search_codes(x, codes, 4, similarity, exclude=[(code_mask, token_mask)])
-        assert torch.equal(ids, exact_ids(x, codes, 4, similarity, left_out))
+        ids = search_codes(x, codes, k, similarity, exclude=[(code_mask, token_mask)])
+        assert torch.equal(ids, exact_ids(x, codes, k, similarity, left_out))
+
+
+def some_codes_left_out() -> tuple:
+    """Most of the near-tied codes left out, and most codes of one group, at every third
+    token."""
+    x, codes = near_ties(2, 50, 512, 16, 1e-5)
+    code_mask = torch.zeros(2, 512, dtype=torch.bool)
+    code_mask[:, :12] = True
+    code_mask[1, 100:] = True
+    return x, codes, code_mask, torch.arange(50) % 3 == 0
+
+
+def test_codes_left_out_at_some_tokens() -> None:
+    x, codes, code_mask, token_mask = some_codes_left_out()
+    assert_exact_with_codes_left_out(x, codes, 4, code_mask, token_mask)
 
 
 def test_codes_left_out_across_every_block() -> None:
@@ -110,26 +120,15 @@ def test_codes_left_out_across_every_block() -> None:
     x, codes = near_ties(2, 40, 512, 16, 1e-5)
     code_mask = (torch.arange(512) % 32 >= 3).expand(2, 512).clone()
     code_mask[1] = torch.arange(512) % 128 >= 2  # 8 codes left in
-    token_mask = torch.arange(40) % 2 == 0
-    left_out = code_mask.unsqueeze(1) & token_mask.view(1, -1, 1)
-    for similarity in SIMILARITIES:
-        ids = search_codes(x, codes, 6, similarity, exclude=[(code_mask, token_mask)])
-        assert torch.equal(ids, exact_ids(x, codes, 6, similarity, left_out))
+    assert_exact_with_codes_left_out(x, codes, 6, code_mask, torch.arange(40) % 2 == 0)
 
 
 def test_rows_searched_in_full_leave_codes_out_at_their_tokens(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(screened, "capacity", lambda k: 1)  # every row to the full search
-    x, codes = near_ties(2, 50, 512, 16, 1e-5)
-    code_mask = torch.zeros(2, 512, dtype=torch.bool)
-    code_mask[:, :12] = True
-    code_mask[1, 100:] = True
-    token_mask = torch.arange(50) % 3 == 0
-    left_out = code_mask.unsqueeze(1) & token_mask.view(1, -1, 1)
-    for similarity in SIMILARITIES:
-        ids = search_codes(x, codes, 4, similarity, exclude=[(code_mask, token_mask)])
-        assert torch.equal(ids, exact_ids(x, codes, 4, similarity, left_out))
+    x, codes, code_mask, token_mask = some_codes_left_out()
+    assert_exact_with_codes_left_out(x, codes, 4, code_mask, token_mask)
 
 
 def test_tiles_and_rows_left_for_a_full_search_agree() -> None:

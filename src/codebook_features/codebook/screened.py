@@ -243,13 +243,16 @@ def screened_topk(
     if offset is not None:
         exact = exact + offset.double().reshape(-1)[flat].view(groups, tokens, room)
     fallback |= (exact.isnan() & keep).any(-1)
-    exact = exact.masked_fill(~keep, -torch.inf)
-    # ties to the lower index: order by index, then stably by score
-    chosen, order = chosen.sort(dim=-1)
-    exact = exact.gather(-1, order)
-    order = exact.sort(dim=-1, descending=True, stable=True).indices[..., :k]
-    ids = chosen.gather(-1, order)
-    return ids.reshape(groups * tokens, k), fallback.reshape(-1)
+    _, ids = best_first(exact.masked_fill(~keep, -torch.inf), chosen)
+    return ids[..., :k].reshape(groups * tokens, k), fallback.reshape(-1)
+
+
+def best_first(scores: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Scores and their code ids (last dimension) ordered best first, exact ties to the lower
+    id: the order of an exact search."""
+    ids, order = ids.sort(dim=-1)
+    scores, order = scores.gather(-1, order).sort(dim=-1, descending=True, stable=True)
+    return scores, ids.gather(-1, order)
 
 
 RESCORED = 1 << 21

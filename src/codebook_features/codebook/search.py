@@ -196,11 +196,7 @@ def _exact_rows(
     for exclusion in exclude:
         _mask_excluded(scores.unsqueeze(0), exclusion, slice(g0 + g, g0 + g + 1), tokens)
     scores.nan_to_num_(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
-    values, chosen = scores.topk(k, dim=-1)
-    # ties to the lower index: order each row's choice by value, then index
-    chosen, order = chosen.sort(dim=-1)
-    values, order = values.gather(-1, order).sort(dim=-1, descending=True, stable=True)
-    chosen = chosen.gather(-1, order)
+    values, chosen = screened.best_first(*scores.topk(k, dim=-1))
     # a code tied with the k-th one but not chosen may have the lower index: sort those in full
     kth = values[:, -1:]
     tied = ((scores == kth).sum(-1) > (values == kth).sum(-1)).nonzero().flatten()

@@ -51,7 +51,7 @@ class CodeStats(nn.Module):
         flat = flat_code_ids(ids, self.num_codes).reshape(-1)
         self.counts.view(-1).index_add_(0, flat, valid.reshape(-1).long())
         self.tokens += inputs.shape[0]
-        if _compiled_sums(inputs, outputs, self.sum_input):
+        if _compiled_sums(inputs, outputs):
             sums = native.stats_sums(inputs.contiguous(), outputs.contiguous())
             self.sq_error += sums[:, 0]
             self.sq_input += sums[:, 1]
@@ -121,12 +121,12 @@ class CodeStats(nn.Module):
         return out
 
 
-def _compiled_sums(inputs: Tensor, outputs: Tensor, sums: Tensor) -> bool:
-    """Whether the compiled kernel takes this call's sums (float32 on CPU, in one pass)."""
+def _compiled_sums(inputs: Tensor, outputs: Tensor) -> bool:
+    """Whether the compiled kernel takes this call's sums (float32 on CPU, where the running
+    sums are float64, in one pass)."""
     return (
         inputs.device.type == "cpu"
         and inputs.dtype == outputs.dtype == torch.float32
-        and sums.dtype == torch.float64
         and native.available()
     )
 

@@ -180,21 +180,26 @@ int topk_rows_f32(const float *restrict scores, int64_t row_begin, int64_t row_e
 /* Whether bfloat16 bits are +inf or NaN. */
 static inline int bf16_special(uint16_t h) { return ((h & 0x7f80) == 0x7f80) & (h != 0xff80); }
 
+/* Cheap score j of a row plus its code's offset (none: no offsets). */
+static inline float cheap_at(const uint16_t *restrict src, const float *restrict off, int64_t j) {
+    return off ? bf16_value(src[j]) + off[j] : bf16_value(src[j]);
+}
+
 /* A row of cheap scores plus offsets into `row`; returns whether a score is +inf or NaN, when
  * the cheap scores are no guide (-inf marks a code left out of the search). */
 static int cheap_row(const uint16_t *restrict src, const float *restrict off, int64_t width,
                      float *restrict row) {
     int special = 0;
     for (int64_t j = 0; j < width; ++j) {
-        const float v = bf16_value(src[j]);
         special |= bf16_special(src[j]);
-        row[j] = off ? v + off[j] : v;
+        row[j] = cheap_at(src, off, j);
     }
     return special;
 }
 
 /* The block maxima (as block_maxima) of a row of cheap scores plus offsets, read in place;
- * returns whether a score is +inf or NaN (then the maxima are no guide). */
+ * returns whether a score is +inf or NaN (then the maxima are no guide). The loops with and
+ * without offsets are written apart so that each vectorises. */
 static int cheap_block_maxima(const uint16_t *restrict src, const float *restrict off,
                               int64_t width, Blocks b, float *restrict block_max) {
     const int64_t S = b.cols;
@@ -289,7 +294,7 @@ static int one_pass_candidates(const uint16_t *restrict src, const float *restri
     for (int64_t c = 0; c < S; ++c) {
         if (!(block_max[c] >= first)) continue;
         for (int64_t j = c; j < width; j += S) {
-            const float v = off ? bf16_value(src[j]) + off[j] : bf16_value(src[j]);
+            const float v = cheap_at(src, off, j);
             if (v >= first) {
                 if (n == room) return -1;
                 kept[n] = v;
