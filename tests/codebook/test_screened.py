@@ -80,6 +80,16 @@ def test_random_data_at_several_k(k: int) -> None:
         assert torch.equal(ids, exact_ids(x, codes, k, similarity))
 
 
+@pytest.mark.parametrize("num_codes", [300, 1000, 1001])
+def test_widths_that_are_not_whole_vectors(num_codes: int) -> None:
+    """Rows whose blocks end in a partial vector (the last part of a row is short)."""
+    x, codes = near_ties(2, 100, num_codes, 32, 1e-5)
+    for k in (1, 8):
+        for similarity in SIMILARITIES:
+            ids = search_codes(x, codes, k, similarity)
+            assert torch.equal(ids, exact_ids(x, codes, k, similarity))
+
+
 def test_exact_duplicates_go_to_the_lower_index_and_crowded_rows_are_searched_in_full() -> None:
     x = torch.randn(2, 40, 16)
     codes = torch.randn(2, 512, 16)
@@ -254,3 +264,20 @@ def test_wide_groups(dim: int) -> None:
     for similarity in SIMILARITIES:
         ids = search_codes(x, codes, 8, similarity)
         assert torch.equal(ids, exact_ids(x, codes, 8, similarity))
+
+
+def test_rows_whose_cheap_scores_could_overflow_are_searched_in_full() -> None:
+    """Inputs near float32's largest value against unit codes: every score is finite, but the
+    bound's argument that no cheap score is +inf or NaN no longer holds, so those rows, and
+    only those, are left to the full search; the ids stay exact."""
+    x, codes = torch.randn(1, 40, 16), torch.randn(1, 512, 16)
+    x[0, ::2] *= 2.0**126.5 / x[0, ::2].norm(dim=-1, keepdim=True)
+    matrix, offset = search_matrix(codes, "inner_product", torch.float32)
+    tile = screened.GroupTile(matrix, offset)
+    cheap_x = x.to(torch.bfloat16)
+    cheap = torch.bmm(cheap_x, tile.cheap_t)
+    assert cheap.isfinite().all()
+    _, fallback = tile.search(x, cheap_x, cheap, 4)
+    assert fallback[0, ::2].all() and not fallback[0, 1::2].any()
+    ids = search_codes(x, codes, 4, "inner_product")
+    assert torch.equal(ids, exact_ids(x, codes, 4, "inner_product"))

@@ -80,7 +80,18 @@ def test_excluded_codes_are_never_chosen_and_next_best_take_their_place() -> Non
 
 
 @pytest.mark.parametrize(
-    ("width", "k"), [(4096, 8), (4096, 1), (65536, 16), (1000, 5), (50, 8), (64, 40)]
+    ("width", "k"),
+    [
+        (4096, 8),
+        (4096, 1),
+        (65536, 16),
+        (1000, 5),
+        (1001, 1),
+        (257, 3),
+        (4097, 16),
+        (50, 8),
+        (64, 40),
+    ],
 )
 def test_compiled_topk_equals_torch(width: int, k: int) -> None:
     if not native.available():

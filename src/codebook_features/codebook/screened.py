@@ -213,11 +213,12 @@ def screened_topk(
     kth = row.topk(k, dim=-1).values[..., -1].double()
     xd, cheap_xd = x.double(), cheap_x.double()
     coef = bound.to(x.device).unsqueeze(1)  # (G, 1, 3)
+    size = cheap_xd.norm(dim=-1)
     absolute = (
-        coef[..., 0] * cheap_xd.norm(dim=-1)
-        + coef[..., 1] * (cheap_xd - xd).norm(dim=-1)
-        + coef[..., 2]
+        coef[..., 0] * size + coef[..., 1] * (cheap_xd - xd).norm(dim=-1) + coef[..., 2]
     ) * (1.0 + 2.0**-30)
+    # as in the kernel's row_bound: a row whose cheap scores could overflow is searched in full
+    absolute = absolute.masked_fill(~(size * coef[..., 1] * (1.0 + 2.0**-7) <= 2.0**126), torch.inf)
     # v + a + rel |v| >= kth - a - rel |kth|, solved for v, widened, rounded down to float32
     reach = kth - 2.0 * absolute - relative * kth.abs()
     lowest = torch.where(reach >= 0, reach / (1.0 + relative), reach / (1.0 - relative))

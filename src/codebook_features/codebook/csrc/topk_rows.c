@@ -1,7 +1,8 @@
 /* Top-k of each row of a float32 matrix, reading each score about once; and the exact top-k
  * of rows of cheap bfloat16 scores (screened_topk_bf16, at the end).
  *
- * A row of width W is viewed as L rows of S = ceil(W / L) columns; block c is the strided set
+ * A row of width W is viewed as L rows of S columns (S = ceil(W / L), rounded up to whole
+ * 16-wide vectors when larger than 16; the last row may be short); block c is the strided set
  * {c, c + S, c + 2S, ...}. Pass 1 takes every block's maximum with vertical maxima over
  * contiguous runs, which the compiler vectorises. The maxima of 16 groups of blocks are 16
  * distinct scores, so the k-th largest of them is a lower bound on the k-th largest score of
@@ -78,6 +79,10 @@ static Blocks blocks_of(int64_t width) {
     Blocks b;
     b.rows = block_rows(width);
     b.cols = (width + b.rows - 1) / b.rows;
+    if (b.cols > 16) { /* whole 16-wide vectors: no scalar tail in every one of the L parts */
+        b.cols = (b.cols + 15) / 16 * 16;
+        b.rows = (width + b.cols - 1) / b.cols;
+    }
     return b;
 }
 
@@ -197,13 +202,12 @@ static int cheap_row(const uint16_t *restrict src, const float *restrict off, in
     return special;
 }
 
-/* The block maxima (as block_maxima) of a row of cheap scores plus offsets, read in place;
- * returns whether a score is +inf or NaN (then the maxima are no guide). The loops with and
+/* The block maxima (as block_maxima) of a row of cheap scores plus offsets, read in place
+ * (no score is +inf or NaN where the row's bound is finite: see row_bound). The loops with and
  * without offsets are written apart so that each vectorises. */
-static int cheap_block_maxima(const uint16_t *restrict src, const float *restrict off,
-                              int64_t width, Blocks b, float *restrict block_max) {
+static void cheap_block_maxima(const uint16_t *restrict src, const float *restrict off,
+                               int64_t width, Blocks b, float *restrict block_max) {
     const int64_t S = b.cols;
-    int special = 0;
     for (int64_t c = 0; c < S; ++c) block_max[c] = -INFINITY;
     for (int64_t i = 0; i < b.rows; ++i) {
         const uint16_t *restrict part = src + i * S;
@@ -213,19 +217,16 @@ static int cheap_block_maxima(const uint16_t *restrict src, const float *restric
         if (off) {
             const float *restrict part_off = off + i * S;
             for (int64_t c = 0; c < n; ++c) {
-                special |= bf16_special(part[c]);
                 const float v = bf16_value(part[c]) + part_off[c];
                 block_max[c] = v > block_max[c] ? v : block_max[c];
             }
         } else {
             for (int64_t c = 0; c < n; ++c) {
-                special |= bf16_special(part[c]);
                 const float v = bf16_value(part[c]);
                 block_max[c] = v > block_max[c] ? v : block_max[c];
             }
         }
     }
-    return special;
 }
 
 /* The k-th largest (k <= 16) of the maxima of 16 groups of blocks (c, c + 16, ...): at least k
@@ -233,17 +234,25 @@ static int cheap_block_maxima(const uint16_t *restrict src, const float *restric
 static float kth_group_maximum(const float *restrict block_max, int64_t S, int k) {
     float group_max[16];
     group_maxima(block_max, S, group_max);
-    float kth = INFINITY; /* the least value with fewer than k values above it */
-    for (int c = 0; c < 16; ++c) {
-        int above = 0;
-        for (int q = 0; q < 16; ++q) above += group_max[q] > group_max[c];
-        if (above < k && group_max[c] < kth) kth = group_max[c];
+    /* k steps of moving the largest of the rest forward (maxima are never NaN) */
+    for (int t = 0; t < k; ++t) {
+        int best = t;
+        for (int q = t + 1; q < 16; ++q) best = group_max[q] > group_max[best] ? q : best;
+        const float swap = group_max[t];
+        group_max[t] = group_max[best];
+        group_max[best] = swap;
     }
-    return kth;
+    return group_max[k - 1];
 }
 
 /* A row's absolute error bound: b0 |x~| + b1 |x~ - x| + b2 (norms summed in double, where the
- * squares of floats are exact), widened a little; the row copied to double into xd. */
+ * squares of floats are exact), widened a little; the row copied to double into xd.
+ *
+ * +inf (the row is searched in full) unless |x~| b1 (1 + 2^-7) <= 2^126. b1 is the group's
+ * largest |m|, and |m~| <= (1 + 2^-8) |m|, so then every product and partial sum of a cheap
+ * score stays below 2^126 (1 + gamma_d), far from float32's and bfloat16's largest value
+ * (about 2^128): no cheap score of the row is +inf or NaN (codes holding NaN never reach the
+ * kernel: their group is searched in float32), and the scans need not test each score. */
 static double row_bound(const float *restrict xr, const uint16_t *restrict xc, int64_t dim,
                         const double *restrict coef, double *restrict xd) {
     double size[8] = {0}, rounding[8] = {0}; /* independent sums: no stalls */
@@ -257,7 +266,9 @@ static double row_bound(const float *restrict xr, const uint16_t *restrict xc, i
         size[0] += size[p];
         rounding[0] += rounding[p];
     }
-    return (coef[0] * sqrt(size[0]) + coef[1] * sqrt(rounding[0]) + coef[2]) * (1.0 + 0x1p-30);
+    const double cheap_size = sqrt(size[0]);
+    if (!(cheap_size * coef[1] * (1.0 + 0x1p-7) <= 0x1p126)) return INFINITY;
+    return (coef[0] * cheap_size + coef[1] * sqrt(rounding[0]) + coef[2]) * (1.0 + 0x1p-30);
 }
 
 /* The lowest cheap score a candidate may have when the k-th largest cheap score is kth:
@@ -276,18 +287,15 @@ static float candidate_threshold(double kth, double absolute, double relative) {
  * reaches the threshold of a lower bound on the k-th largest (the k-th of the groups' maxima) is
  * kept, then those below the threshold of the k-th largest kept are dropped. Returns how many
  * candidates are left in candidates[] (at most `room` kept; more, or a case the bound does not
- * settle here, returns -1: the caller takes the two-pass way). *special is set for rows with
- * +inf or NaN. */
+ * settle here, returns -1: the caller takes the two-pass way). The row's bound is finite. */
 static int one_pass_candidates(const uint16_t *restrict src, const float *restrict off,
                                int64_t width, int k, Blocks b, double absolute,
                                double relative, float *restrict block_max,
-                               float *restrict kept, int64_t *restrict candidates, int room,
-                               int *special) {
+                               float *restrict kept, int64_t *restrict candidates, int room) {
     const int64_t S = b.cols;
-    *special = cheap_block_maxima(src, off, width, b, block_max);
-    if (*special) return -1;
+    cheap_block_maxima(src, off, width, b, block_max);
     const float lower = kth_group_maximum(block_max, S, k);
-    if (!isfinite(lower) || !isfinite(absolute)) return -1;
+    if (!isfinite(lower)) return -1;
     const float first = candidate_threshold((double)lower, absolute, relative);
     if (!(first > -INFINITY)) return -1;
     int n = 0;
@@ -335,9 +343,7 @@ static int two_pass_candidates(const uint16_t *restrict src, const float *restri
     if (cheap_row(src, off, width, row)) return -1;
     if (row_topk(row, width, k, b, block_max, vals, idx) < k || !isfinite(vals[k - 1])) return -1;
     const float threshold = candidate_threshold((double)vals[k - 1], absolute, relative);
-    /* a bound that is not finite (codes holding NaN or inf, scores near float32's limits)
-     * narrows nothing, and -inf would admit the codes left out */
-    if (!isfinite(absolute) || !(threshold > -INFINITY)) return -1;
+    if (!(threshold > -INFINITY)) return -1; /* -inf would admit the codes left out */
     int n = 0;
     for (int64_t c = 0; c < (by_blocks(b, k) ? b.cols : 1); ++c) {
         if (by_blocks(b, k) && !(block_max[c] >= threshold)) continue;
@@ -361,11 +367,11 @@ static int two_pass_candidates(const uint16_t *restrict src, const float *restri
  * lower bound on the k-th largest score, so every code whose approximation plus its bound
  * reaches it is a candidate, and the k best codes are always among the candidates. The
  * candidates are scored again exactly (float products summed in double, plus the offset) and
- * the k best kept, ties to the lower index. A row with more than `capacity` candidates, a
- * cheap score of +inf or NaN, fewer than k codes not left out (cheap score -inf; a score that
- * overflows to -inf in float32 counts as left out, as in the float32 search), a bound that is
- * not finite, or exact scores of NaN gets fallback[r] = 1 and no ids: the caller searches it
- * in full. Returns how many threads could not allocate their buffers (0: every row was done). */
+ * the k best kept, ties to the lower index. A row with more than `capacity` candidates, an
+ * input so large against its codes that a cheap score could overflow (see row_bound), fewer
+ * than k codes not left out (cheap score -inf; a score that overflows to -inf in float32
+ * counts as left out, as in the float32 search), a bound that is not finite, or exact scores
+ * of NaN gets fallback[r] = 1 and no ids: the caller searches it in full. Returns how many threads could not allocate their buffers (0: every row was done). */
 int screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
                         const uint16_t *restrict cheap_x, int64_t x_group_stride,
                         int64_t x_token_stride, const float *restrict matrix,
@@ -403,11 +409,13 @@ int screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
             fallback[r] = 1;
             const int64_t at = g * x_group_stride + t * x_token_stride;
             const double absolute = row_bound(x + at, cheap_x + at, dim, bound + 3 * g, xd);
-            int special = 0, n = -1;
+            /* a bound that is not finite (codes holding inf, scores near float32's limits)
+             * narrows nothing */
+            if (!isfinite(absolute)) continue;
+            int n = -1;
             if (by_blocks(b, k))
                 n = one_pass_candidates(src, off, width, k, b, absolute, relative, block_max,
-                                        kept, candidates, room, &special);
-            if (special) continue;
+                                        kept, candidates, room);
             if (n < 0)
                 n = two_pass_candidates(src, off, width, k, b, absolute, relative, block_max,
                                         row, vals, idx, candidates, capacity);
