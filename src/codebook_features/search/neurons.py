@@ -22,24 +22,30 @@ def best_neurons(acts: Tensor, labels: Tensor, recalls: Tensor) -> tuple[Tensor,
         labels: ``(tokens,)`` feature of each token, ``-1`` for none.
         recalls: ``(features,)`` target recall per feature, in ``(0, 1]``.
     """
-    acts = acts.float()
-    signed = torch.cat([acts, -acts], dim=1)  # (T, 2D)
-    ordered = signed.sort(dim=0).values.T.contiguous()  # (2D, T) ascending per neuron
-    tokens = signed.shape[0]
+    columns = acts.float().T.contiguous()  # (D, T): a neuron's values side by side
+    ordered = columns.sort(dim=1).values  # ascending per neuron: counts by binary search
+    neurons, tokens = columns.shape
     precision = torch.zeros(len(recalls), dtype=torch.float64)
     which = torch.zeros(len(recalls), dtype=torch.long)
     for feature, recall in enumerate(recalls.tolist()):
-        positive = signed[labels == feature]  # (P, 2D)
-        count = positive.shape[0]
+        positive = columns[:, labels == feature]  # (D, P)
+        count = positive.shape[1]
         if count == 0 or recall <= 0:
             continue
         need = max(1, min(count, round(recall * count)))
-        threshold = positive.topk(need, dim=0).values[-1]  # (2D,) the need-th largest
-        above = tokens - torch.searchsorted(ordered, threshold.unsqueeze(1)).squeeze(1)
-        hits = (positive >= threshold).sum(0)
+        # per neuron, the need-th largest of its values on the feature's tokens, and of their
+        # negations (the neuron read with its sign flipped): -(the need-th smallest)
+        up = positive.kthvalue(count - need + 1, dim=1).values.unsqueeze(1)
+        down = positive.kthvalue(need, dim=1).values.unsqueeze(1)  # -a >= -down <=> a <= down
+        above = torch.cat(
+            [
+                tokens - torch.searchsorted(ordered, up),
+                torch.searchsorted(ordered, down, right=True),
+            ]
+        ).squeeze(1)
+        hits = torch.cat([(positive >= up).sum(1), (positive <= down).sum(1)])
         scores = hits.double() / above.double().clamp_min(1)
         best = int(scores.argmax())
         precision[feature] = scores[best]
-        neurons = acts.shape[1]
         which[feature] = best if best < neurons else -(best - neurons + 1)
     return precision, which
