@@ -50,27 +50,28 @@ class CodeStats(nn.Module):
         valid = ids >= 0
         flat = flat_code_ids(ids, self.num_codes).reshape(-1)
         self.counts.view(-1).index_add_(0, flat, valid.reshape(-1).long())
-        self.tokens += inputs.shape[0]
+        # add_ rather than +=: the same sums, without re-registering each buffer on the module
+        self.tokens.add_(inputs.shape[0])
         if _compiled_sums(inputs, outputs):
             sums = native.stats_sums(inputs.contiguous(), outputs.contiguous())
-            self.sq_error += sums[:, 0]
-            self.sq_input += sums[:, 1]
-            self.input_norm += sums[:, 2]
-            self.output_norm += sums[:, 3]
-            self.sum_input += sums[:, 4:]
+            self.sq_error.add_(sums[:, 0])
+            self.sq_input.add_(sums[:, 1])
+            self.input_norm.add_(sums[:, 2])
+            self.output_norm.add_(sums[:, 3])
+            self.sum_input.add_(sums[:, 4:])
             return
         # reduce over this call in float32 (at least: float16 overflows), accumulate in float64
         if inputs.dtype in (torch.float16, torch.bfloat16):
             inputs, outputs = inputs.float(), outputs.float()
         dtype = self.sq_error.dtype
         in_norm = torch.linalg.vector_norm(inputs, dim=-1)
-        self.sq_error += (
+        self.sq_error.add_(
             torch.linalg.vector_norm(outputs - inputs, dim=-1).square().sum(0).to(dtype)
         )
-        self.sum_input += inputs.sum(0).to(dtype)
-        self.sq_input += in_norm.square().sum(0).to(dtype)
-        self.input_norm += in_norm.sum(0).to(dtype)
-        self.output_norm += torch.linalg.vector_norm(outputs, dim=-1).sum(0).to(dtype)
+        self.sum_input.add_(inputs.sum(0).to(dtype))
+        self.sq_input.add_(in_norm.square().sum(0).to(dtype))
+        self.input_norm.add_(in_norm.sum(0).to(dtype))
+        self.output_norm.add_(torch.linalg.vector_norm(outputs, dim=-1).sum(0).to(dtype))
 
     def all_reduce(self) -> None:
         """Sum the statistics over all processes (a no-op when not distributed)."""
