@@ -82,8 +82,10 @@ def test_random_data_at_several_k(k: int) -> None:
 
 @pytest.mark.parametrize("num_codes", [300, 1000, 1001])
 def test_widths_that_are_not_whole_vectors(num_codes: int) -> None:
-    """Rows whose blocks end in a partial vector (the last part of a row is short)."""
+    """Rows whose blocks end in a partial vector: the last part of a row is short, and the
+    near-tied codes sit in it."""
     x, codes = near_ties(2, 100, num_codes, 32, 1e-5)
+    codes = codes.roll(-24, dims=1)  # the near-tied copies last
     for k in (1, 8):
         for similarity in SIMILARITIES:
             ids = search_codes(x, codes, k, similarity)
@@ -277,6 +279,23 @@ def test_rows_whose_cheap_scores_could_overflow_are_searched_in_full() -> None:
     cheap_x = x.to(torch.bfloat16)
     cheap = torch.bmm(cheap_x, tile.cheap_t)
     assert cheap.isfinite().all()
+    _, fallback = tile.search(x, cheap_x, cheap, 4)
+    assert fallback[0, ::2].all() and not fallback[0, 1::2].any()
+    ids = search_codes(x, codes, 4, "inner_product")
+    assert torch.equal(ids, exact_ids(x, codes, 4, "inner_product"))
+
+
+def test_cheap_scores_that_overflow_leave_their_rows_to_the_full_search() -> None:
+    """An input along a code, of a norm float32 holds but bfloat16 rounds up to +inf: the
+    cheap score is +inf, and the row is searched in full all the same."""
+    codes = torch.randn(1, 512, 16)
+    x = torch.randn(1, 8, 16)
+    x[0, ::2] = codes[0, 3] / codes[0, 3].norm() * 2.0**127.997
+    matrix, offset = search_matrix(codes, "inner_product", torch.float32)
+    tile = screened.GroupTile(matrix, offset)
+    cheap_x = x.to(torch.bfloat16)
+    cheap = torch.bmm(cheap_x, tile.cheap_t)
+    assert x.isfinite().all() and (cheap[0, ::2] == float("inf")).any(-1).all()
     _, fallback = tile.search(x, cheap_x, cheap, 4)
     assert fallback[0, ::2].all() and not fallback[0, 1::2].any()
     ids = search_codes(x, codes, 4, "inner_product")

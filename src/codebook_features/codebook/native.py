@@ -56,9 +56,14 @@ def topk_rows(scores: Tensor, k: int) -> Tensor:
     largest first (ties: lower index first; NaN never preferred, unlike ``torch.topk``)."""
     lib = _library()
     rows, width = scores.shape
-    if lib is None or scores.dtype != torch.float32 or not scores.is_contiguous() or k > width:
+    if (
+        lib is None
+        or scores.dtype != torch.float32
+        or not scores.is_contiguous()
+        or not 1 <= k <= width
+    ):
         raise ValueError(
-            "topk_rows needs the compiled kernel, contiguous float32 rows and k <= width"
+            "topk_rows needs the compiled kernel, contiguous float32 rows and 1 <= k <= width"
         )
     out = torch.empty(rows, k, dtype=torch.long)
     threads = torch.get_num_threads()
@@ -119,7 +124,7 @@ def screened_topk_bf16(
         or bound.dtype != torch.float64
         or bound.shape != (groups, 3)
         or not bound.is_contiguous()
-        or k > width
+        or not 1 <= k <= width
     ):
         raise ValueError("screened_topk_bf16 needs the compiled kernel and the layouts it reads")
     out = torch.empty(groups * tokens, k, dtype=torch.long)

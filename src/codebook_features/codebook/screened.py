@@ -139,8 +139,9 @@ class GroupTile:
         sizes = native.code_sizes if uses_kernel(matrix) else code_sizes
         code, cheap_code, rounding, mean_code = sizes(self.matrix, cheap).unbind(1)
         # one far code widens every row's bound (it takes the group's largest): then the
-        # candidates would be too many, and the float32 search is faster
-        self.narrows = bool((code <= SPREAD * mean_code).all())
+        # candidates would be too many, and the float32 search is faster; codes holding NaN
+        # (a NaN mean) are searched in float32 too, as the kernel's reasoning needs finite codes
+        self.narrows = bool(mean_code.isfinite().all() and (code <= SPREAD * mean_code).all())
         dim = matrix.shape[-1]
         gamma = accumulation_factor(dim)
         if matrix.device.type == "cuda":  # tensor cores may truncate when they add

@@ -18,7 +18,7 @@ def best_neurons(acts: Tensor, labels: Tensor, recalls: Tensor) -> tuple[Tensor,
     that neuron's index (negative ``-(j + 1)`` when read with its sign flipped).
 
     Args:
-        acts: ``(tokens, neurons)`` activations.
+        acts: ``(tokens, neurons)`` activations, finite (NaN has no place in the order).
         labels: ``(tokens,)`` feature of each token, ``-1`` for none.
         recalls: ``(features,)`` target recall per feature, in ``(0, 1]``.
     """

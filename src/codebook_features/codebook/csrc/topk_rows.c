@@ -249,10 +249,13 @@ static float kth_group_maximum(const float *restrict block_max, int64_t S, int k
  * squares of floats are exact), widened a little; the row copied to double into xd.
  *
  * +inf (the row is searched in full) unless |x~| b1 (1 + 2^-7) <= 2^126. b1 is the group's
- * largest |m|, and |m~| <= (1 + 2^-8) |m|, so then every product and partial sum of a cheap
- * score stays below 2^126 (1 + gamma_d), far from float32's and bfloat16's largest value
- * (about 2^128): no cheap score of the row is +inf or NaN (codes holding NaN never reach the
- * kernel: their group is searched in float32), and the scans need not test each score. */
+ * largest |m|; where the bound is finite, so is every code's bfloat16 copy m~ (b0 grows
+ * with the largest |m~|), and then |m~| <= (1 + 2^-8) |m| up to values below float32's normal range.
+ * So every product and partial sum of a cheap score stays below 2^126 (1 + gamma_d), far from
+ * float32's and bfloat16's largest value (about 2^128), and a finite offset (euclidean:
+ * -|m|^2 / 2 <= 0) cannot make it +inf: no cheap score of the row is +inf or NaN, and the
+ * scans need not test each score. This needs the caller's test that the bound is finite, and
+ * finite codes: codes holding NaN never reach the kernel (GroupTile.narrows). */
 static double row_bound(const float *restrict xr, const uint16_t *restrict xc, int64_t dim,
                         const double *restrict coef, double *restrict xd) {
     double size[8] = {0}, rounding[8] = {0}; /* independent sums: no stalls */
@@ -371,7 +374,8 @@ static int two_pass_candidates(const uint16_t *restrict src, const float *restri
  * input so large against its codes that a cheap score could overflow (see row_bound), fewer
  * than k codes not left out (cheap score -inf; a score that overflows to -inf in float32
  * counts as left out, as in the float32 search), a bound that is not finite, or exact scores
- * of NaN gets fallback[r] = 1 and no ids: the caller searches it in full. Returns how many threads could not allocate their buffers (0: every row was done). */
+ * of NaN gets fallback[r] = 1 and no ids: the caller searches it in full. Returns how many
+ * threads could not allocate their buffers (0: every row was done). */
 int screened_topk_bf16(const uint16_t *restrict cheap, const float *restrict x,
                         const uint16_t *restrict cheap_x, int64_t x_group_stride,
                         int64_t x_token_stride, const float *restrict matrix,
