@@ -141,7 +141,7 @@ class GroupTile:
         # one far code widens every row's bound (it takes the group's largest): then the
         # candidates would be too many, and the float32 search is faster; codes holding NaN
         # (a NaN mean) are searched in float32 too, as the kernel's reasoning needs finite codes
-        self.narrows = bool(mean_code.isfinite().all() and (code <= SPREAD * mean_code).all())
+        self.narrows = bool((mean_code.isfinite() & (code <= SPREAD * mean_code)).all())
         dim = matrix.shape[-1]
         gamma = accumulation_factor(dim)
         if matrix.device.type == "cuda":  # tensor cores may truncate when they add
