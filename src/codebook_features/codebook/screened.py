@@ -206,8 +206,7 @@ def screened_topk(
     rows need not be contiguous): the candidates of each row are its at most ``capacity``
     largest cheap scores that reach the threshold, scored again in float64."""
     groups, tokens, width = cheap.shape
-    row = cheap.float()
-    special = (row.isnan() | (row == float("inf"))).any(-1)
+    row = cheap.float()  # no score is +inf or NaN where the row's bound is finite (row_bound)
     if offset is not None:  # a NaN after the offset is no candidate, as in the kernel
         row = row + offset.unsqueeze(1)
         row.masked_fill_(row.isnan(), -torch.inf)
@@ -229,8 +228,7 @@ def screened_topk(
     threshold = torch.where(threshold.double() > lowest, below, threshold)
     candidates = row >= threshold.unsqueeze(-1)
     fallback = (
-        special
-        | ~kth.isfinite()
+        ~kth.isfinite()
         | ~absolute.isfinite()
         | ~(threshold > -torch.inf)
         | (candidates.sum(-1) > capacity)

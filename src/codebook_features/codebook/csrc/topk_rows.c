@@ -182,24 +182,16 @@ int topk_rows_f32(const float *restrict scores, int64_t row_begin, int64_t row_e
     return failed;
 }
 
-/* Whether bfloat16 bits are +inf or NaN. */
-static inline int bf16_special(uint16_t h) { return ((h & 0x7f80) == 0x7f80) & (h != 0xff80); }
-
 /* Cheap score j of a row plus its code's offset (none: no offsets). */
 static inline float cheap_at(const uint16_t *restrict src, const float *restrict off, int64_t j) {
     return off ? bf16_value(src[j]) + off[j] : bf16_value(src[j]);
 }
 
-/* A row of cheap scores plus offsets into `row`; returns whether a score is +inf or NaN, when
- * the cheap scores are no guide (-inf marks a code left out of the search). */
-static int cheap_row(const uint16_t *restrict src, const float *restrict off, int64_t width,
-                     float *restrict row) {
-    int special = 0;
-    for (int64_t j = 0; j < width; ++j) {
-        special |= bf16_special(src[j]);
-        row[j] = cheap_at(src, off, j);
-    }
-    return special;
+/* A row of cheap scores plus offsets into `row` (-inf marks a code left out of the search; no
+ * score is +inf or NaN where the row's bound is finite: see row_bound). */
+static void cheap_row(const uint16_t *restrict src, const float *restrict off, int64_t width,
+                      float *restrict row) {
+    for (int64_t j = 0; j < width; ++j) row[j] = cheap_at(src, off, j);
 }
 
 /* The block maxima (as block_maxima) of a row of cheap scores plus offsets, read in place
@@ -343,7 +335,7 @@ static int two_pass_candidates(const uint16_t *restrict src, const float *restri
                                double relative, float *restrict block_max, float *restrict row,
                                float *restrict vals, int64_t *restrict idx,
                                int64_t *restrict candidates, int capacity) {
-    if (cheap_row(src, off, width, row)) return -1;
+    cheap_row(src, off, width, row);
     if (row_topk(row, width, k, b, block_max, vals, idx) < k || !isfinite(vals[k - 1])) return -1;
     const float threshold = candidate_threshold((double)vals[k - 1], absolute, relative);
     if (!(threshold > -INFINITY)) return -1; /* -inf would admit the codes left out */
