@@ -151,11 +151,34 @@ def test_tiles_and_rows_left_for_a_full_search_agree() -> None:
         assert torch.equal(ids, exact_ids(x, codes, 6, "euclidean"))
 
 
+def cheap_scores(x: torch.Tensor, codes: torch.Tensor, similarity: str) -> tuple:
+    """``(tile, cheap_x, cheap)``: the codes prepared, the inputs in bfloat16 and their cheap
+    scores, as the search makes them."""
+    matrix, offset = search_matrix(codes, similarity, torch.float32)
+    tile = screened.GroupTile(matrix, offset)
+    cheap_x = x.to(torch.bfloat16)
+    with screened.float32_sums(x.device):
+        return tile, cheap_x, torch.bmm(cheap_x, tile.cheap_t)
+
+
 def absolute_bound(tile: screened.GroupTile, x: torch.Tensor, cheap_x: torch.Tensor):
     """Each row's absolute error bound, as the kernel works it out."""
     wide = cheap_x.double()
-    sizes = [wide.norm(dim=-1), (wide - x.double()).norm(dim=-1), torch.ones(x.shape[:2])]
+    sizes = [wide.norm(dim=-1), (wide - x.double()).norm(dim=-1), torch.ones_like(wide[..., 0])]
     return sum(tile.bound[:, i].view(-1, 1) * size for i, size in enumerate(sizes))
+
+
+def errors_and_bounds(x: torch.Tensor, codes: torch.Tensor, similarity: str) -> tuple:
+    """How far each cheap score (plus offset) lies from the exact one, and its bound."""
+    tile, cheap_x, cheap = cheap_scores(x, codes, similarity)
+    approx = cheap.double()
+    exact = x.double() @ tile.matrix.double().transpose(1, 2)
+    if tile.offset is not None:
+        offset = tile.offset.unsqueeze(1)
+        approx = (approx.float() + offset).double()
+        exact = exact + offset.double()
+    bound = absolute_bound(tile, x, cheap_x).unsqueeze(-1) + tile.relative * approx.abs()
+    return (approx - exact).abs(), bound
 
 
 def test_the_bound_holds_for_every_code() -> None:
@@ -163,17 +186,9 @@ def test_the_bound_holds_for_every_code() -> None:
     offset) is within its bound of the exact score."""
     for similarity in SIMILARITIES:
         x, codes = torch.randn(2, 200, 64) * 7, torch.randn(2, 700, 64) * 0.3
-        matrix, offset = search_matrix(codes, similarity, torch.float32)
-        tile = screened.GroupTile(matrix, offset)
-        cheap_x = x.to(torch.bfloat16)
-        approx = torch.bmm(cheap_x, tile.cheap_t).double()
-        exact = x.double() @ matrix.double().transpose(1, 2)
-        if offset is not None:
-            approx = (approx.float() + offset).double()
-            exact = exact + offset.double()
-        bound = absolute_bound(tile, x, cheap_x).unsqueeze(-1) + tile.relative * approx.abs()
-        assert ((approx - exact).abs() <= bound).all()
-        assert ((approx - exact).abs() > bound / 100).any()  # the bound is not vacuous
+        error, bound = errors_and_bounds(x, codes, similarity)
+        assert (error <= bound).all()
+        assert (error > bound / 100).any()  # the bound is not vacuous
 
 
 def selection(kind: str):
@@ -182,10 +197,7 @@ def selection(kind: str):
 
 def test_a_row_with_too_many_candidates_is_left_for_the_full_search(screening_on: str) -> None:
     x, codes = torch.randn(1, 30, 16), torch.randn(1, 512, 16)
-    matrix, offset = search_matrix(codes, "inner_product", torch.float32)
-    tile = screened.GroupTile(matrix, offset)
-    cheap_x = x.to(torch.bfloat16)
-    cheap = torch.bmm(cheap_x, tile.cheap_t)
+    tile, cheap_x, cheap = cheap_scores(x, codes, "inner_product")
     wide = torch.tensor([[0.0, 0.0, 1e9]], dtype=torch.float64)  # every code is a candidate
     select = selection(screening_on)
     _, fallback = select(cheap, x, cheap_x, tile.matrix, None, wide, 0.0, 4, 64)
@@ -268,21 +280,23 @@ def test_wide_groups(dim: int) -> None:
         assert torch.equal(ids, exact_ids(x, codes, 8, similarity))
 
 
+def assert_even_rows_searched_in_full(x, codes, tile, cheap_x, cheap) -> None:
+    """Exactly the even rows are left to the full search, and the search's ids are exact."""
+    _, fallback = tile.search(x, cheap_x, cheap, 4)
+    assert fallback[0, ::2].all() and not fallback[0, 1::2].any()
+    ids = search_codes(x, codes, 4, "inner_product")
+    assert torch.equal(ids, exact_ids(x, codes, 4, "inner_product"))
+
+
 def test_rows_whose_cheap_scores_could_overflow_are_searched_in_full() -> None:
     """Inputs near float32's largest value against unit codes: every score is finite, but the
     bound's argument that no cheap score is +inf or NaN no longer holds, so those rows, and
     only those, are left to the full search; the ids stay exact."""
     x, codes = torch.randn(1, 40, 16), torch.randn(1, 512, 16)
     x[0, ::2] *= 2.0**126.5 / x[0, ::2].norm(dim=-1, keepdim=True)
-    matrix, offset = search_matrix(codes, "inner_product", torch.float32)
-    tile = screened.GroupTile(matrix, offset)
-    cheap_x = x.to(torch.bfloat16)
-    cheap = torch.bmm(cheap_x, tile.cheap_t)
+    tile, cheap_x, cheap = cheap_scores(x, codes, "inner_product")
     assert cheap.isfinite().all()
-    _, fallback = tile.search(x, cheap_x, cheap, 4)
-    assert fallback[0, ::2].all() and not fallback[0, 1::2].any()
-    ids = search_codes(x, codes, 4, "inner_product")
-    assert torch.equal(ids, exact_ids(x, codes, 4, "inner_product"))
+    assert_even_rows_searched_in_full(x, codes, tile, cheap_x, cheap)
 
 
 def test_cheap_scores_that_overflow_leave_their_rows_to_the_full_search() -> None:
@@ -291,12 +305,6 @@ def test_cheap_scores_that_overflow_leave_their_rows_to_the_full_search() -> Non
     codes = torch.randn(1, 512, 16)
     x = torch.randn(1, 8, 16)
     x[0, ::2] = codes[0, 3] / codes[0, 3].norm() * 2.0**127.997
-    matrix, offset = search_matrix(codes, "inner_product", torch.float32)
-    tile = screened.GroupTile(matrix, offset)
-    cheap_x = x.to(torch.bfloat16)
-    cheap = torch.bmm(cheap_x, tile.cheap_t)
+    tile, cheap_x, cheap = cheap_scores(x, codes, "inner_product")
     assert x.isfinite().all() and (cheap[0, ::2] == float("inf")).any(-1).all()
-    _, fallback = tile.search(x, cheap_x, cheap, 4)
-    assert fallback[0, ::2].all() and not fallback[0, 1::2].any()
-    ids = search_codes(x, codes, 4, "inner_product")
-    assert torch.equal(ids, exact_ids(x, codes, 4, "inner_product"))
+    assert_even_rows_searched_in_full(x, codes, tile, cheap_x, cheap)

@@ -5,8 +5,14 @@ import pytest
 import torch
 
 from codebook_features.codebook import native, screened
-from codebook_features.codebook.search import search_codes, search_matrix
-from tests.codebook.test_screened import SIMILARITIES, exact_ids, near_ties
+from codebook_features.codebook.search import search_codes
+from tests.codebook.test_screened import (
+    SIMILARITIES,
+    cheap_scores,
+    errors_and_bounds,
+    exact_ids,
+    near_ties,
+)
 
 
 @pytest.mark.skipif(not native.available(), reason="needs the compiled kernel")
@@ -20,10 +26,7 @@ def test_torch_operations_select_as_the_kernel_does(
     x, codes = near_ties(2, 120, 512, 32, 1e-5)
     codes[1, 100:300] = codes[1, 7]  # rows with more candidates than they may keep
     x[1, :40] = codes[1, 7]
-    matrix, offset = search_matrix(codes, similarity, torch.float32)
-    tile = screened.GroupTile(matrix, offset)
-    cheap_x = x.to(torch.bfloat16)
-    cheap = torch.bmm(cheap_x, tile.cheap_t)
+    tile, cheap_x, cheap = cheap_scores(x, codes, similarity)
     cheap[0, :, :5] = float("-inf")  # left out
     args = (cheap, x, cheap_x, tile.matrix, tile.offset, tile.bound, tile.relative, 6, 64)
     ids, fallback = native.screened_topk_bf16(*args)
@@ -48,16 +51,5 @@ def test_on_cuda(similarity: str, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_bound_holds_on_cuda(similarity: str) -> None:
     """The premise of the proof on this GPU's bfloat16 matmul, summed as the search sums it."""
     x, codes = torch.randn(2, 200, 64).cuda() * 7, torch.randn(2, 700, 64).cuda() * 0.3
-    matrix, offset = search_matrix(codes, similarity, torch.float32)
-    tile = screened.GroupTile(matrix, offset)
-    cheap_x = x.to(torch.bfloat16)
-    with screened.float32_sums(x.device):
-        approx = torch.bmm(cheap_x, tile.cheap_t).double()
-    exact = x.double() @ matrix.double().transpose(1, 2)
-    if offset is not None:
-        approx = (approx.float() + offset).double()
-        exact = exact + offset.double()
-    wide, narrow = cheap_x.double(), x.double()
-    sizes = [wide.norm(dim=-1), (wide - narrow).norm(dim=-1), torch.ones_like(wide[..., 0])]
-    bound = sum(tile.bound[:, i].view(-1, 1) * size for i, size in enumerate(sizes))
-    assert ((approx - exact).abs() <= bound.unsqueeze(-1) + tile.relative * approx.abs()).all()
+    error, bound = errors_and_bounds(x, codes, similarity)
+    assert (error <= bound).all()
